@@ -1,0 +1,51 @@
+"""Cohort definitions are data: one TOML file per cohort in cohorts/ (see cohorts/opioid_ed.toml)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgx_dagster.contracts import EVENT_TYPES
+from pgx_dagster.settings import COHORT_DIR
+
+
+@dataclass(frozen=True)
+class CohortDefinition:
+    name: str
+    description: str
+    target_event_types: tuple[str, ...]
+    controls_per_target: int
+    seed: int
+    owners: tuple[str, ...]
+    source: str
+
+
+def load(path: Path) -> CohortDefinition:
+    raw = tomllib.loads(path.read_text())
+    where = f"cohort definition {path}"
+    name = raw.get("name", "")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"{where}: name must be lower_snake_case, got {name!r}")
+    types = tuple(raw.get("target_event_types", ()))
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if not types or unknown:
+        raise ValueError(f"{where}: target_event_types must be a non-empty subset of {EVENT_TYPES}, got {list(types)}")
+    ratio = raw.get("controls_per_target", 5)
+    if not isinstance(ratio, int) or ratio < 1:
+        raise ValueError(f"{where}: controls_per_target must be a positive whole number, got {ratio!r}")
+    seed = raw.get("seed")
+    if not isinstance(seed, int):
+        raise ValueError(f"{where}: seed must be a whole number, got {seed!r}")
+    return CohortDefinition(name=name, description=str(raw.get("description", "")), target_event_types=types,
+                            controls_per_target=ratio, seed=seed,
+                            owners=tuple(raw.get("owners", ["team:pgx-data-engineering"])), source=str(path))
+
+
+def load_all(folder: Path = COHORT_DIR) -> list[CohortDefinition]:
+    defs = [load(p) for p in sorted(folder.glob("*.toml"))]
+    names = [d.name for d in defs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate cohort names in {folder}: {names}")
+    return defs

@@ -1,0 +1,168 @@
+"""Pandera contracts: the columns, types and value rules of every dataset.
+
+A contract is checked on the written Parquet file, in two parts:
+- types: the file's DuckDB column types must equal the contract's (exact names, no extras);
+- values: pandera validates the collected rows in batches (a collected pandas DataFrame, never a
+  lazy frame, so the data is checked and not only the schema), and uniqueness of the key is
+  counted in SQL over the whole file.
+Failure metadata reports counts per column and rule, never values: ids are personal data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pandera.pandas as pa
+
+from pgx_dagster.partitions import AGE_BANDS
+
+SOURCES = ["observed", "member_consensus", "linked_person", "statistical"]
+EVENT_TYPES = ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_disorder", "opioid_fill"]
+
+
+@dataclass(frozen=True)
+class Col:
+    type: str
+    nullable: bool = True
+    checks: tuple[pa.Check, ...] = ()
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    columns: dict[str, Col]
+    key: tuple[str, ...] = ()
+    extra_checks: tuple[pa.Check, ...] = field(default=())
+
+    def schema(self) -> pa.DataFrameSchema:
+        return pa.DataFrameSchema(
+            {name: pa.Column(None, checks=list(c.checks), nullable=c.nullable, required=True)
+             for name, c in self.columns.items()},
+            checks=list(self.extra_checks),
+            strict=True,
+            name=self.name,
+        )
+
+
+def _matches(pattern: str) -> pa.Check:
+    return pa.Check.str_matches(f"^(?:{pattern})$", error=f"matches {pattern}")
+
+
+def _one_of(values: list[str]) -> pa.Check:
+    return pa.Check.isin(values)
+
+
+def _partition_checks(age_band: str | None, event_year: int | None) -> dict[str, Col]:
+    band_checks = (pa.Check.equal_to(age_band),) if age_band else (_one_of(AGE_BANDS),)
+    year_checks = (pa.Check.equal_to(event_year),) if event_year else ()
+    return {"event_year": Col("BIGINT", False, year_checks), "age_band": Col("VARCHAR", False, band_checks)}
+
+
+ID = Col("VARCHAR", False)
+DX = Col("VARCHAR", True, (_matches("[A-Z0-9]{3,7}"),))
+
+
+def silver_medical(age_band: str | None = None, event_year: int | None = None) -> Contract:
+    part = _partition_checks(age_band, event_year)
+    return Contract("silver_medical", {
+        "payer_id": ID, "member_id": ID, "person_id": ID, "claim_id": ID,
+        "claim_line": Col("INTEGER", True), "claim_version": Col("INTEGER", True),
+        "claim_type": Col("VARCHAR", True),
+        "service_date": Col("DATE", False),
+        **part,
+        "revenue_code": Col("VARCHAR", True, (_matches("[0-9]{4}"),)),
+        "place_of_service": Col("VARCHAR", True, (_matches("[0-9]{2}"),)),
+        "procedure_code": Col("VARCHAR", True),
+        "diagnosis_code_1": DX, "diagnosis_code_2": DX, "diagnosis_code_3": DX,
+        "diagnosis_code_system": Col("VARCHAR", False, (_one_of(["ICD9CM", "ICD10CM"]),)),
+        "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
+        "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
+        "paid_amount": Col("DOUBLE", True),
+    }, key=("payer_id", "claim_id", "claim_line"))
+
+
+def silver_pharmacy(age_band: str | None = None, event_year: int | None = None) -> Contract:
+    part = _partition_checks(age_band, event_year)
+    return Contract("silver_pharmacy", {
+        "payer_id": ID, "member_id": ID, "person_id": ID, "claim_id": ID,
+        "claim_line": Col("INTEGER", False), "claim_version": Col("INTEGER", True),
+        "fill_date": Col("DATE", False),
+        **part,
+        "ndc": Col("VARCHAR", False, (_matches("[0-9]{11}"),)),
+        "quantity": Col("DOUBLE", True, (pa.Check.ge(0),)),
+        "days_supply": Col("INTEGER", True, (pa.Check.ge(0),)),
+        "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
+        "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
+        "paid_amount": Col("DOUBLE", True),
+    }, key=("payer_id", "claim_id", "claim_line"))
+
+
+DEMOGRAPHICS = {
+    "birth_year": Col("INTEGER", False, (pa.Check.in_range(1880, 2100),)),
+    "birth_year_source": Col("VARCHAR", False, (_one_of(SOURCES),)),
+    "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
+    "sex_source": Col("VARCHAR", False, (_one_of(SOURCES),)),
+    "zip3": Col("VARCHAR", False, (_matches("[0-9]{3}"),)),
+    "zip3_source": Col("VARCHAR", False, (_one_of(SOURCES),)),
+    # NULL only for a zip3 outside the USPS state ranges.
+    "state": Col("VARCHAR", True, (_matches("[A-Z]{2}"),)),
+}
+
+
+def member_demographics() -> Contract:
+    return Contract("member_demographics", {
+        "person_id": ID, "payer_id": ID, "member_id": ID,
+        "event_year": Col("BIGINT", False), "age_band": Col("VARCHAR", False, (_one_of(AGE_BANDS),)),
+        **DEMOGRAPHICS,
+    }, key=("payer_id", "member_id", "event_year"))
+
+
+def imputed(kind: str, age_band: str | None = None, event_year: int | None = None) -> Contract:
+    base = silver_medical(age_band, event_year) if kind == "medical" else silver_pharmacy(age_band, event_year)
+    return Contract(f"imputed_{kind}", {**base.columns, **DEMOGRAPHICS}, key=base.key)
+
+
+def events(age_band: str | None = None, event_year: int | None = None) -> Contract:
+    part = _partition_checks(age_band, event_year)
+    return Contract("events", {
+        "event_id": ID, "event_type": Col("VARCHAR", False, (_one_of(EVENT_TYPES),)),
+        "person_id": ID, "payer_id": ID, "member_id": ID, "claim_id": ID,
+        "event_date": Col("DATE", False),
+        "age_band": part["age_band"], "event_year": part["event_year"],
+        "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
+        "classifying_codes": Col("VARCHAR", False), "codeset_version": Col("VARCHAR", False),
+        "ndc": Col("VARCHAR", True, (_matches("[0-9]{11}"),)),
+        "ingredient": Col("VARCHAR", True), "quantity": Col("DOUBLE", True),
+        "days_supply": Col("INTEGER", True), "mme_per_day": Col("DOUBLE", True, (pa.Check.ge(0),)),
+        "mme_status": Col("VARCHAR", True, (_one_of(
+            ["computed", "missing_days_supply", "zero_days_supply", "missing_quantity", "zero_quantity"]),)),
+    }, key=("event_id",))
+
+
+def cohort(name: str, age_band: str | None = None, event_year: int | None = None,
+           controls_per_target: int = 5) -> Contract:
+    part = _partition_checks(age_band, event_year)
+    return Contract(f"cohort_{name}", {
+        "person_id": ID, "matched_set_id": ID,
+        "role": Col("VARCHAR", False, (_one_of(["target", "control"]),)),
+        "index_date": Col("DATE", False),
+        "age_band": part["age_band"], "event_year": part["event_year"],
+        "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
+        "n_controls": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
+        "control_shortage": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
+    }, key=("person_id",))
+
+
+def validate_frame(contract: Contract, df: pd.DataFrame) -> dict[str, int]:
+    """Failures per 'column: check' in one collected batch (empty dict when valid)."""
+    try:
+        contract.schema().validate(df, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        counts: dict[str, int] = {}
+        for (column, check), n in cases.groupby(["column", "check"], dropna=False).size().items():
+            label = f"{column if isinstance(column, str) else 'dataframe'}: {check}"
+            counts[label] = counts.get(label, 0) + int(n)
+        return counts
+    return {}

@@ -1,0 +1,34 @@
+"""The age_band x event_year partitions, the one place that defines them."""
+
+from __future__ import annotations
+
+from dagster import MultiPartitionKey, MultiPartitionsDefinition, StaticPartitionsDefinition
+
+from pgx_dagster.settings import event_years
+
+# Lower bound of each band; must agree with the `age_band` macro in sql/common/macros.sql
+# (a test keeps the two in step).
+AGE_BANDS: list[str] = ["0-17", "18-34", "35-44", "45-54", "55-64", "65-74", "75+"]
+
+age_band_partitions = StaticPartitionsDefinition(AGE_BANDS)
+event_year_partitions = StaticPartitionsDefinition([str(y) for y in event_years()])
+
+# Dimension names are sorted by Dagster, so a key reads "age_band|event_year", e.g. "65-74|2019".
+claims_partitions = MultiPartitionsDefinition(
+    {"age_band": age_band_partitions, "event_year": event_year_partitions}
+)
+
+
+def split_key(key: str | MultiPartitionKey) -> tuple[str, int]:
+    """'65-74|2019' -> ('65-74', 2019)."""
+    if isinstance(key, MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return dims["age_band"], int(dims["event_year"])
+    band, year = str(key).split("|")
+    if band not in AGE_BANDS:
+        raise ValueError(f"unknown age band {band!r} in partition key {key!r}")
+    return band, int(year)
+
+
+def all_keys() -> list[str]:
+    return [str(k) for k in claims_partitions.get_partition_keys()]

@@ -1,0 +1,36 @@
+"""Resources, built from the environment in this one place.
+
+Local default: raw data in ./data/raw, the lake in ./data/lake. Set PGX_RAW_ROOT / PGX_LAKE_ROOT
+(and PGX_EXTRACT_DATE, PGX_MEMORY_PER_WORKER, PGX_TEMP_DIR) to point elsewhere; a variable that is
+set is passed as a Dagster EnvVar, so the UI shows where each value comes from.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import EnvVar
+
+from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_MEMORY_PER_WORKER, DEFAULT_RAW_ROOT
+
+
+def _env(name: str, default: Any) -> Any:
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources(raw_root: str | None = None, lake_root: str | None = None) -> dict[str, Any]:
+    """The resources of the code location; explicit roots (tests, tools) override the environment."""
+    return {
+        "lake": LakeResource(
+            raw_root=raw_root or _env("PGX_RAW_ROOT", DEFAULT_RAW_ROOT),
+            lake_root=lake_root or _env("PGX_LAKE_ROOT", DEFAULT_LAKE_ROOT),
+            extract_date=_env("PGX_EXTRACT_DATE", ""),
+        ),
+        "duckdb": DuckDBWorker(
+            memory_limit=_env("PGX_MEMORY_PER_WORKER", DEFAULT_MEMORY_PER_WORKER),
+            temp_root=_env("PGX_TEMP_DIR", None),
+        ),
+    }

@@ -1,0 +1,58 @@
+"""Every environment variable the project reads, in one place.
+
+Definition-time values (the partition years) are read here once; run-time values (lake roots,
+memory, extract date) become Dagster resources built in `resources.py` from `EnvVar`s.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = REPO_ROOT / "sql"
+COHORT_DIR = REPO_ROOT / "cohorts"
+
+DEFAULT_RAW_ROOT = "data/raw"
+DEFAULT_LAKE_ROOT = "data/lake"
+DEFAULT_MIN_YEAR = 2016
+DEFAULT_MAX_YEAR = 2020
+DEFAULT_DEMO_MEMBERS = 20_000
+DEFAULT_MEMORY_PER_WORKER = "2GB"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def event_years() -> list[int]:
+    """Event years of the partitions: PGX_MIN_YEAR..PGX_MAX_YEAR (default 2016-2020)."""
+    lo = _int_env("PGX_MIN_YEAR", DEFAULT_MIN_YEAR)
+    hi = _int_env("PGX_MAX_YEAR", DEFAULT_MAX_YEAR)
+    if lo > hi:
+        raise ValueError(f"PGX_MIN_YEAR ({lo}) is after PGX_MAX_YEAR ({hi})")
+    return list(range(lo, hi + 1))
+
+
+def demo_members() -> int:
+    return _int_env("PGX_DEMO_MEMBERS", DEFAULT_DEMO_MEMBERS)
+
+
+def max_workers() -> int:
+    """The seed's worker count, min(48, cores x 1.5), unless PGX_MAX_WORKERS overrides it."""
+    default = min(48, int((os.cpu_count() or 1) * 1.5))
+    return max(1, _int_env("PGX_MAX_WORKERS", default))
+
+
+def raw_root() -> str:
+    return os.environ.get("PGX_RAW_ROOT") or DEFAULT_RAW_ROOT
+
+
+def lake_root() -> str:
+    return os.environ.get("PGX_LAKE_ROOT") or DEFAULT_LAKE_ROOT

@@ -1,0 +1,110 @@
+"""Member demographics: global, cross-year, linkage-aware consensus of sex, birth year and
+geography for every active member-year, with the provenance of each value.
+SQL: sql/demographics/member_demographics.sql.
+"""
+
+
+import time
+
+from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
+
+from pgx_dagster import contracts
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.reporting import table_metadata
+from pgx_dagster.settings import SQL_DIR
+from pgx_dagster.stages.common import KINDS, OWNERS
+from pgx_dagster.stages.intake import person_index_path
+from pgx_dagster.stages.silver import silver_glob, silver_medical, silver_pharmacy
+
+# Seed of the statistical imputation draws (part of the method: changing it changes imputed values).
+IMPUTATION_SEED = 20240101
+FIELDS = ("birth_year", "sex", "zip3")
+
+
+def demographics_path(lake: LakeResource) -> str:
+    return lake.path("silver", "member_demographics", "member_demographics.parquet")
+
+
+def register_reference(s: Session) -> None:
+    s.view("zip3_state", f"read_csv({quote(str(SQL_DIR / 'codesets' / 'zip3_state.csv'))}, all_varchar = true)")
+
+
+@asset(
+    group_name="demographics",
+    deps=[silver_medical, silver_pharmacy],
+    kinds=KINDS,
+    owners=OWNERS,
+    description=(
+        "One row per active member-year: the person's consensus sex, birth year / age band and "
+        "geography (zip3, state) across all years and all linked member ids, and per field its "
+        "provenance (observed / member_consensus / linked_person / statistical). Statistical values "
+        "are seeded draws from the observed distribution of the same age band and geography, used "
+        "only where nothing was observed for the person anywhere."
+    ),
+)
+def member_demographics(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+    started = time.perf_counter()
+    with duckdb.session(threads=duckdb.global_step_threads()) as s:
+        s.view("silver_medical_all", parquet_relation(silver_glob(lake, "medical")))
+        s.view("silver_pharmacy_all", parquet_relation(silver_glob(lake, "pharmacy")))
+        s.view("raw_eligibility", parquet_relation(lake.raw_glob("member_eligibility")))
+        s.view("person_index", parquet_relation(person_index_path(lake)))
+        register_reference(s)
+        s.set_variables({"seed": IMPUTATION_SEED})
+        rows = s.model_table("demographics", "demographics/member_demographics")
+        path = demographics_path(lake)
+        with lake.publish_dir(path.rsplit("/", 1)[0]) as tmp:
+            s.execute(f"COPY demographics TO {quote(tmp + '/member_demographics.parquet')} (FORMAT parquet)")
+        provenance = provenance_counts(s, "demographics")
+        persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
+        context.log.info(f"Demographics: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
+        meta = table_metadata(s, "demographics", rows=rows, path=path, started=started,
+                              persons=persons, provenance=provenance)
+    return MaterializeResult(metadata=meta)
+
+
+def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for field in FIELDS:
+        rows = s.execute(f"SELECT {field}_source, count(*) FROM {relation} GROUP BY 1 ORDER BY 1").fetchall()
+        out[field] = {str(src): n for src, n in rows}
+    return out
+
+
+@asset_check(asset=member_demographics, blocking=True,
+             description="The pandera contract of member_demographics: complete fields, valid provenance, "
+                         "one row per member-year.")
+def member_demographics_contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+    with duckdb.session() as s:
+        return contract_result(s, parquet_relation(demographics_path(lake)), contracts.member_demographics())
+
+
+@asset_check(asset=member_demographics, blocking=True,
+             description="Consensus holds: one sex and birth year per person, one zip3 per person-year "
+                         "across all the person's member ids, and every active member-year has a row.")
+def member_demographics_consensus(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+    with duckdb.session() as s:
+        s.view("d", parquet_relation(demographics_path(lake)))
+        medical, pharmacy = (parquet_relation(silver_glob(lake, k)) for k in ("medical", "pharmacy"))
+        s.view("silver_all", f"(SELECT payer_id, member_id, event_year FROM {medical} "
+                             f"UNION SELECT payer_id, member_id, event_year FROM {pharmacy})")
+        figures = s.rows("""
+            SELECT
+              (SELECT count(*) FROM (SELECT person_id FROM d GROUP BY 1 HAVING count(DISTINCT sex) > 1))
+                  AS persons_with_several_sexes,
+              (SELECT count(*) FROM (SELECT person_id FROM d GROUP BY 1 HAVING count(DISTINCT birth_year) > 1))
+                  AS persons_with_several_birth_years,
+              (SELECT count(*) FROM (SELECT person_id, event_year FROM d GROUP BY ALL
+                                     HAVING count(DISTINCT zip3) > 1 OR count(DISTINCT age_band) > 1))
+                  AS person_years_with_several_values,
+              (SELECT count(*) FROM silver_all) AS active_member_years,
+              (SELECT count(*) FROM silver_all s WHERE NOT EXISTS (
+                  SELECT 1 FROM d WHERE d.payer_id = s.payer_id AND d.member_id = s.member_id
+                                    AND d.event_year = s.event_year)) AS member_years_without_row
+        """)[0]
+        figures["provenance"] = provenance_counts(s, "d")
+    passed = (figures["persons_with_several_sexes"] == 0 and figures["persons_with_several_birth_years"] == 0
+              and figures["person_years_with_several_values"] == 0 and figures["member_years_without_row"] == 0)
+    return verdict(passed, figures)

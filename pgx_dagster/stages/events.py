@@ -1,0 +1,96 @@
+"""Events: the event fact table of one partition - ED visits, opioid poisonings, opioid ED
+visits, opioid use disorder diagnoses and opioid fills with MME/day - each with the codes that
+classified it and the code-set version. SQL: sql/events/; code sets: sql/codesets/.
+"""
+
+
+import time
+
+from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
+
+from pgx_dagster import contracts
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import claims_partitions, split_key
+from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.reporting import table_metadata
+from pgx_dagster.settings import SQL_DIR
+from pgx_dagster.stages.common import KINDS, OWNERS, PIPELINE, entity_id, partition_of, publish
+from pgx_dagster.stages.imputed import imputed_file, imputed_medical, imputed_pharmacy
+
+CODESETS = ("ed_visit", "opioid_poisoning", "opioid_use_disorder")
+
+
+def events_file(lake: LakeResource, age_band: str, event_year: int) -> str:
+    return lake.partition_file("gold/events", age_band, event_year, "events.parquet")
+
+
+def events_glob(lake: LakeResource) -> str:
+    return lake.all_partitions_glob("gold/events", "events.parquet")
+
+
+def register_codesets(s: Session) -> None:
+    files = ", ".join(quote(str(SQL_DIR / "codesets" / f"{c}.csv")) for c in CODESETS)
+    s.view("codes", f"read_csv([{files}], all_varchar = true, union_by_name = true)")
+    s.view("opioid_ndc", f"(SELECT ndc, ingredient, CAST(strength_per_unit AS DOUBLE) AS strength_per_unit, "
+                         f"CAST(mme_conversion_factor AS DOUBLE) AS mme_conversion_factor, version "
+                         f"FROM read_csv({quote(str(SQL_DIR / 'codesets' / 'opioid_ndc.csv'))}, all_varchar = true))")
+
+
+def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: int) -> None:
+    s.view("imputed_medical", parquet_relation(imputed_file(lake, "medical", band, year)))
+    s.view("imputed_pharmacy", parquet_relation(imputed_file(lake, "pharmacy", band, year)))
+    register_codesets(s)
+
+
+@asset(
+    group_name="events",
+    partitions_def=claims_partitions,
+    deps=[imputed_medical, imputed_pharmacy],
+    kinds=KINDS,
+    owners=OWNERS,
+    description=(
+        "Classified clinical events of one partition, one row per (claim, event type): ed_visit, "
+        "opioid_poisoning, opioid_ed_visit, opioid_use_disorder (ICD-9 or ICD-10 by service date) and "
+        "opioid_fill with MME/day, each with the codes that classified it and the code-set version."
+    ),
+)
+def events(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+    started = time.perf_counter()
+    band, year = partition_of(context)
+    with duckdb.session() as s:
+        register_partition_inputs(s, lake, band, year)
+        n = s.model_table("events_out", "events/events")
+        by_type = dict(s.execute("SELECT event_type, count(*) FROM events_out GROUP BY 1 ORDER BY 1").fetchall())
+        mme = dict(s.execute("SELECT mme_status, count(*) FROM events_out WHERE event_type = 'opioid_fill' "
+                             "GROUP BY 1 ORDER BY 1").fetchall())
+        publish(s, lake, lake.partition_dir("gold/events", band, year), {"events.parquet": "SELECT * FROM events_out"},
+                checkpoint={"pipeline": PIPELINE, "entity_id": entity_id("events", band, year),
+                            "phase": "phase2_events", "status": "completed",
+                            "metrics": {"records": n, "by_type": by_type}})
+        context.log.info(f"Phase 2: {n:,} events generated for {band}|{year} {by_type}")
+        meta = table_metadata(s, "events_out", rows=n, path=events_file(lake, band, year), started=started,
+                              events_by_type=by_type, opioid_fill_mme_status=mme)
+    return MaterializeResult(metadata=meta)
+
+
+@asset_check(asset=events, blocking=True, partitions_def=claims_partitions,
+             description="QA 4: every event re-derives from its codes (an independent re-classification of the "
+                         "partition's claims finds exactly the written events), none is unclassified, and every "
+                         "code an event names belongs to a code set of its type.")
+def events_classification(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+    band, year = split_key(context.partition_key)
+    with duckdb.session() as s:
+        register_partition_inputs(s, lake, band, year)
+        s.view("events", parquet_relation(events_file(lake, band, year)))
+        figures = s.rows(sql_text("events/verify_classification"))[0]
+    problems = {k: v for k, v in figures.items() if k not in ("events_written", "events_expected") and v}
+    return verdict(not problems, figures)
+
+
+@asset_check(asset=events, blocking=True, partitions_def=claims_partitions,
+             description="The pandera contract of events.")
+def events_contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+    band, year = split_key(context.partition_key)
+    with duckdb.session() as s:
+        return contract_result(s, parquet_relation(events_file(lake, band, year)), contracts.events(band, year))

@@ -1,0 +1,116 @@
+"""Imputed claims: each silver partition joined to member_demographics, so every row carries
+complete demographics and their provenance. SQL: sql/imputed/.
+
+Checks: QA standard 1 (100% demographics coverage) and 5 (imputation completeness: rows in =
+rows out, every value has a provenance), plus the pandera contract.
+"""
+
+
+import time
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    asset,
+    asset_check,
+)
+
+from pgx_dagster import contracts
+from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import claims_partitions, split_key
+from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.reporting import table_metadata
+from pgx_dagster.stages.common import KINDS, OWNERS, PIPELINE, entity_id, partition_of, publish
+from pgx_dagster.stages.demographics import FIELDS, demographics_path, member_demographics, provenance_counts
+from pgx_dagster.stages.silver import silver_file, silver_medical, silver_pharmacy
+
+REQUIRED = ("sex", "birth_year", "age_band", "zip3")
+
+
+def imputed_dataset(kind: str) -> str:
+    return f"silver/imputed/{kind}_partitioned"
+
+
+def imputed_file(lake: LakeResource, kind: str, age_band: str, event_year: int) -> str:
+    return lake.partition_file(imputed_dataset(kind), age_band, event_year, f"{kind}.parquet")
+
+
+def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefinition, list]:
+    name = f"imputed_{kind}"
+
+    @asset(
+        name=name,
+        group_name="imputed",
+        partitions_def=claims_partitions,
+        deps=[upstream, member_demographics],
+        kinds=KINDS,
+        owners=OWNERS,
+        description=(
+            f"silver_{kind} rows of one partition with complete demographics (sex, birth year, age band, "
+            "zip3, state) from member_demographics and, per field, its provenance."
+        ),
+    )
+    def imputed(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+        started = time.perf_counter()
+        band, year = partition_of(context)
+        with duckdb.session() as s:
+            s.view("silver", parquet_relation(silver_file(lake, kind, band, year)))
+            s.view("member_demographics", parquet_relation(demographics_path(lake)))
+            n = s.model_table("imputed_out", f"imputed/{kind}")
+            publish(s, lake, lake.partition_dir(imputed_dataset(kind), band, year),
+                    {f"{kind}.parquet": "SELECT * FROM imputed_out"},
+                    checkpoint={"pipeline": PIPELINE, "entity_id": entity_id(name, band, year),
+                                "phase": name, "status": "completed", "metrics": {"records": n}})
+            provenance = provenance_counts(s, "imputed_out")
+            meta = table_metadata(s, "imputed_out", rows=n, path=imputed_file(lake, kind, band, year),
+                                  started=started, provenance=provenance)
+        return MaterializeResult(metadata=meta)
+
+    @asset_check(asset=imputed, name=f"{name}_demographics_coverage", blocking=True,
+                 partitions_def=claims_partitions,
+                 description="QA 1: 100% demographics coverage - no row misses sex, birth year, age band or zip3.")
+    def coverage(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+        band, year = split_key(context.partition_key)
+        with duckdb.session() as s:
+            rel = parquet_relation(imputed_file(lake, kind, band, year))
+            missing = {f: s.scalar(f"SELECT count(*) FROM {rel} WHERE {f} IS NULL") for f in REQUIRED}
+            rows = s.scalar(f"SELECT count(*) FROM {rel}")
+            incomplete = s.scalar(f"SELECT count(*) FROM {rel} WHERE " + " OR ".join(f"{f} IS NULL" for f in REQUIRED))
+        pct = 100.0 if rows == 0 else round(100.0 * (rows - incomplete) / rows, 4)
+        return verdict(incomplete == 0, {"rows": rows, "rows_incomplete": incomplete, "coverage_pct": pct,
+                                         "missing_by_field": missing})
+
+    @asset_check(asset=imputed, name=f"{name}_imputation_completeness", blocking=True,
+                 partitions_def=claims_partitions,
+                 description="QA 5: rows in (silver) = rows out (imputed), and every demographic value has a "
+                             "provenance (observed / member_consensus / linked_person / statistical).")
+    def completeness(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+        band, year = split_key(context.partition_key)
+        with duckdb.session() as s:
+            rel = parquet_relation(imputed_file(lake, kind, band, year))
+            rows_in = s.count_parquet(silver_file(lake, kind, band, year))
+            rows_out = s.scalar(f"SELECT count(*) FROM {rel}")
+            valid = ", ".join(f"'{v}'" for v in contracts.SOURCES)
+            no_provenance = s.scalar(f"SELECT count(*) FROM {rel} WHERE " + " OR ".join(
+                f"{f}_source IS NULL OR {f}_source NOT IN ({valid})" for f in FIELDS))
+            provenance = provenance_counts(s, rel)
+        return verdict(rows_in == rows_out and no_provenance == 0, {
+            "rows_in": rows_in, "rows_out": rows_out, "rows_without_provenance": no_provenance,
+            "provenance": provenance})
+
+    @asset_check(asset=imputed, name=f"{name}_contract", blocking=True, partitions_def=claims_partitions,
+                 description=f"The pandera contract of {name}.")
+    def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+        band, year = split_key(context.partition_key)
+        with duckdb.session() as s:
+            return contract_result(s, parquet_relation(imputed_file(lake, kind, band, year)),
+                                   contracts.imputed(kind, band, year))
+
+    return imputed, [coverage, completeness, contract]
+
+
+imputed_medical, imputed_medical_checks = build_imputed("medical", silver_medical)
+imputed_pharmacy, imputed_pharmacy_checks = build_imputed("pharmacy", silver_pharmacy)

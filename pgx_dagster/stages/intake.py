@@ -1,0 +1,133 @@
+"""Intake: link members to persons, place every raw claim row in its age_band x event_year
+partition, or quarantine it with the reason it belongs to none. SQL: sql/intake/.
+
+Global (one step over the whole extract) because two decisions need all of it: the latest
+adjudication version of a claim line, and a person's consensus birth year, which decides the age
+band. Everything after it is partitioned and reads only its own partition's staged files.
+"""
+
+
+import time
+
+from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
+
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.lake import LakeResource, partition_suffix
+from pgx_dagster.partitions import AGE_BANDS, all_keys, split_key
+from pgx_dagster.quality import verdict
+from pgx_dagster.reporting import table_metadata
+from pgx_dagster.settings import event_years
+from pgx_dagster.stages.common import KINDS, OWNERS, reason_counts
+
+CLAIM_KINDS = {"medical": "medical_claims", "pharmacy": "pharmacy_claims"}
+
+
+def staged_dir(lake: LakeResource, kind: str) -> str:
+    return lake.path("staging", kind)
+
+
+def staged_partition_glob(lake: LakeResource, kind: str, age_band: str, event_year: int) -> str:
+    return f"{staged_dir(lake, kind)}/{partition_suffix(age_band, event_year)}/*.parquet"
+
+
+def person_index_path(lake: LakeResource) -> str:
+    return lake.path("staging", "person_index", "person_index.parquet")
+
+
+def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
+    return lake.path("quarantine", f"intake_{kind}", "quarantine.parquet")
+
+
+def register_raw(s: Session, lake: LakeResource) -> None:
+    s.view("raw_medical", parquet_relation(lake.raw_glob("medical_claims")))
+    s.view("raw_pharmacy", parquet_relation(lake.raw_glob("pharmacy_claims")))
+    s.view("raw_eligibility", parquet_relation(lake.raw_glob("member_eligibility")))
+    s.view("raw_linkage", parquet_relation(lake.raw_glob("member_linkage")))
+
+
+@asset(
+    group_name="intake",
+    deps=["raw_medical_claims", "raw_pharmacy_claims", "raw_member_eligibility", "raw_member_linkage"],
+    kinds=KINDS,
+    owners=OWNERS,
+    description=(
+        "Links every member id to its person (linkage table) with the person's consensus birth year, "
+        "keeps the latest adjudication version of each claim line, and places each raw medical and "
+        "pharmacy row in its age_band x event_year partition under staging/, or in "
+        "quarantine/intake_* with the reason it fits none (superseded version, member not in "
+        "eligibility, service date after the extract date, outside the event years, no birth year)."
+    ),
+)
+def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+    started = time.perf_counter()
+    lake.require_raw()
+    years = event_years()
+    with duckdb.session(threads=duckdb.global_step_threads()) as s:
+        register_raw(s, lake)
+        s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
+        n_members = s.model_table("person_index", "intake/person_index")
+        pi_dir = lake.path("staging", "person_index")
+        with lake.publish_dir(pi_dir) as tmp:
+            s.execute(f"COPY person_index TO {quote(tmp + '/person_index.parquet')} (FORMAT parquet)")
+        facts = s.rows("""
+            SELECT count(DISTINCT person_id) AS persons,
+                   count(*) FILTER (WHERE conflicting_linkage) AS members_linked_to_several_persons,
+                   count(*) FILTER (WHERE NOT in_linkage) AS members_without_linkage,
+                   count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year
+            FROM person_index""")[0]
+        figures: dict[str, dict] = {}
+        for kind in CLAIM_KINDS:
+            table = f"intake_{kind}"
+            n_in = s.model_table(table, f"intake/{kind}")
+            with lake.publish_dir(staged_dir(lake, kind)) as tmp:
+                s.execute(
+                    f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL) "
+                    f"TO {quote(tmp)} (FORMAT parquet, PARTITION_BY (age_band, event_year), "
+                    "WRITE_PARTITION_COLUMNS true)")
+                # Every partition gets a file, empty if need be, so each downstream step has an input.
+                for key in all_keys():
+                    band, year = split_key(key)
+                    folder = f"{tmp}/{partition_suffix(band, year)}"
+                    s.execute(
+                        f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} LIMIT 0) "
+                        f"TO {quote(folder + '/empty.parquet')} (FORMAT parquet)")
+            q_path = intake_quarantine_path(lake, kind)
+            with lake.publish_dir(q_path.rsplit("/", 1)[0]) as tmp:
+                s.execute(f"COPY (SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL) "
+                          f"TO {quote(tmp + '/quarantine.parquet')} (FORMAT parquet)")
+            reasons = reason_counts(s, table)
+            figures[kind] = {"rows_in": n_in, "staged": n_in - sum(reasons.values()),
+                             "quarantined": sum(reasons.values()), "quarantine_reasons": reasons}
+            context.log.info(
+                f"Intake {kind}: {n_in:,} raw rows -> {figures[kind]['staged']:,} placed in partitions, "
+                f"{figures[kind]['quarantined']:,} quarantined {reasons}")
+        meta = table_metadata(
+            s, "person_index", rows=figures["medical"]["staged"] + figures["pharmacy"]["staged"],
+            path=lake.path("staging"), started=started,
+            members=n_members, **facts,
+            medical=figures["medical"], pharmacy=figures["pharmacy"],
+        )
+    return MaterializeResult(metadata=meta)
+
+
+@asset_check(asset=claims_intake, blocking=True,
+             description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "
+                         "row sits in a configured age band and event year.")
+def intake_reconciles(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+    years = event_years()
+    with duckdb.session() as s:
+        figures = {}
+        passed = True
+        for kind, raw_table in CLAIM_KINDS.items():
+            rows_in = s.count_parquet(lake.raw_glob(raw_table))
+            staged_glob = f"{staged_dir(lake, kind)}/age_band=*/event_year=*/*.parquet"
+            placed, outside = s.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE age_band NOT IN ({', '.join(map(quote, AGE_BANDS))}) "
+                f"OR event_year NOT BETWEEN {years[0]} AND {years[-1]}) FROM {parquet_relation(staged_glob)}"
+            ).fetchone()
+            quarantined = s.count_parquet(intake_quarantine_path(lake, kind))
+            ok = rows_in == placed + quarantined and outside == 0
+            passed &= ok
+            figures[kind] = {"rows_in": rows_in, "rows_placed": placed, "rows_quarantined": quarantined,
+                             "unaccounted": rows_in - placed - quarantined, "placed_outside_partitions": outside}
+    return verdict(passed, {f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()})

@@ -1,0 +1,105 @@
+"""Silver: one partition's claims typed, codes normalized (ICD without dots, upper case; revenue
+codes 4 digits; place of service 2 digits; NDC 11 digits); rows that break a rule go to the
+quarantine dataset with their reason. SQL: sql/silver/.
+"""
+
+
+import time
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    asset,
+    asset_check,
+)
+
+from pgx_dagster import contracts
+from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import claims_partitions, split_key
+from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.reporting import table_metadata
+from pgx_dagster.stages.common import KINDS, OWNERS, PIPELINE, entity_id, partition_of, publish, reason_counts
+from pgx_dagster.stages.intake import claims_intake, staged_partition_glob
+
+KIND_TEXT = {"medical": "medical claim lines", "pharmacy": "pharmacy claims"}
+
+
+def silver_file(lake: LakeResource, kind: str, age_band: str, event_year: int) -> str:
+    return lake.partition_file(f"silver/{kind}", age_band, event_year, f"{kind}.parquet")
+
+
+def silver_glob(lake: LakeResource, kind: str) -> str:
+    return lake.all_partitions_glob(f"silver/{kind}", f"{kind}.parquet")
+
+
+def quarantine_file(lake: LakeResource, kind: str, age_band: str, event_year: int) -> str:
+    return lake.partition_file(f"quarantine/silver_{kind}", age_band, event_year, "quarantine.parquet")
+
+
+def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
+    name = f"silver_{kind}"
+
+    @asset(
+        name=name,
+        group_name="silver",
+        partitions_def=claims_partitions,
+        deps=[claims_intake],
+        kinds=KINDS,
+        owners=OWNERS,
+        description=(
+            f"Clean, typed {KIND_TEXT[kind]} of one age_band x event_year partition, codes normalized, "
+            f"latest adjudication version only. Rejected rows: quarantine/silver_{kind}/ with a reason."
+        ),
+    )
+    def silver(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+        started = time.perf_counter()
+        band, year = partition_of(context)
+        with duckdb.session() as s:
+            s.view("staged", parquet_relation(staged_partition_glob(lake, kind, band, year)))
+            n_in = s.model_table("silver_out", f"silver/{kind}")
+            reasons = reason_counts(s, "silver_out")
+            n_out = n_in - sum(reasons.values())
+            good = "SELECT * EXCLUDE (quarantine_reason) FROM silver_out WHERE quarantine_reason IS NULL"
+            publish(s, lake, lake.partition_dir(f"quarantine/silver_{kind}", band, year),
+                    {"quarantine.parquet": "SELECT * FROM silver_out WHERE quarantine_reason IS NOT NULL"})
+            publish(s, lake, lake.partition_dir(f"silver/{kind}", band, year), {f"{kind}.parquet": good},
+                    checkpoint={"pipeline": PIPELINE, "entity_id": entity_id(name, band, year),
+                                "phase": name, "status": "completed",
+                                "metrics": {"records": n_out, "rows_in": n_in, "quarantined": reasons}})
+            context.log.info(f"Phase 1: {n_out:,} {kind} records loaded for {band}|{year} "
+                             f"({n_in - n_out:,} quarantined {reasons})")
+            s.execute(f"CREATE TEMP VIEW silver_good AS {good}")
+            meta = table_metadata(s, "silver_good", rows=n_out, path=silver_file(lake, kind, band, year),
+                                  started=started, rows_in=n_in, rows_quarantined=n_in - n_out,
+                                  quarantine_reasons=reasons)
+        return MaterializeResult(metadata=meta)
+
+    @asset_check(asset=silver, name=f"{name}_reconciles", blocking=True, partitions_def=claims_partitions,
+                 description="Rows in (staged by intake) = rows out + rows quarantined for this partition.")
+    def reconciles(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+        band, year = split_key(context.partition_key)
+        with duckdb.session() as s:
+            rows_in = s.count_parquet(staged_partition_glob(lake, kind, band, year))
+            rows_out = s.count_parquet(silver_file(lake, kind, band, year))
+            quarantined = s.count_parquet(quarantine_file(lake, kind, band, year))
+        return verdict(rows_in == rows_out + quarantined, {
+            "rows_in": rows_in, "rows_out": rows_out, "rows_quarantined": quarantined,
+            "unaccounted": rows_in - rows_out - quarantined})
+
+    @asset_check(asset=silver, name=f"{name}_contract", blocking=True, partitions_def=claims_partitions,
+                 description=f"The pandera contract of {name}: column types, code formats, keys unique, "
+                             "every row in this partition's age band and event year.")
+    def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+        band, year = split_key(context.partition_key)
+        spec = contracts.silver_medical if kind == "medical" else contracts.silver_pharmacy
+        with duckdb.session() as s:
+            return contract_result(s, parquet_relation(silver_file(lake, kind, band, year)), spec(band, year))
+
+    return silver, [reconciles, contract]
+
+
+silver_medical, silver_medical_checks = build_silver("medical")
+silver_pharmacy, silver_pharmacy_checks = build_silver("pharmacy")

@@ -1,0 +1,52 @@
+"""Test helpers: tiny tables for SQL models, Parquet rewrites, running one asset check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
+
+from pgx_dagster.duck import Session
+
+
+def table(s: Session, name: str, rows: list[dict[str, Any]], schema: dict[str, str] | None = None) -> None:
+    """Register `rows` as a view `name`; `schema` casts columns to DuckDB types (all others as given)."""
+    arrow = pa.Table.from_pylist(rows)
+    s.con.register(f"{name}__arrow", arrow)
+    casts = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in (schema or {}).items())
+    exclude = f"EXCLUDE ({', '.join(schema)})" if schema else ""
+    select = f"SELECT * {exclude}{', ' + casts if casts else ''} FROM {name}__arrow"
+    s.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+
+
+def rewrite_parquet(path: str | Path, select_sql: str) -> None:
+    """Replace a Parquet file with `select_sql` run over its rows, available as table `t`."""
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{path}')")
+    con.execute(f"COPY ({select_sql}) TO '{path}' (FORMAT parquet)")
+    con.close()
+
+
+def evaluate_check(raw: Path, lake: Path, asset: str, check: str, partition: str | None = None):
+    """Run one asset check against the lake as it stands; return its evaluation."""
+    from pgx_dagster.definitions import defs
+    from pgx_dagster.resources import build_resources
+
+    result = materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=AssetSelection.checks(AssetCheckKey(AssetKey(asset), check)),
+        partition_key=partition,
+        resources=build_resources(str(raw), str(lake)),
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 1, f"{check}: expected one evaluation, got {len(evaluations)}"
+    return evaluations[0]
+
+
+def meta(evaluation, key: str) -> Any:
+    return evaluation.metadata[key].value

@@ -1,0 +1,131 @@
+"""The whole graph through Dagster on a small synthetic lake: the manifest's planted truth comes out
+exactly, every check passes, the ratio is 5.0:1 and nobody is in two matched sets."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pgx_dagster.partitions import all_keys
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def q(sql):
+    return duckdb.connect().execute(sql).fetchall()
+
+
+def per_partition(lake, dataset, filename, where="true", value="count(*)"):
+    rows = q(f"SELECT age_band, event_year, {value} FROM read_parquet('{lake}/{dataset}/*/*/{filename}', "
+             f"hive_partitioning = false) WHERE {where} GROUP BY ALL")
+    return {f"{band}|{year}": v for band, year, v in rows}
+
+
+def expected(manifest, metric):
+    return {k: v[metric] for k, v in manifest["partitions"].items() if v.get(metric)}
+
+
+def test_every_run_succeeded_and_every_check_passed(pipeline):
+    outcomes = pipeline.report["outcomes"]
+    assert [o for o in outcomes if not o["success"]] == []
+    checks = [c for o in outcomes for c in o["checks"]]
+    assert [c for c in checks if not c[2]] == []
+    # 1 intake check + 35 x (4 silver + 6 imputed + 2 events + 3 cohort) + 2 demographics
+    assert len(checks) == 1 + 35 * 15 + 2
+
+
+def test_silver_rows_per_partition_match_the_manifest(pipeline):
+    m = pipeline.manifest
+    assert per_partition(pipeline.lake, "silver/medical", "medical.parquet") == expected(m, "silver_medical_rows")
+    assert per_partition(pipeline.lake, "silver/pharmacy", "pharmacy.parquet") == expected(m, "silver_pharmacy_rows")
+
+
+def test_quarantine_reasons_match_the_planted_bad_rows(pipeline):
+    lake, m = pipeline.lake, pipeline.manifest
+    for kind in ("medical", "pharmacy"):
+        got = dict(q(f"SELECT quarantine_reason, count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet' "
+                     "GROUP BY 1"))
+        assert got == m["quarantine"][f"intake_{kind}"], kind
+        got = dict(q(f"SELECT quarantine_reason, count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/"
+                     "quarantine.parquet') GROUP BY 1"))
+        assert got == m["quarantine"][f"silver_{kind}"], kind
+
+
+def test_rows_in_equal_rows_out_plus_quarantined(pipeline):
+    lake, raw = pipeline.lake, pipeline.raw
+    for kind in ("medical", "pharmacy"):
+        rows_in = q(f"SELECT count(*) FROM '{raw}/{kind}_claims/*.parquet'")[0][0]
+        out = q(f"SELECT count(*) FROM read_parquet('{lake}/silver/imputed/{kind}_partitioned/*/*/{kind}.parquet')")[0][0]
+        quarantined = q(f"SELECT (SELECT count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet') + "
+                        f"(SELECT count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/*.parquet'))")[0][0]
+        assert rows_in == out + quarantined, kind
+
+
+@pytest.mark.parametrize("event_type", ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_disorder",
+                                        "opioid_fill"])
+def test_planted_events_per_partition(pipeline, event_type):
+    got = per_partition(pipeline.lake, "gold/events", "events.parquet", where=f"event_type = '{event_type}'")
+    assert got == expected(pipeline.manifest, event_type)
+
+
+def test_mme_per_day_matches_the_planted_fills(pipeline):
+    got = per_partition(pipeline.lake, "gold/events", "events.parquet", where="event_type = 'opioid_fill'",
+                        value="sum(mme_per_day)")
+    want = expected(pipeline.manifest, "opioid_fill_mme_per_day_sum")
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-5), key  # the manifest keeps 6 decimals
+
+
+def test_demographics_complete_for_every_imputed_row(pipeline):
+    for kind in ("medical", "pharmacy"):
+        missing = q(f"SELECT count(*) FROM read_parquet('{pipeline.lake}/silver/imputed/{kind}_partitioned/*/*/*.parquet') "
+                    "WHERE sex IS NULL OR birth_year IS NULL OR zip3 IS NULL OR age_band IS NULL")[0][0]
+        assert missing == 0
+    sources = dict(q(f"SELECT sex_source, count(*) FROM '{pipeline.lake}/silver/member_demographics/*.parquet' GROUP BY 1"))
+    assert set(sources) == {"observed", "member_consensus", "linked_person", "statistical"}
+
+
+def test_cohort_targets_ratio_and_exclusivity(pipeline):
+    lake, m = pipeline.lake, pipeline.manifest
+    cohort = f"read_parquet('{lake}/gold/cohorts/opioid_ed/*/*/opioid_ed_cohort.parquet', hive_partitioning = false)"
+    targets = per_partition(lake, "gold/cohorts/opioid_ed", "opioid_ed_cohort.parquet", where="role = 'target'")
+    assert targets == expected(m, "opioid_ed_targets")
+    roles = dict(q(f"SELECT role, count(*) FROM {cohort} GROUP BY 1"))
+    assert roles["control"] == 5 * roles["target"]  # 5.0:1, no shortage at this scale
+    assert q(f"SELECT count(*) FROM (SELECT person_id FROM {cohort} GROUP BY 1 HAVING count(*) > 1)")[0][0] == 0
+    sizes = Counter(n for (n,) in q(f"SELECT count(*) FROM {cohort} GROUP BY matched_set_id"))
+    assert sizes == Counter({6: roles["target"]})
+
+
+def test_checkpoints_beside_partitions(pipeline):
+    record = json.loads(Path(pipeline.lake, "gold/cohorts/opioid_ed/age_band=65-74/event_year=2019/_checkpoint.json")
+                        .read_text())
+    assert record["pipeline"] == "create_cohort" and record["entity_id"] == "OPIOID_ED_65-74_2019"
+    assert record["status"] == "completed" and record["metrics"]["ratio"] in ("5.0:1", "no targets")
+
+
+def test_runs_are_recorded_in_the_instance(pipeline):
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(pipeline.home)) as instance:
+        keys = instance.get_materialized_partitions(AssetKey("events"))
+        assert keys == set(all_keys())
+        record = instance.get_latest_materialization_event(AssetKey("cohort_opioid_ed"))
+        meta = record.asset_materialization.metadata
+        assert {"dagster/row_count", "dagster/column_schema", "duration_s", "records", "ratio"} <= set(meta)
+
+
+def test_dagster_cli_materializes_one_partition(pipeline, tmp_path):
+    env = dict(os.environ, DAGSTER_HOME=str(pipeline.home), PGX_RAW_ROOT=str(pipeline.raw),
+               PGX_LAKE_ROOT=str(pipeline.lake))
+    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "pgx_dagster.definitions",
+           "--select", "silver_medical", "--partition", "65-74|2019"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RUN_SUCCESS" in done.stderr + done.stdout

@@ -1,0 +1,102 @@
+"""sql/demographics: cross-year, linkage-aware consensus and provenance, on hand-written inputs."""
+
+import pytest
+
+from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.stages.demographics import register_reference
+from pgx_dagster_tests.helpers import table
+
+BIRTH = {"P1": 1950, "P2": 1980, "P3": 1985, "P4": 1970, "P5": 1982}
+
+
+def person(payer, member, pid):
+    return {"payer_id": payer, "member_id": member, "person_id": pid, "birth_year": BIRTH[pid],
+            "in_eligibility": True, "in_linkage": True, "conflicting_linkage": False}
+
+
+def elig(payer, member, year, sex=None, zip_=None, birth=None):
+    return {"payer_id": payer, "member_id": member, "coverage_year": year, "birth_year": birth, "sex": sex, "zip": zip_}
+
+
+def claim(payer, member, pid, year, band, sex=None, zip3=None):
+    return {"payer_id": payer, "member_id": member, "person_id": pid, "event_year": year, "age_band": band,
+            "patient_sex": sex, "patient_zip3": zip3}
+
+
+def run(s, eligibility, medical):
+    persons = [person("A", "1", "P1"), person("A", "2", "P2"), person("B", "7", "P2"), person("A", "3", "P3"),
+               person("A", "4", "P4"), person("A", "5", "P5")]
+    table(s, "person_index", persons)
+    table(s, "raw_eligibility", eligibility, schema={"birth_year": "INTEGER", "sex": "VARCHAR", "zip": "VARCHAR"})
+    cols = {"patient_sex": "VARCHAR", "patient_zip3": "VARCHAR"}
+    table(s, "silver_medical_all", medical, schema=cols)
+    s.execute("CREATE OR REPLACE TEMP VIEW silver_pharmacy_all AS SELECT * FROM silver_medical_all LIMIT 0")
+    register_reference(s)
+    s.set_variables({"seed": 1})
+    s.model_table("d", "demographics/member_demographics")
+    return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}
+
+
+@pytest.fixture
+def s():
+    with DuckDBWorker().session() as session:
+        yield session
+
+
+ELIG = [
+    elig("A", "1", 2017, sex="F", zip_="02139", birth=1950), elig("A", "1", 2018, birth=1950),
+    elig("A", "2", 2016, sex="M", zip_="60601", birth=1980),
+    elig("B", "7", 2019),
+    elig("A", "3", 2017, birth=1985),
+    elig("A", "4", 2016, sex="F", zip_="75201", birth=1970), elig("A", "4", 2017, sex="F", zip_="75201"),
+    elig("A", "4", 2018, sex="M", zip_="75201"),
+    elig("A", "5", 2018, sex="F", zip_="60601", birth=1982),
+]
+MEDICAL = [
+    claim("A", "1", "P1", 2017, "65-74"), claim("A", "1", "P1", 2018, "65-74"),
+    claim("A", "2", "P2", 2016, "35-44"), claim("B", "7", "P2", 2019, "35-44"),
+    claim("A", "3", "P3", 2017, "18-34"),
+    claim("A", "4", "P4", 2018, "45-54"),
+    claim("A", "5", "P5", 2018, "35-44"),
+]
+
+
+def test_female_in_2017_missing_in_2018_stays_female_by_member_consensus(s):
+    d = run(s, ELIG, MEDICAL)
+    assert (d[("A", "1", 2017)]["sex"], d[("A", "1", 2017)]["sex_source"]) == ("F", "observed")
+    assert (d[("A", "1", 2018)]["sex"], d[("A", "1", 2018)]["sex_source"]) == ("F", "member_consensus")
+    assert (d[("A", "1", 2018)]["zip3"], d[("A", "1", 2018)]["zip3_source"]) == ("021", "member_consensus")
+    assert d[("A", "1", 2018)]["state"] == "MA"
+    assert (d[("A", "1", 2018)]["birth_year"], d[("A", "1", 2018)]["birth_year_source"]) == (1950, "observed")
+
+
+def test_two_member_ids_of_one_person_share_one_demographic(s):
+    d = run(s, ELIG, MEDICAL)
+    a, b = d[("A", "2", 2016)], d[("B", "7", 2019)]
+    assert (a["sex"], a["zip3"], a["birth_year"]) == (b["sex"], b["zip3"], b["birth_year"]) == ("M", "606", 1980)
+    assert a["sex_source"] == "observed"
+    assert (b["sex_source"], b["zip3_source"], b["birth_year_source"]) == ("linked_person",) * 3
+    assert b["state"] == "IL"
+
+
+def test_conflicting_observations_resolve_to_the_most_frequent(s):
+    d = run(s, ELIG, MEDICAL)
+    # P4: F, F in eligibility, M in 2018 -> F; the 2018 row's own observation disagrees
+    assert (d[("A", "4", 2018)]["sex"], d[("A", "4", 2018)]["sex_source"]) == ("F", "member_consensus")
+
+
+def test_nothing_observed_means_a_seeded_statistical_draw_from_observed_values(s):
+    d = run(s, ELIG, MEDICAL)
+    p3 = d[("A", "3", 2017)]
+    assert p3["sex_source"] == "statistical" and p3["zip3_source"] == "statistical"
+    assert p3["sex"] in ("F", "M")
+    # No zip3 is observed in P3's age band (18-34): the draw falls back to all observed zip3s.
+    assert p3["zip3"] in {"021", "606", "752"}
+    again = run(s, ELIG, MEDICAL)[("A", "3", 2017)]
+    assert (again["sex"], again["zip3"]) == (p3["sex"], p3["zip3"])
+
+
+def test_every_active_member_year_gets_exactly_one_row(s):
+    d = run(s, ELIG, MEDICAL + [claim("A", "1", "P1", 2017, "65-74", sex="M")])
+    assert len(d) == 7
+    assert s.scalar("SELECT count(*) FROM d WHERE sex IS NULL OR zip3 IS NULL OR birth_year IS NULL") == 0

@@ -1,0 +1,172 @@
+-- member_demographics: one row per active member-year (a member with any silver claim in the
+-- year), with the person's consensus demographics and where each value came from.
+-- Inputs: silver_medical_all, silver_pharmacy_all, raw_eligibility, person_index, zip3_state.
+-- Variable: seed.
+--
+-- Consensus (per person, across all member ids, all years, eligibility and claims):
+--   sex        most frequent observed value; ties: latest year, then 'F' before 'M'.
+--   birth_year person_index (most frequent eligibility value).
+--   zip3       per person-year: most frequent zip3 observed that year; else the nearest year with
+--              an observation (the later on a tie).
+-- Provenance of a value for member m in year y:
+--   observed          m's own records in y show the value;
+--   member_consensus  m's records in other years (or a conflicting record resolved by consensus);
+--   linked_person     only another member id of the same person shows it;
+--   statistical       nothing observed for the person anywhere: a seeded draw from the observed
+--                     distribution of persons in the same age band (zip3) and age band x zip3 (sex).
+WITH active AS (
+    SELECT DISTINCT payer_id, member_id, person_id, event_year, age_band FROM silver_medical_all
+    UNION
+    SELECT DISTINCT payer_id, member_id, person_id, event_year, age_band FROM silver_pharmacy_all
+),
+eligibility AS (
+    SELECT p.person_id, p.payer_id, p.member_id, TRY_CAST(e.coverage_year AS INTEGER) AS year,
+           normalize_sex(e.sex) AS sex, zip3_of(e.zip) AS zip3, TRY_CAST(e.birth_year AS INTEGER) AS birth_year
+    FROM raw_eligibility e
+    JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
+),
+obs AS (
+    SELECT person_id, payer_id, member_id, year, sex, zip3 FROM eligibility
+    UNION ALL
+    SELECT person_id, payer_id, member_id, event_year, patient_sex, patient_zip3 FROM silver_medical_all
+    UNION ALL
+    SELECT person_id, payer_id, member_id, event_year, patient_sex, patient_zip3 FROM silver_pharmacy_all
+),
+persons AS (
+    SELECT person_id, min(event_year) AS first_year, arg_min(age_band, event_year) AS first_age_band
+    FROM active GROUP BY person_id
+),
+-- sex ------------------------------------------------------------------------------------------
+sex_observed AS (
+    SELECT person_id, sex
+    FROM (SELECT person_id, sex, count(*) AS n, max(year) AS latest FROM obs WHERE sex IS NOT NULL GROUP BY ALL)
+    QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY n DESC, latest DESC NULLS LAST, sex) = 1
+),
+-- zip3 -----------------------------------------------------------------------------------------
+zip_year AS (
+    SELECT person_id, year, zip3
+    FROM (SELECT person_id, year, zip3, count(*) AS n FROM obs WHERE zip3 IS NOT NULL AND year IS NOT NULL GROUP BY ALL)
+    QUALIFY row_number() OVER (PARTITION BY person_id, year ORDER BY n DESC, zip3) = 1
+),
+person_year AS (
+    SELECT DISTINCT person_id, event_year, age_band FROM active
+),
+zip_observed AS (
+    SELECT py.person_id, py.event_year, z.zip3
+    FROM person_year py
+    JOIN zip_year z ON z.person_id = py.person_id
+    QUALIFY row_number() OVER (PARTITION BY py.person_id, py.event_year
+                               ORDER BY abs(z.year - py.event_year), z.year DESC) = 1
+),
+-- statistical imputation where nothing was observed for the person ------------------------------
+zip_dist AS (  -- observed zip3 shares by the age band of the person's first active year
+    SELECT p.first_age_band AS age_band, z.zip3, count(*) AS n
+    FROM persons p JOIN zip_observed z ON z.person_id = p.person_id AND z.event_year = p.first_year
+    GROUP BY ALL
+),
+zip_cdf AS (
+    SELECT age_band, zip3,
+           (sum(n) OVER (PARTITION BY age_band ORDER BY zip3) - n) / sum(n) OVER (PARTITION BY age_band) AS lo,
+           sum(n) OVER (PARTITION BY age_band ORDER BY zip3) / sum(n) OVER (PARTITION BY age_band) AS hi
+    FROM zip_dist
+),
+zip_cdf_all AS (
+    SELECT zip3,
+           (sum(n) OVER (ORDER BY zip3) - n) / sum(n) OVER () AS lo, sum(n) OVER (ORDER BY zip3) / sum(n) OVER () AS hi
+    FROM (SELECT zip3, sum(n) AS n FROM zip_dist GROUP BY zip3)
+),
+zip_imputed AS (
+    SELECT p.person_id,
+           coalesce(
+               (SELECT c.zip3 FROM zip_cdf c WHERE c.age_band = p.first_age_band
+                    AND seeded_uniform(getvariable('seed'), p.person_id || '|zip3') >= c.lo
+                    AND seeded_uniform(getvariable('seed'), p.person_id || '|zip3') < c.hi),
+               (SELECT c.zip3 FROM zip_cdf_all c
+                    WHERE seeded_uniform(getvariable('seed'), p.person_id || '|zip3') >= c.lo
+                    AND seeded_uniform(getvariable('seed'), p.person_id || '|zip3') < c.hi)) AS zip3
+    FROM persons p
+    WHERE p.person_id NOT IN (SELECT person_id FROM zip_year)
+),
+person_zip AS (  -- the zip3 of every active person-year
+    SELECT person_id, event_year, zip3 FROM zip_observed
+    UNION ALL
+    SELECT py.person_id, py.event_year, zi.zip3 FROM person_year py JOIN zip_imputed zi USING (person_id)
+),
+sex_dist AS (  -- observed sex by age band x zip3 of the person's first active year
+    SELECT p.first_age_band AS age_band, pz.zip3,
+           count(*) FILTER (WHERE s.sex = 'F') AS n_f, count(*) AS n
+    FROM persons p
+    JOIN sex_observed s USING (person_id)
+    JOIN person_zip pz ON pz.person_id = p.person_id AND pz.event_year = p.first_year
+    GROUP BY ALL
+),
+sex_imputed AS (
+    SELECT p.person_id,
+           CASE WHEN seeded_uniform(getvariable('seed'), p.person_id || '|sex') <
+                     coalesce(
+                        (SELECT n_f / n FROM sex_dist d WHERE d.age_band = p.first_age_band AND d.zip3 = pz.zip3),
+                        (SELECT sum(n_f) / sum(n) FROM sex_dist d WHERE d.age_band = p.first_age_band),
+                        (SELECT sum(n_f) / sum(n) FROM sex_dist),
+                        0.5)
+                THEN 'F' ELSE 'M' END AS sex
+    FROM persons p
+    JOIN person_zip pz ON pz.person_id = p.person_id AND pz.event_year = p.first_year
+    WHERE p.person_id NOT IN (SELECT person_id FROM sex_observed)
+),
+person_sex AS (
+    SELECT person_id, sex FROM sex_observed UNION ALL SELECT person_id, sex FROM sex_imputed
+),
+-- provenance ------------------------------------------------------------------------------------
+member_obs AS (  -- which values each member showed, and in which years
+    SELECT payer_id, member_id, year, sex, zip3, NULL::INTEGER AS birth_year FROM obs
+    UNION ALL
+    SELECT payer_id, member_id, year, NULL, NULL, birth_year FROM eligibility WHERE birth_year IS NOT NULL
+),
+resolved AS (
+    SELECT a.payer_id, a.member_id, a.person_id, a.event_year, a.age_band,
+           pi.birth_year, ps.sex, pz.zip3
+    FROM active a
+    JOIN person_index pi ON pi.payer_id = a.payer_id AND pi.member_id = a.member_id
+    LEFT JOIN person_sex ps ON ps.person_id = a.person_id
+    LEFT JOIN person_zip pz ON pz.person_id = a.person_id AND pz.event_year = a.event_year
+),
+flags AS (
+    SELECT r.*,
+           bool_or(mo.sex = r.sex AND mo.year = r.event_year) AS sex_same_year,
+           bool_or(mo.zip3 = r.zip3 AND mo.year = r.event_year) AS zip_same_year,
+           bool_or(mo.sex IS NOT NULL) AS member_any_sex,
+           bool_or(mo.zip3 IS NOT NULL) AS member_any_zip,
+           bool_or(mo.birth_year = r.birth_year AND mo.year = r.event_year) AS birth_same_year,
+           bool_or(mo.birth_year = r.birth_year) AS birth_same_member
+    FROM resolved r
+    LEFT JOIN member_obs mo ON mo.payer_id = r.payer_id AND mo.member_id = r.member_id
+    GROUP BY ALL
+),
+person_flags AS (
+    SELECT r.person_id,
+           bool_or(o.sex IS NOT NULL) AS any_sex,
+           bool_or(o.zip3 IS NOT NULL) AS any_zip
+    FROM (SELECT DISTINCT person_id FROM active) r
+    LEFT JOIN obs o USING (person_id)
+    GROUP BY ALL
+)
+SELECT f.person_id, f.payer_id, f.member_id, f.event_year, f.age_band,
+       f.birth_year,
+       CASE WHEN f.birth_same_year THEN 'observed'
+            WHEN f.birth_same_member THEN 'member_consensus'
+            ELSE 'linked_person' END AS birth_year_source,
+       f.sex,
+       CASE WHEN NOT coalesce(pf.any_sex, FALSE) THEN 'statistical'
+            WHEN f.sex_same_year THEN 'observed'
+            WHEN f.member_any_sex THEN 'member_consensus'
+            ELSE 'linked_person' END AS sex_source,
+       f.zip3,
+       CASE WHEN NOT coalesce(pf.any_zip, FALSE) THEN 'statistical'
+            WHEN f.zip_same_year THEN 'observed'
+            WHEN f.member_any_zip THEN 'member_consensus'
+            ELSE 'linked_person' END AS zip3_source,
+       s.state
+FROM flags f
+LEFT JOIN person_flags pf USING (person_id)
+LEFT JOIN zip3_state s ON f.zip3 BETWEEN s.zip3_first AND s.zip3_last
+ORDER BY f.person_id, f.payer_id, f.member_id, f.event_year
