@@ -1,9 +1,9 @@
 """`pgx`: the project's command line.
 
-  pgx demo          generate the synthetic extract (if needed) and materialize every asset for every
-                    partition on the embedded default, recording the runs in $DAGSTER_HOME; prints a
-                    summary of rows per stage and checks per asset.
-  pgx materialize   the same materialization on whatever PGX_RAW_ROOT / PGX_LAKE_ROOT point at.
+pgx demo          generate the synthetic extract (if needed) and materialize every asset for every
+                  partition on the embedded default, recording the runs in $DAGSTER_HOME; prints a
+                  summary of rows per stage and checks per asset.
+pgx materialize   the same materialization on whatever PGX_RAW_ROOT / PGX_LAKE_ROOT point at.
 """
 
 from __future__ import annotations
@@ -31,16 +31,20 @@ def ensure_demo_data(raw_root: Path, members: int, years: list[int], seed: int =
             return m
     print(f"Generating a synthetic extract of {members:,} persons, {years[0]}-{years[-1]} -> {raw_root}")
     m = generate(members, years, seed, raw_root)
-    print(f"  {m['raw_rows']['medical_claims'] + m['raw_rows']['pharmacy_claims']:,} claim rows "
-          f"in {m['seconds']} s ({m['claim_rows_per_second']:,} rows/s)")
+    print(
+        f"  {m['raw_rows']['medical_claims'] + m['raw_rows']['pharmacy_claims']:,} claim rows "
+        f"in {m['seconds']} s ({m['claim_rows_per_second']:,} rows/s)"
+    )
     return m
 
 
 def _require_dagster_home() -> None:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
-        sys.exit("DAGSTER_HOME is not set: runs must be recorded in a persistent instance "
-                 "(the Makefile sets DAGSTER_HOME=.dagster_home)")
+        sys.exit(
+            "DAGSTER_HOME is not set: runs must be recorded in a persistent instance "
+            "(the Makefile sets DAGSTER_HOME=.dagster_home)"
+        )
     Path(home).mkdir(parents=True, exist_ok=True)
 
 
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     report = materialize_all(a.workers, partitions)
     table, ok = summarize(report)
     print(table)
-    print(f"Wall time: {time.perf_counter() - started:.1f} s. "
-          + ("All checks passed." if ok else "SOME RUNS OR CHECKS FAILED - see `dagster dev`."))
+    print(
+        f"Wall time: {time.perf_counter() - started:.1f} s. "
+        + ("All checks passed." if ok else "SOME RUNS OR CHECKS FAILED - see `dagster dev`.")
+    )
     sys.exit(0 if ok else 1)

@@ -38,9 +38,15 @@ def load(path: Path) -> CohortDefinition:
     seed = raw.get("seed")
     if not isinstance(seed, int):
         raise ValueError(f"{where}: seed must be a whole number, got {seed!r}")
-    return CohortDefinition(name=name, description=str(raw.get("description", "")), target_event_types=types,
-                            controls_per_target=ratio, seed=seed,
-                            owners=tuple(raw.get("owners", ["team:pgx-data-engineering"])), source=str(path))
+    return CohortDefinition(
+        name=name,
+        description=str(raw.get("description", "")),
+        target_event_types=types,
+        controls_per_target=ratio,
+        seed=seed,
+        owners=tuple(raw.get("owners", ["team:pgx-data-engineering"])),
+        source=str(path),
+    )
 
 
 def load_all(folder: Path = COHORT_DIR) -> list[CohortDefinition]:

@@ -37,8 +37,10 @@ class Contract:
 
     def schema(self) -> pa.DataFrameSchema:
         return pa.DataFrameSchema(
-            {name: pa.Column(None, checks=list(c.checks), nullable=c.nullable, required=True)
-             for name, c in self.columns.items()},
+            {
+                name: pa.Column(None, checks=list(c.checks), nullable=c.nullable, required=True)
+                for name, c in self.columns.items()
+            },
             checks=list(self.extra_checks),
             strict=True,
             name=self.name,
@@ -65,37 +67,55 @@ DX = Col("VARCHAR", True, (_matches("[A-Z0-9]{3,7}"),))
 
 def silver_medical(age_band: str | None = None, event_year: int | None = None) -> Contract:
     part = _partition_checks(age_band, event_year)
-    return Contract("silver_medical", {
-        "payer_id": ID, "member_id": ID, "person_id": ID, "claim_id": ID,
-        "claim_line": Col("INTEGER", True), "claim_version": Col("INTEGER", True),
-        "claim_type": Col("VARCHAR", True),
-        "service_date": Col("DATE", False),
-        **part,
-        "revenue_code": Col("VARCHAR", True, (_matches("[0-9]{4}"),)),
-        "place_of_service": Col("VARCHAR", True, (_matches("[0-9]{2}"),)),
-        "procedure_code": Col("VARCHAR", True),
-        "diagnosis_code_1": DX, "diagnosis_code_2": DX, "diagnosis_code_3": DX,
-        "diagnosis_code_system": Col("VARCHAR", False, (_one_of(["ICD9CM", "ICD10CM"]),)),
-        "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
-        "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
-        "paid_amount": Col("DOUBLE", True),
-    }, key=("payer_id", "claim_id", "claim_line"))
+    return Contract(
+        "silver_medical",
+        {
+            "payer_id": ID,
+            "member_id": ID,
+            "person_id": ID,
+            "claim_id": ID,
+            "claim_line": Col("INTEGER", True),
+            "claim_version": Col("INTEGER", True),
+            "claim_type": Col("VARCHAR", True),
+            "service_date": Col("DATE", False),
+            **part,
+            "revenue_code": Col("VARCHAR", True, (_matches("[0-9]{4}"),)),
+            "place_of_service": Col("VARCHAR", True, (_matches("[0-9]{2}"),)),
+            "procedure_code": Col("VARCHAR", True),
+            "diagnosis_code_1": DX,
+            "diagnosis_code_2": DX,
+            "diagnosis_code_3": DX,
+            "diagnosis_code_system": Col("VARCHAR", False, (_one_of(["ICD9CM", "ICD10CM"]),)),
+            "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
+            "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
+            "paid_amount": Col("DOUBLE", True),
+        },
+        key=("payer_id", "claim_id", "claim_line"),
+    )
 
 
 def silver_pharmacy(age_band: str | None = None, event_year: int | None = None) -> Contract:
     part = _partition_checks(age_band, event_year)
-    return Contract("silver_pharmacy", {
-        "payer_id": ID, "member_id": ID, "person_id": ID, "claim_id": ID,
-        "claim_line": Col("INTEGER", False), "claim_version": Col("INTEGER", True),
-        "fill_date": Col("DATE", False),
-        **part,
-        "ndc": Col("VARCHAR", False, (_matches("[0-9]{11}"),)),
-        "quantity": Col("DOUBLE", True, (pa.Check.ge(0),)),
-        "days_supply": Col("INTEGER", True, (pa.Check.ge(0),)),
-        "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
-        "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
-        "paid_amount": Col("DOUBLE", True),
-    }, key=("payer_id", "claim_id", "claim_line"))
+    return Contract(
+        "silver_pharmacy",
+        {
+            "payer_id": ID,
+            "member_id": ID,
+            "person_id": ID,
+            "claim_id": ID,
+            "claim_line": Col("INTEGER", False),
+            "claim_version": Col("INTEGER", True),
+            "fill_date": Col("DATE", False),
+            **part,
+            "ndc": Col("VARCHAR", False, (_matches("[0-9]{11}"),)),
+            "quantity": Col("DOUBLE", True, (pa.Check.ge(0),)),
+            "days_supply": Col("INTEGER", True, (pa.Check.ge(0),)),
+            "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
+            "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
+            "paid_amount": Col("DOUBLE", True),
+        },
+        key=("payer_id", "claim_id", "claim_line"),
+    )
 
 
 DEMOGRAPHICS = {
@@ -111,11 +131,18 @@ DEMOGRAPHICS = {
 
 
 def member_demographics() -> Contract:
-    return Contract("member_demographics", {
-        "person_id": ID, "payer_id": ID, "member_id": ID,
-        "event_year": Col("BIGINT", False), "age_band": Col("VARCHAR", False, (_one_of(AGE_BANDS),)),
-        **DEMOGRAPHICS,
-    }, key=("payer_id", "member_id", "event_year"))
+    return Contract(
+        "member_demographics",
+        {
+            "person_id": ID,
+            "payer_id": ID,
+            "member_id": ID,
+            "event_year": Col("BIGINT", False),
+            "age_band": Col("VARCHAR", False, (_one_of(AGE_BANDS),)),
+            **DEMOGRAPHICS,
+        },
+        key=("payer_id", "member_id", "event_year"),
+    )
 
 
 def imputed(kind: str, age_band: str | None = None, event_year: int | None = None) -> Contract:
@@ -125,33 +152,59 @@ def imputed(kind: str, age_band: str | None = None, event_year: int | None = Non
 
 def events(age_band: str | None = None, event_year: int | None = None) -> Contract:
     part = _partition_checks(age_band, event_year)
-    return Contract("events", {
-        "event_id": ID, "event_type": Col("VARCHAR", False, (_one_of(EVENT_TYPES),)),
-        "person_id": ID, "payer_id": ID, "member_id": ID, "claim_id": ID,
-        "event_date": Col("DATE", False),
-        "age_band": part["age_band"], "event_year": part["event_year"],
-        "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
-        "classifying_codes": Col("VARCHAR", False), "codeset_version": Col("VARCHAR", False),
-        "ndc": Col("VARCHAR", True, (_matches("[0-9]{11}"),)),
-        "ingredient": Col("VARCHAR", True), "quantity": Col("DOUBLE", True),
-        "days_supply": Col("INTEGER", True), "mme_per_day": Col("DOUBLE", True, (pa.Check.ge(0),)),
-        "mme_status": Col("VARCHAR", True, (_one_of(
-            ["computed", "missing_days_supply", "zero_days_supply", "missing_quantity", "zero_quantity"]),)),
-    }, key=("event_id",))
+    return Contract(
+        "events",
+        {
+            "event_id": ID,
+            "event_type": Col("VARCHAR", False, (_one_of(EVENT_TYPES),)),
+            "person_id": ID,
+            "payer_id": ID,
+            "member_id": ID,
+            "claim_id": ID,
+            "event_date": Col("DATE", False),
+            "age_band": part["age_band"],
+            "event_year": part["event_year"],
+            "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
+            "classifying_codes": Col("VARCHAR", False),
+            "codeset_version": Col("VARCHAR", False),
+            "ndc": Col("VARCHAR", True, (_matches("[0-9]{11}"),)),
+            "ingredient": Col("VARCHAR", True),
+            "quantity": Col("DOUBLE", True),
+            "days_supply": Col("INTEGER", True),
+            "mme_per_day": Col("DOUBLE", True, (pa.Check.ge(0),)),
+            "mme_status": Col(
+                "VARCHAR",
+                True,
+                (
+                    _one_of(
+                        ["computed", "missing_days_supply", "zero_days_supply", "missing_quantity", "zero_quantity"]
+                    ),
+                ),
+            ),
+        },
+        key=("event_id",),
+    )
 
 
-def cohort(name: str, age_band: str | None = None, event_year: int | None = None,
-           controls_per_target: int = 5) -> Contract:
+def cohort(
+    name: str, age_band: str | None = None, event_year: int | None = None, controls_per_target: int = 5
+) -> Contract:
     part = _partition_checks(age_band, event_year)
-    return Contract(f"cohort_{name}", {
-        "person_id": ID, "matched_set_id": ID,
-        "role": Col("VARCHAR", False, (_one_of(["target", "control"]),)),
-        "index_date": Col("DATE", False),
-        "age_band": part["age_band"], "event_year": part["event_year"],
-        "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
-        "n_controls": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
-        "control_shortage": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
-    }, key=("person_id",))
+    return Contract(
+        f"cohort_{name}",
+        {
+            "person_id": ID,
+            "matched_set_id": ID,
+            "role": Col("VARCHAR", False, (_one_of(["target", "control"]),)),
+            "index_date": Col("DATE", False),
+            "age_band": part["age_band"],
+            "event_year": part["event_year"],
+            "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
+            "n_controls": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
+            "control_shortage": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
+        },
+        key=("person_id",),
+    )
 
 
 def validate_frame(contract: Contract, df: pd.DataFrame) -> dict[str, int]:

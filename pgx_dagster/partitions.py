@@ -14,9 +14,7 @@ age_band_partitions = StaticPartitionsDefinition(AGE_BANDS)
 event_year_partitions = StaticPartitionsDefinition([str(y) for y in event_years()])
 
 # Dimension names are sorted by Dagster, so a key reads "age_band|event_year", e.g. "65-74|2019".
-claims_partitions = MultiPartitionsDefinition(
-    {"age_band": age_band_partitions, "event_year": event_year_partitions}
-)
+claims_partitions = MultiPartitionsDefinition({"age_band": age_band_partitions, "event_year": event_year_partitions})
 
 
 def split_key(key: str | MultiPartitionKey) -> tuple[str, int]:

@@ -46,7 +46,7 @@ def contract_violations(session: Session, relation: str, contract: Contract) -> 
     failures: dict[str, int] = {}
     rows = 0
     if not type_problems:
-        reader = session.execute(f"SELECT * FROM {relation}").fetch_record_batch(BATCH_ROWS)
+        reader = session.execute(f"SELECT * FROM {relation}").to_arrow_reader(BATCH_ROWS)
         for batch in reader:
             rows += batch.num_rows
             for label, n in validate_frame(contract, batch.to_pandas()).items():
@@ -57,22 +57,25 @@ def contract_violations(session: Session, relation: str, contract: Contract) -> 
     if contract.key and all(k in actual_map for k in contract.key):
         keys = ", ".join(contract.key)
         duplicates = session.scalar(
-            f"SELECT count(*) FROM (SELECT {keys} FROM {relation} GROUP BY ALL HAVING count(*) > 1)")
-    return {"rows": rows, "type_problems": type_problems, "value_failures": failures,
-            "duplicate_keys": duplicates}
+            f"SELECT count(*) FROM (SELECT {keys} FROM {relation} GROUP BY ALL HAVING count(*) > 1)"
+        )
+    return {"rows": rows, "type_problems": type_problems, "value_failures": failures, "duplicate_keys": duplicates}
 
 
 def contract_result(session: Session, relation: str, contract: Contract) -> AssetCheckResult:
     v = contract_violations(session, relation, contract)
     passed = not v["type_problems"] and not v["value_failures"] and v["duplicate_keys"] == 0
-    return verdict(passed, {
-        "contract": contract.name,
-        "rows_checked": v["rows"],
-        "type_problems": v["type_problems"],
-        "value_failures": v["value_failures"],
-        "duplicate_keys": v["duplicate_keys"],
-        "key": ", ".join(contract.key),
-    })
+    return verdict(
+        passed,
+        {
+            "contract": contract.name,
+            "rows_checked": v["rows"],
+            "type_problems": v["type_problems"],
+            "value_failures": v["value_failures"],
+            "duplicate_keys": v["duplicate_keys"],
+            "key": ", ".join(contract.key),
+        },
+    )
 
 
 def json_safe(value: Any) -> Any:

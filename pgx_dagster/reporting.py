@@ -12,8 +12,9 @@ from dagster import MetadataValue, TableColumn, TableSchema
 from pgx_dagster.duck import Session
 
 
-def table_metadata(session: Session, relation: str, *, rows: int, path: str, started: float,
-                   **extra: Any) -> dict[str, Any]:
+def table_metadata(
+    session: Session, relation: str, *, rows: int, path: str, started: float, **extra: Any
+) -> dict[str, Any]:
     """dagster/row_count, the column schema, duration, location, plus the stage's own figures."""
     schema = TableSchema(columns=[TableColumn(name=n, type=t) for n, t in session.columns(relation)])
     meta: dict[str, Any] = {
@@ -29,10 +30,17 @@ def table_metadata(session: Session, relation: str, *, rows: int, path: str, sta
     return meta
 
 
-def write_checkpoint(folder: str, *, pipeline: str, entity_id: str, phase: str, status: str,
-                     metrics: dict[str, Any]) -> None:
+def write_checkpoint(
+    folder: str, *, pipeline: str, entity_id: str, phase: str, status: str, metrics: dict[str, Any]
+) -> None:
     """The seed's checkpoint record, written inside the partition folder before it is published
     (so it appears atomically with the data it describes)."""
-    record = {"pipeline": pipeline, "entity_id": entity_id, "phase": phase, "status": status,
-              "metrics": metrics, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "pipeline": pipeline,
+        "entity_id": entity_id,
+        "phase": phase,
+        "status": status,
+        "metrics": metrics,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     Path(folder, "_checkpoint.json").write_text(json.dumps(record, indent=2, default=str))

@@ -58,14 +58,23 @@ def run_one(assets: list[str], partition_key: str | None, roots: tuple[str, str]
     for ev in result.get_asset_materialization_events():
         mat = ev.step_materialization_data.materialization
         rows[mat.asset_key.to_user_string()] = mat.metadata["dagster/row_count"].value
-    checks = [(e.asset_key.to_user_string(), e.check_name, e.passed)
-              for e in result.get_asset_check_evaluations()]
-    return {"partition": partition_key, "success": result.success, "rows": rows, "checks": checks,
-            "seconds": round(time.perf_counter() - started, 2), "run_id": result.run_id}
+    checks = [(e.asset_key.to_user_string(), e.check_name, e.passed) for e in result.get_asset_check_evaluations()]
+    return {
+        "partition": partition_key,
+        "success": result.success,
+        "rows": rows,
+        "checks": checks,
+        "seconds": round(time.perf_counter() - started, 2),
+        "run_id": result.run_id,
+    }
 
 
-def materialize_all(workers: int | None = None, partitions: list[str] | None = None,
-                    roots: tuple[str, str] | None = None, quiet: bool = False) -> dict[str, Any]:
+def materialize_all(
+    workers: int | None = None,
+    partitions: list[str] | None = None,
+    roots: tuple[str, str] | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
     from pgx_dagster.partitions import all_keys
 
     keys = partitions or all_keys()
@@ -86,8 +95,11 @@ def materialize_all(workers: int | None = None, partitions: list[str] | None = N
             outcomes += results
             failed = [r["partition"] or "(global)" for r in results if not r["success"]]
             if not quiet:
-                print(f"  {stage:<18} {len(results):>3} run(s) in {stage_seconds[stage]:>6.1f} s"
-                      + (f"  FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+                print(
+                    f"  {stage:<18} {len(results):>3} run(s) in {stage_seconds[stage]:>6.1f} s"
+                    + (f"  FAILED: {', '.join(failed)}" if failed else ""),
+                    flush=True,
+                )
             if failed:
                 break  # downstream stages would be blocked anyway
     return {"outcomes": outcomes, "stage_seconds": stage_seconds}
@@ -122,5 +134,3 @@ def _stage_order(asset: str) -> tuple[int, str]:
             if asset == p or (p.endswith("*") and asset.startswith(p[:-1])):
                 return i, asset
     return len(STAGES), asset
-
-

@@ -36,8 +36,33 @@ from pgx_dagster.settings import SQL_DIR
 
 BAND_LOWER = np.array([0, 18, 35, 45, 55, 65, 75])
 PAYERS = ["PAYER_A", "PAYER_B", "PAYER_C", "PAYER_D"]
-ZIP3S = ["021", "100", "191", "200", "303", "331", "372", "441", "462", "481", "532", "554", "606", "631",
-         "701", "731", "752", "802", "841", "852", "891", "900", "941", "972", "981"]
+ZIP3S = [
+    "021",
+    "100",
+    "191",
+    "200",
+    "303",
+    "331",
+    "372",
+    "441",
+    "462",
+    "481",
+    "532",
+    "554",
+    "606",
+    "631",
+    "701",
+    "731",
+    "752",
+    "802",
+    "841",
+    "852",
+    "891",
+    "900",
+    "941",
+    "972",
+    "981",
+]
 ICD10_START = np.datetime64("2015-10-01")
 FUTURE_DATE = np.datetime64("2099-01-01")  # after any extract date: an impossible service date
 
@@ -61,8 +86,16 @@ BG_CPT = ["99213", "99214", "80053", "85025", "71046", "93000", "36415"]
 ED_CPT = ["99281", "99282", "99283", "99284", "99285"]
 CPT = BG_CPT + ED_CPT
 # Non-opioid NDCs (labeler and product starting with 0) so every dashed form can be written.
-BG_NDC = ["00093021401", "00378018001", "00071015523", "00172409660", "00603388821", "00054017325",
-          "00781107001", "00143128201"]
+BG_NDC = [
+    "00093021401",
+    "00378018001",
+    "00071015523",
+    "00172409660",
+    "00603388821",
+    "00054017325",
+    "00781107001",
+    "00143128201",
+]
 SEX_SPELLINGS = ["F", "M", "f", "m"]
 
 
@@ -209,19 +242,23 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
     e_birth_null = ((rng.random(nmy) < r.missing_field) & ~first_primary) | no_birth[my_person]
     e_sex, e_sex_null = sex_obs(my_member, r.missing_field)
     e_zip, e_zip_null = zip_obs(my_member, r.missing_field)
-    eligibility = pa.table({
-        "payer_id": _cat(PAYERS, m_payer[my_member]),
-        "member_id": _cat(member_vocab, my_member),
-        "coverage_year": pa.array(my_year.astype(np.int32)),
-        "birth_year": pa.array(birth[my_person].astype(np.int32), mask=e_birth_null),
-        "sex": _cat(SEX_SPELLINGS, e_sex, e_sex_null),
-        "zip": _cat(ZIP_VOCAB, e_zip, e_zip_null),
-    })
-    linkage = pa.table({
-        "payer_id": _cat(PAYERS, m_payer),
-        "member_id": _cat(member_vocab, np.arange(nm)),
-        "person_id": _fmt_int("P", m_person, 8),
-    })
+    eligibility = pa.table(
+        {
+            "payer_id": _cat(PAYERS, m_payer[my_member]),
+            "member_id": _cat(member_vocab, my_member),
+            "coverage_year": pa.array(my_year.astype(np.int32)),
+            "birth_year": pa.array(birth[my_person].astype(np.int32), mask=e_birth_null),
+            "sex": _cat(SEX_SPELLINGS, e_sex, e_sex_null),
+            "zip": _cat(ZIP_VOCAB, e_zip, e_zip_null),
+        }
+    )
+    linkage = pa.table(
+        {
+            "payer_id": _cat(PAYERS, m_payer),
+            "member_id": _cat(member_vocab, np.arange(nm)),
+            "person_id": _fmt_int("P", m_person, 8),
+        }
+    )
 
     adult = my_year - birth[my_person] >= 18
     eligible_my = np.flatnonzero(adult & ~no_birth[my_person] & m_primary[my_member])
@@ -251,11 +288,22 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
     for share in (1.0, 0.5, 0.2):
         code = np.where(icd10, rng.integers(0, len(BG_DX10), nl), len(BG_DX10) + rng.integers(0, len(BG_DX9), nl))
         dx.append((code, rng.random(nl) >= share))
-    med.add(my=l_my, claim=line_claim, line=line_no, inst=inst, date=date,
-            rev=rng.integers(0, len(BG_REV), nl), pos=rng.integers(0, len(BG_POS), nl),
-            cpt=rng.integers(0, len(BG_CPT), nl),
-            dx1=dx[0][0], dx2=dx[1][0], dx2_null=dx[1][1], dx3=dx[2][0], dx3_null=dx[2][1],
-            planted=np.zeros(nl, bool))
+    med.add(
+        my=l_my,
+        claim=line_claim,
+        line=line_no,
+        inst=inst,
+        date=date,
+        rev=rng.integers(0, len(BG_REV), nl),
+        pos=rng.integers(0, len(BG_POS), nl),
+        cpt=rng.integers(0, len(BG_CPT), nl),
+        dx1=dx[0][0],
+        dx2=dx[1][0],
+        dx2_null=dx[1][1],
+        dx3=dx[2][0],
+        dx3_null=dx[2][1],
+        planted=np.zeros(nl, bool),
+    )
     next_claim = len(c_my)
     truth: list[tuple[np.ndarray, str]] = []  # (member-year per event, event type)
 
@@ -266,13 +314,22 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
         k = len(my)
         d = _random_dates(rng, my_year[my])
         ed_cpt = len(BG_CPT) + rng.integers(0, len(ED_CPT), k)
-        med.add(my=my, claim=next_claim + np.arange(k), line=np.ones(k, np.int64), inst=kind == 0, date=d,
-                rev=len(BG_REV) + rng.integers(0, len(ED_REV), k),
-                pos=np.select([kind == 1, kind == 2], [len(BG_POS), 1], 0),
-                cpt=np.where(kind == 3, 0, ed_cpt),
-                dx1=np.where(d >= ICD10_START, dx10, dx9),
-                dx2=np.zeros(k, np.int64), dx2_null=np.ones(k, bool),
-                dx3=np.zeros(k, np.int64), dx3_null=np.ones(k, bool), planted=np.ones(k, bool))
+        med.add(
+            my=my,
+            claim=next_claim + np.arange(k),
+            line=np.ones(k, np.int64),
+            inst=kind == 0,
+            date=d,
+            rev=len(BG_REV) + rng.integers(0, len(ED_REV), k),
+            pos=np.select([kind == 1, kind == 2], [len(BG_POS), 1], 0),
+            cpt=np.where(kind == 3, 0, ed_cpt),
+            dx1=np.where(d >= ICD10_START, dx10, dx9),
+            dx2=np.zeros(k, np.int64),
+            dx2_null=np.ones(k, bool),
+            dx3=np.zeros(k, np.int64),
+            dx3_null=np.ones(k, bool),
+            planted=np.ones(k, bool),
+        )
         next_claim += k
         return d
 
@@ -280,16 +337,19 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
         return np.array([DX_AT[c] for c in names])[rng.integers(0, len(names), k)]
 
     ed_my = plant(r.opioid_ed_person, repeat_share=0.2)
-    ed_date = event_claims(ed_my, rng.integers(0, 3, len(ed_my)), codes(POISON10, len(ed_my)),
-                           codes(POISON9, len(ed_my)))
+    ed_date = event_claims(
+        ed_my, rng.integers(0, 3, len(ed_my)), codes(POISON10, len(ed_my)), codes(POISON9, len(ed_my))
+    )
     truth += [(ed_my, "opioid_ed_visit"), (ed_my, "ed_visit"), (ed_my, "opioid_poisoning")]
     near_my = plant(r.near_miss_ed_person)
-    event_claims(near_my, rng.integers(0, 3, len(near_my)), codes([NEAR_MISS10], len(near_my)),
-                 codes([NEAR_MISS9], len(near_my)))
+    event_claims(
+        near_my, rng.integers(0, 3, len(near_my)), codes([NEAR_MISS10], len(near_my)), codes([NEAR_MISS9], len(near_my))
+    )
     truth += [(near_my, "ed_visit")]
     pois_my = plant(r.non_ed_poisoning_person)
-    event_claims(pois_my, np.full(len(pois_my), 3), codes([NON_ED_POISON10], len(pois_my)),
-                 codes([NON_ED_POISON9], len(pois_my)))
+    event_claims(
+        pois_my, np.full(len(pois_my), 3), codes([NON_ED_POISON10], len(pois_my)), codes([NON_ED_POISON9], len(pois_my))
+    )
     truth += [(pois_my, "opioid_poisoning")]
     oud_my = plant(r.oud_person, repeat_share=0.3)
     event_claims(oud_my, np.full(len(oud_my), 3), codes(OUD10, len(oud_my)), codes(OUD9, len(oud_my)))
@@ -363,46 +423,53 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
     paid_r = np.round(rng.gamma(2.0, 40.0, len(rx_rows)), 2)
 
     inst_rows = m["inst"][med_rows]
-    med_tbl = pa.table({
-        "payer_id": _cat(PAYERS, med_payer[med_rows]),
-        "member_id": _cat(member_vocab_ext, med_member[med_rows]),
-        "claim_id": _fmt_int("MC", m["claim"][med_rows], 10),
-        "claim_line": pa.array(m["line"][med_rows].astype(np.int32)),
-        "claim_version": pa.array(med_version),
-        "claim_type": _cat(["P", "I"], inst_rows.astype(np.int64)),
-        "service_date": pa.array(med_date[med_rows]),
-        "revenue_code": _cat(REV_VOCAB, (m["rev"] * 2 + rev_form)[med_rows], ~inst_rows),
-        "place_of_service": _cat(POS, m["pos"][med_rows], inst_rows),
-        "procedure_code": _cat(CPT, m["cpt"][med_rows], inst_rows),
-        "diagnosis_code_1": _cat(DX_VOCAB, (m["dx1"] * 4 + dx_forms[0])[med_rows]),
-        "diagnosis_code_2": _cat(DX_VOCAB, (m["dx2"] * 4 + dx_forms[1])[med_rows], m["dx2_null"][med_rows]),
-        "diagnosis_code_3": _cat(DX_VOCAB, (m["dx3"] * 4 + dx_forms[2])[med_rows], m["dx3_null"][med_rows]),
-        "patient_sex": _cat(SEX_SPELLINGS, msex[med_rows], msex_null[med_rows]),
-        "patient_zip": _cat(ZIP_VOCAB, mzip[med_rows], mzip_null[med_rows]),
-        "paid_amount": pa.array(paid_m),
-    })
-    rx_tbl = pa.table({
-        "payer_id": _cat(PAYERS, rx_payer[rx_rows]),
-        "member_id": _cat(member_vocab_ext, rx_member[rx_rows]),
-        "claim_id": _fmt_int("RX", rx_rows, 10),
-        "claim_line": pa.array(np.ones(len(rx_rows), np.int32)),
-        "claim_version": pa.array(rx_version),
-        "fill_date": pa.array(rx_date[rx_rows]),
-        "ndc": _cat(ndc_vocab, (rx_ndc * 5 + rx_form)[rx_rows]),
-        "quantity": pa.array(rx_qty[rx_rows]),
-        "days_supply": pa.array(rx_days[rx_rows].astype(np.int32)),
-        "patient_sex": _cat(SEX_SPELLINGS, rsex[rx_rows], rsex_null[rx_rows]),
-        "patient_zip": _cat(ZIP_VOCAB, rzip[rx_rows], rzip_null[rx_rows]),
-        "paid_amount": pa.array(paid_r),
-    })
+    med_tbl = pa.table(
+        {
+            "payer_id": _cat(PAYERS, med_payer[med_rows]),
+            "member_id": _cat(member_vocab_ext, med_member[med_rows]),
+            "claim_id": _fmt_int("MC", m["claim"][med_rows], 10),
+            "claim_line": pa.array(m["line"][med_rows].astype(np.int32)),
+            "claim_version": pa.array(med_version),
+            "claim_type": _cat(["P", "I"], inst_rows.astype(np.int64)),
+            "service_date": pa.array(med_date[med_rows]),
+            "revenue_code": _cat(REV_VOCAB, (m["rev"] * 2 + rev_form)[med_rows], ~inst_rows),
+            "place_of_service": _cat(POS, m["pos"][med_rows], inst_rows),
+            "procedure_code": _cat(CPT, m["cpt"][med_rows], inst_rows),
+            "diagnosis_code_1": _cat(DX_VOCAB, (m["dx1"] * 4 + dx_forms[0])[med_rows]),
+            "diagnosis_code_2": _cat(DX_VOCAB, (m["dx2"] * 4 + dx_forms[1])[med_rows], m["dx2_null"][med_rows]),
+            "diagnosis_code_3": _cat(DX_VOCAB, (m["dx3"] * 4 + dx_forms[2])[med_rows], m["dx3_null"][med_rows]),
+            "patient_sex": _cat(SEX_SPELLINGS, msex[med_rows], msex_null[med_rows]),
+            "patient_zip": _cat(ZIP_VOCAB, mzip[med_rows], mzip_null[med_rows]),
+            "paid_amount": pa.array(paid_m),
+        }
+    )
+    rx_tbl = pa.table(
+        {
+            "payer_id": _cat(PAYERS, rx_payer[rx_rows]),
+            "member_id": _cat(member_vocab_ext, rx_member[rx_rows]),
+            "claim_id": _fmt_int("RX", rx_rows, 10),
+            "claim_line": pa.array(np.ones(len(rx_rows), np.int32)),
+            "claim_version": pa.array(rx_version),
+            "fill_date": pa.array(rx_date[rx_rows]),
+            "ndc": _cat(ndc_vocab, (rx_ndc * 5 + rx_form)[rx_rows]),
+            "quantity": pa.array(rx_qty[rx_rows]),
+            "days_supply": pa.array(rx_days[rx_rows].astype(np.int32)),
+            "patient_sex": _cat(SEX_SPELLINGS, rsex[rx_rows], rsex_null[rx_rows]),
+            "patient_zip": _cat(ZIP_VOCAB, rzip[rx_rows], rzip_null[rx_rows]),
+            "paid_amount": pa.array(paid_r),
+        }
+    )
 
     # ---- the truth the pipeline must reproduce ----------------------------------------------------
     def count_by_partition(my_idx: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
         yrs = my_year[my_idx]
         code = _band_index(yrs - birth[my_person[my_idx]]) * ny + (yrs - y0)
         sums = np.bincount(code, weights=weights, minlength=len(AGE_BANDS) * ny)
-        return {f"{AGE_BANDS[c // ny]}|{y0 + c % ny}": (round(float(v), 6) if weights is not None else int(v))
-                for c, v in enumerate(sums) if v}
+        return {
+            f"{AGE_BANDS[c // ny]}|{y0 + c % ny}": (round(float(v), 6) if weights is not None else int(v))
+            for c, v in enumerate(sums)
+            if v
+        }
 
     parts: dict[str, dict[str, float]] = {}
 
@@ -443,8 +510,15 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
     }
 
     out.mkdir(parents=True, exist_ok=True)
-    _write(out, {"medical_claims": med_tbl, "pharmacy_claims": rx_tbl,
-                 "member_eligibility": eligibility, "member_linkage": linkage})
+    _write(
+        out,
+        {
+            "medical_claims": med_tbl,
+            "pharmacy_claims": rx_tbl,
+            "member_eligibility": eligibility,
+            "member_linkage": linkage,
+        },
+    )
     elapsed = time.perf_counter() - t0
     all_metrics = sorted({k for p in parts.values() for k in p})
     manifest = {
@@ -457,8 +531,12 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
         "persons_without_birth_year": int(no_birth.sum()),
         "persons_without_sex": int(no_sex.sum()),
         "persons_without_zip": int(no_zip.sum()),
-        "raw_rows": {"medical_claims": med_tbl.num_rows, "pharmacy_claims": rx_tbl.num_rows,
-                     "member_eligibility": eligibility.num_rows, "member_linkage": linkage.num_rows},
+        "raw_rows": {
+            "medical_claims": med_tbl.num_rows,
+            "pharmacy_claims": rx_tbl.num_rows,
+            "member_eligibility": eligibility.num_rows,
+            "member_linkage": linkage.num_rows,
+        },
         "quarantine": quarantine,
         "totals": {k: round(sum(p.get(k, 0) for p in parts.values()), 6) for k in all_metrics},
         "partitions": {k: dict(sorted(v.items())) for k, v in sorted(parts.items())},
@@ -516,8 +594,10 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--members must be at least 1")
     m = generate(a.members, a.years, a.seed, a.out)
     rows = m["raw_rows"]["medical_claims"] + m["raw_rows"]["pharmacy_claims"]
-    print(f"pgx-synth: {m['persons']} persons, {rows:,} claim rows in {m['seconds']} s "
-          f"({m['claim_rows_per_second']:,} rows/s) -> {a.out}")
+    print(
+        f"pgx-synth: {m['persons']} persons, {rows:,} claim rows in {m['seconds']} s "
+        f"({m['claim_rows_per_second']:,} rows/s) -> {a.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,7 @@ def pipeline(tmp_path_factory, synthetic_raw) -> SimpleNamespace:
             os.environ.pop("DAGSTER_HOME", None)
         else:
             os.environ["DAGSTER_HOME"] = previous
-    return SimpleNamespace(raw=synthetic_raw.path, lake=lake, home=home, manifest=synthetic_raw.manifest,
-                           report=report)
+    return SimpleNamespace(raw=synthetic_raw.path, lake=lake, home=home, manifest=synthetic_raw.manifest, report=report)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
+from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
 
 from pgx_dagster.duck import Session
 
@@ -35,11 +35,14 @@ def evaluate_check(raw: Path, lake: Path, asset: str, check: str, partition: str
     from pgx_dagster.definitions import defs
     from pgx_dagster.resources import build_resources
 
-    result = materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=AssetSelection.checks(AssetCheckKey(AssetKey(asset), check)),
-        partition_key=partition,
-        resources=build_resources(str(raw), str(lake)),
+    job = define_asset_job("one_check", selection=AssetSelection.checks(AssetCheckKey(AssetKey(asset), check)))
+    job_defs = Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job], resources=build_resources(str(raw), str(lake))
+    )
+    # A check alone has no asset to infer partitions from: name the partition by its run tag, as the
+    # UI does when it launches a partitioned check.
+    result = job_defs.resolve_job_def("one_check").execute_in_process(
+        tags={"dagster/partition": partition} if partition else None,
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )

@@ -6,15 +6,21 @@ from pgx_dagster.definitions import defs
 from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.partitions import AGE_BANDS, all_keys, claims_partitions
 
-PARTITIONED = ["silver_medical", "silver_pharmacy", "imputed_medical", "imputed_pharmacy", "events",
-               "cohort_opioid_ed"]
+PARTITIONED = ["silver_medical", "silver_pharmacy", "imputed_medical", "imputed_pharmacy", "events", "cohort_opioid_ed"]
 
 
 def test_definitions_load_and_validate():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"raw_medical_claims", "raw_pharmacy_claims", "raw_member_eligibility", "raw_member_linkage",
-            "claims_intake", "member_demographics", *PARTITIONED} <= keys
+    assert {
+        "raw_medical_claims",
+        "raw_pharmacy_claims",
+        "raw_member_eligibility",
+        "raw_member_linkage",
+        "claims_intake",
+        "member_demographics",
+        *PARTITIONED,
+    } <= keys
     defs.resolve_implicit_global_asset_job_def()
 
 

@@ -21,8 +21,10 @@ def q(sql):
 
 
 def per_partition(lake, dataset, filename, where="true", value="count(*)"):
-    rows = q(f"SELECT age_band, event_year, {value} FROM read_parquet('{lake}/{dataset}/*/*/{filename}', "
-             f"hive_partitioning = false) WHERE {where} GROUP BY ALL")
+    rows = q(
+        f"SELECT age_band, event_year, {value} FROM read_parquet('{lake}/{dataset}/*/*/{filename}', "
+        f"hive_partitioning = false) WHERE {where} GROUP BY ALL"
+    )
     return {f"{band}|{year}": v for band, year, v in rows}
 
 
@@ -48,11 +50,19 @@ def test_silver_rows_per_partition_match_the_manifest(pipeline):
 def test_quarantine_reasons_match_the_planted_bad_rows(pipeline):
     lake, m = pipeline.lake, pipeline.manifest
     for kind in ("medical", "pharmacy"):
-        got = dict(q(f"SELECT quarantine_reason, count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet' "
-                     "GROUP BY 1"))
+        got = dict(
+            q(
+                f"SELECT quarantine_reason, count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet' "
+                "GROUP BY 1"
+            )
+        )
         assert got == m["quarantine"][f"intake_{kind}"], kind
-        got = dict(q(f"SELECT quarantine_reason, count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/"
-                     "quarantine.parquet') GROUP BY 1"))
+        got = dict(
+            q(
+                f"SELECT quarantine_reason, count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/"
+                "quarantine.parquet') GROUP BY 1"
+            )
+        )
         assert got == m["quarantine"][f"silver_{kind}"], kind
 
 
@@ -60,22 +70,28 @@ def test_rows_in_equal_rows_out_plus_quarantined(pipeline):
     lake, raw = pipeline.lake, pipeline.raw
     for kind in ("medical", "pharmacy"):
         rows_in = q(f"SELECT count(*) FROM '{raw}/{kind}_claims/*.parquet'")[0][0]
-        out = q(f"SELECT count(*) FROM read_parquet('{lake}/silver/imputed/{kind}_partitioned/*/*/{kind}.parquet')")[0][0]
-        quarantined = q(f"SELECT (SELECT count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet') + "
-                        f"(SELECT count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/*.parquet'))")[0][0]
+        out = q(f"SELECT count(*) FROM read_parquet('{lake}/silver/imputed/{kind}_partitioned/*/*/{kind}.parquet')")[0][
+            0
+        ]
+        quarantined = q(
+            f"SELECT (SELECT count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet') + "
+            f"(SELECT count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/*.parquet'))"
+        )[0][0]
         assert rows_in == out + quarantined, kind
 
 
-@pytest.mark.parametrize("event_type", ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_disorder",
-                                        "opioid_fill"])
+@pytest.mark.parametrize(
+    "event_type", ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_disorder", "opioid_fill"]
+)
 def test_planted_events_per_partition(pipeline, event_type):
     got = per_partition(pipeline.lake, "gold/events", "events.parquet", where=f"event_type = '{event_type}'")
     assert got == expected(pipeline.manifest, event_type)
 
 
 def test_mme_per_day_matches_the_planted_fills(pipeline):
-    got = per_partition(pipeline.lake, "gold/events", "events.parquet", where="event_type = 'opioid_fill'",
-                        value="sum(mme_per_day)")
+    got = per_partition(
+        pipeline.lake, "gold/events", "events.parquet", where="event_type = 'opioid_fill'", value="sum(mme_per_day)"
+    )
     want = expected(pipeline.manifest, "opioid_fill_mme_per_day_sum")
     assert got.keys() == want.keys()
     for key in want:
@@ -84,10 +100,14 @@ def test_mme_per_day_matches_the_planted_fills(pipeline):
 
 def test_demographics_complete_for_every_imputed_row(pipeline):
     for kind in ("medical", "pharmacy"):
-        missing = q(f"SELECT count(*) FROM read_parquet('{pipeline.lake}/silver/imputed/{kind}_partitioned/*/*/*.parquet') "
-                    "WHERE sex IS NULL OR birth_year IS NULL OR zip3 IS NULL OR age_band IS NULL")[0][0]
+        missing = q(
+            f"SELECT count(*) FROM read_parquet('{pipeline.lake}/silver/imputed/{kind}_partitioned/*/*/*.parquet') "
+            "WHERE sex IS NULL OR birth_year IS NULL OR zip3 IS NULL OR age_band IS NULL"
+        )[0][0]
         assert missing == 0
-    sources = dict(q(f"SELECT sex_source, count(*) FROM '{pipeline.lake}/silver/member_demographics/*.parquet' GROUP BY 1"))
+    sources = dict(
+        q(f"SELECT sex_source, count(*) FROM '{pipeline.lake}/silver/member_demographics/*.parquet' GROUP BY 1")
+    )
     assert set(sources) == {"observed", "member_consensus", "linked_person", "statistical"}
 
 
@@ -104,8 +124,9 @@ def test_cohort_targets_ratio_and_exclusivity(pipeline):
 
 
 def test_checkpoints_beside_partitions(pipeline):
-    record = json.loads(Path(pipeline.lake, "gold/cohorts/opioid_ed/age_band=65-74/event_year=2019/_checkpoint.json")
-                        .read_text())
+    record = json.loads(
+        Path(pipeline.lake, "gold/cohorts/opioid_ed/age_band=65-74/event_year=2019/_checkpoint.json").read_text()
+    )
     assert record["pipeline"] == "create_cohort" and record["entity_id"] == "OPIOID_ED_65-74_2019"
     assert record["status"] == "completed" and record["metrics"]["ratio"] in ("5.0:1", "no targets")
 
@@ -122,10 +143,20 @@ def test_runs_are_recorded_in_the_instance(pipeline):
 
 
 def test_dagster_cli_materializes_one_partition(pipeline, tmp_path):
-    env = dict(os.environ, DAGSTER_HOME=str(pipeline.home), PGX_RAW_ROOT=str(pipeline.raw),
-               PGX_LAKE_ROOT=str(pipeline.lake))
-    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "pgx_dagster.definitions",
-           "--select", "silver_medical", "--partition", "65-74|2019"]
+    env = dict(
+        os.environ, DAGSTER_HOME=str(pipeline.home), PGX_RAW_ROOT=str(pipeline.raw), PGX_LAKE_ROOT=str(pipeline.lake)
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "pgx_dagster.definitions",
+        "--select",
+        "silver_medical",
+        "--partition",
+        "65-74|2019",
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr + done.stdout

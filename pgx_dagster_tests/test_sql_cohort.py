@@ -15,13 +15,27 @@ def demo(pid, year, band, sex):
 
 
 def event(pid, date, band, sex, etype="opioid_ed_visit"):
-    return {"person_id": pid, "event_date": date, "age_band": band, "event_year": date.year, "sex": sex,
-            "event_type": etype}
+    return {
+        "person_id": pid,
+        "event_date": date,
+        "age_band": band,
+        "event_year": date.year,
+        "sex": sex,
+        "event_type": etype,
+    }
 
 
 def match(s, band, year, ratio=5, seed=11):
-    s.set_variables({"cohort": "opioid_ed", "age_band": band, "event_year": year, "seed": seed,
-                     "controls_per_target": ratio, "target_event_types": ["opioid_ed_visit"]})
+    s.set_variables(
+        {
+            "cohort": "opioid_ed",
+            "age_band": band,
+            "event_year": year,
+            "seed": seed,
+            "controls_per_target": ratio,
+            "target_event_types": ["opioid_ed_visit"],
+        }
+    )
     s.model_view("qualifying", "cohort/qualifying")
     s.model_view("targets", "cohort/targets")
     s.model_view("pool", "cohort/pool")
@@ -37,16 +51,25 @@ def s():
 
 
 def test_a_target_with_three_eligible_controls_gets_three_and_a_recorded_shortage(s):
-    demographics = [demo("T1", 2019, "65-74", "F"), demo("C1", 2019, "65-74", "F"), demo("C2", 2019, "65-74", "F"),
-                    demo("C3", 2019, "65-74", "F"),
-                    demo("M1", 2019, "65-74", "M"),  # other sex: never a control of T1
-                    demo("O1", 2019, "55-64", "F")]  # other age band
+    demographics = [
+        demo("T1", 2019, "65-74", "F"),
+        demo("C1", 2019, "65-74", "F"),
+        demo("C2", 2019, "65-74", "F"),
+        demo("C3", 2019, "65-74", "F"),
+        demo("M1", 2019, "65-74", "M"),  # other sex: never a control of T1
+        demo("O1", 2019, "55-64", "F"),
+    ]  # other age band
     table(s, "demographics", demographics)
-    table(s, "events_all", [event("T1", D(2019, 3, 1), "65-74", "F"),
-                            event("T1", D(2019, 8, 1), "65-74", "F")])  # second visit: same target
+    table(
+        s, "events_all", [event("T1", D(2019, 3, 1), "65-74", "F"), event("T1", D(2019, 8, 1), "65-74", "F")]
+    )  # second visit: same target
     rows = match(s, "65-74", 2019)
-    assert [(r["person_id"], r["role"]) for r in rows] == [("T1", "target"), ("C1", "control"), ("C2", "control"),
-                                                           ("C3", "control")]
+    assert [(r["person_id"], r["role"]) for r in rows] == [
+        ("T1", "target"),
+        ("C1", "control"),
+        ("C2", "control"),
+        ("C3", "control"),
+    ]
     assert {r["matched_set_id"] for r in rows} == {"opioid_ed:65-74:2019:F:000001"}
     assert {(r["n_controls"], r["control_shortage"]) for r in rows} == {(3, 2)}
     assert {r["index_date"] for r in rows} == {D(2019, 3, 1)}
@@ -90,8 +113,12 @@ def test_no_targets_is_an_empty_cohort_not_an_error(s):
 
 def test_a_control_is_used_in_one_home_year_only(s):
     # C is active in 2016 and 2017; both years have a male target and only C as a candidate.
-    demographics = [demo("C", 2016, "35-44", "M"), demo("C", 2017, "35-44", "M"),
-                    demo("T6", 2016, "35-44", "M"), demo("T7", 2017, "35-44", "M")]
+    demographics = [
+        demo("C", 2016, "35-44", "M"),
+        demo("C", 2017, "35-44", "M"),
+        demo("T6", 2016, "35-44", "M"),
+        demo("T7", 2017, "35-44", "M"),
+    ]
     table(s, "demographics", demographics)
     table(s, "events_all", [event("T6", D(2016, 5, 1), "35-44", "M"), event("T7", D(2017, 5, 1), "35-44", "M")])
     used = [r["person_id"] for y in (2016, 2017) for r in match(s, "35-44", y) if r["role"] == "control"]

@@ -10,8 +10,15 @@ BIRTH = {"P1": 1950, "P2": 1980, "P3": 1985, "P4": 1970, "P5": 1982}
 
 
 def person(payer, member, pid):
-    return {"payer_id": payer, "member_id": member, "person_id": pid, "birth_year": BIRTH[pid],
-            "in_eligibility": True, "in_linkage": True, "conflicting_linkage": False}
+    return {
+        "payer_id": payer,
+        "member_id": member,
+        "person_id": pid,
+        "birth_year": BIRTH[pid],
+        "in_eligibility": True,
+        "in_linkage": True,
+        "conflicting_linkage": False,
+    }
 
 
 def elig(payer, member, year, sex=None, zip_=None, birth=None):
@@ -19,13 +26,26 @@ def elig(payer, member, year, sex=None, zip_=None, birth=None):
 
 
 def claim(payer, member, pid, year, band, sex=None, zip3=None):
-    return {"payer_id": payer, "member_id": member, "person_id": pid, "event_year": year, "age_band": band,
-            "patient_sex": sex, "patient_zip3": zip3}
+    return {
+        "payer_id": payer,
+        "member_id": member,
+        "person_id": pid,
+        "event_year": year,
+        "age_band": band,
+        "patient_sex": sex,
+        "patient_zip3": zip3,
+    }
 
 
 def run(s, eligibility, medical):
-    persons = [person("A", "1", "P1"), person("A", "2", "P2"), person("B", "7", "P2"), person("A", "3", "P3"),
-               person("A", "4", "P4"), person("A", "5", "P5")]
+    persons = [
+        person("A", "1", "P1"),
+        person("A", "2", "P2"),
+        person("B", "7", "P2"),
+        person("A", "3", "P3"),
+        person("A", "4", "P4"),
+        person("A", "5", "P5"),
+    ]
     table(s, "person_index", persons)
     table(s, "raw_eligibility", eligibility, schema={"birth_year": "INTEGER", "sex": "VARCHAR", "zip": "VARCHAR"})
     cols = {"patient_sex": "VARCHAR", "patient_zip3": "VARCHAR"}
@@ -44,17 +64,21 @@ def s():
 
 
 ELIG = [
-    elig("A", "1", 2017, sex="F", zip_="02139", birth=1950), elig("A", "1", 2018, birth=1950),
+    elig("A", "1", 2017, sex="F", zip_="02139", birth=1950),
+    elig("A", "1", 2018, birth=1950),
     elig("A", "2", 2016, sex="M", zip_="60601", birth=1980),
     elig("B", "7", 2019),
     elig("A", "3", 2017, birth=1985),
-    elig("A", "4", 2016, sex="F", zip_="75201", birth=1970), elig("A", "4", 2017, sex="F", zip_="75201"),
+    elig("A", "4", 2016, sex="F", zip_="75201", birth=1970),
+    elig("A", "4", 2017, sex="F", zip_="75201"),
     elig("A", "4", 2018, sex="M", zip_="75201"),
     elig("A", "5", 2018, sex="F", zip_="60601", birth=1982),
 ]
 MEDICAL = [
-    claim("A", "1", "P1", 2017, "65-74"), claim("A", "1", "P1", 2018, "65-74"),
-    claim("A", "2", "P2", 2016, "35-44"), claim("B", "7", "P2", 2019, "35-44"),
+    claim("A", "1", "P1", 2017, "65-74"),
+    claim("A", "1", "P1", 2018, "65-74"),
+    claim("A", "2", "P2", 2016, "35-44"),
+    claim("B", "7", "P2", 2019, "35-44"),
     claim("A", "3", "P3", 2017, "18-34"),
     claim("A", "4", "P4", 2018, "45-54"),
     claim("A", "5", "P5", 2018, "35-44"),

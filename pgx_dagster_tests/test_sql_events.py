@@ -12,44 +12,90 @@ D = dt.date
 OXY_5MG = "99002000001"  # oxycodone 5 mg, MME factor 1.5 (sql/codesets/opioid_ndc.csv)
 
 
-def line(claim, date=D(2019, 4, 1), rev=None, pos=None, cpt=None, dx1=None, dx2=None, line_no=1):
+def line(claim, date=None, rev=None, pos=None, cpt=None, dx1=None, dx2=None, line_no=1):
+    date = date or D(2019, 4, 1)
     system = "ICD10CM" if date >= D(2015, 10, 1) else "ICD9CM"
-    return {"payer_id": "A", "member_id": "1", "person_id": "P1", "claim_id": claim, "claim_line": line_no,
-            "service_date": date, "event_year": date.year, "age_band": "65-74", "sex": "F",
-            "revenue_code": rev, "place_of_service": pos, "procedure_code": cpt, "diagnosis_code_1": dx1,
-            "diagnosis_code_2": dx2, "diagnosis_code_3": None, "diagnosis_code_system": system}
+    return {
+        "payer_id": "A",
+        "member_id": "1",
+        "person_id": "P1",
+        "claim_id": claim,
+        "claim_line": line_no,
+        "service_date": date,
+        "event_year": date.year,
+        "age_band": "65-74",
+        "sex": "F",
+        "revenue_code": rev,
+        "place_of_service": pos,
+        "procedure_code": cpt,
+        "diagnosis_code_1": dx1,
+        "diagnosis_code_2": dx2,
+        "diagnosis_code_3": None,
+        "diagnosis_code_system": system,
+    }
 
 
 def fill(claim, ndc, qty, days):
-    return {"payer_id": "A", "member_id": "1", "person_id": "P1", "claim_id": claim, "fill_date": D(2019, 5, 1),
-            "event_year": 2019, "age_band": "65-74", "sex": "F", "ndc": ndc, "quantity": qty, "days_supply": days}
+    return {
+        "payer_id": "A",
+        "member_id": "1",
+        "person_id": "P1",
+        "claim_id": claim,
+        "fill_date": D(2019, 5, 1),
+        "event_year": 2019,
+        "age_band": "65-74",
+        "sex": "F",
+        "ndc": ndc,
+        "quantity": qty,
+        "days_supply": days,
+    }
 
 
 @pytest.fixture
 def events():
     with DuckDBWorker().session() as s:
-        text = {"revenue_code": "VARCHAR", "place_of_service": "VARCHAR", "procedure_code": "VARCHAR",
-                "diagnosis_code_1": "VARCHAR", "diagnosis_code_2": "VARCHAR", "diagnosis_code_3": "VARCHAR"}
-        table(s, "imputed_medical", [
-            line("E1", rev="0450", dx1="T402X1A"),
-            line("E2", pos="23", cpt="99283", dx1="T402X1D"),  # subsequent encounter: ED visit only
-            line("E3", pos="11", cpt="99213", dx1="F1120"),
-            line("E4", date=D(2015, 6, 1), rev="0981", dx1="96509"),  # ICD-9 era
-            line("E5", rev="0300", dx1="T401X1A"), line("E5", rev="0456", line_no=2),  # claim level
-            line("E6", date=D(2015, 6, 1), pos="11", cpt="99213", dx1="T401X1A"),  # ICD-10 code in ICD-9 era
-            line("E7", pos="22", cpt="99285", dx1="I10", dx2="30550"),  # ICD-9 code in ICD-10 era: no OUD
-        ], schema=text)
-        table(s, "imputed_pharmacy", [
-            fill("R1", OXY_5MG, 60.0, 30), fill("R2", OXY_5MG, 60.0, None), fill("R3", "00093021401", 30.0, 30),
-        ], schema={"days_supply": "INTEGER", "quantity": "DOUBLE"})
+        text = {
+            "revenue_code": "VARCHAR",
+            "place_of_service": "VARCHAR",
+            "procedure_code": "VARCHAR",
+            "diagnosis_code_1": "VARCHAR",
+            "diagnosis_code_2": "VARCHAR",
+            "diagnosis_code_3": "VARCHAR",
+        }
+        table(
+            s,
+            "imputed_medical",
+            [
+                line("E1", rev="0450", dx1="T402X1A"),
+                line("E2", pos="23", cpt="99283", dx1="T402X1D"),  # subsequent encounter: ED visit only
+                line("E3", pos="11", cpt="99213", dx1="F1120"),
+                line("E4", date=D(2015, 6, 1), rev="0981", dx1="96509"),  # ICD-9 era
+                line("E5", rev="0300", dx1="T401X1A"),
+                line("E5", rev="0456", line_no=2),  # claim level
+                line("E6", date=D(2015, 6, 1), pos="11", cpt="99213", dx1="T401X1A"),  # ICD-10 code in ICD-9 era
+                line("E7", pos="22", cpt="99285", dx1="I10", dx2="30550"),  # ICD-9 code in ICD-10 era: no OUD
+            ],
+            schema=text,
+        )
+        table(
+            s,
+            "imputed_pharmacy",
+            [
+                fill("R1", OXY_5MG, 60.0, 30),
+                fill("R2", OXY_5MG, 60.0, None),
+                fill("R3", "00093021401", 30.0, 30),
+            ],
+            schema={"days_supply": "INTEGER", "quantity": "DOUBLE"},
+        )
         register_codesets(s)
         s.model_table("ev", "events/events")
         yield s
 
 
 def test_medical_events_by_claim_and_type(events):
-    got = events.execute("SELECT claim_id, event_type, classifying_codes FROM ev WHERE ndc IS NULL "
-                         "ORDER BY claim_id, event_type").fetchall()
+    got = events.execute(
+        "SELECT claim_id, event_type, classifying_codes FROM ev WHERE ndc IS NULL ORDER BY claim_id, event_type"
+    ).fetchall()
     assert got == [
         ("E1", "ed_visit", "REV:0450"),
         ("E1", "opioid_ed_visit", "REV:0450;ICD10CM:T402X1A"),
@@ -67,8 +113,10 @@ def test_medical_events_by_claim_and_type(events):
 
 
 def test_opioid_fills_with_mme(events):
-    got = events.execute("SELECT claim_id, ingredient, mme_per_day, mme_status FROM ev WHERE event_type = 'opioid_fill' "
-                         "ORDER BY claim_id").fetchall()
+    got = events.execute(
+        "SELECT claim_id, ingredient, mme_per_day, mme_status FROM ev WHERE event_type = 'opioid_fill' "
+        "ORDER BY claim_id"
+    ).fetchall()
     # 5 mg x 60 tablets / 30 days x 1.5 = 15 MME/day
     assert got == [("R1", "oxycodone", 15.0, "computed"), ("R2", "oxycodone", None, "missing_days_supply")]
 
@@ -80,5 +128,10 @@ def test_the_classification_check_finds_nothing_wrong_in_correct_events(events):
     row = events.rows(sql_text("events/verify_classification"))[0]
     assert row["events_written"] == row["events_expected"] == 14
     assert {k: v for k, v in row.items() if k not in ("events_written", "events_expected")} == {
-        "missing_events": 0, "unexpected_events": 0, "unclassified_events": 0, "events_without_codes": 0,
-        "events_with_foreign_codes": 0, "duplicate_event_ids": 0}
+        "missing_events": 0,
+        "unexpected_events": 0,
+        "unclassified_events": 0,
+        "events_without_codes": 0,
+        "events_with_foreign_codes": 0,
+        "duplicate_event_ids": 0,
+    }

@@ -13,7 +13,8 @@ def digest(folder):
     out = {}
     for table in sorted(p.name for p in folder.iterdir() if p.is_dir()):
         out[table] = con.execute(
-            f"SELECT count(*), md5(string_agg(CAST(x AS VARCHAR), '|')) FROM read_parquet('{folder}/{table}/*.parquet') x"
+            f"SELECT count(*), md5(string_agg(CAST(x AS VARCHAR), '|')) "
+            f"FROM read_parquet('{folder}/{table}/*.parquet') x"
         ).fetchone()
     return out
 
@@ -21,7 +22,7 @@ def digest(folder):
 def test_same_seed_same_data_other_seed_other_data(tmp_path):
     a = generate(300, [2016, 2017, 2018], 5, tmp_path / "a")
     b = generate(300, [2016, 2017, 2018], 5, tmp_path / "b")
-    c = generate(300, [2016, 2017, 2018], 6, tmp_path / "c")
+    generate(300, [2016, 2017, 2018], 6, tmp_path / "c")
     strip = lambda m: {k: v for k, v in m.items() if k not in ("seconds", "claim_rows_per_second")}  # noqa: E731
     assert strip(a) == strip(b)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
@@ -55,8 +56,11 @@ def test_planted_imperfections_are_present(synthetic_raw):
     assert q(f"SELECT count(*) FROM {elig} WHERE sex IS NULL") > 0
     assert q(f"SELECT count(*) FROM {med} WHERE service_date > DATE '2090-01-01'") > 0
     # conflicting sex for a person across sources
-    assert q(f"""SELECT count(*) FROM (
+    assert (
+        q(f"""SELECT count(*) FROM (
         SELECT l.person_id FROM {elig} e JOIN {link} l USING (payer_id, member_id)
-        WHERE e.sex IS NOT NULL GROUP BY 1 HAVING count(DISTINCT upper(e.sex)) > 1)""") > 0
+        WHERE e.sex IS NOT NULL GROUP BY 1 HAVING count(DISTINCT upper(e.sex)) > 1)""")
+        > 0
+    )
     m = synthetic_raw.manifest
     assert m["totals"]["opioid_ed_targets"] > 10 and m["persons_without_birth_year"] > 0

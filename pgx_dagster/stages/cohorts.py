@@ -5,7 +5,6 @@ A cohort partition reads every events partition (AllPartitionMapping): a person'
 qualifying event may lie in any partition, and no future target may be used as a control.
 """
 
-
 import os
 import time
 
@@ -55,12 +54,20 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
     if missing:
         raise Failure(
             f"cohort {d.name} needs every events partition (exclusivity spans all of them); "
-            f"{len(missing)} are not materialized, e.g. {missing[:3]}. Materialize events first.")
+            f"{len(missing)} are not materialized, e.g. {missing[:3]}. Materialize events first."
+        )
     s.view("events_all", parquet_relation(events_glob(lake)))
     s.view("demographics", parquet_relation(demographics_path(lake)))
-    s.set_variables({"cohort": d.name, "age_band": band, "event_year": year, "seed": d.seed,
-                     "controls_per_target": d.controls_per_target,
-                     "target_event_types": list(d.target_event_types)})
+    s.set_variables(
+        {
+            "cohort": d.name,
+            "age_band": band,
+            "event_year": year,
+            "seed": d.seed,
+            "controls_per_target": d.controls_per_target,
+            "target_event_types": list(d.target_event_types),
+        }
+    )
     s.model_view("qualifying", "cohort/qualifying")
     s.model_view("targets", "cohort/targets")
     s.model_view("pool", "cohort/pool")
@@ -95,26 +102,57 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
             controls = n - targets
             shortage = s.scalar("SELECT coalesce(sum(shortage), 0) FROM strata")
             ratio = ratio_text(targets, controls)
-            publish(s, lake, lake.partition_dir(cohort_dataset(d.name), band, year),
-                    {f"{d.name}_cohort.parquet": "SELECT * FROM cohort",
-                     f"{d.name}_strata.parquet": "SELECT * FROM strata"},
-                    checkpoint={"pipeline": "create_cohort", "entity_id": entity_id(d.name, band, year),
-                                "phase": "phase3_cohort_creation", "status": "completed",
-                                "metrics": {"records": n, "targets": targets, "controls": controls,
-                                            "ratio": ratio, "control_shortage": shortage}})
+            publish(
+                s,
+                lake,
+                lake.partition_dir(cohort_dataset(d.name), band, year),
+                {
+                    f"{d.name}_cohort.parquet": "SELECT * FROM cohort",
+                    f"{d.name}_strata.parquet": "SELECT * FROM strata",
+                },
+                checkpoint={
+                    "pipeline": "create_cohort",
+                    "entity_id": entity_id(d.name, band, year),
+                    "phase": "phase3_cohort_creation",
+                    "status": "completed",
+                    "metrics": {
+                        "records": n,
+                        "targets": targets,
+                        "controls": controls,
+                        "ratio": ratio,
+                        "control_shortage": shortage,
+                    },
+                },
+            )
             if targets == 0:
                 context.log.info(f"Phase 3: no {d.name} targets in {band}|{year}: empty cohort partition")
             else:
-                context.log.info(f"Phase 3: cohort {d.name} {band}|{year}: {targets} targets, {controls} controls "
-                                 f"({ratio}), shortage {shortage}")
-            meta = table_metadata(s, "cohort", rows=n, path=cohort_file(lake, d.name, band, year), started=started,
-                                  targets=targets, controls=controls, ratio=ratio, control_shortage=shortage,
-                                  strata=s.rows("SELECT * FROM strata"))
+                context.log.info(
+                    f"Phase 3: cohort {d.name} {band}|{year}: {targets} targets, {controls} controls "
+                    f"({ratio}), shortage {shortage}"
+                )
+            meta = table_metadata(
+                s,
+                "cohort",
+                rows=n,
+                path=cohort_file(lake, d.name, band, year),
+                started=started,
+                targets=targets,
+                controls=controls,
+                ratio=ratio,
+                control_shortage=shortage,
+                strata=s.rows("SELECT * FROM strata"),
+            )
         return MaterializeResult(metadata=meta)
 
-    @asset_check(asset=cohort, name=f"{name}_ratio", blocking=True, partitions_def=claims_partitions,
-                 description=f"QA 3: every matched set has one target and {d.controls_per_target} controls, or a "
-                             "recorded shortage that is real (the stratum's eligible pool is used up).")
+    @asset_check(
+        asset=cohort,
+        name=f"{name}_ratio",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description=f"QA 3: every matched set has one target and {d.controls_per_target} controls, or a "
+        "recorded shortage that is real (the stratum's eligible pool is used up).",
+    )
     def ratio_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         k = d.controls_per_target
@@ -142,14 +180,23 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
             """)[0]
             f["strata"] = s.rows("SELECT * FROM st")
         f["ratio"] = ratio_text(f["targets"], f["controls"])
-        passed = (f["sets_without_exactly_one_target"] == 0 and f["sets_with_too_many_controls"] == 0
-                  and f["sets_with_wrong_recorded_shortage"] == 0 and f["strata_short_with_unused_pool"] == 0)
+        passed = (
+            f["sets_without_exactly_one_target"] == 0
+            and f["sets_with_too_many_controls"] == 0
+            and f["sets_with_wrong_recorded_shortage"] == 0
+            and f["strata_short_with_unused_pool"] == 0
+        )
         return verdict(passed, f)
 
-    @asset_check(asset=cohort, name=f"{name}_no_overlap", blocking=True, partitions_def=claims_partitions,
-                 description="QA 2: no person is both target and control or in two matched sets - within this "
-                             "partition and across every materialized partition of the cohort - and no control "
-                             "has a qualifying event on or before the index date.")
+    @asset_check(
+        asset=cohort,
+        name=f"{name}_no_overlap",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description="QA 2: no person is both target and control or in two matched sets - within this "
+        "partition and across every materialized partition of the cohort - and no control "
+        "has a qualifying event on or before the index date.",
+    )
     def overlap_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         with duckdb.session() as s:
@@ -178,13 +225,21 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         passed = all(v == 0 for k, v in f.items() if k not in ("rows_checked", "other_partitions_compared"))
         return verdict(passed, f)
 
-    @asset_check(asset=cohort, name=f"{name}_contract", blocking=True, partitions_def=claims_partitions,
-                 description=f"The pandera contract of {name}.")
+    @asset_check(
+        asset=cohort,
+        name=f"{name}_contract",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description=f"The pandera contract of {name}.",
+    )
     def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         with duckdb.session() as s:
-            return contract_result(s, parquet_relation(cohort_file(lake, d.name, band, year)),
-                                   contracts.cohort(d.name, band, year, d.controls_per_target))
+            return contract_result(
+                s,
+                parquet_relation(cohort_file(lake, d.name, band, year)),
+                contracts.cohort(d.name, band, year, d.controls_per_target),
+            )
 
     return cohort, [ratio_check, overlap_check, contract]
 

@@ -3,7 +3,6 @@ geography for every active member-year, with the provenance of each value.
 SQL: sql/demographics/member_demographics.sql.
 """
 
-
 import time
 
 from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
@@ -60,8 +59,9 @@ def member_demographics(context: AssetExecutionContext, lake: LakeResource, duck
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
         context.log.info(f"Demographics: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
-        meta = table_metadata(s, "demographics", rows=rows, path=path, started=started,
-                              persons=persons, provenance=provenance)
+        meta = table_metadata(
+            s, "demographics", rows=rows, path=path, started=started, persons=persons, provenance=provenance
+        )
     return MaterializeResult(metadata=meta)
 
 
@@ -73,23 +73,32 @@ def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
     return out
 
 
-@asset_check(asset=member_demographics, blocking=True,
-             description="The pandera contract of member_demographics: complete fields, valid provenance, "
-                         "one row per member-year.")
+@asset_check(
+    asset=member_demographics,
+    blocking=True,
+    description="The pandera contract of member_demographics: complete fields, valid provenance, "
+    "one row per member-year.",
+)
 def member_demographics_contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
     with duckdb.session() as s:
         return contract_result(s, parquet_relation(demographics_path(lake)), contracts.member_demographics())
 
 
-@asset_check(asset=member_demographics, blocking=True,
-             description="Consensus holds: one sex and birth year per person, one zip3 per person-year "
-                         "across all the person's member ids, and every active member-year has a row.")
+@asset_check(
+    asset=member_demographics,
+    blocking=True,
+    description="Consensus holds: one sex and birth year per person, one zip3 per person-year "
+    "across all the person's member ids, and every active member-year has a row.",
+)
 def member_demographics_consensus(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
     with duckdb.session() as s:
         s.view("d", parquet_relation(demographics_path(lake)))
         medical, pharmacy = (parquet_relation(silver_glob(lake, k)) for k in ("medical", "pharmacy"))
-        s.view("silver_all", f"(SELECT payer_id, member_id, event_year FROM {medical} "
-                             f"UNION SELECT payer_id, member_id, event_year FROM {pharmacy})")
+        s.view(
+            "silver_all",
+            f"(SELECT payer_id, member_id, event_year FROM {medical} "
+            f"UNION SELECT payer_id, member_id, event_year FROM {pharmacy})",
+        )
         figures = s.rows("""
             SELECT
               (SELECT count(*) FROM (SELECT person_id FROM d GROUP BY 1 HAVING count(DISTINCT sex) > 1))
@@ -105,6 +114,10 @@ def member_demographics_consensus(context: AssetCheckExecutionContext, lake: Lak
                                     AND d.event_year = s.event_year)) AS member_years_without_row
         """)[0]
         figures["provenance"] = provenance_counts(s, "d")
-    passed = (figures["persons_with_several_sexes"] == 0 and figures["persons_with_several_birth_years"] == 0
-              and figures["person_years_with_several_values"] == 0 and figures["member_years_without_row"] == 0)
+    passed = (
+        figures["persons_with_several_sexes"] == 0
+        and figures["persons_with_several_birth_years"] == 0
+        and figures["person_years_with_several_values"] == 0
+        and figures["member_years_without_row"] == 0
+    )
     return verdict(passed, figures)

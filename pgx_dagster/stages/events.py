@@ -3,7 +3,6 @@ visits, opioid use disorder diagnoses and opioid fills with MME/day - each with 
 classified it and the code-set version. SQL: sql/events/; code sets: sql/codesets/.
 """
 
-
 import time
 
 from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
@@ -32,9 +31,12 @@ def events_glob(lake: LakeResource) -> str:
 def register_codesets(s: Session) -> None:
     files = ", ".join(quote(str(SQL_DIR / "codesets" / f"{c}.csv")) for c in CODESETS)
     s.view("codes", f"read_csv([{files}], all_varchar = true, union_by_name = true)")
-    s.view("opioid_ndc", f"(SELECT ndc, ingredient, CAST(strength_per_unit AS DOUBLE) AS strength_per_unit, "
-                         f"CAST(mme_conversion_factor AS DOUBLE) AS mme_conversion_factor, version "
-                         f"FROM read_csv({quote(str(SQL_DIR / 'codesets' / 'opioid_ndc.csv'))}, all_varchar = true))")
+    s.view(
+        "opioid_ndc",
+        f"(SELECT ndc, ingredient, CAST(strength_per_unit AS DOUBLE) AS strength_per_unit, "
+        f"CAST(mme_conversion_factor AS DOUBLE) AS mme_conversion_factor, version "
+        f"FROM read_csv({quote(str(SQL_DIR / 'codesets' / 'opioid_ndc.csv'))}, all_varchar = true))",
+    )
 
 
 def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: int) -> None:
@@ -62,22 +64,45 @@ def events(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWor
         register_partition_inputs(s, lake, band, year)
         n = s.model_table("events_out", "events/events")
         by_type = dict(s.execute("SELECT event_type, count(*) FROM events_out GROUP BY 1 ORDER BY 1").fetchall())
-        mme = dict(s.execute("SELECT mme_status, count(*) FROM events_out WHERE event_type = 'opioid_fill' "
-                             "GROUP BY 1 ORDER BY 1").fetchall())
-        publish(s, lake, lake.partition_dir("gold/events", band, year), {"events.parquet": "SELECT * FROM events_out"},
-                checkpoint={"pipeline": PIPELINE, "entity_id": entity_id("events", band, year),
-                            "phase": "phase2_events", "status": "completed",
-                            "metrics": {"records": n, "by_type": by_type}})
+        mme = dict(
+            s.execute(
+                "SELECT mme_status, count(*) FROM events_out WHERE event_type = 'opioid_fill' GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
+        publish(
+            s,
+            lake,
+            lake.partition_dir("gold/events", band, year),
+            {"events.parquet": "SELECT * FROM events_out"},
+            checkpoint={
+                "pipeline": PIPELINE,
+                "entity_id": entity_id("events", band, year),
+                "phase": "phase2_events",
+                "status": "completed",
+                "metrics": {"records": n, "by_type": by_type},
+            },
+        )
         context.log.info(f"Phase 2: {n:,} events generated for {band}|{year} {by_type}")
-        meta = table_metadata(s, "events_out", rows=n, path=events_file(lake, band, year), started=started,
-                              events_by_type=by_type, opioid_fill_mme_status=mme)
+        meta = table_metadata(
+            s,
+            "events_out",
+            rows=n,
+            path=events_file(lake, band, year),
+            started=started,
+            events_by_type=by_type,
+            opioid_fill_mme_status=mme,
+        )
     return MaterializeResult(metadata=meta)
 
 
-@asset_check(asset=events, blocking=True, partitions_def=claims_partitions,
-             description="QA 4: every event re-derives from its codes (an independent re-classification of the "
-                         "partition's claims finds exactly the written events), none is unclassified, and every "
-                         "code an event names belongs to a code set of its type.")
+@asset_check(
+    asset=events,
+    blocking=True,
+    partitions_def=claims_partitions,
+    description="QA 4: every event re-derives from its codes (an independent re-classification of the "
+    "partition's claims finds exactly the written events), none is unclassified, and every "
+    "code an event names belongs to a code set of its type.",
+)
 def events_classification(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
     band, year = split_key(context.partition_key)
     with duckdb.session() as s:
@@ -88,8 +113,9 @@ def events_classification(context: AssetCheckExecutionContext, lake: LakeResourc
     return verdict(not problems, figures)
 
 
-@asset_check(asset=events, blocking=True, partitions_def=claims_partitions,
-             description="The pandera contract of events.")
+@asset_check(
+    asset=events, blocking=True, partitions_def=claims_partitions, description="The pandera contract of events."
+)
 def events_contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
     band, year = split_key(context.partition_key)
     with duckdb.session() as s:

@@ -5,7 +5,6 @@ Checks: QA standard 1 (100% demographics coverage) and 5 (imputation completenes
 rows out, every value has a provenance), plus the pandera contract.
 """
 
-
 import time
 
 from dagster import (
@@ -60,18 +59,37 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
             s.view("silver", parquet_relation(silver_file(lake, kind, band, year)))
             s.view("member_demographics", parquet_relation(demographics_path(lake)))
             n = s.model_table("imputed_out", f"imputed/{kind}")
-            publish(s, lake, lake.partition_dir(imputed_dataset(kind), band, year),
-                    {f"{kind}.parquet": "SELECT * FROM imputed_out"},
-                    checkpoint={"pipeline": PIPELINE, "entity_id": entity_id(name, band, year),
-                                "phase": name, "status": "completed", "metrics": {"records": n}})
+            publish(
+                s,
+                lake,
+                lake.partition_dir(imputed_dataset(kind), band, year),
+                {f"{kind}.parquet": "SELECT * FROM imputed_out"},
+                checkpoint={
+                    "pipeline": PIPELINE,
+                    "entity_id": entity_id(name, band, year),
+                    "phase": name,
+                    "status": "completed",
+                    "metrics": {"records": n},
+                },
+            )
             provenance = provenance_counts(s, "imputed_out")
-            meta = table_metadata(s, "imputed_out", rows=n, path=imputed_file(lake, kind, band, year),
-                                  started=started, provenance=provenance)
+            meta = table_metadata(
+                s,
+                "imputed_out",
+                rows=n,
+                path=imputed_file(lake, kind, band, year),
+                started=started,
+                provenance=provenance,
+            )
         return MaterializeResult(metadata=meta)
 
-    @asset_check(asset=imputed, name=f"{name}_demographics_coverage", blocking=True,
-                 partitions_def=claims_partitions,
-                 description="QA 1: 100% demographics coverage - no row misses sex, birth year, age band or zip3.")
+    @asset_check(
+        asset=imputed,
+        name=f"{name}_demographics_coverage",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description="QA 1: 100% demographics coverage - no row misses sex, birth year, age band or zip3.",
+    )
     def coverage(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         with duckdb.session() as s:
@@ -80,13 +98,19 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
             rows = s.scalar(f"SELECT count(*) FROM {rel}")
             incomplete = s.scalar(f"SELECT count(*) FROM {rel} WHERE " + " OR ".join(f"{f} IS NULL" for f in REQUIRED))
         pct = 100.0 if rows == 0 else round(100.0 * (rows - incomplete) / rows, 4)
-        return verdict(incomplete == 0, {"rows": rows, "rows_incomplete": incomplete, "coverage_pct": pct,
-                                         "missing_by_field": missing})
+        return verdict(
+            incomplete == 0,
+            {"rows": rows, "rows_incomplete": incomplete, "coverage_pct": pct, "missing_by_field": missing},
+        )
 
-    @asset_check(asset=imputed, name=f"{name}_imputation_completeness", blocking=True,
-                 partitions_def=claims_partitions,
-                 description="QA 5: rows in (silver) = rows out (imputed), and every demographic value has a "
-                             "provenance (observed / member_consensus / linked_person / statistical).")
+    @asset_check(
+        asset=imputed,
+        name=f"{name}_imputation_completeness",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description="QA 5: rows in (silver) = rows out (imputed), and every demographic value has a "
+        "provenance (observed / member_consensus / linked_person / statistical).",
+    )
     def completeness(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         with duckdb.session() as s:
@@ -94,20 +118,34 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
             rows_in = s.count_parquet(silver_file(lake, kind, band, year))
             rows_out = s.scalar(f"SELECT count(*) FROM {rel}")
             valid = ", ".join(f"'{v}'" for v in contracts.SOURCES)
-            no_provenance = s.scalar(f"SELECT count(*) FROM {rel} WHERE " + " OR ".join(
-                f"{f}_source IS NULL OR {f}_source NOT IN ({valid})" for f in FIELDS))
+            no_provenance = s.scalar(
+                f"SELECT count(*) FROM {rel} WHERE "
+                + " OR ".join(f"{f}_source IS NULL OR {f}_source NOT IN ({valid})" for f in FIELDS)
+            )
             provenance = provenance_counts(s, rel)
-        return verdict(rows_in == rows_out and no_provenance == 0, {
-            "rows_in": rows_in, "rows_out": rows_out, "rows_without_provenance": no_provenance,
-            "provenance": provenance})
+        return verdict(
+            rows_in == rows_out and no_provenance == 0,
+            {
+                "rows_in": rows_in,
+                "rows_out": rows_out,
+                "rows_without_provenance": no_provenance,
+                "provenance": provenance,
+            },
+        )
 
-    @asset_check(asset=imputed, name=f"{name}_contract", blocking=True, partitions_def=claims_partitions,
-                 description=f"The pandera contract of {name}.")
+    @asset_check(
+        asset=imputed,
+        name=f"{name}_contract",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description=f"The pandera contract of {name}.",
+    )
     def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         with duckdb.session() as s:
-            return contract_result(s, parquet_relation(imputed_file(lake, kind, band, year)),
-                                   contracts.imputed(kind, band, year))
+            return contract_result(
+                s, parquet_relation(imputed_file(lake, kind, band, year)), contracts.imputed(kind, band, year)
+            )
 
     return imputed, [coverage, completeness, contract]
 

@@ -6,7 +6,6 @@ adjudication version of a claim line, and a person's consensus birth year, which
 band. Everything after it is partitioned and reads only its own partition's staged files.
 """
 
-
 import time
 
 from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
@@ -83,36 +82,53 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
                 s.execute(
                     f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL) "
                     f"TO {quote(tmp)} (FORMAT parquet, PARTITION_BY (age_band, event_year), "
-                    "WRITE_PARTITION_COLUMNS true)")
+                    "WRITE_PARTITION_COLUMNS true)"
+                )
                 # Every partition gets a file, empty if need be, so each downstream step has an input.
                 for key in all_keys():
                     band, year = split_key(key)
                     folder = f"{tmp}/{partition_suffix(band, year)}"
                     s.execute(
                         f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} LIMIT 0) "
-                        f"TO {quote(folder + '/empty.parquet')} (FORMAT parquet)")
+                        f"TO {quote(folder + '/empty.parquet')} (FORMAT parquet)"
+                    )
             q_path = intake_quarantine_path(lake, kind)
             with lake.publish_dir(q_path.rsplit("/", 1)[0]) as tmp:
-                s.execute(f"COPY (SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL) "
-                          f"TO {quote(tmp + '/quarantine.parquet')} (FORMAT parquet)")
+                s.execute(
+                    f"COPY (SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL) "
+                    f"TO {quote(tmp + '/quarantine.parquet')} (FORMAT parquet)"
+                )
             reasons = reason_counts(s, table)
-            figures[kind] = {"rows_in": n_in, "staged": n_in - sum(reasons.values()),
-                             "quarantined": sum(reasons.values()), "quarantine_reasons": reasons}
+            figures[kind] = {
+                "rows_in": n_in,
+                "staged": n_in - sum(reasons.values()),
+                "quarantined": sum(reasons.values()),
+                "quarantine_reasons": reasons,
+            }
             context.log.info(
                 f"Intake {kind}: {n_in:,} raw rows -> {figures[kind]['staged']:,} placed in partitions, "
-                f"{figures[kind]['quarantined']:,} quarantined {reasons}")
+                f"{figures[kind]['quarantined']:,} quarantined {reasons}"
+            )
         meta = table_metadata(
-            s, "person_index", rows=figures["medical"]["staged"] + figures["pharmacy"]["staged"],
-            path=lake.path("staging"), started=started,
-            members=n_members, **facts,
-            medical=figures["medical"], pharmacy=figures["pharmacy"],
+            s,
+            "person_index",
+            rows=figures["medical"]["staged"] + figures["pharmacy"]["staged"],
+            path=lake.path("staging"),
+            started=started,
+            members=n_members,
+            **facts,
+            medical=figures["medical"],
+            pharmacy=figures["pharmacy"],
         )
     return MaterializeResult(metadata=meta)
 
 
-@asset_check(asset=claims_intake, blocking=True,
-             description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "
-                         "row sits in a configured age band and event year.")
+@asset_check(
+    asset=claims_intake,
+    blocking=True,
+    description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "
+    "row sits in a configured age band and event year.",
+)
 def intake_reconciles(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
     years = event_years()
     with duckdb.session() as s:
@@ -128,6 +144,11 @@ def intake_reconciles(context: AssetCheckExecutionContext, lake: LakeResource, d
             quarantined = s.count_parquet(intake_quarantine_path(lake, kind))
             ok = rows_in == placed + quarantined and outside == 0
             passed &= ok
-            figures[kind] = {"rows_in": rows_in, "rows_placed": placed, "rows_quarantined": quarantined,
-                             "unaccounted": rows_in - placed - quarantined, "placed_outside_partitions": outside}
+            figures[kind] = {
+                "rows_in": rows_in,
+                "rows_placed": placed,
+                "rows_quarantined": quarantined,
+                "unaccounted": rows_in - placed - quarantined,
+                "placed_outside_partitions": outside,
+            }
     return verdict(passed, {f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()})

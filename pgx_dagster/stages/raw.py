@@ -1,6 +1,5 @@
 """The raw extract: external assets, read where PGX_RAW_ROOT points."""
 
-
 from dagster import AssetSpec
 
 from pgx_dagster.stages.common import OWNERS

@@ -3,7 +3,6 @@ codes 4 digits; place of service 2 digits; NDC 11 digits); rows that break a rul
 quarantine dataset with their reason. SQL: sql/silver/.
 """
 
-
 import time
 
 from dagster import (
@@ -63,35 +62,72 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
             reasons = reason_counts(s, "silver_out")
             n_out = n_in - sum(reasons.values())
             good = "SELECT * EXCLUDE (quarantine_reason) FROM silver_out WHERE quarantine_reason IS NULL"
-            publish(s, lake, lake.partition_dir(f"quarantine/silver_{kind}", band, year),
-                    {"quarantine.parquet": "SELECT * FROM silver_out WHERE quarantine_reason IS NOT NULL"})
-            publish(s, lake, lake.partition_dir(f"silver/{kind}", band, year), {f"{kind}.parquet": good},
-                    checkpoint={"pipeline": PIPELINE, "entity_id": entity_id(name, band, year),
-                                "phase": name, "status": "completed",
-                                "metrics": {"records": n_out, "rows_in": n_in, "quarantined": reasons}})
-            context.log.info(f"Phase 1: {n_out:,} {kind} records loaded for {band}|{year} "
-                             f"({n_in - n_out:,} quarantined {reasons})")
+            publish(
+                s,
+                lake,
+                lake.partition_dir(f"quarantine/silver_{kind}", band, year),
+                {"quarantine.parquet": "SELECT * FROM silver_out WHERE quarantine_reason IS NOT NULL"},
+            )
+            publish(
+                s,
+                lake,
+                lake.partition_dir(f"silver/{kind}", band, year),
+                {f"{kind}.parquet": good},
+                checkpoint={
+                    "pipeline": PIPELINE,
+                    "entity_id": entity_id(name, band, year),
+                    "phase": name,
+                    "status": "completed",
+                    "metrics": {"records": n_out, "rows_in": n_in, "quarantined": reasons},
+                },
+            )
+            context.log.info(
+                f"Phase 1: {n_out:,} {kind} records loaded for {band}|{year} ({n_in - n_out:,} quarantined {reasons})"
+            )
             s.execute(f"CREATE TEMP VIEW silver_good AS {good}")
-            meta = table_metadata(s, "silver_good", rows=n_out, path=silver_file(lake, kind, band, year),
-                                  started=started, rows_in=n_in, rows_quarantined=n_in - n_out,
-                                  quarantine_reasons=reasons)
+            meta = table_metadata(
+                s,
+                "silver_good",
+                rows=n_out,
+                path=silver_file(lake, kind, band, year),
+                started=started,
+                rows_in=n_in,
+                rows_quarantined=n_in - n_out,
+                quarantine_reasons=reasons,
+            )
         return MaterializeResult(metadata=meta)
 
-    @asset_check(asset=silver, name=f"{name}_reconciles", blocking=True, partitions_def=claims_partitions,
-                 description="Rows in (staged by intake) = rows out + rows quarantined for this partition.")
+    @asset_check(
+        asset=silver,
+        name=f"{name}_reconciles",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description="Rows in (staged by intake) = rows out + rows quarantined for this partition.",
+    )
     def reconciles(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         with duckdb.session() as s:
             rows_in = s.count_parquet(staged_partition_glob(lake, kind, band, year))
             rows_out = s.count_parquet(silver_file(lake, kind, band, year))
             quarantined = s.count_parquet(quarantine_file(lake, kind, band, year))
-        return verdict(rows_in == rows_out + quarantined, {
-            "rows_in": rows_in, "rows_out": rows_out, "rows_quarantined": quarantined,
-            "unaccounted": rows_in - rows_out - quarantined})
+        return verdict(
+            rows_in == rows_out + quarantined,
+            {
+                "rows_in": rows_in,
+                "rows_out": rows_out,
+                "rows_quarantined": quarantined,
+                "unaccounted": rows_in - rows_out - quarantined,
+            },
+        )
 
-    @asset_check(asset=silver, name=f"{name}_contract", blocking=True, partitions_def=claims_partitions,
-                 description=f"The pandera contract of {name}: column types, code formats, keys unique, "
-                             "every row in this partition's age band and event year.")
+    @asset_check(
+        asset=silver,
+        name=f"{name}_contract",
+        blocking=True,
+        partitions_def=claims_partitions,
+        description=f"The pandera contract of {name}: column types, code formats, keys unique, "
+        "every row in this partition's age band and event year.",
+    )
     def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
         band, year = split_key(context.partition_key)
         spec = contracts.silver_medical if kind == "medical" else contracts.silver_pharmacy

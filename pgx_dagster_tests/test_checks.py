@@ -1,0 +1,248 @@
+"""Every asset check passes on the pipeline's output and fails on planted bad data.
+
+Each case copies the small lake, damages one written file the way a bug or a bad upstream would,
+and runs the one check against it through Dagster."""
+
+import shutil
+
+import pytest
+
+from pgx_dagster.contracts import silver_pharmacy, validate_frame
+from pgx_dagster.lake import partition_suffix
+from pgx_dagster.partitions import split_key
+from pgx_dagster_tests.helpers import evaluate_check, meta, rewrite_parquet
+
+# (asset, check, file relative to the partition folder or lake, damage as SQL over table t, figure that shows it)
+P = "{part}"
+CASES = [
+    (
+        "claims_intake",
+        "intake_reconciles",
+        f"staging/medical/{P}/*.parquet",
+        "SELECT * FROM t LIMIT 0",
+        "medical_unaccounted",
+    ),
+    (
+        "silver_medical",
+        "silver_medical_reconciles",
+        f"silver/medical/{P}/medical.parquet",
+        "SELECT * FROM t LIMIT (SELECT count(*) - 1 FROM t)",
+        "unaccounted",
+    ),
+    (
+        "silver_medical",
+        "silver_medical_contract",
+        f"silver/medical/{P}/medical.parquet",
+        "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN 'E11.9' ELSE diagnosis_code_1 END "
+        "AS diagnosis_code_1) FROM t",
+        "value_failures",
+    ),
+    (
+        "silver_pharmacy",
+        "silver_pharmacy_reconciles",
+        f"quarantine/silver_pharmacy/{P}/quarantine.parquet",
+        "SELECT * FROM t UNION ALL SELECT * FROM t",
+        "unaccounted",
+    ),
+    (
+        "silver_pharmacy",
+        "silver_pharmacy_contract",
+        f"silver/pharmacy/{P}/pharmacy.parquet",
+        "SELECT * REPLACE ('0093021401' AS ndc) FROM t",
+        "value_failures",
+    ),
+    (
+        "member_demographics",
+        "member_demographics_contract",
+        "silver/member_demographics/member_demographics.parquet",
+        "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN NULL ELSE sex END AS sex) FROM t",
+        "value_failures",
+    ),
+    (
+        "member_demographics",
+        "member_demographics_consensus",
+        "silver/member_demographics/member_demographics.parquet",
+        "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id ORDER BY event_year) = 2 "
+        "THEN (CASE sex WHEN 'F' THEN 'M' ELSE 'F' END) ELSE sex END AS sex) FROM t",
+        "persons_with_several_sexes",
+    ),
+    (
+        "imputed_medical",
+        "imputed_medical_demographics_coverage",
+        f"silver/imputed/medical_partitioned/{P}/medical.parquet",
+        "SELECT * REPLACE (CASE WHEN row_number() OVER () <= 2 THEN NULL ELSE zip3 END AS zip3) FROM t",
+        "rows_incomplete",
+    ),
+    (
+        "imputed_pharmacy",
+        "imputed_pharmacy_demographics_coverage",
+        f"silver/imputed/pharmacy_partitioned/{P}/pharmacy.parquet",
+        "SELECT * REPLACE (NULL::VARCHAR AS sex) FROM t",
+        "rows_incomplete",
+    ),
+    (
+        "imputed_medical",
+        "imputed_medical_imputation_completeness",
+        f"silver/imputed/medical_partitioned/{P}/medical.parquet",
+        "SELECT * FROM t LIMIT (SELECT count(*) - 3 FROM t)",
+        "rows_out",
+    ),
+    (
+        "imputed_pharmacy",
+        "imputed_pharmacy_imputation_completeness",
+        f"silver/imputed/pharmacy_partitioned/{P}/pharmacy.parquet",
+        "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN 'guessed' ELSE sex_source END AS sex_source) FROM t",
+        "rows_without_provenance",
+    ),
+    (
+        "imputed_medical",
+        "imputed_medical_contract",
+        f"silver/imputed/medical_partitioned/{P}/medical.parquet",
+        "SELECT * REPLACE ('X' AS sex) FROM t",
+        "value_failures",
+    ),
+    (
+        "imputed_pharmacy",
+        "imputed_pharmacy_contract",
+        f"silver/imputed/pharmacy_partitioned/{P}/pharmacy.parquet",
+        "SELECT * EXCLUDE (state) FROM t",
+        "type_problems",
+    ),
+    (
+        "events",
+        "events_classification",
+        f"gold/events/{P}/events.parquet",
+        "SELECT * FROM t WHERE event_type <> 'opioid_ed_visit'",
+        "missing_events",
+    ),
+    (
+        "events",
+        "events_contract",
+        f"gold/events/{P}/events.parquet",
+        "SELECT * FROM t UNION ALL (SELECT * FROM t LIMIT 1)",
+        "duplicate_keys",
+    ),
+    (
+        "cohort_opioid_ed",
+        "cohort_opioid_ed_ratio",
+        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        "SELECT * FROM t QUALIFY NOT (role = 'control' "
+        "AND row_number() OVER (PARTITION BY role ORDER BY person_id) = 1)",
+        "sets_with_wrong_recorded_shortage",
+    ),
+    (
+        "cohort_opioid_ed",
+        "cohort_opioid_ed_contract",
+        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        "SELECT * REPLACE ('case' AS role) FROM t",
+        "value_failures",
+    ),
+]
+
+
+def _target(lake, pattern, part):
+    band, year = split_key(part)
+    matches = sorted(lake.glob(pattern.replace(P, partition_suffix(band, year))))
+    assert matches, pattern
+    return matches
+
+
+@pytest.fixture(scope="module")
+def checked(pipeline, busiest_partition):
+    return pipeline, busiest_partition
+
+
+@pytest.mark.parametrize("asset,check,pattern,damage,figure", CASES, ids=[c[1] for c in CASES])
+def test_check_passes_on_good_data_and_fails_on_planted_bad_data(
+    checked, tmp_path, asset, check, pattern, damage, figure
+):
+    pipeline, part = checked
+    partition = None if asset in ("claims_intake", "member_demographics") else part
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    good = evaluate_check(pipeline.raw, lake, asset, check, partition)
+    assert good.passed, (check, {k: v.value for k, v in good.metadata.items()})
+
+    for path in _target(lake, pattern, part):
+        rewrite_parquet(path, damage)
+    bad = evaluate_check(pipeline.raw, lake, asset, check, partition)
+    assert not bad.passed, check
+    value = meta(bad, figure)
+    assert value not in (0, [], {}, None), (figure, value)
+
+
+def test_overlap_across_partitions_is_caught(checked, tmp_path):
+    """A control of this partition reappears in another partition's matched sets."""
+    pipeline, part = checked
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    band, year = split_key(part)
+    this = lake / "gold/cohorts/opioid_ed" / partition_suffix(band, year) / "opioid_ed_cohort.parquet"
+    others = [p for p in sorted(lake.glob("gold/cohorts/opioid_ed/*/*/opioid_ed_cohort.parquet")) if p != this]
+    other = next(p for p in others if p.stat().st_size and _rows(p) > 0)
+    assert evaluate_check(pipeline.raw, lake, "cohort_opioid_ed", "cohort_opioid_ed_no_overlap", part).passed
+    rewrite_parquet(
+        other,
+        f"SELECT * REPLACE (CASE WHEN row_number() OVER () = 2 THEN "
+        f"(SELECT min(person_id) FROM '{this}' WHERE role = 'control') ELSE person_id END "
+        f"AS person_id) FROM t",
+    )
+    bad = evaluate_check(pipeline.raw, lake, "cohort_opioid_ed", "cohort_opioid_ed_no_overlap", part)
+    assert not bad.passed
+    assert meta(bad, "persons_also_in_other_partitions") == 1
+
+
+def test_target_as_control_within_a_partition_is_caught(checked, tmp_path):
+    pipeline, part = checked
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    band, year = split_key(part)
+    this = lake / "gold/cohorts/opioid_ed" / partition_suffix(band, year) / "opioid_ed_cohort.parquet"
+    rewrite_parquet(
+        this,
+        "SELECT * REPLACE (CASE WHEN role = 'control' AND row_number() OVER () = 2 THEN "
+        "(SELECT min(person_id) FROM t WHERE role = 'target') ELSE person_id END AS person_id) FROM t",
+    )
+    bad = evaluate_check(pipeline.raw, lake, "cohort_opioid_ed", "cohort_opioid_ed_no_overlap", part)
+    assert not bad.passed
+    assert meta(bad, "persons_target_and_control") == 1
+    # a target is by definition a person with a qualifying event on or before the index date
+    assert meta(bad, "controls_with_prior_qualifying_event") == 1
+
+
+def _rows(path):
+    import duckdb
+
+    return duckdb.connect().execute(f"SELECT count(*) FROM '{path}'").fetchone()[0]
+
+
+def test_pandera_checks_data_not_only_schema():
+    """The contract validates collected rows: a bad value in an otherwise well-typed frame fails."""
+    import pandas as pd
+
+    contract = silver_pharmacy("65-74", 2019)
+    row = {c: None for c in contract.columns}
+    row.update(
+        payer_id="A",
+        member_id="1",
+        person_id="P",
+        claim_id="C",
+        claim_line=1,
+        claim_version=1,
+        fill_date=pd.Timestamp("2019-01-01"),
+        event_year=2019,
+        age_band="65-74",
+        ndc="00093021401",
+        quantity=30.0,
+        days_supply=30,
+        patient_sex="F",
+        patient_zip3="021",
+        paid_amount=1.0,
+    )
+    assert validate_frame(contract, pd.DataFrame([row])) == {}
+    bad = validate_frame(contract, pd.DataFrame([dict(row, days_supply=-3, age_band="18-34", patient_sex="X")]))
+    assert set(bad) == {
+        "days_supply: greater_than_or_equal_to(0)",
+        "age_band: equal_to(65-74)",
+        "patient_sex: isin(['F', 'M'])",
+    }
