@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pgx_dagster import settings
+from pgx_dagster.backfill import DEFAULT_URL, run_cli
 from pgx_dagster.runner import materialize_all, summarize
 
 
@@ -38,6 +39,10 @@ def ensure_demo_data(raw_root: Path, members: int, years: list[int], seed: int =
     return m
 
 
+def _split(text: str | None) -> list[str] | None:
+    return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+
 def _require_dagster_home() -> None:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
@@ -56,8 +61,19 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--workers", type=int, default=None, help="parallel runs (default PGX_MAX_WORKERS)")
     mat = sub.add_parser("materialize", help="every asset, every partition, on PGX_RAW_ROOT / PGX_LAKE_ROOT")
     mat.add_argument("--workers", type=int, default=None)
+    bf = sub.add_parser("backfill", help="submit an asset backfill to the webserver + daemon and follow it")
+    which = bf.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every partition")
+    which.add_argument("--partitions", help="comma-separated keys like '65-74|2019,75+|2020'")
+    which.add_argument("--reexecute-failed", metavar="BACKFILL_ID", help="re-run only what failed in a backfill")
+    bf.add_argument("--assets", help="comma-separated asset keys (default: every asset)")
+    bf.add_argument("--url", default=DEFAULT_URL, help=f"Dagster webserver (default {DEFAULT_URL})")
+    bf.add_argument("--timeout", type=float, default=3600 * 6, help="seconds to follow it (default 6 h)")
+    bf.add_argument("--no-wait", action="store_true", help="submit and return")
     mat.add_argument("--partitions", default=None, help="comma-separated keys like '65-74|2019' (default all)")
     a = ap.parse_args(argv)
+    if a.command == "backfill":
+        sys.exit(run_cli(a.url, _split(a.partitions), _split(a.assets), a.reexecute_failed, a.timeout, not a.no_wait))
     _require_dagster_home()
     started = time.perf_counter()
     partitions = None
@@ -67,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit("pgx demo generates data locally; unset PGX_RAW_ROOT or point it at a folder")
         ensure_demo_data(raw_root, a.members or settings.demo_members(), settings.event_years())
     elif a.partitions:
-        partitions = [p.strip() for p in a.partitions.split(",") if p.strip()]
+        partitions = _split(a.partitions)
     print(f"Materializing into {settings.lake_root()} (instance: {os.environ['DAGSTER_HOME']})")
     report = materialize_all(a.workers, partitions)
     table, ok = summarize(report)

@@ -2,6 +2,7 @@
 
 from dagster import Definitions
 
+from pgx_dagster.execution import build_executor
 from pgx_dagster.resources import build_resources
 from pgx_dagster.stages.cohorts import cohort_assets, cohort_checks
 from pgx_dagster.stages.demographics import (
@@ -50,4 +51,5 @@ defs = Definitions(
         *cohort_checks,
     ],
     resources=build_resources(),
+    executor=build_executor(),
 )

@@ -8,6 +8,7 @@ shared between workers. SQL comes from `sql/`: every connection loads `sql/commo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import duckdb
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
 from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, SQL_DIR
@@ -45,6 +46,27 @@ def parquet_relation(paths: str | Sequence[str]) -> str:
     return f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
 
 
+class DataDefect(Failure):
+    """SQL failed because of the data (unreadable file, wrong type, missing column): retrying cannot
+    help, so the step fails at once. I/O and network errors are left to the step's retry policy."""
+
+    def __init__(self, error: duckdb.Error):
+        super().__init__(
+            description=f"data defect, not retried: {type(error).__name__}: {redact(str(error))}",
+            allow_retries=False,
+        )
+
+
+def redact(message: str) -> str:
+    """Drop quoted values from an engine message (they may be member ids); keep quoted paths."""
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return re.sub(r"'([^'/]*)'", "'<value>'", first)
+
+
+def is_data_defect(error: BaseException) -> bool:
+    return isinstance(error, duckdb.ProgrammingError | duckdb.DataError | duckdb.IntegrityError)
+
+
 class Session:
     """A thin wrapper over one connection: input views, variables, models, timings."""
 
@@ -56,6 +78,10 @@ class Session:
         t0 = time.perf_counter()
         try:
             return self.con.execute(statement, params) if params is not None else self.con.execute(statement)
+        except duckdb.Error as error:
+            if is_data_defect(error):
+                raise DataDefect(error) from None
+            raise
         finally:
             self.sql_seconds += time.perf_counter() - t0
 

@@ -56,3 +56,14 @@ def raw_root() -> str:
 
 def lake_root() -> str:
     return os.environ.get("PGX_LAKE_ROOT") or DEFAULT_LAKE_ROOT
+
+
+START_METHODS = ("forkserver", "spawn")
+
+
+def mp_start_method() -> str:
+    """How step processes start: forkserver (default, modules preloaded once) or spawn (PGX_MP_START_METHOD)."""
+    method = os.environ.get("PGX_MP_START_METHOD", "").strip() or "forkserver"
+    if method not in START_METHODS:
+        raise ValueError(f"PGX_MP_START_METHOD must be one of {START_METHODS}, got {method!r}")
+    return method

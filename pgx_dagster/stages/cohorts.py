@@ -23,6 +23,7 @@ from dagster import (
 from pgx_dagster import contracts
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
+from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import all_keys, claims_partitions, split_key
 from pgx_dagster.quality import contract_result, verdict
@@ -77,6 +78,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
     name = f"cohort_{d.name}"
 
     @asset(
+        retry_policy=STEP_RETRY,
         name=name,
         group_name="cohorts",
         partitions_def=claims_partitions,
@@ -146,6 +148,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         return MaterializeResult(metadata=meta)
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=cohort,
         name=f"{name}_ratio",
         blocking=True,
@@ -189,6 +192,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         return verdict(passed, f)
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=cohort,
         name=f"{name}_no_overlap",
         blocking=True,
@@ -226,6 +230,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         return verdict(passed, f)
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=cohort,
         name=f"{name}_contract",
         blocking=True,

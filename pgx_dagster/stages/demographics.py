@@ -9,6 +9,7 @@ from dagster import AssetCheckExecutionContext, AssetExecutionContext, Materiali
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import contract_result, verdict
 from pgx_dagster.reporting import table_metadata
@@ -31,6 +32,7 @@ def register_reference(s: Session) -> None:
 
 
 @asset(
+    retry_policy=STEP_RETRY,
     group_name="demographics",
     deps=[silver_medical, silver_pharmacy],
     kinds=KINDS,
@@ -74,6 +76,7 @@ def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
 
 
 @asset_check(
+    retry_policy=STEP_RETRY,
     asset=member_demographics,
     blocking=True,
     description="The pandera contract of member_demographics: complete fields, valid provenance, "
@@ -85,6 +88,7 @@ def member_demographics_contract(context: AssetCheckExecutionContext, lake: Lake
 
 
 @asset_check(
+    retry_policy=STEP_RETRY,
     asset=member_demographics,
     blocking=True,
     description="Consensus holds: one sex and birth year per person, one zip3 per person-year "

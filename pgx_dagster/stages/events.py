@@ -9,6 +9,7 @@ from dagster import AssetCheckExecutionContext, AssetExecutionContext, Materiali
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
+from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import contract_result, verdict
@@ -46,6 +47,7 @@ def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: i
 
 
 @asset(
+    retry_policy=STEP_RETRY,
     group_name="events",
     partitions_def=claims_partitions,
     deps=[imputed_medical, imputed_pharmacy],
@@ -96,6 +98,7 @@ def events(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWor
 
 
 @asset_check(
+    retry_policy=STEP_RETRY,
     asset=events,
     blocking=True,
     partitions_def=claims_partitions,
@@ -114,7 +117,11 @@ def events_classification(context: AssetCheckExecutionContext, lake: LakeResourc
 
 
 @asset_check(
-    asset=events, blocking=True, partitions_def=claims_partitions, description="The pandera contract of events."
+    retry_policy=STEP_RETRY,
+    asset=events,
+    blocking=True,
+    partitions_def=claims_partitions,
+    description="The pandera contract of events.",
 )
 def events_contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
     band, year = split_key(context.partition_key)

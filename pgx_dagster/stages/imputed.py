@@ -18,6 +18,7 @@ from dagster import (
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import contract_result, verdict
@@ -41,6 +42,7 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
     name = f"imputed_{kind}"
 
     @asset(
+        retry_policy=STEP_RETRY,
         name=name,
         group_name="imputed",
         partitions_def=claims_partitions,
@@ -84,6 +86,7 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
         return MaterializeResult(metadata=meta)
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=imputed,
         name=f"{name}_demographics_coverage",
         blocking=True,
@@ -104,6 +107,7 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
         )
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=imputed,
         name=f"{name}_imputation_completeness",
         blocking=True,
@@ -134,6 +138,7 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
         )
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=imputed,
         name=f"{name}_contract",
         blocking=True,

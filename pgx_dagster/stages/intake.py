@@ -11,6 +11,7 @@ import time
 from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
 
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource, partition_suffix
 from pgx_dagster.partitions import AGE_BANDS, all_keys, split_key
 from pgx_dagster.quality import verdict
@@ -45,6 +46,7 @@ def register_raw(s: Session, lake: LakeResource) -> None:
 
 
 @asset(
+    retry_policy=STEP_RETRY,
     group_name="intake",
     deps=["raw_medical_claims", "raw_pharmacy_claims", "raw_member_eligibility", "raw_member_linkage"],
     kinds=KINDS,
@@ -124,6 +126,7 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
 
 
 @asset_check(
+    retry_policy=STEP_RETRY,
     asset=claims_intake,
     blocking=True,
     description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "

@@ -16,6 +16,7 @@ from dagster import (
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import contract_result, verdict
@@ -42,6 +43,7 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
     name = f"silver_{kind}"
 
     @asset(
+        retry_policy=STEP_RETRY,
         name=name,
         group_name="silver",
         partitions_def=claims_partitions,
@@ -98,6 +100,7 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
         return MaterializeResult(metadata=meta)
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=silver,
         name=f"{name}_reconciles",
         blocking=True,
@@ -121,6 +124,7 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
         )
 
     @asset_check(
+        retry_policy=STEP_RETRY,
         asset=silver,
         name=f"{name}_contract",
         blocking=True,

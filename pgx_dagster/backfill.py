@@ -1,0 +1,256 @@
+"""Asset backfills through the webserver's GraphQL API - the API the UI itself uses.
+
+`pgx backfill --all` (or `--partitions '65-74|2019,...'`) submits an asset backfill, shows a progress
+bar of done / running / failed partitions per asset, and exits non-zero naming what failed.
+`pgx backfill --reexecute-failed ID` is the UI's "Re-execute failed" for backfill ID.
+The daemon (`dagster-daemon run`) must be running for a backfill to progress; `dagster dev` runs both.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:3000"
+FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "FAILING"}
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}"""
+
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  reexecutePartitionBackfill(reexecutionParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}"""
+
+STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PythonError { message }
+    ... on BackfillNotFoundError { message }
+    ... on PartitionBackfill {
+      id status
+      assetBackfillData {
+        assetBackfillStatuses {
+          __typename
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path } numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized
+            numPartitionsFailed
+          }
+          ... on UnpartitionedAssetStatus { assetKey { path } inProgress materialized failed }
+        }
+      }
+    }
+  }
+}"""
+
+RUNS = """
+query Runs($id: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    __typename
+    ... on Runs { results { runId status tags { key value } assetSelection { path } } }
+    ... on PythonError { message }
+  }
+}"""
+
+ASSET_KEYS = """
+query Keys { assetNodes { assetKey { path } isExecutable isPartitioned } }
+"""
+
+
+class GraphQLError(RuntimeError):
+    pass
+
+
+class Client:
+    """A minimal GraphQL client for the Dagster webserver (no dependency beyond the stdlib)."""
+
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60):
+        self.endpoint = url.rstrip("/") + "/graphql"
+        self.timeout = timeout
+
+    def query(self, text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = json.dumps({"query": text, "variables": variables or {}}).encode()
+        request = urllib.request.Request(self.endpoint, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = json.loads(response.read())
+        except urllib.error.HTTPError as exc:  # GraphQL validation errors come back as 400 with a body
+            try:
+                payload = json.loads(exc.read())
+            except ValueError:
+                raise GraphQLError(f"{self.endpoint}: HTTP {exc.code}") from exc
+        except urllib.error.URLError as exc:
+            raise GraphQLError(f"cannot reach the Dagster webserver at {self.endpoint}: {exc}") from exc
+        if payload.get("errors"):
+            raise GraphQLError("; ".join(e.get("message", str(e)) for e in payload["errors"]))
+        return payload["data"]
+
+    def executable_assets(self) -> list[str]:
+        nodes = self.query(ASSET_KEYS)["assetNodes"]
+        return sorted("/".join(n["assetKey"]["path"]) for n in nodes if n["isExecutable"])
+
+    def launch(self, assets: list[str], partitions: list[str] | None, title: str | None = None) -> str:
+        params: dict[str, Any] = {"assetSelection": [{"path": a.split("/")} for a in assets]}
+        if partitions:
+            params["partitionNames"] = partitions
+        else:
+            params["allPartitions"] = True
+        if title:
+            params["title"] = title
+        return _backfill_id(self.query(LAUNCH, {"params": params})["launchPartitionBackfill"])
+
+    def reexecute_failed(self, backfill_id: str) -> str:
+        params = {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}
+        return _backfill_id(self.query(REEXECUTE, {"params": params})["reexecutePartitionBackfill"])
+
+    def status(self, backfill_id: str) -> BackfillStatus:
+        data = self.query(STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        if data["__typename"] != "PartitionBackfill":
+            raise GraphQLError(f"backfill {backfill_id}: {data.get('message', data['__typename'])}")
+        return BackfillStatus.from_graphql(data)
+
+    def runs(self, backfill_id: str) -> list[dict[str, Any]]:
+        data = self.query(RUNS, {"id": backfill_id})["runsOrError"]
+        if data["__typename"] != "Runs":
+            raise GraphQLError(data.get("message", data["__typename"]))
+        out = []
+        for run in data["results"]:
+            tags = {t["key"]: t["value"] for t in run["tags"]}
+            out.append(
+                {
+                    "run_id": run["runId"],
+                    "status": run["status"],
+                    "partition": tags.get("dagster/partition"),
+                    "assets": ["/".join(a["path"]) for a in run["assetSelection"] or []],
+                }
+            )
+        return out
+
+    def wait(self, backfill_id: str, timeout: float, poll: float = 2.0, on_tick=None) -> BackfillStatus:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(backfill_id)
+            if on_tick:
+                on_tick(status)
+            if status.finished:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill {backfill_id} still {status.status} after {timeout:.0f} s")
+            time.sleep(poll)
+
+
+def _backfill_id(result: dict[str, Any]) -> str:
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise GraphQLError(f"backfill not launched: {result['__typename']}: {result.get('message', '')}")
+    return result["backfillId"]
+
+
+@dataclass
+class BackfillStatus:
+    backfill_id: str
+    status: str
+    per_asset: dict[str, dict[str, int]]
+
+    @classmethod
+    def from_graphql(cls, data: dict[str, Any]) -> BackfillStatus:
+        per_asset = {}
+        for s in (data.get("assetBackfillData") or {}).get("assetBackfillStatuses", []):
+            key = "/".join(s["assetKey"]["path"])
+            if s["__typename"] == "AssetPartitionsStatusCounts":
+                per_asset[key] = {
+                    "targeted": s["numPartitionsTargeted"],
+                    "running": s["numPartitionsInProgress"],
+                    "done": s["numPartitionsMaterialized"],
+                    "failed": s["numPartitionsFailed"],
+                }
+            else:
+                per_asset[key] = {
+                    "targeted": 1,
+                    "running": int(s["inProgress"]),
+                    "done": int(s["materialized"]),
+                    "failed": int(s["failed"]),
+                }
+        return cls(data["id"], data["status"], per_asset)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def totals(self) -> dict[str, int]:
+        keys = ("targeted", "running", "done", "failed")
+        return {k: sum(v[k] for v in self.per_asset.values()) for k in keys}
+
+    @property
+    def succeeded(self) -> bool:
+        t = self.totals()
+        return self.status in ("COMPLETED", "COMPLETED_SUCCESS") and t["failed"] == 0 and t["done"] == t["targeted"]
+
+
+def progress_line(status: BackfillStatus, width: int = 30) -> str:
+    t = status.totals()
+    total = max(t["targeted"], 1)
+    done = int(width * t["done"] / total)
+    failed = int(width * t["failed"] / total)
+    bar = "#" * done + "x" * failed + "." * max(0, width - done - failed)
+    return (
+        f"[{bar}] {t['done']}/{t['targeted']} asset-partitions done, {t['running']} running, "
+        f"{t['failed']} failed  ({status.status})"
+    )
+
+
+def run_cli(
+    url: str, partitions: list[str] | None, assets: list[str] | None, reexecute: str | None, timeout: float, wait: bool
+) -> int:
+    client = Client(url)
+    if reexecute:
+        backfill_id = client.reexecute_failed(reexecute)
+        print(f"Re-executing the failed partitions of {reexecute} as backfill {backfill_id}")
+    else:
+        selection = assets or client.executable_assets()
+        backfill_id = client.launch(selection, partitions, title="pgx backfill")
+        scope = f"{len(partitions)} partition(s)" if partitions else "all partitions"
+        print(f"Backfill {backfill_id}: {len(selection)} assets, {scope} -> {url}/runs/b/{backfill_id}")
+    if not wait:
+        return 0
+    tty = sys.stdout.isatty()
+    last = [""]
+
+    def tick(status: BackfillStatus) -> None:
+        line = progress_line(status)
+        if line != last[0]:
+            print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+            last[0] = line
+
+    status = client.wait(backfill_id, timeout, on_tick=tick)
+    if tty:
+        print()
+    if status.succeeded:
+        print(f"Backfill {backfill_id} completed: every targeted partition materialized.")
+        return 0
+    failed_runs = [r for r in client.runs(backfill_id) if r["status"] in ("FAILURE", "CANCELED")]
+    print(f"Backfill {backfill_id} ended {status.status}.")
+    for asset, counts in sorted(status.per_asset.items()):
+        if counts["failed"] or counts["done"] < counts["targeted"]:
+            print(f"  {asset}: {counts['done']}/{counts['targeted']} done, {counts['failed']} failed")
+    for run in failed_runs:
+        print(
+            f"  failed run {run['run_id']}: partition {run['partition'] or '(none)'}, assets {', '.join(run['assets'])}"
+        )
+    print(f"Re-execute only what failed: pgx backfill --reexecute-failed {backfill_id}")
+    return 1

@@ -1,0 +1,179 @@
+"""Backfills the way users run them: the real webserver and daemon on loopback, an asset backfill
+launched through the webserver's GraphQL API (the one the UI uses), a failure injected into one
+partition, the others finishing, "re-execute failed" completing it, and the checks tab rendered in
+a real headless Chromium."""
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pgx_dagster.backfill import Client
+from pgx_dagster.lake import partition_suffix
+from pgx_dagster.partitions import split_key
+from pgx_dagster_tests.services import REPO, dagster_services
+
+ARTIFACTS = REPO / "test-artifacts"
+ASSETS = ["imputed_medical", "imputed_pharmacy", "events"]
+PARTITIONS = ["65-74|2019", "45-54|2018", "18-34|2017"]
+BROKEN = "18-34|2017"
+
+CHECK_EXECUTIONS = """
+query Checks($asset: AssetKeyInput!, $check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $asset, checkName: $check, partition: $partition, limit: 5) {
+    runId status partition timestamp
+  }
+}"""
+
+RUN_EVENTS = """
+query Events($id: ID!) {
+  logsForRun(runId: $id) { __typename ... on EventConnection { events { __typename ... on MessageEvent { message } } } }
+}"""
+
+MATERIALIZED = """
+query Materialized($asset: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $asset) {
+    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId timestamp } }
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+def ui(pipeline, tmp_path_factory):
+    """A copy of the materialized lake and instance, served by dagster-webserver + dagster-daemon."""
+    base = tmp_path_factory.mktemp("ui")
+    lake, home = base / "lake", base / "dagster_home"
+    shutil.copytree(pipeline.lake, lake)
+    shutil.copytree(pipeline.home, home)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {"PGX_RAW_ROOT": str(pipeline.raw), "PGX_LAKE_ROOT": str(lake)}
+    with dagster_services(home, env, ARTIFACTS / "logs") as url:
+        yield {"url": url, "lake": lake, "client": Client(url), "started": time.time()}
+
+
+def silver_file(lake: Path, partition: str) -> Path:
+    return lake / "silver/medical" / partition_suffix(*split_key(partition)) / "medical.parquet"
+
+
+def pgx(*args: str) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).parent / "pgx"), "backfill", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+
+
+def latest_check(client: Client, asset: str, check: str, partition: str) -> dict:
+    rows = client.query(CHECK_EXECUTIONS, {"asset": {"path": [asset]}, "check": check, "partition": partition})
+    return rows["assetCheckExecutions"][0]
+
+
+def materializations(client: Client, asset: str) -> dict[str, float]:
+    data = client.query(MATERIALIZED, {"asset": {"path": [asset]}, "partitions": PARTITIONS})["assetOrError"]
+    latest: dict[str, float] = {}
+    for m in data["assetMaterializations"]:
+        latest[m["partition"]] = max(latest.get(m["partition"], 0), float(m["timestamp"]) / 1000)
+    return latest
+
+
+def test_one_failing_partition_does_not_stop_the_others_and_reexecute_failed_completes(ui):
+    client, lake = ui["client"], ui["lake"]
+    broken = silver_file(lake, BROKEN)
+    good_copy = broken.with_suffix(".good")
+    shutil.copy(broken, good_copy)
+    broken.write_bytes(b"not a parquet file")  # a corrupted input for one partition
+    started = time.time()
+
+    first = pgx("--url", ui["url"], "--partitions", ",".join(PARTITIONS), "--assets", ",".join(ASSETS))
+    assert first.returncode == 1, first.stdout + first.stderr
+    backfill_id = first.stdout.split("Backfill ", 1)[1].split(":", 1)[0]
+    assert f"partition {BROKEN}" in first.stdout and "asset-partitions done" in first.stdout
+
+    runs = client.runs(backfill_id)
+    failed_run = next(r["run_id"] for r in runs if r["partition"] == BROKEN)
+    kinds = [e["__typename"] for e in client.query(RUN_EVENTS, {"id": failed_run})["logsForRun"]["events"]]
+    assert "ExecutionStepFailureEvent" in kinds
+    assert "ExecutionStepUpForRetryEvent" not in kinds  # a data defect is not retried
+    messages = " ".join(
+        e.get("message") or "" for e in client.query(RUN_EVENTS, {"id": failed_run})["logsForRun"]["events"]
+    )
+    assert "data defect, not retried" in messages
+    by_partition: dict[str, set[str]] = {}
+    for run in runs:
+        by_partition.setdefault(run["partition"], set()).add(run["status"])
+    for partition in PARTITIONS:
+        if partition == BROKEN:
+            assert by_partition[partition] == {"FAILURE"}, by_partition
+        else:
+            assert by_partition[partition] == {"SUCCESS"}, by_partition  # imputed and events both ran
+    events_done = materializations(client, "events")
+    assert {p for p, t in events_done.items() if t >= started} == set(PARTITIONS) - {BROKEN}
+    for partition in set(PARTITIONS) - {BROKEN}:
+        for asset, check in [
+            ("events", "events_classification"),
+            ("imputed_medical", "imputed_medical_demographics_coverage"),
+        ]:
+            execution = latest_check(client, asset, check, partition)
+            assert execution["status"] == "SUCCEEDED" and execution["partition"] == partition
+            assert float(execution["timestamp"]) >= started
+
+    # Repair the input, then re-execute only what failed.
+    shutil.move(good_copy, broken)
+    again = pgx("--url", ui["url"], "--reexecute-failed", backfill_id)
+    assert again.returncode == 0, again.stdout + again.stderr
+    retry_id = again.stdout.split("as backfill ", 1)[1].split()[0]
+    retried = {(r["partition"], r["status"]) for r in client.runs(retry_id)}
+    assert retried == {(BROKEN, "SUCCESS")}, retried  # only the failed partition ran again
+    assert materializations(client, "events")[BROKEN] >= started
+    for asset, check in [
+        ("events", "events_classification"),
+        ("events", "events_contract"),
+        ("imputed_medical", "imputed_medical_imputation_completeness"),
+    ]:
+        assert latest_check(client, asset, check, BROKEN)["status"] == "SUCCEEDED"
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        # Debian's chromium; CI runs as root on a fresh machine.
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=True,
+            timeout=900,
+            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+    return path
+
+
+def render(url: str, screenshot: Path, profile: Path) -> str:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        f"--user-data-dir={profile}",
+        "--window-size=1600,1200",
+        "--virtual-time-budget=20000",
+    ]
+    subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    return dom.stdout
+
+
+def test_checks_tab_renders_check_names_and_statuses_in_chromium(ui, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    partition = PARTITIONS[0]
+    shot = ARTIFACTS / "events_checks_tab.png"
+    dom = render(f"{ui['url']}/assets/events?view=checks&partition={partition}", shot, tmp_path / "profile")
+    assert shot.exists() and shot.stat().st_size > 10_000
+    (ARTIFACTS / "events_checks_tab.html").write_text(dom)
+    for name in ("events_classification", "events_contract"):
+        assert name in dom
+    assert "Passed" in dom or "Succeeded" in dom
+    assert "Failed" not in dom
