@@ -30,7 +30,12 @@ query Checks($asset: AssetKeyInput!, $check: String!, $partition: String) {
 
 RUN_EVENTS = """
 query Events($id: ID!) {
-  logsForRun(runId: $id) { __typename ... on EventConnection { events { __typename ... on MessageEvent { message } } } }
+  logsForRun(runId: $id) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on MessageEvent { message } ... on ExecutionStepFailureEvent { error { message } } }
+    }
+  }
 }"""
 
 MATERIALIZED = """
