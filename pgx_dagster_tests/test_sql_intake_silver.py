@@ -75,7 +75,8 @@ def run_intake(s, medical_rows):
     table(s, "raw_medical", medical_rows)
     s.set_variables({"extract_date": D(2021, 6, 30), "min_year": 2016, "max_year": 2020})
     s.model_table("person_index", "intake/person_index")
-    s.model_table("intake_medical", "intake/medical")
+    s.model_view("typed", "intake/medical")
+    s.model_table("intake_medical", "intake/placement")
     return s.rows(
         "SELECT claim_id, claim_version, person_id, age_band, event_year, quarantine_reason "
         "FROM intake_medical ORDER BY claim_id, claim_version"

@@ -26,9 +26,9 @@ from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import all_keys, claims_partitions, split_key
-from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
-from pgx_dagster.stages.common import KINDS, entity_id, partition_of, publish
+from pgx_dagster.stages.common import KINDS, entity_id, partition_contract_check, partition_of, publish
 from pgx_dagster.stages.demographics import demographics_path, member_demographics
 from pgx_dagster.stages.events import events, events_file, events_glob
 
@@ -229,22 +229,11 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         passed = all(v == 0 for k, v in f.items() if k not in ("rows_checked", "other_partitions_compared"))
         return verdict(passed, f)
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=cohort,
-        name=f"{name}_contract",
-        blocking=True,
-        partitions_def=claims_partitions,
-        description=f"The pandera contract of {name}.",
+    contract = partition_contract_check(
+        cohort,
+        lambda lake, band, year: cohort_file(lake, d.name, band, year),
+        lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target),
     )
-    def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
-        with duckdb.session() as s:
-            return contract_result(
-                s,
-                parquet_relation(cohort_file(lake, d.name, band, year)),
-                contracts.cohort(d.name, band, year, d.controls_per_target),
-            )
 
     return cohort, [ratio_check, overlap_check, contract]
 

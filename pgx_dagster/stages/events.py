@@ -12,10 +12,18 @@ from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
-from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
 from pgx_dagster.settings import SQL_DIR
-from pgx_dagster.stages.common import KINDS, OWNERS, PIPELINE, entity_id, partition_of, publish
+from pgx_dagster.stages.common import (
+    KINDS,
+    OWNERS,
+    PIPELINE,
+    entity_id,
+    partition_contract_check,
+    partition_of,
+    publish,
+)
 from pgx_dagster.stages.imputed import imputed_file, imputed_medical, imputed_pharmacy
 
 CODESETS = ("ed_visit", "opioid_poisoning", "opioid_use_disorder")
@@ -116,14 +124,4 @@ def events_classification(context: AssetCheckExecutionContext, lake: LakeResourc
     return verdict(not problems, figures)
 
 
-@asset_check(
-    retry_policy=STEP_RETRY,
-    asset=events,
-    blocking=True,
-    partitions_def=claims_partitions,
-    description="The pandera contract of events.",
-)
-def events_contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-    band, year = split_key(context.partition_key)
-    with duckdb.session() as s:
-        return contract_result(s, parquet_relation(events_file(lake, band, year)), contracts.events(band, year))
+events_contract = partition_contract_check(events, events_file, contracts.events)

@@ -21,9 +21,17 @@ from pgx_dagster.duck import DuckDBWorker, parquet_relation
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
-from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
-from pgx_dagster.stages.common import KINDS, OWNERS, PIPELINE, entity_id, partition_of, publish
+from pgx_dagster.stages.common import (
+    KINDS,
+    OWNERS,
+    PIPELINE,
+    entity_id,
+    partition_contract_check,
+    partition_of,
+    publish,
+)
 from pgx_dagster.stages.demographics import FIELDS, demographics_path, member_demographics, provenance_counts
 from pgx_dagster.stages.silver import silver_file, silver_medical, silver_pharmacy
 
@@ -137,20 +145,11 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
             },
         )
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=imputed,
-        name=f"{name}_contract",
-        blocking=True,
-        partitions_def=claims_partitions,
-        description=f"The pandera contract of {name}.",
+    contract = partition_contract_check(
+        imputed,
+        lambda lake, band, year: imputed_file(lake, kind, band, year),
+        lambda band, year: contracts.imputed(kind, band, year),
     )
-    def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
-        with duckdb.session() as s:
-            return contract_result(
-                s, parquet_relation(imputed_file(lake, kind, band, year)), contracts.imputed(kind, band, year)
-            )
 
     return imputed, [coverage, completeness, contract]
 

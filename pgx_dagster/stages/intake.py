@@ -79,7 +79,8 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
         figures: dict[str, dict] = {}
         for kind in CLAIM_KINDS:
             table = f"intake_{kind}"
-            n_in = s.model_table(table, f"intake/{kind}")
+            s.model_view("typed", f"intake/{kind}")
+            n_in = s.model_table(table, "intake/placement")
             with lake.publish_dir(staged_dir(lake, kind)) as tmp:
                 s.execute(
                     f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL) "

@@ -19,9 +19,18 @@ from pgx_dagster.duck import DuckDBWorker, parquet_relation
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
-from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
-from pgx_dagster.stages.common import KINDS, OWNERS, PIPELINE, entity_id, partition_of, publish, reason_counts
+from pgx_dagster.stages.common import (
+    KINDS,
+    OWNERS,
+    PIPELINE,
+    entity_id,
+    partition_contract_check,
+    partition_of,
+    publish,
+    reason_counts,
+)
 from pgx_dagster.stages.intake import claims_intake, staged_partition_glob
 
 KIND_TEXT = {"medical": "medical claim lines", "pharmacy": "pharmacy claims"}
@@ -123,20 +132,12 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
             },
         )
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=silver,
-        name=f"{name}_contract",
-        blocking=True,
-        partitions_def=claims_partitions,
-        description=f"The pandera contract of {name}: column types, code formats, keys unique, "
-        "every row in this partition's age band and event year.",
+    contract = partition_contract_check(
+        silver,
+        lambda lake, band, year: silver_file(lake, kind, band, year),
+        contracts.silver_medical if kind == "medical" else contracts.silver_pharmacy,
+        detail=", every row in this partition's age band and event year",
     )
-    def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
-        spec = contracts.silver_medical if kind == "medical" else contracts.silver_pharmacy
-        with duckdb.session() as s:
-            return contract_result(s, parquet_relation(silver_file(lake, kind, band, year)), spec(band, year))
 
     return silver, [reconciles, contract]
 
