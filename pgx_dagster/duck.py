@@ -7,6 +7,7 @@ shared between workers. SQL comes from `sql/`: every connection loads `sql/commo
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -15,7 +16,9 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import duckdb
 from dagster import ConfigurableResource, Failure
@@ -120,12 +123,48 @@ class Session:
         return [(r[0], r[1]) for r in self.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
 
 
+def extension_path(name: str) -> Path:
+    """The extension file shipped in the `duckdb-extension-<name>` wheel, for this DuckDB version."""
+    try:
+        module = importlib.import_module(f"duckdb_extension_{name}")
+    except ImportError as exc:
+        raise RuntimeError(
+            f"DuckDB extension {name!r} is not installed: pip install duckdb-extension-{name}=="
+            f"{duckdb.__version__} (extensions are never downloaded at run time)"
+        ) from exc
+    path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise RuntimeError(f"{path} not found: duckdb-extension-{name} must match duckdb {duckdb.__version__}")
+    return path
+
+
+def s3_secret_sql() -> str:
+    """A DuckDB secret for S3 from the AWS default credential chain (environment, profile, instance
+    role). AWS_ENDPOINT_URL points it at an S3-compatible store; AWS_REGION / AWS_PROFILE are honoured."""
+    options = ["TYPE s3", "PROVIDER credential_chain"]
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options.append(f"REGION {quote(region)}")
+    if os.environ.get("AWS_PROFILE"):
+        options.append(f"PROFILE {quote(os.environ['AWS_PROFILE'])}")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options += [
+            f"ENDPOINT {quote(parsed.netloc or parsed.path)}",
+            "URL_STYLE 'path'",
+            f"USE_SSL {'true' if parsed.scheme == 'https' else 'false'}",
+        ]
+    return f"CREATE OR REPLACE SECRET pgx_s3 ({', '.join(options)})"
+
+
 class DuckDBWorker(ConfigurableResource):
     """Opens the isolated DuckDB connection of one step."""
 
     memory_limit: str = Field(default=DEFAULT_MEMORY_PER_WORKER, description="DuckDB memory_limit per worker")
     threads: int = Field(default=1, description="DuckDB threads per worker (the seed: 1)")
     temp_root: str | None = Field(default=None, description="where per-connection temp folders go")
+    s3: bool = Field(default=False, description="load httpfs/aws (from their wheels) and an S3 secret")
     global_threads: int = Field(
         default=0, description="threads for the global (unpartitioned) steps, which run alone; 0 = all cores"
     )
@@ -149,6 +188,10 @@ class DuckDBWorker(ConfigurableResource):
         )
         try:
             con.execute(sql_text("common/macros"))
+            if self.s3:
+                for name in ("httpfs", "aws"):
+                    con.execute(f"LOAD {quote(str(extension_path(name)))}")
+                con.execute(s3_secret_sql())
             yield Session(con)
         finally:
             con.close()

@@ -12,13 +12,21 @@ Layout (kept from the seed so existing consumers keep working):
   {lake}/gold/cohorts/{cohort}/age_band=../event_year=../{cohort}_cohort.parquet
 Partition folders use Hive naming with DuckDB's escaping ('75+' is written 'age_band=75%2B'),
 so `read_parquet(..., hive_partitioning=true)` reads the values back exactly.
+
+Either root may be a local folder or `s3://bucket/prefix`: DuckDB reads and writes S3 through httpfs,
+and the object work here (listing, existence, replacing a partition's prefix) goes through
+dagster-aws's S3Resource (boto3: the AWS default credential chain, AWS_ENDPOINT_URL honoured).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import glob
 import os
+import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +40,48 @@ from pydantic import Field
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT
 
 RAW_TABLES = ("medical_claims", "pharmacy_claims", "member_eligibility", "member_linkage")
+CHECKPOINT = "_checkpoint.json"
+
+
+def is_s3(path: str) -> bool:
+    return str(path).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"not an s3://bucket/prefix URI: {uri!r}")
+    return bucket, key
+
+
+@functools.cache
+def s3_client():
+    """boto3's S3 client through dagster-aws (default credential chain; AWS_ENDPOINT_URL honoured)."""
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource().get_client()
+
+
+def _list_keys(bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def _replace_prefix(local_dir: str, final_uri: str) -> None:
+    bucket, prefix = split_s3(final_uri.rstrip("/") + "/")
+    old = set(_list_keys(bucket, prefix))
+    files = sorted(Path(local_dir).rglob("*"), key=lambda p: (p.name == CHECKPOINT, str(p)))
+    new = set()
+    for f in files:
+        if f.is_file():
+            key = prefix + f.relative_to(local_dir).as_posix()
+            s3_client().upload_file(str(f), bucket, key)
+            new.add(key)
+    stale = sorted(old - new)
+    for i in range(0, len(stale), 1000):
+        s3_client().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i : i + 1000]]})
 
 
 def hive_segment(name: str, value: str | int) -> str:
@@ -82,9 +132,13 @@ class LakeResource(ConfigurableResource):
         # Named patterns, so hidden staging folders (".event_year=...") never match.
         return self.path(dataset, "age_band=*", "event_year=*", filename)
 
-    # ---- checks on inputs ------------------------------------------------------------------------
+    @property
+    def on_s3(self) -> bool:
+        return is_s3(self.raw_root) or is_s3(self.lake_root)
+
+    # ---- objects and files ------------------------------------------------------------------------
     def require_raw(self) -> None:
-        missing = [t for t in RAW_TABLES if not list(Path(self.raw_root, t).glob("*.parquet"))]
+        missing = [t for t in RAW_TABLES if not self.files(self.raw_glob(t))]
         if missing:
             raise FileNotFoundError(
                 f"raw input missing under {self.raw_root!r}: {', '.join(missing)} "
@@ -92,19 +146,37 @@ class LakeResource(ConfigurableResource):
             )
 
     def exists(self, path: str) -> bool:
-        return Path(path).exists()
+        if not is_s3(path):
+            return Path(path).exists()
+        bucket, key = split_s3(path)
+        return bool(s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
 
     def files(self, pattern: str) -> list[str]:
-        return sorted(glob.glob(pattern))
+        """Paths matching a glob (`*` within one path segment), local or on S3."""
+        if not is_s3(pattern):
+            return sorted(glob.glob(pattern))
+        bucket, key_pattern = split_s3(pattern)
+        prefix = re.split(r"[*?\[]", key_pattern, maxsplit=1)[0]
+        regex = re.compile(fnmatch.translate(key_pattern).replace(".*", "[^/]*"))
+        return sorted(f"s3://{bucket}/{k}" for k in _list_keys(bucket, prefix) if regex.match(k))
 
     # ---- atomic publishing -----------------------------------------------------------------------
     @contextmanager
     def publish_dir(self, final_dir: str) -> Iterator[str]:
-        """Yield a fresh staging folder; on success it replaces `final_dir` whole.
+        """Yield a fresh local staging folder; on success it replaces `final_dir` whole.
 
-        Readers see the old folder or the new one, never a half-written one, and files of an
-        earlier run do not linger. On error the staging folder is removed and `final_dir` is
-        left as it was."""
+        Local: the folder is renamed into place - readers see the old folder or the new one.
+        S3: every file is uploaded as one object (a PUT, or a multipart upload that appears only
+        when complete), `_checkpoint.json` last as the commit marker, then objects of an earlier
+        run that the new one does not have are deleted. On error nothing under `final_dir` changes."""
+        if is_s3(final_dir):
+            staging = tempfile.mkdtemp(prefix="pgx_publish_")
+            try:
+                yield staging
+                _replace_prefix(staging, final_dir)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return
         final = Path(final_dir)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex}"

@@ -10,6 +10,7 @@ from typing import Any
 from dagster import MetadataValue, TableColumn, TableSchema
 
 from pgx_dagster.duck import Session
+from pgx_dagster.lake import CHECKPOINT
 
 
 def table_metadata(
@@ -43,4 +44,4 @@ def write_checkpoint(
         "metrics": metrics,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    Path(folder, "_checkpoint.json").write_text(json.dumps(record, indent=2, default=str))
+    Path(folder, CHECKPOINT).write_text(json.dumps(record, indent=2, default=str))

@@ -1,8 +1,9 @@
 """Resources, built from the environment in this one place.
 
 Local default: raw data in ./data/raw, the lake in ./data/lake. Set PGX_RAW_ROOT / PGX_LAKE_ROOT
-(and PGX_EXTRACT_DATE, PGX_MEMORY_PER_WORKER, PGX_TEMP_DIR) to point elsewhere; a variable that is
-set is passed as a Dagster EnvVar, so the UI shows where each value comes from.
+(folders or s3://bucket/prefix; and PGX_EXTRACT_DATE, PGX_MEMORY_PER_WORKER, PGX_TEMP_DIR) to point
+elsewhere; a variable that is set is passed as a Dagster EnvVar, so the UI shows where each value
+comes from. S3 credentials are never configured here: the AWS default credential chain applies.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from dagster import EnvVar
 
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster.lake import LakeResource
+from pgx_dagster.lake import LakeResource, is_s3
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_MEMORY_PER_WORKER, DEFAULT_RAW_ROOT
 
 
@@ -23,6 +24,8 @@ def _env(name: str, default: Any) -> Any:
 
 def build_resources(raw_root: str | None = None, lake_root: str | None = None) -> dict[str, Any]:
     """The resources of the code location; explicit roots (tests, tools) override the environment."""
+    raw = raw_root or os.environ.get("PGX_RAW_ROOT") or DEFAULT_RAW_ROOT
+    lake = lake_root or os.environ.get("PGX_LAKE_ROOT") or DEFAULT_LAKE_ROOT
     return {
         "lake": LakeResource(
             raw_root=raw_root or _env("PGX_RAW_ROOT", DEFAULT_RAW_ROOT),
@@ -32,5 +35,7 @@ def build_resources(raw_root: str | None = None, lake_root: str | None = None) -
         "duckdb": DuckDBWorker(
             memory_limit=_env("PGX_MEMORY_PER_WORKER", DEFAULT_MEMORY_PER_WORKER),
             temp_root=_env("PGX_TEMP_DIR", None),
+            # httpfs + an S3 secret only when a root is on S3
+            s3=is_s3(raw) or is_s3(lake),
         ),
     }

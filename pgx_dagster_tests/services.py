@@ -86,3 +86,28 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path):
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+@contextmanager
+def moto_s3(logs: Path):
+    """moto's S3-compatible server on loopback; yields the AWS environment that points at it."""
+    port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / "moto.log"
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_url(f"{url}/moto-api/", 60, proc, log)
+        yield {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }
+    finally:
+        _stop(proc)

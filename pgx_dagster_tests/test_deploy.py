@@ -1,0 +1,171 @@
+"""deploy/: the production instance (Postgres storage, ECS run launcher) validates against Dagster's
+config schemas, and the pipeline runs with its instance stored in a real PostgreSQL server."""
+
+import importlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import DagsterInstance
+from dagster._config import process_config, validate_config
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.workspace.config_schema import process_workspace_config
+
+from pgx_dagster_tests.services import REPO, free_port
+
+DEPLOY = REPO / "deploy"
+PG_ENV = {
+    "DAGSTER_PG_HOST": "127.0.0.1",
+    "DAGSTER_PG_DB": "dagster",
+    "DAGSTER_PG_USERNAME": "dagster",
+    "DAGSTER_PG_PASSWORD": "not-a-secret",
+}
+
+
+def configurable_class(section: dict):
+    return getattr(importlib.import_module(section["module"]), section["class"])
+
+
+def test_production_instance_config_validates(monkeypatch):
+    for key, value in {**PG_ENV, "DAGSTER_PG_PORT": "5432"}.items():
+        monkeypatch.setenv(key, value)
+    config, _ = dagster_instance_config(DEPLOY)  # the instance schema, env vars resolved
+    raw = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    for section in ("run_coordinator", "run_launcher"):
+        cls = configurable_class(raw[section])
+        result = process_config(cls.config_type(), raw[section]["config"])
+        assert result.success, (section, result.errors)
+    launcher = raw["run_launcher"]["config"]
+    assert launcher["run_resources"] == {"cpu": "1024", "memory": "5120"}
+    assert "PGX_MAX_WORKERS=2" in launcher["env_vars"]
+    from dagster_postgres import PostgresStorage
+
+    assert process_config(PostgresStorage.config_type(), raw["storage"]["postgres"]).success
+    assert config["run_monitoring"]["max_runtime_seconds"] == 3600
+
+
+def test_production_workspace_validates(monkeypatch):
+    monkeypatch.setenv("PGX_CODE_LOCATION_HOST", "code.internal")
+    raw = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())
+    result = process_workspace_config(raw)
+    assert result.success, result.errors
+
+
+def test_local_instance_config_validates():
+    from dagster._core.instance.config import dagster_instance_config_schema
+
+    raw = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    assert validate_config(dagster_instance_config_schema(), raw).success
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+            check=True,
+            timeout=900,
+            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent
+
+
+def _as_postgres(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run(prefix + cmd, check=True, capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server on loopback, stopped by its process id."""
+    bindir = _pg_bin()
+    base = tmp_path_factory.mktemp("pg")
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+    pwfile = base / "pw"
+    pwfile.write_text(PG_ENV["DAGSTER_PG_PASSWORD"])
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres")
+    _as_postgres(
+        [str(bindir / "initdb"), "-D", str(data), "-U", "dagster", f"--pwfile={pwfile}", "--auth=scram-sha-256"]
+    )
+    port = free_port()
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    log = base / "postgres.log"
+    proc = subprocess.Popen(
+        prefix + [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(sock)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(120):
+            if _as_postgres_ready(bindir, port):
+                break
+            time.sleep(0.5)
+        _as_postgres(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "dagster", "dagster"],
+            env={**os.environ, "PGPASSWORD": PG_ENV["DAGSTER_PG_PASSWORD"]},
+        )
+        yield {**PG_ENV, "DAGSTER_PG_PORT": str(port)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _as_postgres_ready(bindir: Path, port: int) -> bool:
+    done = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_pipeline_with_the_instance_in_postgres(postgres, synthetic_raw, tmp_path, monkeypatch):
+    from pgx_dagster.runner import run_one
+
+    raw = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    home = tmp_path / "home"
+    home.mkdir()
+    # The production storage section as is; runs launched locally instead of on ECS.
+    local = {"storage": raw["storage"], "run_coordinator": raw["run_coordinator"], "telemetry": raw["telemetry"]}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(local))
+    for key, value in {**postgres, "DAGSTER_HOME": str(home)}.items():
+        monkeypatch.setenv(key, value)
+    roots = (str(synthetic_raw.path), str(tmp_path / "lake"))
+    outcomes = [
+        run_one(["claims_intake"], None, roots),
+        run_one(["silver_medical", "silver_pharmacy"], "65-74|2019", roots),
+        run_one(["member_demographics"], None, roots),
+    ]
+    assert all(o["success"] and all(c[2] for c in o["checks"]) for o in outcomes), outcomes
+    with DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert {r.run_id for r in instance.get_runs()} == {o["run_id"] for o in outcomes}
+        from dagster import AssetKey
+
+        assert instance.get_materialized_partitions(AssetKey("silver_medical")) == {"65-74|2019"}
+    import psycopg2
+
+    with (
+        psycopg2.connect(
+            host="127.0.0.1",
+            port=postgres["DAGSTER_PG_PORT"],
+            dbname="dagster",
+            user="dagster",
+            password=PG_ENV["DAGSTER_PG_PASSWORD"],
+        ) as con,
+        con.cursor() as cur,
+    ):
+        cur.execute("SELECT count(*) FROM runs")
+        assert cur.fetchone()[0] == 3

@@ -1,0 +1,131 @@
+"""The same pipeline on an S3 lake (moto's S3 server on loopback), through DuckDB httpfs loaded from
+its wheel and dagster-aws's S3Resource: per-partition rows and content identical to the local run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.lake import LakeResource, s3_client
+from pgx_dagster_tests.services import REPO, moto_s3
+
+BUCKET = "pgxdatalake"
+DATASETS = [
+    ("silver/medical", "medical.parquet"),
+    ("silver/pharmacy", "pharmacy.parquet"),
+    ("silver/imputed/medical_partitioned", "medical.parquet"),
+    ("silver/imputed/pharmacy_partitioned", "pharmacy.parquet"),
+    ("gold/events", "events.parquet"),
+    ("gold/cohorts/opioid_ed", "opioid_ed_cohort.parquet"),
+    ("quarantine/silver_pharmacy", "quarantine.parquet"),
+]
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory):
+    with moto_s3(REPO / "test-artifacts" / "logs") as env:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        s3_client.cache_clear()
+        try:
+            s3_client().create_bucket(Bucket=BUCKET)
+            yield env
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            s3_client.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def s3_pipeline(pipeline, s3_env, tmp_path_factory):
+    from pgx_dagster.runner import materialize_all
+
+    for f in pipeline.raw.rglob("*.parquet"):
+        s3_client().upload_file(str(f), BUCKET, f"raw/{f.relative_to(pipeline.raw).as_posix()}")
+    home = tmp_path_factory.mktemp("s3_home")
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        report = materialize_all(workers=3, roots=(f"s3://{BUCKET}/raw", f"s3://{BUCKET}/lake"), quiet=True)
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME")
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+    return report
+
+
+def fingerprint(root: str) -> dict:
+    """Rows and an order-independent content hash per dataset and partition."""
+    out = {}
+    with DuckDBWorker(s3=True).session() as s:
+        for dataset, filename in DATASETS:
+            rel = parquet_relation(f"{root}/{dataset}/age_band=*/event_year=*/{filename}")
+            for band, year, rows, digest in s.execute(
+                f"SELECT age_band, event_year, count(*), sum(hash(t)::HUGEINT) FROM {rel} t GROUP BY ALL"
+            ).fetchall():
+                out[(dataset, band, year)] = (rows, digest)
+        for name in (
+            "silver/member_demographics/member_demographics.parquet",
+            "quarantine/intake_medical/quarantine.parquet",
+        ):
+            out[name] = s.execute(
+                f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(f'{root}/{name}')} t"
+            ).fetchone()
+    return out
+
+
+def test_whole_pipeline_on_s3_matches_the_local_run(pipeline, s3_pipeline):
+    assert [o for o in s3_pipeline["outcomes"] if not o["success"]] == []
+    assert all(passed for o in s3_pipeline["outcomes"] for *_, passed in o["checks"])
+    local, remote = fingerprint(str(pipeline.lake)), fingerprint(f"s3://{BUCKET}/lake")
+    assert len(local) > 6 * 35
+    assert remote == local
+
+
+def test_partition_replacement_on_s3_leaves_no_stale_objects(s3_env):
+    lake = LakeResource(raw_root=f"s3://{BUCKET}/raw", lake_root=f"s3://{BUCKET}/swap")
+    final = lake.partition_dir("gold/events", "75+", 2020)
+    with lake.publish_dir(final) as tmp:
+        Path(tmp, "old_only.parquet").write_bytes(b"1")
+        Path(tmp, "events.parquet").write_bytes(b"1")
+    with pytest.raises(RuntimeError), lake.publish_dir(final) as tmp:
+        Path(tmp, "events.parquet").write_bytes(b"half")
+        raise RuntimeError("the step failed half way")
+    assert sorted(Path(p).name for p in lake.files(f"{final}/*")) == ["events.parquet", "old_only.parquet"]
+    with lake.publish_dir(final) as tmp:
+        Path(tmp, "events.parquet").write_bytes(b"22")
+        Path(tmp, "_checkpoint.json").write_text("{}")
+    assert sorted(Path(p).name for p in lake.files(f"{final}/*")) == ["_checkpoint.json", "events.parquet"]
+    assert final.endswith("age_band=75%2B/event_year=2020")
+    assert lake.exists(f"{final}/events.parquet") and not lake.exists(f"{final}/old_only.parquet")
+
+
+def test_extensions_load_from_wheels_with_no_network(tmp_path):
+    """In a network namespace with no interface but loopback, httpfs and aws still load: they come
+    from the PyPI wheels, never from DuckDB's extension repository."""
+    script = (
+        "from pgx_dagster.duck import DuckDBWorker\n"
+        "with DuckDBWorker(s3=True).session() as s:\n"
+        '    rows = s.rows("SELECT extension_name, loaded, install_mode FROM duckdb_extensions() "\n'
+        "                  \"WHERE extension_name IN ('httpfs', 'aws') ORDER BY 1\")\n"
+        "    print(rows)\n"
+    )
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'extension_name': 'aws', 'loaded': True" in done.stdout
+    assert "'extension_name': 'httpfs', 'loaded': True" in done.stdout
+    assert "REPOSITORY" not in done.stdout
