@@ -71,7 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     bf.add_argument("--timeout", type=float, default=3600 * 6, help="seconds to follow it (default 6 h)")
     bf.add_argument("--no-wait", action="store_true", help="submit and return")
     mat.add_argument("--partitions", default=None, help="comma-separated keys like '65-74|2019' (default all)")
+    sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
     a = ap.parse_args(argv)
+    if a.command == "validate-inputs":
+        from pgx_dagster.inputs import validate_inputs
+        from pgx_dagster.resources import build_resources
+
+        ok, lines = validate_inputs(build_resources(settings.raw_root(), settings.lake_root())["lake"])
+        print("\n".join(lines))
+        sys.exit(0 if ok else 2)
     if a.command == "backfill":
         sys.exit(run_cli(a.url, _split(a.partitions), _split(a.assets), a.reexecute_failed, a.timeout, not a.no_wait))
     _require_dagster_home()

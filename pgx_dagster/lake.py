@@ -40,6 +40,29 @@ from pydantic import Field
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT
 
 RAW_TABLES = ("medical_claims", "pharmacy_claims", "member_eligibility", "member_linkage")
+# Where each raw table may be found under PGX_RAW_ROOT, in order of preference (first that exists).
+# The seed's layouts are accepted so existing lakes keep working: its partitioned imputed silver
+# (the seed's preferred input) and its legacy non-partitioned silver glob.
+RAW_CANDIDATES: dict[str, list[tuple[str, str]]] = {
+    "medical_claims": [
+        ("medical_claims/*.parquet", "the pgx raw layout"),
+        (
+            "silver/imputed/medical_partitioned/age_band=*/event_year=*/*.parquet",
+            "the seed's partitioned imputed silver layout (its preferred input)",
+        ),
+        ("silver/medical/*.parquet", "the seed's legacy non-partitioned silver glob"),
+    ],
+    "pharmacy_claims": [
+        ("pharmacy_claims/*.parquet", "the pgx raw layout"),
+        (
+            "silver/imputed/pharmacy_partitioned/age_band=*/event_year=*/*.parquet",
+            "the seed's partitioned imputed silver layout (its preferred input)",
+        ),
+        ("silver/pharmacy/*.parquet", "the seed's legacy non-partitioned silver glob"),
+    ],
+    "member_eligibility": [("member_eligibility/*.parquet", "the pgx raw layout")],
+    "member_linkage": [("member_linkage/*.parquet", "the pgx raw layout")],
+}
 CHECKPOINT = "_checkpoint.json"
 
 
@@ -60,6 +83,22 @@ def s3_client():
     from dagster_aws.s3 import S3Resource
 
     return S3Resource().get_client()
+
+
+def _resolve(candidates: tuple[tuple[str, str], ...], files) -> tuple[str, str]:
+    """The first candidate with files; remembered per process once found (listing S3 is not free)."""
+    if candidates in _RESOLVED:
+        return _RESOLVED[candidates]
+    if len(candidates) == 1:
+        return candidates[0]
+    for candidate in candidates:
+        if files(candidate[0]):
+            _RESOLVED[candidates] = candidate
+            return candidate
+    return candidates[0]
+
+
+_RESOLVED: dict[tuple, tuple[str, str]] = {}
 
 
 def _list_keys(bucket: str, prefix: str) -> list[str]:
@@ -110,11 +149,26 @@ class LakeResource(ConfigurableResource):
         except ValueError as exc:
             raise ValueError(f"PGX_EXTRACT_DATE must be YYYY-MM-DD, got {self.extract_date!r}") from exc
 
+    raw_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description="exact path or glob per raw table (PGX_RAW_MEDICAL, PGX_RAW_PHARMACY, PGX_RAW_ELIGIBILITY, "
+        "PGX_RAW_LINKAGE); used as given",
+    )
+
     # ---- paths ---------------------------------------------------------------------------------
-    def raw_glob(self, table: str) -> str:
+    def raw_candidates(self, table: str) -> list[tuple[str, str]]:
+        """(path, why) in order of preference for one raw table."""
         if table not in RAW_TABLES:
             raise ValueError(f"unknown raw table {table!r}; expected one of {RAW_TABLES}")
-        return f"{self.raw_root.rstrip('/')}/{table}/*.parquet"
+        if self.raw_overrides.get(table):
+            return [(self.raw_overrides[table], "set explicitly (PGX_RAW_* override)")]
+        root = self.raw_root.rstrip("/")
+        return [(f"{root}/{pattern}", why) for pattern, why in RAW_CANDIDATES[table]]
+
+    def raw_glob(self, table: str) -> str:
+        """The path the pipeline reads for a raw table: the first candidate that has files (or, if none
+        has, the first candidate, so the error names the expected place)."""
+        return _resolve(tuple(self.raw_candidates(table)), self.files)[0]
 
     def path(self, *parts: str) -> str:
         return "/".join([self.lake_root.rstrip("/"), *parts])

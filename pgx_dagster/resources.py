@@ -17,6 +17,13 @@ from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.lake import LakeResource, is_s3
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_MEMORY_PER_WORKER, DEFAULT_RAW_ROOT
 
+RAW_OVERRIDE_VARS = {
+    "medical_claims": "PGX_RAW_MEDICAL",
+    "pharmacy_claims": "PGX_RAW_PHARMACY",
+    "member_eligibility": "PGX_RAW_ELIGIBILITY",
+    "member_linkage": "PGX_RAW_LINKAGE",
+}
+
 
 def _env(name: str, default: Any) -> Any:
     return EnvVar(name) if os.environ.get(name) else default
@@ -31,6 +38,7 @@ def build_resources(raw_root: str | None = None, lake_root: str | None = None) -
             raw_root=raw_root or _env("PGX_RAW_ROOT", DEFAULT_RAW_ROOT),
             lake_root=lake_root or _env("PGX_LAKE_ROOT", DEFAULT_LAKE_ROOT),
             extract_date=_env("PGX_EXTRACT_DATE", ""),
+            raw_overrides={table: os.environ[var] for table, var in RAW_OVERRIDE_VARS.items() if os.environ.get(var)},
         ),
         "duckdb": DuckDBWorker(
             memory_limit=_env("PGX_MEMORY_PER_WORKER", DEFAULT_MEMORY_PER_WORKER),

@@ -129,3 +129,13 @@ def test_extensions_load_from_wheels_with_no_network(tmp_path):
     assert "'extension_name': 'aws', 'loaded': True" in done.stdout
     assert "'extension_name': 'httpfs', 'loaded': True" in done.stdout
     assert "REPOSITORY" not in done.stdout
+
+
+def test_validate_inputs_on_s3(s3_pipeline):
+    from pgx_dagster.inputs import validate_inputs
+
+    ok, lines = validate_inputs(LakeResource(raw_root=f"s3://{BUCKET}/raw"))
+    assert ok, lines
+    assert f"uses s3://{BUCKET}/raw/medical_claims/*.parquet (the pgx raw layout)" in "\n".join(lines)
+    ok, lines = validate_inputs(LakeResource(raw_root=f"s3://{BUCKET}/nothing-here"))
+    assert not ok and any("ERROR: no files for medical_claims" in line for line in lines)

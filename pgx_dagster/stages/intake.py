@@ -38,11 +38,21 @@ def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
     return lake.path("quarantine", f"intake_{kind}", "quarantine.parquet")
 
 
-def register_raw(s: Session, lake: LakeResource) -> None:
-    s.view("raw_medical", parquet_relation(lake.raw_glob("medical_claims")))
-    s.view("raw_pharmacy", parquet_relation(lake.raw_glob("pharmacy_claims")))
-    s.view("raw_eligibility", parquet_relation(lake.raw_glob("member_eligibility")))
-    s.view("raw_linkage", parquet_relation(lake.raw_glob("member_linkage")))
+RAW_VIEWS = {
+    "raw_medical": "medical_claims",
+    "raw_pharmacy": "pharmacy_claims",
+    "raw_eligibility": "member_eligibility",
+    "raw_linkage": "member_linkage",
+}
+
+
+def register_raw(s: Session, lake: LakeResource) -> dict[str, str]:
+    """Views over the raw tables; returns the path each one reads (logged: which layout was used)."""
+    used = {}
+    for view, table in RAW_VIEWS.items():
+        used[table] = lake.raw_glob(table)
+        s.view(view, parquet_relation(used[table]))
+    return used
 
 
 @asset(
@@ -64,7 +74,9 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
     lake.require_raw()
     years = event_years()
     with duckdb.session(threads=duckdb.global_step_threads()) as s:
-        register_raw(s, lake)
+        raw_inputs = register_raw(s, lake)
+        for table, path in raw_inputs.items():
+            context.log.info(f"Intake reads {table} from {path}")
         s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
         n_members = s.model_table("person_index", "intake/person_index")
         pi_dir = lake.path("staging", "person_index")
@@ -119,6 +131,7 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
             path=lake.path("staging"),
             started=started,
             members=n_members,
+            raw_inputs=raw_inputs,
             **facts,
             medical=figures["medical"],
             pharmacy=figures["pharmacy"],
