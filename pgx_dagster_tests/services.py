@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def apt_install(package: str) -> None:
+    """Install a Debian package the tests need (CI runs as root on a fresh machine)."""
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, timeout=900, env=env)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ import pytest
 from pgx_dagster.backfill import Client
 from pgx_dagster.lake import partition_suffix
 from pgx_dagster.partitions import split_key
-from pgx_dagster_tests.services import REPO, dagster_services
+from pgx_dagster_tests.services import REPO, apt_install, dagster_services
 
 ARTIFACTS = REPO / "test-artifacts"
 ASSETS = ["imputed_medical", "imputed_pharmacy", "events"]
@@ -142,13 +142,7 @@ def chromium() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():
         # Debian's chromium; CI runs as root on a fresh machine.
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-            check=True,
-            timeout=900,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
+        apt_install("chromium")
     return path
 
 

@@ -16,7 +16,7 @@ from dagster._config import process_config, validate_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.workspace.config_schema import process_workspace_config
 
-from pgx_dagster_tests.services import REPO, free_port
+from pgx_dagster_tests.services import REPO, apt_install, free_port
 
 DEPLOY = REPO / "deploy"
 PG_ENV = {
@@ -64,13 +64,7 @@ def test_local_instance_config_validates():
 def _pg_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "postgresql"],
-            check=True,
-            timeout=900,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
+        apt_install("postgresql")
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent
 

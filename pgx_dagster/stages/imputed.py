@@ -68,7 +68,7 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
         with duckdb.session() as s:
             s.view("silver", parquet_relation(silver_file(lake, kind, band, year)))
             s.view("member_demographics", parquet_relation(demographics_path(lake)))
-            n = s.model_table("imputed_out", f"imputed/{kind}")
+            n = s.model_table("imputed_out", "imputed/imputed")
             publish(
                 s,
                 lake,
