@@ -173,9 +173,6 @@ class LakeResource(ConfigurableResource):
     def path(self, *parts: str) -> str:
         return "/".join([self.lake_root.rstrip("/"), *parts])
 
-    def dataset_dir(self, dataset: str) -> str:
-        return self.path(dataset)
-
     def partition_dir(self, dataset: str, age_band: str, event_year: int) -> str:
         return self.path(dataset, partition_suffix(age_band, event_year))
 
@@ -185,10 +182,6 @@ class LakeResource(ConfigurableResource):
     def all_partitions_glob(self, dataset: str, filename: str = "*.parquet") -> str:
         # Named patterns, so hidden staging folders (".event_year=...") never match.
         return self.path(dataset, "age_band=*", "event_year=*", filename)
-
-    @property
-    def on_s3(self) -> bool:
-        return is_s3(self.raw_root) or is_s3(self.lake_root)
 
     # ---- objects and files ------------------------------------------------------------------------
     def require_raw(self) -> None:

@@ -3,7 +3,6 @@ the numbers behind them. Each stage module declares its own checks with these he
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,7 +75,3 @@ def contract_result(session: Session, relation: str, contract: Contract) -> Asse
             "key": ", ".join(contract.key),
         },
     )
-
-
-def json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -47,11 +46,3 @@ def busiest_partition(synthetic_raw) -> str:
     """The partition with the most opioid ED targets (and so events and a cohort to check)."""
     parts = synthetic_raw.manifest["partitions"]
     return max(parts, key=lambda k: (parts[k].get("opioid_ed_targets", 0), parts[k].get("ed_visit", 0)))
-
-
-def lake_copy(pipeline_ns: SimpleNamespace, tmp_path: Path) -> Path:
-    import shutil
-
-    dest = tmp_path / "lake"
-    shutil.copytree(pipeline_ns.lake, dest)
-    return dest
