@@ -66,29 +66,24 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path):
     env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     logs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
+
+    def start(name: str, args: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [str(BIN / name), *args, "-w", "workspace.yaml"],
+            cwd=REPO,
+            env=env,
+            stdout=(logs / f"{name}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
     try:
-        web_log = logs / "webserver.log"
-        web = subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=web_log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        procs.append(web)
-        daemon_log = logs / "daemon.log"
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=daemon_log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        procs.append(daemon)
+        web = start("dagster-webserver", ["-h", "127.0.0.1", "-p", str(port)])
+        start("dagster-daemon", ["run"])
         url = f"http://127.0.0.1:{port}"
-        wait_for_url(f"{url}/server_info", 120, web, web_log)
+        wait_for_url(f"{url}/server_info", 120, web, logs / "dagster-webserver.log")
         yield url
     finally:
         for proc in reversed(procs):

@@ -171,13 +171,17 @@ def test_check_passes_on_good_data_and_fails_on_planted_bad_data(
     assert value not in (0, [], {}, None), (figure, value)
 
 
+def _cohort_copy(pipeline, part: str, tmp_path):
+    """A copy of the lake and the path of the partition's cohort file in it."""
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    return lake, lake / "gold/cohorts/opioid_ed" / partition_suffix(*split_key(part)) / "opioid_ed_cohort.parquet"
+
+
 def test_overlap_across_partitions_is_caught(checked, tmp_path):
     """A control of this partition reappears in another partition's matched sets."""
     pipeline, part = checked
-    lake = tmp_path / "lake"
-    shutil.copytree(pipeline.lake, lake)
-    band, year = split_key(part)
-    this = lake / "gold/cohorts/opioid_ed" / partition_suffix(band, year) / "opioid_ed_cohort.parquet"
+    lake, this = _cohort_copy(pipeline, part, tmp_path)
     others = [p for p in sorted(lake.glob("gold/cohorts/opioid_ed/*/*/opioid_ed_cohort.parquet")) if p != this]
     other = next(p for p in others if p.stat().st_size and _rows(p) > 0)
     assert evaluate_check(pipeline.raw, lake, "cohort_opioid_ed", "cohort_opioid_ed_no_overlap", part).passed
@@ -194,10 +198,7 @@ def test_overlap_across_partitions_is_caught(checked, tmp_path):
 
 def test_target_as_control_within_a_partition_is_caught(checked, tmp_path):
     pipeline, part = checked
-    lake = tmp_path / "lake"
-    shutil.copytree(pipeline.lake, lake)
-    band, year = split_key(part)
-    this = lake / "gold/cohorts/opioid_ed" / partition_suffix(band, year) / "opioid_ed_cohort.parquet"
+    lake, this = _cohort_copy(pipeline, part, tmp_path)
     rewrite_parquet(
         this,
         "SELECT * REPLACE (CASE WHEN role = 'control' AND row_number() OVER () = 2 THEN "
