@@ -105,9 +105,13 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
         band, year = split_key(context.partition_key)
         with duckdb.session() as s:
             rel = parquet_relation(imputed_file(lake, kind, band, year))
-            missing = {f: s.scalar(f"SELECT count(*) FROM {rel} WHERE {f} IS NULL") for f in REQUIRED}
-            rows = s.scalar(f"SELECT count(*) FROM {rel}")
-            incomplete = s.scalar(f"SELECT count(*) FROM {rel} WHERE " + " OR ".join(f"{f} IS NULL" for f in REQUIRED))
+            # One scan: rows, rows missing any field, and rows missing each field.
+            any_missing = " OR ".join(f"{f} IS NULL" for f in REQUIRED)
+            per_field = ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in REQUIRED)
+            rows, incomplete, *by_field = s.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE {any_missing}), {per_field} FROM {rel}"
+            ).fetchone()
+            missing = dict(zip(REQUIRED, by_field, strict=True))
         pct = 100.0 if rows == 0 else round(100.0 * (rows - incomplete) / rows, 4)
         return verdict(
             incomplete == 0,
