@@ -10,6 +10,7 @@ Failure metadata reports counts per column and rule, never values: ids are perso
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -18,6 +19,8 @@ import pandera.pandas as pa
 from pgx_dagster.partitions import AGE_BANDS
 
 SOURCES = ["observed", "member_consensus", "linked_person", "statistical"]
+# The distributions a statistical zip3 may be drawn from (sql/demographics/member_demographics.sql).
+ZIP3_BASES = ["state_observed", "state_prefixes", "age_band_observed", "all_observed", "national_prefixes"]
 EVENT_TYPES = ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_disorder", "opioid_fill"]
 
 
@@ -61,8 +64,21 @@ def _partition_checks(age_band: str | None, event_year: int | None) -> dict[str,
     return {"event_year": Col("BIGINT", False, year_checks), "age_band": Col("VARCHAR", False, band_checks)}
 
 
+def _each_matches(pattern: str) -> pa.Check:
+    """Every element of a list column matches `pattern` (a NULL list passes)."""
+    rx = re.compile(f"(?:{pattern})")
+
+    def ok(value: object) -> bool:
+        if value is None or isinstance(value, float):  # NULL list (None, or NaN from pandas)
+            return True
+        return all(isinstance(x, str) and rx.fullmatch(x) is not None for x in value)
+
+    return pa.Check(lambda s: s.map(ok).astype(bool), error=f"every element matches {pattern}")
+
+
 ID = Col("VARCHAR", False)
-DX = Col("VARCHAR", True, (_matches("[A-Z0-9]{3,7}"),))
+DX_PATTERN = "[A-Z0-9]{3,7}"
+DX = Col("VARCHAR", True, (_matches(DX_PATTERN),))
 
 
 def silver_medical(age_band: str | None = None, event_year: int | None = None) -> Contract:
@@ -85,6 +101,7 @@ def silver_medical(age_band: str | None = None, event_year: int | None = None) -
             "diagnosis_code_1": DX,
             "diagnosis_code_2": DX,
             "diagnosis_code_3": DX,
+            "other_diagnosis_codes": Col("VARCHAR[]", True, (_each_matches(DX_PATTERN),)),
             "diagnosis_code_system": Col("VARCHAR", False, (_one_of(["ICD9CM", "ICD10CM"]),)),
             "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
             "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
@@ -139,9 +156,18 @@ def member_demographics() -> Contract:
             "member_id": ID,
             "event_year": Col("BIGINT", False),
             "age_band": Col("VARCHAR", False, (_one_of(AGE_BANDS),)),
-            **DEMOGRAPHICS,
+            **{k: v for k, v in DEMOGRAPHICS.items() if k != "state"},
+            "zip3_imputed_from": Col("VARCHAR", True, (_one_of(ZIP3_BASES),)),
+            "state": DEMOGRAPHICS["state"],
         },
         key=("payer_id", "member_id", "event_year"),
+        # A drawn zip3 names its distribution; an observed one has none.
+        extra_checks=(
+            pa.Check(
+                lambda df: (df["zip3_source"] == "statistical") == df["zip3_imputed_from"].notna(),
+                error="zip3_imputed_from is set exactly when zip3_source is statistical",
+            ),
+        ),
     )
 
 

@@ -134,7 +134,16 @@ def partition_suffix(age_band: str, event_year: int) -> str:
 class LakeResource(ConfigurableResource):
     """Where raw inputs are read and every dataset is written."""
 
-    raw_root: str = Field(default=DEFAULT_RAW_ROOT, description="raw extract folder (PGX_RAW_ROOT)")
+    raw_root: str = Field(
+        default=DEFAULT_RAW_ROOT,
+        description="raw extract folder (PGX_RAW_ROOT); for the tuva and desynpuf formats several, comma-separated",
+    )
+    raw_format: str = Field(default="pgx", description="input format: pgx | tuva | desynpuf (PGX_RAW_FORMAT)")
+    opioid_ndc_file: str = Field(
+        default="",
+        description="opioid NDC / MME conversion file in the layout of sql/codesets/opioid_ndc.csv, e.g. built "
+        "from the CDC file (PGX_OPIOID_NDC_FILE); default the shipped placeholder list",
+    )
     lake_root: str = Field(default=DEFAULT_LAKE_ROOT, description="lake root folder (PGX_LAKE_ROOT)")
     extract_date: str = Field(
         default="", description="date the raw extract was cut, YYYY-MM-DD (PGX_EXTRACT_DATE); default today"
@@ -156,13 +165,16 @@ class LakeResource(ConfigurableResource):
     )
 
     # ---- paths ---------------------------------------------------------------------------------
+    def raw_roots(self) -> list[str]:
+        return [r.strip().rstrip("/") for r in self.raw_root.split(",") if r.strip()]
+
     def raw_candidates(self, table: str) -> list[tuple[str, str]]:
         """(path, why) in order of preference for one raw table."""
         if table not in RAW_TABLES:
             raise ValueError(f"unknown raw table {table!r}; expected one of {RAW_TABLES}")
         if self.raw_overrides.get(table):
             return [(self.raw_overrides[table], "set explicitly (PGX_RAW_* override)")]
-        root = self.raw_root.rstrip("/")
+        root = self.raw_roots()[0]
         return [(f"{root}/{pattern}", why) for pattern, why in RAW_CANDIDATES[table]]
 
     def raw_glob(self, table: str) -> str:
@@ -184,14 +196,6 @@ class LakeResource(ConfigurableResource):
         return self.path(dataset, "age_band=*", "event_year=*", filename)
 
     # ---- objects and files ------------------------------------------------------------------------
-    def require_raw(self) -> None:
-        missing = [t for t in RAW_TABLES if not self.files(self.raw_glob(t))]
-        if missing:
-            raise FileNotFoundError(
-                f"raw input missing under {self.raw_root!r}: {', '.join(missing)} "
-                "(set PGX_RAW_ROOT, or generate data with `pgx-synth --out DIR`)"
-            )
-
     def exists(self, path: str) -> bool:
         if not is_s3(path):
             return Path(path).exists()

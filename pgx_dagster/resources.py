@@ -1,9 +1,10 @@
 """Resources, built from the environment in this one place.
 
 Local default: raw data in ./data/raw, the lake in ./data/lake. Set PGX_RAW_ROOT / PGX_LAKE_ROOT
-(folders or s3://bucket/prefix; and PGX_EXTRACT_DATE, PGX_MEMORY_PER_WORKER, PGX_TEMP_DIR) to point
-elsewhere; a variable that is set is passed as a Dagster EnvVar, so the UI shows where each value
-comes from. S3 credentials are never configured here: the AWS default credential chain applies.
+(folders or s3://bucket/prefix; and PGX_RAW_FORMAT, PGX_OPIOID_NDC_FILE, PGX_EXTRACT_DATE,
+PGX_MEMORY_PER_WORKER, PGX_TEMP_DIR) to point elsewhere; a variable that is set is passed as a
+Dagster EnvVar, so the UI shows where each value comes from. S3 credentials are never configured
+here: the AWS default credential chain applies.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def build_resources(raw_root: str | None = None, lake_root: str | None = None) -
         "lake": LakeResource(
             raw_root=raw_root or _env("PGX_RAW_ROOT", DEFAULT_RAW_ROOT),
             lake_root=lake_root or _env("PGX_LAKE_ROOT", DEFAULT_LAKE_ROOT),
+            raw_format=_env("PGX_RAW_FORMAT", "pgx"),
+            opioid_ndc_file=_env("PGX_OPIOID_NDC_FILE", ""),
             extract_date=_env("PGX_EXTRACT_DATE", ""),
             raw_overrides={table: os.environ[var] for table, var in RAW_OVERRIDE_VARS.items() if os.environ.get(var)},
         ),

@@ -38,6 +38,14 @@ CASES = [
         "value_failures",
     ),
     (
+        "silver_medical",
+        "silver_medical_contract",
+        f"silver/medical/{P}/medical.parquet",
+        "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN ['F11.20'] ELSE other_diagnosis_codes END "
+        "AS other_diagnosis_codes) FROM t",
+        "value_failures",
+    ),
+    (
         "silver_pharmacy",
         "silver_pharmacy_reconciles",
         f"quarantine/silver_pharmacy/{P}/quarantine.parquet",
@@ -56,6 +64,13 @@ CASES = [
         "member_demographics_contract",
         "silver/member_demographics/member_demographics.parquet",
         "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN NULL ELSE sex END AS sex) FROM t",
+        "value_failures",
+    ),
+    (
+        "member_demographics",
+        "member_demographics_contract",
+        "silver/member_demographics/member_demographics.parquet",
+        "SELECT * REPLACE (CASE WHEN zip3_source = 'observed' THEN 'state_prefixes' END AS zip3_imputed_from) FROM t",
         "value_failures",
     ),
     (

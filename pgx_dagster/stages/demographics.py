@@ -10,6 +10,7 @@ from dagster import AssetCheckExecutionContext, AssetExecutionContext, Materiali
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.execution import STEP_RETRY
+from pgx_dagster.formats import register_raw
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import contract_result, verdict
 from pgx_dagster.reporting import table_metadata
@@ -50,7 +51,7 @@ def member_demographics(context: AssetExecutionContext, lake: LakeResource, duck
     with duckdb.session(threads=duckdb.global_step_threads()) as s:
         s.view("silver_medical_all", parquet_relation(silver_glob(lake, "medical")))
         s.view("silver_pharmacy_all", parquet_relation(silver_glob(lake, "pharmacy")))
-        s.view("raw_eligibility", parquet_relation(lake.raw_glob("member_eligibility")))
+        register_raw(s, lake, tables=("raw_eligibility",))
         s.view("person_index", parquet_relation(person_index_path(lake)))
         register_reference(s)
         s.set_variables({"seed": IMPUTATION_SEED})
@@ -61,8 +62,21 @@ def member_demographics(context: AssetExecutionContext, lake: LakeResource, duck
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
         context.log.info(f"Demographics: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
+        zip3_drawn_from = dict(
+            s.execute(
+                "SELECT zip3_imputed_from, count(DISTINCT person_id) FROM demographics "
+                "WHERE zip3_imputed_from IS NOT NULL GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
         meta = table_metadata(
-            s, "demographics", rows=rows, path=path, started=started, persons=persons, provenance=provenance
+            s,
+            "demographics",
+            rows=rows,
+            path=path,
+            started=started,
+            persons=persons,
+            provenance=provenance,
+            persons_with_zip3_drawn_from=zip3_drawn_from,
         )
     return MaterializeResult(metadata=meta)
 

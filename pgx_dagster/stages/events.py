@@ -37,21 +37,27 @@ def events_glob(lake: LakeResource) -> str:
     return lake.all_partitions_glob("gold/events", "events.parquet")
 
 
-def register_codesets(s: Session) -> None:
+DEFAULT_OPIOID_NDC = SQL_DIR / "codesets" / "opioid_ndc.csv"
+
+
+def register_codesets(s: Session, opioid_ndc_file: str = "") -> None:
+    """Views `codes` (diagnosis / revenue / POS / CPT code sets) and `opioid_ndc` (the shipped
+    placeholder list, or PGX_OPIOID_NDC_FILE in the same layout)."""
     files = ", ".join(quote(str(SQL_DIR / "codesets" / f"{c}.csv")) for c in CODESETS)
     s.view("codes", f"read_csv([{files}], all_varchar = true, union_by_name = true)")
+    ndc_file = opioid_ndc_file or str(DEFAULT_OPIOID_NDC)
     s.view(
         "opioid_ndc",
-        f"(SELECT ndc, ingredient, CAST(strength_per_unit AS DOUBLE) AS strength_per_unit, "
+        f"(SELECT normalize_ndc(ndc) AS ndc, ingredient, CAST(strength_per_unit AS DOUBLE) AS strength_per_unit, "
         f"CAST(mme_conversion_factor AS DOUBLE) AS mme_conversion_factor, version "
-        f"FROM read_csv({quote(str(SQL_DIR / 'codesets' / 'opioid_ndc.csv'))}, all_varchar = true))",
+        f"FROM read_csv({quote(ndc_file)}, all_varchar = true))",
     )
 
 
 def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: int) -> None:
     s.view("imputed_medical", parquet_relation(imputed_file(lake, "medical", band, year)))
     s.view("imputed_pharmacy", parquet_relation(imputed_file(lake, "pharmacy", band, year)))
-    register_codesets(s)
+    register_codesets(s, lake.opioid_ndc_file)
 
 
 @asset(

@@ -6,12 +6,14 @@ adjudication version of a claim line, and a person's consensus birth year, which
 band. Everything after it is partitioned and reads only its own partition's staged files.
 """
 
+import os
 import time
 
 from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
 
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.duck import DuckDBWorker, parquet_relation, quote
 from pgx_dagster.execution import STEP_RETRY
+from pgx_dagster.formats import register_raw
 from pgx_dagster.lake import LakeResource, partition_suffix
 from pgx_dagster.partitions import AGE_BANDS, all_keys, split_key
 from pgx_dagster.quality import verdict
@@ -19,7 +21,7 @@ from pgx_dagster.reporting import table_metadata
 from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import KINDS, OWNERS, reason_counts
 
-CLAIM_KINDS = {"medical": "medical_claims", "pharmacy": "pharmacy_claims"}
+CLAIM_KINDS = ("medical", "pharmacy")
 
 
 def staged_dir(lake: LakeResource, kind: str) -> str:
@@ -38,23 +40,6 @@ def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
     return lake.path("quarantine", f"intake_{kind}", "quarantine.parquet")
 
 
-RAW_VIEWS = {
-    "raw_medical": "medical_claims",
-    "raw_pharmacy": "pharmacy_claims",
-    "raw_eligibility": "member_eligibility",
-    "raw_linkage": "member_linkage",
-}
-
-
-def register_raw(s: Session, lake: LakeResource) -> dict[str, str]:
-    """Views over the raw tables; returns the path each one reads (logged: which layout was used)."""
-    used = {}
-    for view, table in RAW_VIEWS.items():
-        used[table] = lake.raw_glob(table)
-        s.view(view, parquet_relation(used[table]))
-    return used
-
-
 @asset(
     retry_policy=STEP_RETRY,
     group_name="intake",
@@ -71,12 +56,12 @@ def register_raw(s: Session, lake: LakeResource) -> dict[str, str]:
 )
 def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
     started = time.perf_counter()
-    lake.require_raw()
     years = event_years()
     with duckdb.session(threads=duckdb.global_step_threads()) as s:
-        raw_inputs = register_raw(s, lake)
-        for table, path in raw_inputs.items():
-            context.log.info(f"Intake reads {table} from {path}")
+        source_files = register_raw(s, lake)
+        raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
+        for view, text in raw_inputs.items():
+            context.log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
         s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
         n_members = s.model_table("person_index", "intake/person_index")
         pi_dir = lake.path("staging", "person_index")
@@ -103,6 +88,7 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
                 for key in all_keys():
                     band, year = split_key(key)
                     folder = f"{tmp}/{partition_suffix(band, year)}"
+                    os.makedirs(folder, exist_ok=True)  # a partition without rows has no folder yet
                     s.execute(
                         f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} LIMIT 0) "
                         f"TO {quote(folder + '/empty.parquet')} (FORMAT parquet)"
@@ -131,6 +117,7 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
             path=lake.path("staging"),
             started=started,
             members=n_members,
+            raw_format=lake.raw_format,
             raw_inputs=raw_inputs,
             **facts,
             medical=figures["medical"],
@@ -149,10 +136,12 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
 def intake_reconciles(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
     years = event_years()
     with duckdb.session() as s:
+        register_raw(s, lake)
         figures = {}
         passed = True
-        for kind, raw_table in CLAIM_KINDS.items():
-            rows_in = s.count_parquet(lake.raw_glob(raw_table))
+        for kind in CLAIM_KINDS:
+            # Rows of the raw table intake read (after the input format's mapping, sql/formats/).
+            rows_in = s.scalar(f"SELECT count(*) FROM raw_{kind}")
             staged_glob = f"{staged_dir(lake, kind)}/age_band=*/event_year=*/*.parquet"
             placed, outside = s.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE age_band NOT IN ({', '.join(map(quote, AGE_BANDS))}) "

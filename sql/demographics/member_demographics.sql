@@ -12,8 +12,11 @@
 --   observed          m's own records in y show the value;
 --   member_consensus  m's records in other years (or a conflicting record resolved by consensus);
 --   linked_person     only another member id of the same person shows it;
---   statistical       nothing observed for the person anywhere: a seeded draw from the observed
---                     distribution of persons in the same age band (zip3) and age band x zip3 (sex).
+--   statistical       nothing observed for the person anywhere: a seeded draw (sex: from the
+--                     observed distribution in the same age band x zip3; zip3: see zip_pool).
+-- Extracts without zip codes (Tuva's is mostly blank, DE-SynPUF has none) often carry the state:
+-- a person's zip3 is then drawn within the person's observed state. `zip3_imputed_from` names the
+-- distribution each statistical zip3 was drawn from, so nobody mistakes it for an observation.
 WITH active AS (
     SELECT DISTINCT payer_id, member_id, person_id, event_year, age_band FROM silver_medical_all
     UNION
@@ -21,7 +24,8 @@ WITH active AS (
 ),
 eligibility AS (
     SELECT p.person_id, p.payer_id, p.member_id, TRY_CAST(e.coverage_year AS INTEGER) AS year,
-           normalize_sex(e.sex) AS sex, zip3_of(e.zip) AS zip3, TRY_CAST(e.birth_year AS INTEGER) AS birth_year
+           normalize_sex(e.sex) AS sex, zip3_of(e.zip) AS zip3, TRY_CAST(e.birth_year AS INTEGER) AS birth_year,
+           upper(clean_text(e.state)) AS state
     FROM raw_eligibility e
     JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
 ),
@@ -59,33 +63,63 @@ zip_observed AS (
                                ORDER BY abs(z.year - py.event_year), z.year DESC) = 1
 ),
 -- statistical imputation where nothing was observed for the person ------------------------------
+person_state AS (  -- the state in the person's eligibility, most frequent (then latest year)
+    SELECT person_id, state
+    FROM (SELECT person_id, state, count(*) AS n, max(year) AS latest FROM eligibility WHERE state IS NOT NULL GROUP BY ALL)
+    QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY n DESC, latest DESC NULLS LAST, state) = 1
+),
 zip_dist AS (  -- observed zip3 shares by the age band of the person's first active year
     SELECT p.first_age_band AS age_band, z.zip3, count(*) AS n
     FROM persons p JOIN zip_observed z ON z.person_id = p.person_id AND z.event_year = p.first_year
     GROUP BY ALL
 ),
-zip_cdf AS (
-    SELECT age_band, zip3,
-           (sum(n) OVER (PARTITION BY age_band ORDER BY zip3) - n) / sum(n) OVER (PARTITION BY age_band) AS lo,
-           sum(n) OVER (PARTITION BY age_band ORDER BY zip3) / sum(n) OVER (PARTITION BY age_band) AS hi
-    FROM zip_dist
+state_prefixes AS (  -- every zip3 of each state, from the USPS prefix ranges
+    SELECT state, lpad(CAST(unnest(range(CAST(zip3_first AS INTEGER), CAST(zip3_last AS INTEGER) + 1)) AS VARCHAR), 3, '0')
+               AS zip3
+    FROM zip3_state
 ),
-zip_cdf_all AS (
-    SELECT zip3,
-           (sum(n) OVER (ORDER BY zip3) - n) / sum(n) OVER () AS lo, sum(n) OVER (ORDER BY zip3) / sum(n) OVER () AS hi
-    FROM (SELECT zip3, sum(n) AS n FROM zip_dist GROUP BY zip3)
+-- The distributions a zip3 is drawn from, most specific first; a person draws from the first one
+-- that exists for them: observed zip3s of the person's state; the state's prefixes (uniform);
+-- observed zip3s of the person's age band; all observed zip3s; all US prefixes (uniform).
+zip_pool AS (
+    SELECT 1 AS level, 'state_observed' AS basis, sp.state AS key, d.zip3, sum(d.n) AS n
+    FROM zip_dist d JOIN state_prefixes sp USING (zip3) GROUP BY ALL
+    UNION ALL
+    SELECT 2, 'state_prefixes', state, zip3, 1 FROM state_prefixes
+    UNION ALL
+    SELECT 3, 'age_band_observed', age_band, zip3, n FROM zip_dist
+    UNION ALL
+    SELECT 4, 'all_observed', '*', zip3, sum(n) FROM zip_dist GROUP BY zip3
+    UNION ALL
+    SELECT DISTINCT 5, 'national_prefixes', '*', zip3, 1 FROM state_prefixes
+),
+zip_cdf AS (
+    SELECT level, basis, key, zip3,
+           (sum(n) OVER w - n) / sum(n) OVER (PARTITION BY level, key) AS lo,
+           sum(n) OVER w / sum(n) OVER (PARTITION BY level, key) AS hi
+    FROM zip_pool
+    WINDOW w AS (PARTITION BY level, key ORDER BY zip3)
+),
+zip_needed AS (  -- persons with no zip3 anywhere, and their key at each level
+    SELECT p.person_id, lv.level,
+           CASE WHEN lv.level <= 2 THEN ps.state WHEN lv.level = 3 THEN p.first_age_band ELSE '*' END AS key
+    FROM persons p
+    LEFT JOIN person_state ps USING (person_id)
+    CROSS JOIN range(1, 6) AS lv(level)
+    WHERE p.person_id NOT IN (SELECT person_id FROM zip_year)
+),
+zip_level AS (
+    SELECT n.person_id, min(n.level) AS level, arg_min(n.key, n.level) AS key
+    FROM zip_needed n
+    WHERE EXISTS (SELECT 1 FROM zip_pool z WHERE z.level = n.level AND z.key = n.key)
+    GROUP BY n.person_id
 ),
 zip_imputed AS (
-    SELECT p.person_id,
-           coalesce(
-               (SELECT c.zip3 FROM zip_cdf c WHERE c.age_band = p.first_age_band
-                    AND seeded_uniform(getvariable('seed'), p.person_id || '|zip3') >= c.lo
-                    AND seeded_uniform(getvariable('seed'), p.person_id || '|zip3') < c.hi),
-               (SELECT c.zip3 FROM zip_cdf_all c
-                    WHERE seeded_uniform(getvariable('seed'), p.person_id || '|zip3') >= c.lo
-                    AND seeded_uniform(getvariable('seed'), p.person_id || '|zip3') < c.hi)) AS zip3
-    FROM persons p
-    WHERE p.person_id NOT IN (SELECT person_id FROM zip_year)
+    SELECT l.person_id, c.zip3, c.basis
+    FROM zip_level l
+    JOIN zip_cdf c ON c.level = l.level AND c.key = l.key
+        AND seeded_uniform(getvariable('seed'), l.person_id || '|zip3') >= c.lo
+        AND seeded_uniform(getvariable('seed'), l.person_id || '|zip3') < c.hi
 ),
 person_zip AS (  -- the zip3 of every active person-year
     SELECT person_id, event_year, zip3 FROM zip_observed
@@ -165,8 +199,11 @@ SELECT f.person_id, f.payer_id, f.member_id, f.event_year, f.age_band,
             WHEN f.zip_same_year THEN 'observed'
             WHEN f.member_any_zip THEN 'member_consensus'
             ELSE 'linked_person' END AS zip3_source,
-       s.state
+       zi.basis AS zip3_imputed_from,
+       coalesce(s.state, ps.state) AS state
 FROM flags f
 LEFT JOIN person_flags pf USING (person_id)
+LEFT JOIN zip_imputed zi USING (person_id)
+LEFT JOIN person_state ps USING (person_id)
 LEFT JOIN zip3_state s ON f.zip3 BETWEEN s.zip3_first AND s.zip3_last
 ORDER BY f.person_id, f.payer_id, f.member_id, f.event_year

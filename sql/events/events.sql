@@ -5,7 +5,8 @@
 --   opioid_poisoning     a medical claim with an opioid poisoning diagnosis (initial encounter)
 --   opioid_ed_visit      both on the same claim
 --   opioid_use_disorder  a medical claim with an OUD diagnosis
---   opioid_fill          a pharmacy claim with an opioid NDC; MME/day when quantity and days supply allow
+--   opioid_fill          a pharmacy claim line with an opioid NDC (one event per line: a Tuva claim may
+--                        hold several fills); MME/day when quantity and days supply allow
 WITH line_codes AS (
     SELECT payer_id, claim_id, 'REV' AS code_system, revenue_code AS code FROM imputed_medical WHERE revenue_code IS NOT NULL
     UNION ALL
@@ -15,7 +16,9 @@ WITH line_codes AS (
     UNION ALL
     SELECT payer_id, claim_id, diagnosis_code_system, dx
     FROM (SELECT payer_id, claim_id, diagnosis_code_system,
-                 unnest([diagnosis_code_1, diagnosis_code_2, diagnosis_code_3]) AS dx FROM imputed_medical)
+                 unnest(list_concat([diagnosis_code_1, diagnosis_code_2, diagnosis_code_3],
+                                    coalesce(other_diagnosis_codes, []))) AS dx
+          FROM imputed_medical)
     WHERE dx IS NOT NULL
 ),
 -- Every prefix of a code, so exact and prefix code sets both match by equality (a hash join).
@@ -59,7 +62,7 @@ SELECT me.event_type || ':' || me.payer_id || ':' || me.claim_id AS event_id, me
 FROM medical_events me
 JOIN claims c USING (payer_id, claim_id)
 UNION ALL
-SELECT 'opioid_fill:' || p.payer_id || ':' || p.claim_id, 'opioid_fill',
+SELECT 'opioid_fill:' || p.payer_id || ':' || p.claim_id || ':' || p.claim_line, 'opioid_fill',
        p.person_id, p.payer_id, p.member_id, p.claim_id, p.fill_date, p.age_band, p.event_year, p.sex,
        'NDC:' || p.ndc, n.version,
        p.ndc, n.ingredient, p.quantity, p.days_supply,

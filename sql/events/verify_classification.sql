@@ -9,6 +9,7 @@ WITH line_codes AS (
     UNION ALL SELECT payer_id, claim_id, diagnosis_code_system, diagnosis_code_1 FROM imputed_medical
     UNION ALL SELECT payer_id, claim_id, diagnosis_code_system, diagnosis_code_2 FROM imputed_medical
     UNION ALL SELECT payer_id, claim_id, diagnosis_code_system, diagnosis_code_3 FROM imputed_medical
+    UNION ALL SELECT payer_id, claim_id, diagnosis_code_system, unnest(other_diagnosis_codes) FROM imputed_medical
 ),
 hits AS (
     SELECT DISTINCT l.payer_id, l.claim_id, c.concept

@@ -8,6 +8,7 @@ SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
        CAST(procedure_code AS VARCHAR) AS procedure_code,
        CAST(diagnosis_code_1 AS VARCHAR) AS diagnosis_code_1, CAST(diagnosis_code_2 AS VARCHAR) AS diagnosis_code_2,
        CAST(diagnosis_code_3 AS VARCHAR) AS diagnosis_code_3,
+       CAST(other_diagnosis_codes AS VARCHAR[]) AS other_diagnosis_codes,
        CAST(patient_sex AS VARCHAR) AS patient_sex, CAST(patient_zip AS VARCHAR) AS patient_zip,
        TRY_CAST(paid_amount AS DOUBLE) AS paid_amount,
        TRY_CAST(service_date AS DATE) AS claim_date

@@ -10,6 +10,8 @@ WITH normalized AS (
            normalize_dx(diagnosis_code_1) AS diagnosis_code_1,
            normalize_dx(diagnosis_code_2) AS diagnosis_code_2,
            normalize_dx(diagnosis_code_3) AS diagnosis_code_3,
+           list_transform(list_filter(other_diagnosis_codes, d -> clean_text(d) IS NOT NULL), d -> normalize_dx(d))
+               AS other_diagnosis_codes,
            dx_system(service_date) AS diagnosis_code_system,
            normalize_sex(patient_sex) AS patient_sex,
            zip3_of(patient_zip) AS patient_zip3,
@@ -25,6 +27,9 @@ SELECT * EXCLUDE (raw_revenue_code, raw_place_of_service, raw_dx1, raw_dx2, raw_
            WHEN NOT coalesce(regexp_full_match(place_of_service, '[0-9]{2}'), TRUE) THEN 'invalid_place_of_service'
            WHEN NOT coalesce(regexp_full_match(diagnosis_code_1, '[A-Z0-9]{3,7}'), TRUE)
              OR NOT coalesce(regexp_full_match(diagnosis_code_2, '[A-Z0-9]{3,7}'), TRUE)
-             OR NOT coalesce(regexp_full_match(diagnosis_code_3, '[A-Z0-9]{3,7}'), TRUE) THEN 'invalid_diagnosis_code'
+             OR NOT coalesce(regexp_full_match(diagnosis_code_3, '[A-Z0-9]{3,7}'), TRUE)
+             OR NOT coalesce(list_bool_and(list_transform(other_diagnosis_codes,
+                                                          d -> regexp_full_match(d, '[A-Z0-9]{3,7}'))), TRUE)
+               THEN 'invalid_diagnosis_code'
        END AS quarantine_reason
 FROM normalized

@@ -1,0 +1,239 @@
+"""Raw input formats: which files each format has, and how they become the raw tables intake reads.
+
+PGX_RAW_FORMAT picks one:
+  pgx       our raw layout (Parquet: medical_claims/, pharmacy_claims/, member_eligibility/,
+            member_linkage/; the seed's layouts and PGX_RAW_* overrides are honoured, see lake.py)
+  tuva      the Tuva Project input layer: eligibility, medical_claim, pharmacy_claim (CSV or Parquet)
+  desynpuf  CMS DE-SynPUF: beneficiary summaries per year, carrier / inpatient / outpatient claims,
+            prescription drug events (CSV)
+
+Each format declares its source files (name patterns under every folder of PGX_RAW_ROOT, which may
+list several, comma-separated) and the columns it reads. A missing required column is a clear
+error naming the file; a missing optional column reads as NULL. The mapping itself is SQL:
+`sql/formats/<format>/{medical,pharmacy,eligibility,linkage}.sql`, each producing one raw table
+(raw_medical, raw_pharmacy, raw_eligibility, raw_linkage) with the columns of our raw layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dagster import Failure
+
+from pgx_dagster.duck import Session, quote
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.settings import SQL_DIR
+
+# In the order they are created: the claim mappings may read the member tables.
+RAW_VIEWS = {
+    "raw_eligibility": "eligibility",
+    "raw_linkage": "linkage",
+    "raw_medical": "medical",
+    "raw_pharmacy": "pharmacy",
+}
+
+
+def _numbered(prefix: str, n: int, start: int = 1) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(start, n + 1))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source table of a format, read into the view `view`."""
+
+    view: str
+    patterns: tuple[str, ...] = ()  # globs under each raw folder; per folder the first that has files
+    pgx_table: str = ""  # pgx format: resolved by LakeResource.raw_glob (seed layouts, overrides)
+    required: tuple[str, ...] = ()
+    optional: dict[str, str] = field(default_factory=dict)  # column -> type when absent
+    with_filename: bool = False  # add the file's path as `filename`
+    may_be_absent: bool = False  # no files: an empty table (e.g. DE-SynPUF without carrier claims)
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    name: str
+    sources: tuple[Source, ...]
+
+
+def _tuva(stem: str) -> tuple[str, ...]:
+    return (f"{stem}.csv", f"{stem}.parquet", f"{stem}/*.parquet", f"{stem}/*.csv")
+
+
+_DESYNPUF_INSTITUTIONAL = dict.fromkeys(
+    ("SEGMENT", "CLM_PMT_AMT", "ADMTNG_ICD9_DGNS_CD", *_numbered("ICD9_DGNS_CD_", 10), *_numbered("HCPCS_CD_", 45)),
+    "VARCHAR",
+)
+
+FORMATS: dict[str, RawFormat] = {
+    "pgx": RawFormat(
+        "pgx",
+        (
+            Source("src_medical_claims", pgx_table="medical_claims", optional={"other_diagnosis_codes": "VARCHAR[]"}),
+            Source("src_pharmacy_claims", pgx_table="pharmacy_claims"),
+            Source("src_member_eligibility", pgx_table="member_eligibility", optional={"state": "VARCHAR"}),
+            Source("src_member_linkage", pgx_table="member_linkage"),
+        ),
+    ),
+    "tuva": RawFormat(
+        "tuva",
+        (
+            Source(
+                "tuva_eligibility",
+                _tuva("eligibility"),
+                required=("patient_id", "birth_date", "gender", "enrollment_start_date"),
+                optional=dict.fromkeys(("member_id", "payer", "enrollment_end_date", "zip_code", "state"), "VARCHAR"),
+            ),
+            Source(
+                "tuva_medical_claim",
+                _tuva("medical_claim"),
+                required=("claim_id", "claim_line_number", "patient_id", "claim_start_date"),
+                optional=dict.fromkeys(
+                    (
+                        "member_id",
+                        "payer",
+                        "claim_type",
+                        "claim_line_start_date",
+                        "revenue_center_code",
+                        "place_of_service_code",
+                        "hcpcs_code",
+                        "paid_amount",
+                        *_numbered("diagnosis_code_", 25),
+                    ),
+                    "VARCHAR",
+                ),
+            ),
+            Source(
+                "tuva_pharmacy_claim",
+                _tuva("pharmacy_claim"),
+                required=("claim_id", "patient_id", "dispensing_date", "ndc_code"),
+                optional=dict.fromkeys(
+                    ("claim_line_number", "member_id", "payer", "quantity", "days_supply", "paid_amount"), "VARCHAR"
+                ),
+            ),
+        ),
+    ),
+    "desynpuf": RawFormat(
+        "desynpuf",
+        (
+            Source(
+                "desynpuf_beneficiary",
+                ("*Beneficiary_Summary_File*.csv",),
+                required=("DESYNPUF_ID", "BENE_BIRTH_DT", "BENE_SEX_IDENT_CD"),
+                optional={"SP_STATE_CODE": "VARCHAR"},
+                with_filename=True,
+            ),
+            Source(
+                "desynpuf_carrier",
+                ("*Carrier_Claims*.csv",),
+                may_be_absent=True,
+                required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
+                optional=dict.fromkeys(
+                    (
+                        *_numbered("ICD9_DGNS_CD_", 8),
+                        *_numbered("HCPCS_CD_", 13),
+                        *_numbered("LINE_ICD9_DGNS_CD_", 13),
+                        *_numbered("LINE_NCH_PMT_AMT_", 13),
+                    ),
+                    "VARCHAR",
+                ),
+            ),
+            Source(
+                "desynpuf_inpatient",
+                ("*Inpatient_Claims*.csv",),
+                may_be_absent=True,
+                required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
+                optional=_DESYNPUF_INSTITUTIONAL,
+            ),
+            Source(
+                "desynpuf_outpatient",
+                ("*Outpatient_Claims*.csv",),
+                may_be_absent=True,
+                required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
+                optional=_DESYNPUF_INSTITUTIONAL,
+            ),
+            Source(
+                "desynpuf_pde",
+                ("*Prescription_Drug_Events*.csv",),
+                may_be_absent=True,
+                required=("DESYNPUF_ID", "PDE_ID", "SRVC_DT", "PROD_SRVC_ID"),
+                optional=dict.fromkeys(("QTY_DSPNSD_NUM", "DAYS_SUPLY_NUM", "TOT_RX_CST_AMT"), "VARCHAR"),
+            ),
+        ),
+    ),
+}
+
+
+def raw_format(name: str) -> RawFormat:
+    if name not in FORMATS:
+        raise ValueError(f"PGX_RAW_FORMAT must be one of {', '.join(FORMATS)}, got {name!r}")
+    return FORMATS[name]
+
+
+def source_files(lake: LakeResource, source: Source) -> tuple[list[str], list[str]]:
+    """(files found, patterns tried) for one source, over every raw folder."""
+    if source.pgx_table:
+        path = lake.raw_glob(source.pgx_table)
+        return lake.files(path), [path]
+    found, tried = [], []
+    for root in lake.raw_roots():
+        for pattern in source.patterns:
+            tried.append(f"{root}/{pattern}")
+            files = lake.files(tried[-1])
+            if files:
+                found += files
+                break
+    return found, tried
+
+
+def _reader(files: list[str], source: Source) -> str:
+    listing = ", ".join(quote(f) for f in files)
+    filename = ", filename = true" if source.with_filename else ""
+    if all(f.endswith(".parquet") for f in files):
+        return f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false{filename})"
+    # Every CSV field as text: NDCs, zip codes and revenue codes keep their leading zeros.
+    return f"read_csv([{listing}], header = true, all_varchar = true, union_by_name = true{filename})"
+
+
+def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple(RAW_VIEWS)) -> dict[str, list[str]]:
+    """Views raw_medical / raw_pharmacy / raw_eligibility / raw_linkage in the raw layout, whatever
+    the input format. Returns the files each source view reads (for logs and metadata)."""
+    fmt = raw_format(lake.raw_format)
+    s.view("state_codes", f"read_csv({quote(str(SQL_DIR / 'codesets' / 'state_codes.csv'))}, all_varchar = true)")
+    used: dict[str, list[str]] = {}
+    for source in fmt.sources:
+        files, tried = source_files(lake, source)
+        if not files and source.may_be_absent:
+            columns = [*source.required, *source.optional, *(["filename"] if source.with_filename else [])]
+            types = {**dict.fromkeys(columns, "VARCHAR"), **source.optional}
+            nulls = ", ".join(f'NULL::{types[c]} AS "{c}"' for c in columns)
+            s.view(source.view, f"(SELECT {nulls} LIMIT 0)")
+            used[source.view] = []
+            continue
+        if not files:
+            raise Failure(
+                f"PGX_RAW_FORMAT={fmt.name}: no files for {source.view}; tried {', '.join(tried)}",
+                allow_retries=False,
+            )
+        relation = _reader(files, source)
+        present = {name for name, _type in s.columns(relation)}
+        missing = [c for c in source.required if c not in present]
+        if missing:
+            raise Failure(
+                f"PGX_RAW_FORMAT={fmt.name}: {source.view} ({files[0]}{' and others' if len(files) > 1 else ''}) "
+                f"lacks required column(s) {', '.join(missing)}",
+                allow_retries=False,
+            )
+        # Declared order (the SQL gathers numbered columns such as HCPCS_CD_1..45 by pattern).
+        absent = {c: f'NULL::{t} AS "{c}"' for c, t in source.optional.items() if c not in present}
+        if source.pgx_table:
+            columns = ["*", *absent.values()]
+        else:
+            columns = [f'"{c}"' for c in source.required]
+            columns += [absent.get(c, f'"{c}"') for c in source.optional]
+            columns += ["filename"] if source.with_filename else []
+        s.view(source.view, f"(SELECT {', '.join(columns)} FROM {relation})")
+        used[source.view] = files
+    for view in tables:
+        s.model_view(view, f"formats/{fmt.name}/{RAW_VIEWS[view]}")
+    return used

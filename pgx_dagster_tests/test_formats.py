@@ -1,0 +1,87 @@
+"""Input formats (PGX_RAW_FORMAT): clear errors for what cannot be read, tolerance for what real
+extracts leave out, and the same raw tables from CSV or Parquet."""
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import Failure
+
+from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.formats import RAW_VIEWS, register_raw
+from pgx_dagster.lake import LakeResource
+from pgx_dagster_tests.services import REPO
+
+DATA = REPO.parent / "shared" / "data"
+
+
+def raw_counts(lake: LakeResource) -> dict[str, int]:
+    with DuckDBWorker().session() as s:
+        register_raw(s, lake)
+        return {view: s.scalar(f"SELECT count(*) FROM {view}") for view in RAW_VIEWS}
+
+
+def test_unknown_format_names_the_choices():
+    with pytest.raises(ValueError, match="pgx, tuva, desynpuf"):
+        raw_counts(LakeResource(raw_root=str(DATA / "tuva_demo"), raw_format="omop"))
+
+
+def test_missing_required_column_is_a_clear_error(tmp_path):
+    shutil.copytree(DATA / "tuva_demo", tmp_path / "tuva")
+    con = duckdb.connect()
+    elig = tmp_path / "tuva" / "eligibility.csv"
+    con.execute(
+        f"COPY (SELECT * EXCLUDE (birth_date) FROM read_csv('{DATA}/tuva_demo/eligibility.csv', all_varchar = true)) "
+        f"TO '{elig}' (HEADER)"
+    )
+    with pytest.raises(Failure, match=r"tuva_eligibility .*eligibility\.csv.* lacks required column\(s\) birth_date"):
+        raw_counts(LakeResource(raw_root=str(tmp_path / "tuva"), raw_format="tuva"))
+
+
+def test_missing_files_name_every_place_tried(tmp_path):
+    with pytest.raises(Failure, match=r"no files for desynpuf_beneficiary; tried .*Beneficiary_Summary_File"):
+        raw_counts(LakeResource(raw_root=str(tmp_path), raw_format="desynpuf"))
+
+
+def test_desynpuf_without_claim_files_reads_fills_only():
+    counts = raw_counts(LakeResource(raw_root=str(DATA / "desynpuf_sample"), raw_format="desynpuf"))
+    assert counts == {"raw_eligibility": 2498, "raw_linkage": 2498, "raw_medical": 0, "raw_pharmacy": 4998}
+
+
+def test_tuva_parquet_reads_like_csv(tmp_path):
+    con = duckdb.connect()
+    for name in ("eligibility", "medical_claim", "pharmacy_claim"):
+        folder = tmp_path / name
+        folder.mkdir()
+        con.execute(
+            f"COPY (SELECT * FROM read_csv('{DATA}/tuva_demo/{name}.csv', all_varchar = true)) "
+            f"TO '{folder}/part-0.parquet' (FORMAT parquet)"
+        )
+    csv_counts = raw_counts(LakeResource(raw_root=str(DATA / "tuva_demo"), raw_format="tuva"))
+    assert csv_counts == {"raw_eligibility": 395, "raw_linkage": 100, "raw_medical": 6075, "raw_pharmacy": 612}
+    assert raw_counts(LakeResource(raw_root=str(tmp_path), raw_format="tuva")) == csv_counts
+
+
+def test_desynpuf_wide_claims_become_lines():
+    """A carrier claim with HCPCS on lines 1-3 is three lines; diagnoses 4..8 and the line diagnosis
+    are kept in other_diagnosis_codes; claim ids carry the file type."""
+    lake = LakeResource(raw_root=str(DATA / "desynpuf_schema_examples"), raw_format="desynpuf")
+    with DuckDBWorker().session() as s:
+        register_raw(s, lake)
+        rows = s.rows(
+            "SELECT claim_line, procedure_code, other_diagnosis_codes FROM raw_medical "
+            "WHERE claim_id = 'carrier:436463304724170' ORDER BY claim_line"
+        )
+    assert [(r["claim_line"], r["procedure_code"]) for r in rows] == [(1, "99337"), (2, "90775"), (3, "17003")]
+    assert [r["other_diagnosis_codes"] for r in rows] == [["78052"], ["V0481"], ["V0481"]]
+
+
+def test_state_codes_cover_the_zip3_states():
+    con = duckdb.connect()
+    missing = con.execute(
+        f"SELECT DISTINCT z.state FROM read_csv('{REPO}/sql/codesets/zip3_state.csv') z "
+        f"ANTI JOIN read_csv('{REPO}/sql/codesets/state_codes.csv') s USING (state)"
+    ).fetchall()
+    assert missing == []
+    assert Path(REPO / "sql/codesets/state_codes.csv").read_text().count("\n") == 54
