@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install instance demo test test-slow lint dev clean
+.PHONY: install instance demo materialize sample-tuva sample-desynpuf test test-slow lint dev clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,21 @@ instance:
 demo: install instance
 	$(BIN)/pgx demo
 
+# Every asset on whatever PGX_RAW_FORMAT / PGX_RAW_ROOT / PGX_LAKE_ROOT point at.
+materialize: install instance
+	$(BIN)/pgx materialize
+
+# The public sample extracts (README "Input formats"), each with its own lake and instance.
+SAMPLES ?= $(CURDIR)/../shared/data
+sample-tuva: install
+	$(MAKE) materialize DAGSTER_HOME=$(CURDIR)/.dagster_home-tuva PGX_RAW_FORMAT=tuva \
+		PGX_RAW_ROOT=$(SAMPLES)/tuva_demo PGX_LAKE_ROOT=$(CURDIR)/data/lake-tuva
+
+sample-desynpuf: install
+	$(MAKE) materialize DAGSTER_HOME=$(CURDIR)/.dagster_home-desynpuf PGX_RAW_FORMAT=desynpuf \
+		PGX_MIN_YEAR=2008 PGX_MAX_YEAR=2010 PGX_LAKE_ROOT=$(CURDIR)/data/lake-desynpuf \
+		PGX_RAW_ROOT=$(SAMPLES)/desynpuf_sample,$(SAMPLES)/desynpuf_schema_examples
+
 test: install
 	$(BIN)/python -m pytest -q
 
@@ -38,4 +53,4 @@ dev: install instance
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:
-	rm -rf data/lake "$(DAGSTER_HOME)"
+	rm -rf data/lake data/lake-tuva data/lake-desynpuf "$(DAGSTER_HOME)" .dagster_home-tuva .dagster_home-desynpuf

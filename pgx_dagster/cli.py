@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         from pgx_dagster.inputs import validate_inputs
         from pgx_dagster.resources import build_resources
 
-        ok, lines = validate_inputs(build_resources(settings.raw_root(), settings.lake_root())["lake"])
+        # EnvVar-valued fields resolve as Dagster would resolve them for a run.
+        ok, lines = validate_inputs(build_resources()["lake"].process_config_and_initialize())
         print("\n".join(lines))
         sys.exit(0 if ok else 2)
     if a.command == "backfill":
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         raw_root = Path(settings.raw_root())
         if raw_root.as_posix().startswith("s3:"):
             sys.exit("pgx demo generates data locally; unset PGX_RAW_ROOT or point it at a folder")
+        if os.environ.get("PGX_RAW_FORMAT", "pgx") != "pgx":
+            sys.exit("pgx demo generates the pgx raw layout; unset PGX_RAW_FORMAT (or use `pgx materialize`)")
         ensure_demo_data(raw_root, a.members or settings.demo_members(), settings.event_years())
     elif a.partitions:
         partitions = _split(a.partitions)

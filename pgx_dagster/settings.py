@@ -67,3 +67,21 @@ def mp_start_method() -> str:
     if method not in START_METHODS:
         raise ValueError(f"PGX_MP_START_METHOD must be one of {START_METHODS}, got {method!r}")
     return method
+
+
+def daemon_tick_seconds() -> float:
+    """Loop of `pgx daemon` (PGX_DAEMON_TICK_SECONDS, default 3; Dagster's own is 30)."""
+    raw = os.environ.get("PGX_DAEMON_TICK_SECONDS", "").strip() or "3"
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"PGX_DAEMON_TICK_SECONDS must be a number of seconds, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"PGX_DAEMON_TICK_SECONDS must be positive, got {raw!r}")
+    return value
+
+
+def partitions_per_run() -> int:
+    """Partitions a backfill puts in one run (PGX_PARTITIONS_PER_RUN, default 7 = one event year:
+    Dagster splits a multi-partition range by year anyway). 1 = one run per partition."""
+    return max(1, _int_env("PGX_PARTITIONS_PER_RUN", 7))

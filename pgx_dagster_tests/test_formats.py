@@ -10,6 +10,7 @@ from dagster import Failure
 
 from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.formats import RAW_VIEWS, register_raw
+from pgx_dagster.inputs import validate_inputs
 from pgx_dagster.lake import LakeResource
 from pgx_dagster_tests.services import REPO
 
@@ -85,3 +86,12 @@ def test_state_codes_cover_the_zip3_states():
     ).fetchall()
     assert missing == []
     assert Path(REPO / "sql/codesets/state_codes.csv").read_text().count("\n") == 54
+
+
+def test_validate_inputs_lists_the_files_of_a_format(tmp_path):
+    ok, lines = validate_inputs(LakeResource(raw_root=str(DATA / "desynpuf_sample"), raw_format="desynpuf"))
+    assert ok
+    assert any("desynpuf_carrier: 0 file(s)" in line for line in lines)
+    assert any(line.strip().startswith("(none: read as empty)") for line in lines)
+    ok, lines = validate_inputs(LakeResource(raw_root=str(tmp_path), raw_format="tuva"))
+    assert not ok and sum("ERROR: no files" in line for line in lines) == 3

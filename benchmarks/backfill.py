@@ -1,0 +1,304 @@
+"""Benchmark: a Dagster asset backfill through the real daemon against the seed's ProcessPoolExecutor
+and against one DuckDB process, on the same generated data, in one run.
+
+    python -m benchmarks.backfill --members 200000 --json benchmark.json
+
+generates three extracts once (tiny, 1x = --members, 2x = twice that), then for each runs
+  (a) dagster        an asset backfill of every asset and partition, submitted over GraphQL to a
+                     dagster-webserver + `pgx daemon` on loopback (the UI's path), timed from
+                     submission to the backfill's completion;
+  (b) seed_pool      a ProcessPoolExecutor over partitions, stage by stage (benchmarks/baselines.py);
+  (c) duckdb_single  one process, one DuckDB connection with every thread (benchmarks/baselines.py);
+checks that the three lakes are identical (rows and a content hash per dataset and partition), and
+prints a table and writes JSON. Nothing here is a test; `pgx_dagster_tests/test_benchmark.py` runs
+it at a tiny scale to keep it working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.baselines import STAGE_ASSETS, digest_differences, floor, lake_digest, seed_pool
+from pgx_dagster import settings
+from pgx_dagster.settings import REPO_ROOT
+
+ENGINES = ("dagster", "seed_pool", "duckdb_single")
+
+
+def generate(out: Path, members: int, seed: int = 7) -> dict[str, Any]:
+    from pgx_dagster.cli import ensure_demo_data
+
+    m = ensure_demo_data(out, members, settings.event_years(), seed)
+    return {"members": members, "claim_rows": m["raw_rows"]["medical_claims"] + m["raw_rows"]["pharmacy_claims"]}
+
+
+# ---- (a) Dagster ------------------------------------------------------------------------------------
+
+
+def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float) -> dict[str, Any]:
+    from pgx_dagster.backfill import Client
+    from pgx_dagster.services import dagster_services
+
+    home = work / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {"PGX_RAW_ROOT": str(raw), "PGX_LAKE_ROOT": str(lake)}
+    with dagster_services(home, env, work / "logs") as url:
+        client = Client(url)
+        assets = client.executable_assets()
+        started_at = time.time()
+        t0 = time.perf_counter()
+        backfill_id = client.launch(assets, None, title="benchmark")
+        status = client.wait(backfill_id, timeout, poll=0.5)
+        seconds = time.perf_counter() - t0
+    if not status.succeeded:
+        raise RuntimeError(f"backfill {backfill_id} ended {status.status}: see {work / 'logs'}")
+    return {"seconds": round(seconds, 2), **analyze_runs(home, backfill_id, started_at, started_at + seconds)}
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for lo, hi in sorted(intervals):
+        if hi > end:
+            total += hi - max(lo, end)
+            end = hi
+    return total
+
+
+def analyze_runs(home: Path, backfill_id: str, t_start: float, t_end: float) -> dict[str, Any]:
+    """Where the time of the backfill went, from the instance's run records and event logs."""
+    from dagster import DagsterEventType, DagsterInstance, RunsFilter
+
+    stage_of = {a: stage for stage, assets in STAGE_ASSETS for a in assets}
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_run_records(RunsFilter(tags={"dagster/backfill": backfill_id}))
+        intervals, stage_intervals = [], {}
+        steps, step_overhead, launch_overhead, queued = 0, 0.0, 0.0, 0.0
+        rows: dict[str, int] = {}
+        rss = 0.0
+        for rec in records:
+            run = rec.dagster_run
+            if rec.start_time is None or rec.end_time is None:
+                continue
+            intervals.append((rec.start_time, rec.end_time))
+            queued += max(0.0, rec.start_time - rec.create_timestamp.timestamp())
+            stages = {stage_of.get(k.to_user_string(), "?") for k in (run.asset_selection or [])}
+            for stage in stages:
+                stage_intervals.setdefault(stage, []).append((rec.start_time, rec.end_time))
+            starts, ends, work = {}, {}, {}
+            for entry in instance.all_logs(run.run_id):
+                ev = entry.dagster_event
+                if ev is None:
+                    continue
+                if ev.event_type == DagsterEventType.STEP_START:
+                    starts[ev.step_key] = entry.timestamp
+                elif ev.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+                    ends[ev.step_key] = entry.timestamp
+                elif ev.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                    mat = ev.step_materialization_data.materialization
+                    meta = {k: v.value for k, v in mat.metadata.items()}
+                    asset = mat.asset_key.to_user_string()
+                    rows[asset] = rows.get(asset, 0) + int(meta.get("dagster/row_count", 0))
+                    work[ev.step_key] = work.get(ev.step_key, 0.0) + float(meta.get("duration_s", 0))
+                    rss = max(rss, float(meta.get("peak_rss_mb", 0)))
+                elif ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                    meta = {k: v.value for k, v in ev.event_specific_data.metadata.items()}
+                    work[ev.step_key] = work.get(ev.step_key, 0.0) + float(meta.get("duration_s", 0))
+                    rss = max(rss, float(meta.get("peak_rss_mb", 0)))
+            for key, t in starts.items():
+                if key in ends:
+                    steps += 1
+                    step_overhead += max(0.0, ends[key] - t - work.get(key, 0.0))
+            if starts and ends:
+                launch_overhead += (min(starts.values()) - rec.start_time) + (rec.end_time - max(ends.values()))
+    n_runs = len(intervals)
+    busy = _union_length(intervals)
+    return {
+        "runs": n_runs,
+        "steps": steps,
+        "overhead_s_per_step": round(step_overhead / steps, 3) if steps else None,
+        "launch_overhead_s_per_run": round(launch_overhead / n_runs, 2) if n_runs else None,
+        "queued_s_per_run": round(queued / n_runs, 2) if n_runs else None,
+        "no_run_executing_s": round(max(0.0, (t_end - t_start) - busy), 2),
+        "stage_s": {s: round(_union_length(iv), 2) for s, iv in stage_intervals.items()},
+        "rows": rows,
+        "peak_rss_mb_per_worker": rss,
+    }
+
+
+# ---- the whole comparison ---------------------------------------------------------------------------
+
+
+def measure(raw: Path, work: Path, engines: list[str], workers: int, timeout: float) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for engine in engines:
+        lake = work / f"lake_{engine}"
+        shutil.rmtree(lake, ignore_errors=True)
+        print(f"    {engine} ...", flush=True)
+        if engine == "dagster":
+            shutil.rmtree(work / "dagster", ignore_errors=True)
+            results[engine] = dagster_backfill(raw, lake, work / "dagster", timeout)
+        elif engine == "seed_pool":
+            results[engine] = seed_pool(str(raw), str(lake), workers)
+        else:
+            results[engine] = floor(str(raw), str(lake))
+        results[engine]["digest"] = lake_digest(str(lake))
+        print(f"    {engine}: {results[engine]['seconds']:.1f} s", flush=True)
+    first = engines[0]
+    results["differences"] = {
+        f"{first} vs {e}": digest_differences(results[first]["digest"], results[e]["digest"]) for e in engines[1:]
+    }
+    results["identical"] = not any(results["differences"].values())
+    return results
+
+
+def rows_per_s(result: dict[str, Any]) -> dict[str, float]:
+    """Output rows of a stage / wall seconds of that stage."""
+    out = {}
+    for stage, assets in STAGE_ASSETS:
+        seconds = result.get("stage_s", {}).get(stage)
+        n = sum(result.get("rows", {}).get(a, 0) for a in assets)
+        if seconds:
+            out[stage] = round(n / seconds)
+    return out
+
+
+def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str]) -> dict[str, Any]:
+    one, two, tiny = scales.get("1x"), scales.get("2x"), scales.get("tiny")
+    summary: dict[str, Any] = {
+        "members": members,
+        "claim_rows": one["claim_rows"],
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "workers": settings.max_workers(),
+        "partitions_per_run": settings.partitions_per_run(),
+        "daemon_tick_s": settings.daemon_tick_seconds(),
+    }
+    names = {"dagster": "dagster_s", "seed_pool": "seed_pool_s", "duckdb_single": "duckdb_single_s"}
+    for e in engines:
+        summary[names[e]] = one["results"][e]["seconds"]
+    if "dagster" in engines and "seed_pool" in engines:
+        summary["ratio_vs_seed"] = round(summary["dagster_s"] / summary["seed_pool_s"], 2)
+    if "dagster" in engines and "duckdb_single" in engines:
+        summary["ratio_vs_floor"] = round(summary["dagster_s"] / summary["duckdb_single_s"], 2)
+    if tiny and "dagster" in engines:
+        summary["fixed_cost_s"] = tiny["results"]["dagster"]["seconds"]
+        summary["fixed_cost_claim_rows"] = tiny["claim_rows"]
+        summary["fixed_cost_by_engine_s"] = {e: tiny["results"][e]["seconds"] for e in engines}
+    if two:
+        extra_m_rows = (two["claim_rows"] - one["claim_rows"]) / 1e6
+        summary["marginal_s_per_million_rows"] = {
+            e: round((two["results"][e]["seconds"] - one["results"][e]["seconds"]) / extra_m_rows, 2) for e in engines
+        }
+        summary["time_2x_over_1x"] = {
+            e: round(two["results"][e]["seconds"] / one["results"][e]["seconds"], 2) for e in engines
+        }
+        m = summary["marginal_s_per_million_rows"]
+        if "dagster" in engines and "seed_pool" in engines and m["seed_pool"] > 0:
+            summary["marginal_ratio_vs_seed"] = round(m["dagster"] / m["seed_pool"], 2)
+        if "dagster" in engines and "duckdb_single" in engines and m["duckdb_single"] > 0:
+            summary["marginal_ratio_vs_floor"] = round(m["dagster"] / m["duckdb_single"], 2)
+    if "dagster" in engines:
+        d = one["results"]["dagster"]
+        for key in ("runs", "steps", "overhead_s_per_step", "launch_overhead_s_per_run", "no_run_executing_s"):
+            summary[key] = d[key]
+    summary["peak_rss_mb_per_worker"] = {
+        e: one["results"][e].get("peak_rss_mb_per_worker") for e in engines if e != "duckdb_single"
+    }
+    summary["rows_per_s"] = {e: rows_per_s(one["results"][e]) for e in engines}
+    summary["identical_outputs"] = all(s["results"]["identical"] for s in scales.values())
+    summary["differences"] = {name: s["results"]["differences"] for name, s in scales.items()}
+    return summary
+
+
+def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: list[str]) -> str:
+    lines = [f"{'scale':<6}{'claim rows':>12}" + "".join(f"{e + ' s':>18}" for e in engines) + f"{'identical':>11}"]
+    for name, s in scales.items():
+        lines.append(
+            f"{name:<6}{s['claim_rows']:>12,}"
+            + "".join(f"{s['results'][e]['seconds']:>18.1f}" for e in engines)
+            + f"{str(s['results']['identical']):>11}"
+        )
+    lines.append("")
+    for key in (
+        "ratio_vs_seed",
+        "ratio_vs_floor",
+        "fixed_cost_s",
+        "marginal_s_per_million_rows",
+        "marginal_ratio_vs_seed",
+        "marginal_ratio_vs_floor",
+        "time_2x_over_1x",
+        "runs",
+        "steps",
+        "overhead_s_per_step",
+        "launch_overhead_s_per_run",
+        "no_run_executing_s",
+        "peak_rss_mb_per_worker",
+    ):
+        if key in summary:
+            lines.append(f"{key:<28}{json.dumps(summary[key])}")
+    lines.append("rows/s per stage (1x):")
+    for e in engines:
+        lines.append(f"  {e:<16}{json.dumps(summary['rows_per_s'][e])}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.backfill", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--members", type=int, required=True, help="persons of the 1x extract (~23.5 claim rows each)")
+    ap.add_argument("--tiny-members", type=int, default=100, help="persons of the fixed-cost extract (0 = skip)")
+    ap.add_argument("--no-2x", action="store_true", help="skip the 2x extract (no marginal cost)")
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
+    ap.add_argument("--workdir", default=str(REPO_ROOT / "data" / "benchmark"), help="data and lakes go here")
+    ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds a backfill may take")
+    ap.add_argument("--json", dest="json_path", help="write the results here")
+    a = ap.parse_args(argv)
+    engines = [e for e in a.engines.split(",") if e]
+    if unknown := set(engines) - set(ENGINES):
+        ap.error(f"unknown engines {sorted(unknown)}")
+    work = Path(a.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    plan = {"tiny": a.tiny_members, "1x": a.members, "2x": 0 if a.no_2x else 2 * a.members}
+    scales: dict[str, dict[str, Any]] = {}
+    for name, members in plan.items():
+        if not members:
+            continue
+        print(f"[{name}] {members:,} persons", flush=True)
+        info = generate(work / f"raw_{members}", members)
+        info["results"] = measure(
+            work / f"raw_{members}", work / f"run_{name}", engines, settings.max_workers(), a.timeout
+        )
+        scales[name] = info
+    summary = summarize(a.members, scales, engines)
+    print(table(summary, scales, engines))
+    if a.json_path:
+        Path(a.json_path).write_text(json.dumps({**summary, "scales": _without_digests(scales)}, indent=2))
+        print(f"JSON: {a.json_path}")
+    if not summary["identical_outputs"]:
+        print("OUTPUTS DIFFER between engines: the timings are not comparable", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _without_digests(scales: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        name: {
+            **{k: v for k, v in s.items() if k != "results"},
+            "results": {
+                e: ({k: v for k, v in r.items() if k != "digest"} if isinstance(r, dict) else r)
+                for e, r in s["results"].items()
+            },
+        }
+        for name, s in scales.items()
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The two baselines the Dagster backfill is measured against, and the content digest that proves all
+three produce the same lake.
+
+(b) seed_pool   the seed's orchestrator: a plain ProcessPoolExecutor over partitions, stage by stage,
+                workers = min(48, cores x 1.5); each task runs one partition's work and its QA checks
+                (the same functions the assets and checks call, `pgx_dagster.stages.common.WORK`),
+                one DuckDB connection per partition (1 thread, PGX_MEMORY_PER_WORKER).
+(c) floor       one process, one DuckDB connection per stage with every thread: the same SQL models
+                over all partitions at once (silver, imputed, events), written with PARTITION_BY;
+                cohorts, whose matching is per stratum, partition after partition; no checks.
+The global steps (intake, demographics) are the same function in all three, with every thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.lake import LakeResource, partition_suffix
+from pgx_dagster.partitions import all_keys, split_key
+
+LOG = logging.getLogger("pgx.benchmark")
+
+# Partitioned datasets compared between engines: (dataset folder, file name in each partition).
+DIGEST_DATASETS = [
+    ("silver/medical", "medical.parquet"),
+    ("silver/pharmacy", "pharmacy.parquet"),
+    ("silver/imputed/medical_partitioned", "medical.parquet"),
+    ("silver/imputed/pharmacy_partitioned", "pharmacy.parquet"),
+    ("gold/events", "events.parquet"),
+    ("gold/cohorts/opioid_ed", "opioid_ed_cohort.parquet"),
+]
+STAGE_ASSETS = [
+    ("intake", ["claims_intake"]),
+    ("silver", ["silver_medical", "silver_pharmacy"]),
+    ("demographics", ["member_demographics"]),
+    ("imputed", ["imputed_medical", "imputed_pharmacy"]),
+    ("events", ["events"]),
+    ("cohorts", ["cohort_opioid_ed"]),
+]
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def _work():
+    from pgx_dagster.definitions import defs  # noqa: F401  (registers every stage's work)
+    from pgx_dagster.stages.common import WORK
+
+    return WORK
+
+
+def _all_threads(memory: str = "") -> DuckDBWorker:
+    return DuckDBWorker(threads=os.cpu_count() or 1, memory_limit=memory or os.environ.get("PGX_FLOOR_MEMORY", "8GB"))
+
+
+def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:
+    work = _work()[asset]
+    duck = DuckDBWorker(threads=os.cpu_count() or 1)
+    meta = work.run(LOG, lake, duck)
+    failed = [c.__name__ for c in work.checks if checks and not c(lake, duck).passed]
+    return {"rows": int(meta["dagster/row_count"]), "failed_checks": failed}
+
+
+def _partition_task(asset: str, raw_root: str, lake_root: str, key: str) -> dict[str, Any]:
+    """One partition of one asset and its checks, in a pool worker."""
+    work = _work()[asset]
+    lake = LakeResource(raw_root=raw_root, lake_root=lake_root)
+    duck = DuckDBWorker(memory_limit=os.environ.get("PGX_MEMORY_PER_WORKER", "2GB"))
+    band, year = split_key(key)
+    meta = work.run(LOG, lake, duck, band, year)
+    failed = [c.__name__ for c in work.checks if not c(lake, duck, band, year).passed]
+    return {"rows": int(meta["dagster/row_count"]), "failed_checks": failed, "peak_rss_mb": peak_rss_mb()}
+
+
+def seed_pool(raw_root: str, lake_root: str, workers: int) -> dict[str, Any]:
+    """(b): stage by stage; partitions of a stage in parallel on a ProcessPoolExecutor."""
+    lake = LakeResource(raw_root=raw_root, lake_root=lake_root)
+    stage_s: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    failed: list[str] = []
+    rss = 0.0
+    t_all = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for stage, assets in STAGE_ASSETS:
+            t0 = time.perf_counter()
+            for asset in assets:
+                if not _work()[asset].partitioned:
+                    r = _run_global(asset, lake, checks=True)
+                    rows[asset], failed = r["rows"], failed + r["failed_checks"]
+                    continue
+            partitioned = [a for a in assets if _work()[a].partitioned]
+            futures = [
+                (a, pool.submit(_partition_task, a, raw_root, lake_root, key))
+                for a in partitioned
+                for key in all_keys()
+            ]
+            for asset, f in futures:
+                r = f.result()
+                rows[asset] = rows.get(asset, 0) + r["rows"]
+                failed += r["failed_checks"]
+                rss = max(rss, r["peak_rss_mb"])
+            stage_s[stage] = round(time.perf_counter() - t0, 2)
+    return {
+        "seconds": round(time.perf_counter() - t_all, 2),
+        "stage_s": stage_s,
+        "rows": rows,
+        "failed_checks": failed,
+        "peak_rss_mb_per_worker": rss,
+    }
+
+
+# ---- (c) the floor ----------------------------------------------------------------------------------
+
+
+def _write_partitioned(s: Session, query: str, lake: LakeResource, dataset: str, filename: str, tmp: Path) -> None:
+    """COPY ... PARTITION_BY (age_band, event_year), then each file to its partition folder under the
+    pipeline's file name; partitions without rows get an empty file, as the pipeline writes them."""
+    out = tmp / dataset.replace("/", "_")
+    s.execute(
+        f"COPY ({query}) TO {quote(str(out))} (FORMAT parquet, PARTITION_BY (age_band, event_year), "
+        "WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'part_{i}')"
+    )
+    for key in all_keys():
+        band, year = split_key(key)
+        target = Path(lake.partition_dir(dataset, band, year))
+        target.mkdir(parents=True, exist_ok=True)
+        files = sorted((out / partition_suffix(band, year)).glob("part_*.parquet"))
+        if len(files) > 1:  # several files for one partition: merge so each partition has one file
+            s.execute(f"COPY (FROM {parquet_relation([str(f) for f in files])}) TO {quote(str(target / filename))}")
+        elif files:
+            shutil.move(str(files[0]), target / filename)
+        else:
+            s.execute(f"COPY ({query} LIMIT 0) TO {quote(str(target / filename))} (FORMAT parquet)")
+
+
+def floor(raw_root: str, lake_root: str) -> dict[str, Any]:
+    """(c): the same SQL, one process, every thread, all partitions at once where the SQL allows."""
+    from pgx_dagster.stages.demographics import demographics_path
+    from pgx_dagster.stages.events import register_codesets
+    from pgx_dagster.stages.intake import staged_dir
+
+    lake = LakeResource(raw_root=raw_root, lake_root=lake_root)
+    duck = _all_threads()
+    tmp = Path(lake_root) / ".floor_tmp"
+    stage_s: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    t_all = time.perf_counter()
+
+    def timed(stage: str, fn: Callable[[], None]) -> None:
+        t0 = time.perf_counter()
+        fn()
+        stage_s[stage] = round(time.perf_counter() - t0, 2)
+
+    def intake() -> None:
+        rows["claims_intake"] = _run_global("claims_intake", lake, checks=False)["rows"]
+
+    def silver() -> None:
+        with duck.session() as s:
+            for kind in ("medical", "pharmacy"):
+                s.view("staged", parquet_relation(f"{staged_dir(lake, kind)}/age_band=*/event_year=*/*.parquet"))
+                rows[f"silver_{kind}"] = s.model_table("silver_out", f"silver/{kind}") - s.scalar(
+                    "SELECT count(*) FROM silver_out WHERE quarantine_reason IS NOT NULL"
+                )
+                good = "SELECT * EXCLUDE (quarantine_reason) FROM silver_out WHERE quarantine_reason IS NULL"
+                _write_partitioned(s, good, lake, f"silver/{kind}", f"{kind}.parquet", tmp)
+
+    def demographics() -> None:
+        rows["member_demographics"] = _run_global("member_demographics", lake, checks=False)["rows"]
+
+    def imputed() -> None:
+        with duck.session() as s:
+            s.view("member_demographics", parquet_relation(demographics_path(lake)))
+            for kind in ("medical", "pharmacy"):
+                s.view("silver", parquet_relation(lake.all_partitions_glob(f"silver/{kind}", f"{kind}.parquet")))
+                rows[f"imputed_{kind}"] = s.model_table("imputed_out", "imputed/imputed")
+                dataset = f"silver/imputed/{kind}_partitioned"
+                _write_partitioned(s, "SELECT * FROM imputed_out", lake, dataset, f"{kind}.parquet", tmp)
+
+    def events() -> None:
+        with duck.session() as s:
+            for kind in ("medical", "pharmacy"):
+                glob = lake.all_partitions_glob(f"silver/imputed/{kind}_partitioned", f"{kind}.parquet")
+                s.view(f"imputed_{kind}", parquet_relation(glob))
+            register_codesets(s, lake.opioid_ndc_file)
+            rows["events"] = s.model_table("events_out", "events/events")
+            _write_partitioned(s, "SELECT * FROM events_out", lake, "gold/events", "events.parquet", tmp)
+
+    def cohorts() -> None:
+        work = _work()["cohort_opioid_ed"]
+        rows["cohort_opioid_ed"] = sum(
+            int(work.run(LOG, lake, duck, *split_key(key))["dagster/row_count"]) for key in all_keys()
+        )
+
+    for stage, fn in [
+        ("intake", intake),
+        ("silver", silver),
+        ("demographics", demographics),
+        ("imputed", imputed),
+        ("events", events),
+        ("cohorts", cohorts),
+    ]:
+        timed(stage, fn)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"seconds": round(time.perf_counter() - t_all, 2), "stage_s": stage_s, "rows": rows}
+
+
+# ---- identical outputs ------------------------------------------------------------------------------
+
+
+def lake_digest(lake_root: str) -> dict[str, dict[str, list[int]]]:
+    """Per dataset, per partition: [rows, content hash]. The hash is order-independent (a sum of row
+    hashes over the columns in name order), so file layout and row order do not matter."""
+    import duckdb
+
+    con = duckdb.connect()
+    out: dict[str, dict[str, list[int]]] = {}
+    for dataset, filename in DIGEST_DATASETS:
+        rel = f"read_parquet('{lake_root}/{dataset}/age_band=*/event_year=*/{filename}', hive_partitioning = false)"
+        columns = sorted(r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall())
+        row_hash = "hash(" + ", ".join(f'"{c}"' for c in columns) + ")"
+        rows = con.execute(
+            f"SELECT age_band || '|' || event_year, count(*), sum({row_hash}::HUGEINT) % 18446744073709551557 "
+            f"FROM {rel} GROUP BY ALL"
+        ).fetchall()
+        out[dataset] = {k: [int(n), int(h)] for k, n, h in rows if n}
+    return out
+
+
+def digest_differences(a: dict, b: dict) -> list[str]:
+    """Partitions whose rows or content differ between two digests."""
+    diffs = []
+    for dataset in sorted(a.keys() | b.keys()):
+        pa_, pb = a.get(dataset, {}), b.get(dataset, {})
+        diffs += [
+            f"{dataset} {k}: {pa_.get(k)} != {pb.get(k)}"
+            for k in sorted(pa_.keys() | pb.keys())
+            if pa_.get(k) != pb.get(k)
+        ]
+    return diffs

@@ -1,0 +1,87 @@
+"""Start and stop the Dagster webserver and daemon on loopback, by process id: for `pgx` tools that
+need a running instance (the benchmark) and for the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pgx_dagster.settings import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (the daemon and webserver have children), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+def wait_for_url(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def dagster_services(home: Path, env: dict[str, str], logs: Path) -> Iterator[str]:
+    """Yield the webserver URL with `dagster-webserver` and `pgx daemon` (dagster-daemon with the
+    PGX_DAEMON_TICK_SECONDS loop) running on loopback against the instance at `home`."""
+    port = free_port()
+    env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, command: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [*command, "-w", "workspace.yaml"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=(logs / f"{name}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        web = start("dagster-webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)])
+        start("dagster-daemon", [str(BIN / "pgx"), "daemon"])
+        url = f"http://127.0.0.1:{port}"
+        wait_for_url(f"{url}/server_info", 120, web, logs / "dagster-webserver.log")
+        yield url
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
