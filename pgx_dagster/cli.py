@@ -4,6 +4,9 @@ pgx demo          generate the synthetic extract (if needed) and materialize eve
                   partition on the embedded default, recording the runs in $DAGSTER_HOME; prints a
                   summary of rows per stage and checks per asset.
 pgx materialize   the same materialization on whatever PGX_RAW_ROOT / PGX_LAKE_ROOT point at.
+pgx backfill      an asset backfill through the webserver and daemon (see backfill.py).
+pgx daemon        `dagster-daemon run` with a short loop, so backfills advance every few seconds.
+pgx validate-inputs  which raw files would be read.
 """
 
 from __future__ import annotations
@@ -72,7 +75,18 @@ def main(argv: list[str] | None = None) -> None:
     bf.add_argument("--no-wait", action="store_true", help="submit and return")
     mat.add_argument("--partitions", default=None, help="comma-separated keys like '65-74|2019' (default all)")
     sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
-    a = ap.parse_args(argv)
+    sub.add_parser(
+        "daemon",
+        help="`dagster-daemon run` (options passed on) looping every PGX_DAEMON_TICK_SECONDS (default 3; Dagster's 30)",
+    )
+    a, extra = ap.parse_known_args(argv)
+    if a.command == "daemon":
+        from pgx_dagster.daemon import main as daemon_main
+
+        daemon_main(extra)
+        return
+    if extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     if a.command == "validate-inputs":
         from pgx_dagster.inputs import validate_inputs
         from pgx_dagster.resources import build_resources

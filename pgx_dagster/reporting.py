@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,17 @@ def table_metadata(
         "records": rows,
         "duration_s": round(time.perf_counter() - started, 3),
         "sql_s": round(session.sql_seconds, 3),
+        "peak_rss_mb": peak_rss_mb(),
         "path": MetadataValue.path(path),
     }
     for key, value in extra.items():
         meta[key] = MetadataValue.json(value) if isinstance(value, dict | list) else value
     return meta
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (the seed's budget: 2 GB per worker)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
 def write_checkpoint(

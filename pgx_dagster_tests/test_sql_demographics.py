@@ -21,8 +21,16 @@ def person(payer, member, pid):
     }
 
 
-def elig(payer, member, year, sex=None, zip_=None, birth=None):
-    return {"payer_id": payer, "member_id": member, "coverage_year": year, "birth_year": birth, "sex": sex, "zip": zip_}
+def elig(payer, member, year, sex=None, zip_=None, birth=None, state=None):
+    return {
+        "payer_id": payer,
+        "member_id": member,
+        "coverage_year": year,
+        "birth_year": birth,
+        "sex": sex,
+        "zip": zip_,
+        "state": state,
+    }
 
 
 def claim(payer, member, pid, year, band, sex=None, zip3=None):
@@ -47,7 +55,8 @@ def run(s, eligibility, medical):
         person("A", "5", "P5"),
     ]
     table(s, "person_index", persons)
-    table(s, "raw_eligibility", eligibility, schema={"birth_year": "INTEGER", "sex": "VARCHAR", "zip": "VARCHAR"})
+    schema = {"birth_year": "INTEGER", "sex": "VARCHAR", "zip": "VARCHAR", "state": "VARCHAR"}
+    table(s, "raw_eligibility", eligibility, schema=schema)
     cols = {"patient_sex": "VARCHAR", "patient_zip3": "VARCHAR"}
     table(s, "silver_medical_all", medical, schema=cols)
     s.execute("CREATE OR REPLACE TEMP VIEW silver_pharmacy_all AS SELECT * FROM silver_medical_all LIMIT 0")
@@ -118,6 +127,27 @@ def test_nothing_observed_means_a_seeded_statistical_draw_from_observed_values(s
     assert p3["zip3"] in {"021", "606", "752"}
     again = run(s, ELIG, MEDICAL)[("A", "3", 2017)]
     assert (again["sex"], again["zip3"]) == (p3["sex"], p3["zip3"])
+    assert p3["zip3_imputed_from"] == "all_observed"
+    assert d[("A", "1", 2017)]["zip3_imputed_from"] is None  # observed
+
+
+def test_without_zip_the_draw_stays_in_the_persons_state(s):
+    """An extract without zip codes but with a state (Tuva, DE-SynPUF): the zip3 is drawn within the
+    state - from zip3s observed there if any, else from the state's USPS prefixes."""
+    elig_ = [e if e["member_id"] != "3" else elig("A", "3", 2017, birth=1985, state="IL") for e in ELIG]
+    p3 = run(s, elig_, MEDICAL)[("A", "3", 2017)]
+    # IL (prefixes 600-629): P2 and P5's 606 is observed there
+    assert (p3["zip3"], p3["zip3_source"], p3["zip3_imputed_from"], p3["state"]) == (
+        "606",
+        "statistical",
+        "state_observed",
+        "IL",
+    )
+    elig_ = [e if e["member_id"] != "3" else elig("A", "3", 2017, birth=1985, state="KY") for e in ELIG]
+    p3 = run(s, elig_, MEDICAL)[("A", "3", 2017)]
+    # KY (prefixes 400-427): nothing observed there, a uniform draw among its prefixes
+    assert p3["zip3_imputed_from"] == "state_prefixes" and p3["state"] == "KY"
+    assert 400 <= int(p3["zip3"]) <= 427
 
 
 def test_every_active_member_year_gets_exactly_one_row(s):

@@ -12,7 +12,7 @@ D = dt.date
 OXY_5MG = "99002000001"  # oxycodone 5 mg, MME factor 1.5 (sql/codesets/opioid_ndc.csv)
 
 
-def line(claim, date=None, rev=None, pos=None, cpt=None, dx1=None, dx2=None, line_no=1):
+def line(claim, date=None, rev=None, pos=None, cpt=None, dx1=None, dx2=None, line_no=1, other=None):
     date = date or D(2019, 4, 1)
     system = "ICD10CM" if date >= D(2015, 10, 1) else "ICD9CM"
     return {
@@ -31,6 +31,7 @@ def line(claim, date=None, rev=None, pos=None, cpt=None, dx1=None, dx2=None, lin
         "diagnosis_code_1": dx1,
         "diagnosis_code_2": dx2,
         "diagnosis_code_3": None,
+        "other_diagnosis_codes": other,
         "diagnosis_code_system": system,
     }
 
@@ -41,6 +42,7 @@ def fill(claim, ndc, qty, days):
         "member_id": "1",
         "person_id": "P1",
         "claim_id": claim,
+        "claim_line": 1,
         "fill_date": D(2019, 5, 1),
         "event_year": 2019,
         "age_band": "65-74",
@@ -61,6 +63,7 @@ def events():
             "diagnosis_code_1": "VARCHAR",
             "diagnosis_code_2": "VARCHAR",
             "diagnosis_code_3": "VARCHAR",
+            "other_diagnosis_codes": "VARCHAR[]",
         }
         table(
             s,
@@ -74,6 +77,7 @@ def events():
                 line("E5", rev="0456", line_no=2),  # claim level
                 line("E6", date=D(2015, 6, 1), pos="11", cpt="99213", dx1="T401X1A"),  # ICD-10 code in ICD-9 era
                 line("E7", pos="22", cpt="99285", dx1="I10", dx2="30550"),  # ICD-9 code in ICD-10 era: no OUD
+                line("E8", pos="23", dx1="I10", other=["E119", "T404X2A"]),  # the poisoning is the 5th diagnosis
             ],
             schema=text,
         )
@@ -109,6 +113,9 @@ def test_medical_events_by_claim_and_type(events):
         ("E5", "opioid_ed_visit", "REV:0456;ICD10CM:T401X1A"),
         ("E5", "opioid_poisoning", "ICD10CM:T401X1A"),
         ("E7", "ed_visit", "CPT:99285"),
+        ("E8", "ed_visit", "POS:23"),
+        ("E8", "opioid_ed_visit", "POS:23;ICD10CM:T404X2A"),
+        ("E8", "opioid_poisoning", "ICD10CM:T404X2A"),
     ]
 
 
@@ -126,7 +133,7 @@ def test_the_classification_check_finds_nothing_wrong_in_correct_events(events):
     from pgx_dagster.duck import sql_text
 
     row = events.rows(sql_text("events/verify_classification"))[0]
-    assert row["events_written"] == row["events_expected"] == 14
+    assert row["events_written"] == row["events_expected"] == 17
     assert {k: v for k, v in row.items() if k not in ("events_written", "events_expected")} == {
         "missing_events": 0,
         "unexpected_events": 0,

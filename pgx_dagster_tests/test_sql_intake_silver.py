@@ -46,6 +46,9 @@ LINKAGE = [
 ]
 
 
+LIST_DX = {"other_diagnosis_codes": "VARCHAR[]"}
+
+
 def medical(claim, member, version, date, payer="A", line=1, **extra):
     row = {
         "payer_id": payer,
@@ -61,6 +64,7 @@ def medical(claim, member, version, date, payer="A", line=1, **extra):
         "diagnosis_code_1": "I10",
         "diagnosis_code_2": None,
         "diagnosis_code_3": None,
+        "other_diagnosis_codes": None,
         "patient_sex": None,
         "patient_zip": None,
         "paid_amount": 10.0,
@@ -72,7 +76,7 @@ def medical(claim, member, version, date, payer="A", line=1, **extra):
 def run_intake(s, medical_rows):
     table(s, "raw_eligibility", eligibility_rows())
     table(s, "raw_linkage", LINKAGE)
-    table(s, "raw_medical", medical_rows)
+    table(s, "raw_medical", medical_rows, schema=LIST_DX)
     s.set_variables({"extract_date": D(2021, 6, 30), "min_year": 2016, "max_year": 2020})
     s.model_table("person_index", "intake/person_index")
     s.model_view("typed", "intake/medical")
@@ -180,6 +184,7 @@ def staged_medical(**codes):
         "diagnosis_code_1": None,
         "diagnosis_code_2": None,
         "diagnosis_code_3": None,
+        "other_diagnosis_codes": None,
         "patient_sex": None,
         "patient_zip": None,
         "paid_amount": 1.0,
@@ -192,7 +197,8 @@ def test_silver_medical_normalizes_codes(s):
     table(
         s,
         "staged",
-        [
+        schema=LIST_DX,
+        rows=[
             staged_medical(
                 claim_id="C1",
                 revenue_code="450",
@@ -260,6 +266,30 @@ def test_silver_medical_normalizes_codes(s):
             "diagnosis_code_system": "ICD10CM",
             "patient_sex": None,
             "patient_zip3": None,
+            "quarantine_reason": "invalid_diagnosis_code",
+        },
+    ]
+
+
+def test_silver_medical_other_diagnosis_codes_are_normalized_and_validated(s):
+    table(
+        s,
+        "staged",
+        schema=LIST_DX,
+        rows=[
+            staged_medical(claim_id="C1", other_diagnosis_codes=[" f11.20", "e11.9", "", None]),
+            staged_medical(claim_id="C2", other_diagnosis_codes=["I10", "T40.2X1A.EXTRA"]),
+        ],
+    )
+    rows = s.rows(
+        "SELECT claim_id, other_diagnosis_codes, quarantine_reason FROM (" + open_sql("silver/medical") + ") "
+        "ORDER BY claim_id"
+    )
+    assert rows == [
+        {"claim_id": "C1", "other_diagnosis_codes": ["F1120", "E119"], "quarantine_reason": None},
+        {
+            "claim_id": "C2",
+            "other_diagnosis_codes": ["I10", "T402X1AEXTRA"],
             "quarantine_reason": "invalid_diagnosis_code",
         },
     ]

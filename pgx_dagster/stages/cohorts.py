@@ -7,28 +7,25 @@ qualifying event may lie in any partition, and no future target may be used as a
 
 import os
 import time
+from logging import Logger
 
-from dagster import (
-    AllPartitionMapping,
-    AssetCheckExecutionContext,
-    AssetDep,
-    AssetExecutionContext,
-    AssetsDefinition,
-    Failure,
-    MaterializeResult,
-    asset,
-    asset_check,
-)
+from dagster import AllPartitionMapping, AssetDep, AssetsDefinition, Failure
 
 from pgx_dagster import contracts
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
-from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import all_keys, claims_partitions, split_key
+from pgx_dagster.partitions import all_keys, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
-from pgx_dagster.stages.common import KINDS, entity_id, partition_contract_check, partition_of, publish
+from pgx_dagster.stages.common import (
+    COHORT_POLICY,
+    entity_id,
+    partition_contract_check,
+    partitioned_asset,
+    partitioned_check,
+    publish,
+)
 from pgx_dagster.stages.demographics import demographics_path, member_demographics
 from pgx_dagster.stages.events import events, events_file, events_glob
 
@@ -77,13 +74,11 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
 def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
     name = f"cohort_{d.name}"
 
-    @asset(
-        retry_policy=STEP_RETRY,
-        name=name,
+    @partitioned_asset(
+        name,
         group_name="cohorts",
-        partitions_def=claims_partitions,
+        backfill_policy=COHORT_POLICY,
         deps=[AssetDep(events, partition_mapping=AllPartitionMapping()), member_demographics],
-        kinds=KINDS,
         owners=list(d.owners),
         description=(
             f"{d.description} Matched sets of 1 target : {d.controls_per_target} controls, exact on age band, "
@@ -93,9 +88,8 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         ),
         metadata={"cohort_definition": d.source, "controls_per_target": d.controls_per_target},
     )
-    def cohort(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+    def cohort(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> dict:
         started = time.perf_counter()
-        band, year = partition_of(context)
         with duckdb.session() as s:
             register_matching(s, lake, d, band, year)
             n = s.model_table("cohort", "cohort/match")
@@ -127,13 +121,13 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
                 },
             )
             if targets == 0:
-                context.log.info(f"Phase 3: no {d.name} targets in {band}|{year}: empty cohort partition")
+                log.info(f"Phase 3: no {d.name} targets in {band}|{year}: empty cohort partition")
             else:
-                context.log.info(
+                log.info(
                     f"Phase 3: cohort {d.name} {band}|{year}: {targets} targets, {controls} controls "
                     f"({ratio}), shortage {shortage}"
                 )
-            meta = table_metadata(
+            return table_metadata(
                 s,
                 "cohort",
                 rows=n,
@@ -145,19 +139,14 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
                 control_shortage=shortage,
                 strata=s.rows("SELECT * FROM strata"),
             )
-        return MaterializeResult(metadata=meta)
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=cohort,
+    @partitioned_check(
+        cohort,
         name=f"{name}_ratio",
-        blocking=True,
-        partitions_def=claims_partitions,
         description=f"QA 3: every matched set has one target and {d.controls_per_target} controls, or a "
         "recorded shortage that is real (the stratum's eligible pool is used up).",
     )
-    def ratio_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
+    def ratio_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         k = d.controls_per_target
         with duckdb.session() as s:
             s.view("c", parquet_relation(cohort_file(lake, d.name, band, year)))
@@ -191,18 +180,14 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         )
         return verdict(passed, f)
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=cohort,
+    @partitioned_check(
+        cohort,
         name=f"{name}_no_overlap",
-        blocking=True,
-        partitions_def=claims_partitions,
         description="QA 2: no person is both target and control or in two matched sets - within this "
         "partition and across every materialized partition of the cohort - and no control "
         "has a qualifying event on or before the index date.",
     )
-    def overlap_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
+    def overlap_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         with duckdb.session() as s:
             this_file = cohort_file(lake, d.name, band, year)
             s.view("c", parquet_relation(this_file))

@@ -1,9 +1,35 @@
-"""What the stage modules share: owners, kinds, partition context, publishing a partition, and the
-contract check every partitioned dataset gets."""
+"""What the stage modules share: owners, kinds, the partitioned asset and check wrappers, publishing
+a partition, and the contract check every partitioned dataset gets.
 
-from collections.abc import Callable
+A stage's work is a plain function of (log, lake, duckdb[, age_band, event_year]); its checks are
+plain functions of (lake, duckdb[, age_band, event_year]) returning an AssetCheckResult. The
+wrappers here make them Dagster assets and checks; `WORK` keeps them by asset name so the
+benchmark's seed-style baselines run exactly the same code without Dagster.
 
-from dagster import AssetCheckExecutionContext, AssetExecutionContext, AssetsDefinition, asset_check
+One step may cover several partitions: a backfill groups up to PGX_PARTITIONS_PER_RUN partitions
+into one run (a run and a step process cost seconds each, whatever the data). The step then runs
+the work once per partition - each with its own DuckDB connection, as always - and reports each
+partition's metadata and each partition's check verdict separately, so the UI shows them per
+partition exactly as a one-partition run would.
+"""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetsDefinition,
+    BackfillPolicy,
+    MaterializeResult,
+    Output,
+    asset,
+    asset_check,
+)
 
 from pgx_dagster.contracts import Contract
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
@@ -11,19 +37,128 @@ from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import contract_result
-from pgx_dagster.reporting import write_checkpoint
+from pgx_dagster.reporting import peak_rss_mb, write_checkpoint
+from pgx_dagster.settings import partitions_per_run
 
 OWNERS = ["team:pgx-data-engineering"]
 KINDS = {"duckdb", "parquet"}
 PIPELINE = "pgx"
 
+# Backfills put up to PGX_PARTITIONS_PER_RUN partitions of a stage in one run (Dagster also splits a
+# multi-partition range by event year). Cohorts get a different policy on purpose: the backfill
+# planner only puts a child in its parent's run when their policies match, and a cohort partition
+# needs every events partition - not only those of its own run - so it must wait for all of them.
+PARTITION_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run())
+COHORT_POLICY = BackfillPolicy.single_run()
 
-def partition_of(context: AssetExecutionContext) -> tuple[str, int]:
-    return split_key(context.partition_key)
+
+@dataclass
+class Work:
+    """An asset's computation and checks as plain functions (see module docstring)."""
+
+    partitioned: bool
+    run: Callable[..., dict[str, Any]]
+    checks: list[Callable[..., AssetCheckResult]] = field(default_factory=list)
+
+
+WORK: dict[str, Work] = {}
 
 
 def entity_id(prefix: str, age_band: str, event_year: int) -> str:
     return f"{prefix.upper()}_{age_band}_{event_year}"
+
+
+def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
+    """`run(log, lake, duckdb) -> metadata` as an unpartitioned asset (a step over the whole extract)."""
+
+    def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
+        WORK[name] = Work(partitioned=False, run=run)
+
+        @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, **asset_args)
+        def whole_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+            return MaterializeResult(metadata=run(context.log, lake, duckdb))
+
+        return whole_asset
+
+    return decorate
+
+
+def global_check(asset_def: AssetsDefinition, name: str, description: str):
+    """`evaluate(lake, duckdb) -> AssetCheckResult` as a blocking check of an unpartitioned asset."""
+
+    def decorate(evaluate: Callable[..., AssetCheckResult]):
+        WORK[asset_def.key.to_user_string()].checks.append(evaluate)
+
+        @asset_check(asset=asset_def, name=name, blocking=True, retry_policy=STEP_RETRY, description=description)
+        def whole_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+            return evaluate(lake, duckdb)
+
+        return whole_check
+
+    return decorate
+
+
+def partitioned_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
+    """`run(log, lake, duckdb, age_band, event_year) -> metadata` as a partitioned asset."""
+
+    def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
+        WORK[name] = Work(partitioned=True, run=run)
+
+        @asset(
+            name=name,
+            partitions_def=claims_partitions,
+            retry_policy=STEP_RETRY,
+            kinds=KINDS,
+            backfill_policy=asset_args.pop("backfill_policy", PARTITION_POLICY),
+            **{"owners": OWNERS, **asset_args},
+        )
+        def partition_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> None:
+            for key in context.partition_keys:
+                context.add_asset_metadata(run(context.log, lake, duckdb, *split_key(key)), partition_key=key)
+
+        return partition_asset
+
+    return decorate
+
+
+def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
+    """`evaluate(lake, duckdb, age_band, event_year) -> AssetCheckResult` as a blocking partitioned
+    check that records one evaluation per partition of the step."""
+    asset_name = asset_def.key.to_user_string()
+
+    def decorate(evaluate: Callable[..., AssetCheckResult]):
+        WORK[asset_name].checks.append(evaluate)
+
+        @asset_check(
+            asset=asset_def,
+            name=name,
+            blocking=True,
+            partitions_def=claims_partitions,
+            retry_policy=STEP_RETRY,
+            description=description,
+        )
+        def partition_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> Iterator:
+            for key in context.partition_keys:
+                started = time.perf_counter()
+                result = evaluate(lake, duckdb, *split_key(key))
+                yield AssetCheckEvaluation(
+                    asset_key=asset_def.key,
+                    check_name=name,
+                    passed=result.passed,
+                    partition=key,
+                    blocking=True,
+                    severity=result.severity,
+                    metadata={
+                        **result.metadata,
+                        "duration_s": round(time.perf_counter() - started, 3),
+                        "peak_rss_mb": peak_rss_mb(),
+                    },
+                )
+            yield Output(None)  # the check's own output; the verdicts are the evaluations above
+
+        return partition_check
+
+    return decorate
 
 
 def publish(
@@ -55,16 +190,12 @@ def partition_contract_check(
     """`<asset>_contract`: the dataset's pandera contract on one written partition (blocking)."""
     name = asset_def.key.to_user_string()
 
-    @asset_check(
-        asset=asset_def,
+    @partitioned_check(
+        asset_def,
         name=f"{name}_contract",
-        blocking=True,
-        partitions_def=claims_partitions,
-        retry_policy=STEP_RETRY,
         description=f"The pandera contract of {name}: column types, value rules, unique key{detail}.",
     )
-    def contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
+    def contract(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> AssetCheckResult:
         with duckdb.session() as s:
             return contract_result(s, parquet_relation(file_of(lake, band, year)), contract_of(band, year))
 

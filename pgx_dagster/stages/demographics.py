@@ -4,18 +4,16 @@ SQL: sql/demographics/member_demographics.sql.
 """
 
 import time
-
-from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
+from logging import Logger
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
-from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.formats import register_raw
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import contract_result, verdict
 from pgx_dagster.reporting import table_metadata
 from pgx_dagster.settings import SQL_DIR
-from pgx_dagster.stages.common import KINDS, OWNERS
+from pgx_dagster.stages.common import global_asset, global_check
 from pgx_dagster.stages.intake import person_index_path
 from pgx_dagster.stages.silver import silver_glob, silver_medical, silver_pharmacy
 
@@ -32,12 +30,10 @@ def register_reference(s: Session) -> None:
     s.view("zip3_state", f"read_csv({quote(str(SQL_DIR / 'codesets' / 'zip3_state.csv'))}, all_varchar = true)")
 
 
-@asset(
-    retry_policy=STEP_RETRY,
+@global_asset(
+    "member_demographics",
     group_name="demographics",
     deps=[silver_medical, silver_pharmacy],
-    kinds=KINDS,
-    owners=OWNERS,
     description=(
         "One row per active member-year: the person's consensus sex, birth year / age band and "
         "geography (zip3, state) across all years and all linked member ids, and per field its "
@@ -46,7 +42,7 @@ def register_reference(s: Session) -> None:
         "only where nothing was observed for the person anywhere."
     ),
 )
-def member_demographics(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
     started = time.perf_counter()
     with duckdb.session(threads=duckdb.global_step_threads()) as s:
         s.view("silver_medical_all", parquet_relation(silver_glob(lake, "medical")))
@@ -61,14 +57,14 @@ def member_demographics(context: AssetExecutionContext, lake: LakeResource, duck
             s.execute(f"COPY demographics TO {quote(tmp + '/member_demographics.parquet')} (FORMAT parquet)")
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
-        context.log.info(f"Demographics: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
+        log.info(f"Demographics: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
         zip3_drawn_from = dict(
             s.execute(
                 "SELECT zip3_imputed_from, count(DISTINCT person_id) FROM demographics "
                 "WHERE zip3_imputed_from IS NOT NULL GROUP BY 1 ORDER BY 1"
             ).fetchall()
         )
-        meta = table_metadata(
+        return table_metadata(
             s,
             "demographics",
             rows=rows,
@@ -78,7 +74,6 @@ def member_demographics(context: AssetExecutionContext, lake: LakeResource, duck
             provenance=provenance,
             persons_with_zip3_drawn_from=zip3_drawn_from,
         )
-    return MaterializeResult(metadata=meta)
 
 
 def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
@@ -89,26 +84,24 @@ def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
     return out
 
 
-@asset_check(
-    retry_policy=STEP_RETRY,
-    asset=member_demographics,
-    blocking=True,
+@global_check(
+    member_demographics,
+    name="member_demographics_contract",
     description="The pandera contract of member_demographics: complete fields, valid provenance, "
     "one row per member-year.",
 )
-def member_demographics_contract(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+def member_demographics_contract(lake: LakeResource, duckdb: DuckDBWorker):
     with duckdb.session() as s:
         return contract_result(s, parquet_relation(demographics_path(lake)), contracts.member_demographics())
 
 
-@asset_check(
-    retry_policy=STEP_RETRY,
-    asset=member_demographics,
-    blocking=True,
+@global_check(
+    member_demographics,
+    name="member_demographics_consensus",
     description="Consensus holds: one sex and birth year per person, one zip3 per person-year "
     "across all the person's member ids, and every active member-year has a row.",
 )
-def member_demographics_consensus(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+def member_demographics_consensus(lake: LakeResource, duckdb: DuckDBWorker):
     with duckdb.session() as s:
         s.view("d", parquet_relation(demographics_path(lake)))
         medical, pharmacy = (parquet_relation(silver_glob(lake, k)) for k in ("medical", "pharmacy"))

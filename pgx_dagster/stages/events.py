@@ -4,24 +4,20 @@ classified it and the code-set version. SQL: sql/events/; code sets: sql/codeset
 """
 
 import time
-
-from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
+from logging import Logger
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
-from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
 from pgx_dagster.settings import SQL_DIR
 from pgx_dagster.stages.common import (
-    KINDS,
-    OWNERS,
     PIPELINE,
     entity_id,
     partition_contract_check,
-    partition_of,
+    partitioned_asset,
+    partitioned_check,
     publish,
 )
 from pgx_dagster.stages.imputed import imputed_file, imputed_medical, imputed_pharmacy
@@ -60,22 +56,18 @@ def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: i
     register_codesets(s, lake.opioid_ndc_file)
 
 
-@asset(
-    retry_policy=STEP_RETRY,
+@partitioned_asset(
+    "events",
     group_name="events",
-    partitions_def=claims_partitions,
     deps=[imputed_medical, imputed_pharmacy],
-    kinds=KINDS,
-    owners=OWNERS,
     description=(
         "Classified clinical events of one partition, one row per (claim, event type): ed_visit, "
         "opioid_poisoning, opioid_ed_visit, opioid_use_disorder (ICD-9 or ICD-10 by service date) and "
         "opioid_fill with MME/day, each with the codes that classified it and the code-set version."
     ),
 )
-def events(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+def events(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> dict:
     started = time.perf_counter()
-    band, year = partition_of(context)
     with duckdb.session() as s:
         register_partition_inputs(s, lake, band, year)
         n = s.model_table("events_out", "events/events")
@@ -98,8 +90,8 @@ def events(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWor
                 "metrics": {"records": n, "by_type": by_type},
             },
         )
-        context.log.info(f"Phase 2: {n:,} events generated for {band}|{year} {by_type}")
-        meta = table_metadata(
+        log.info(f"Phase 2: {n:,} events generated for {band}|{year} {by_type}")
+        return table_metadata(
             s,
             "events_out",
             rows=n,
@@ -108,20 +100,16 @@ def events(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWor
             events_by_type=by_type,
             opioid_fill_mme_status=mme,
         )
-    return MaterializeResult(metadata=meta)
 
 
-@asset_check(
-    retry_policy=STEP_RETRY,
-    asset=events,
-    blocking=True,
-    partitions_def=claims_partitions,
+@partitioned_check(
+    events,
+    name="events_classification",
     description="QA 4: every event re-derives from its codes (an independent re-classification of the "
     "partition's claims finds exactly the written events), none is unclassified, and every "
     "code an event names belongs to a code set of its type.",
 )
-def events_classification(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-    band, year = split_key(context.partition_key)
+def events_classification(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
     with duckdb.session() as s:
         register_partition_inputs(s, lake, band, year)
         s.view("events", parquet_relation(events_file(lake, band, year)))

@@ -6,30 +6,21 @@ rows out, every value has a provenance), plus the pandera contract.
 """
 
 import time
+from logging import Logger
 
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetExecutionContext,
-    AssetsDefinition,
-    MaterializeResult,
-    asset,
-    asset_check,
-)
+from dagster import AssetsDefinition
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, parquet_relation
-from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
 from pgx_dagster.stages.common import (
-    KINDS,
-    OWNERS,
     PIPELINE,
     entity_id,
     partition_contract_check,
-    partition_of,
+    partitioned_asset,
+    partitioned_check,
     publish,
 )
 from pgx_dagster.stages.demographics import FIELDS, demographics_path, member_demographics, provenance_counts
@@ -49,22 +40,17 @@ def imputed_file(lake: LakeResource, kind: str, age_band: str, event_year: int) 
 def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefinition, list]:
     name = f"imputed_{kind}"
 
-    @asset(
-        retry_policy=STEP_RETRY,
-        name=name,
+    @partitioned_asset(
+        name,
         group_name="imputed",
-        partitions_def=claims_partitions,
         deps=[upstream, member_demographics],
-        kinds=KINDS,
-        owners=OWNERS,
         description=(
             f"silver_{kind} rows of one partition with complete demographics (sex, birth year, age band, "
             "zip3, state) from member_demographics and, per field, its provenance."
         ),
     )
-    def imputed(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+    def imputed(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> dict:
         started = time.perf_counter()
-        band, year = partition_of(context)
         with duckdb.session() as s:
             s.view("silver", parquet_relation(silver_file(lake, kind, band, year)))
             s.view("member_demographics", parquet_relation(demographics_path(lake)))
@@ -83,7 +69,7 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
                 },
             )
             provenance = provenance_counts(s, "imputed_out")
-            meta = table_metadata(
+            return table_metadata(
                 s,
                 "imputed_out",
                 rows=n,
@@ -91,18 +77,13 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
                 started=started,
                 provenance=provenance,
             )
-        return MaterializeResult(metadata=meta)
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=imputed,
+    @partitioned_check(
+        imputed,
         name=f"{name}_demographics_coverage",
-        blocking=True,
-        partitions_def=claims_partitions,
         description="QA 1: 100% demographics coverage - no row misses sex, birth year, age band or zip3.",
     )
-    def coverage(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
+    def coverage(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         with duckdb.session() as s:
             rel = parquet_relation(imputed_file(lake, kind, band, year))
             # One scan: rows, rows missing any field, and rows missing each field.
@@ -118,17 +99,13 @@ def build_imputed(kind: str, upstream: AssetsDefinition) -> tuple[AssetsDefiniti
             {"rows": rows, "rows_incomplete": incomplete, "coverage_pct": pct, "missing_by_field": missing},
         )
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=imputed,
+    @partitioned_check(
+        imputed,
         name=f"{name}_imputation_completeness",
-        blocking=True,
-        partitions_def=claims_partitions,
         description="QA 5: rows in (silver) = rows out (imputed), and every demographic value has a "
         "provenance (observed / member_consensus / linked_person / statistical).",
     )
-    def completeness(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
+    def completeness(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         with duckdb.session() as s:
             rel = parquet_relation(imputed_file(lake, kind, band, year))
             rows_in = s.count_parquet(silver_file(lake, kind, band, year))

@@ -8,18 +8,16 @@ band. Everything after it is partitioned and reads only its own partition's stag
 
 import os
 import time
-
-from dagster import AssetCheckExecutionContext, AssetExecutionContext, MaterializeResult, asset, asset_check
+from logging import Logger
 
 from pgx_dagster.duck import DuckDBWorker, parquet_relation, quote
-from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.formats import register_raw
 from pgx_dagster.lake import LakeResource, partition_suffix
 from pgx_dagster.partitions import AGE_BANDS, all_keys, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import KINDS, OWNERS, reason_counts
+from pgx_dagster.stages.common import global_asset, global_check, reason_counts
 
 CLAIM_KINDS = ("medical", "pharmacy")
 
@@ -40,12 +38,10 @@ def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
     return lake.path("quarantine", f"intake_{kind}", "quarantine.parquet")
 
 
-@asset(
-    retry_policy=STEP_RETRY,
+@global_asset(
+    "claims_intake",
     group_name="intake",
     deps=["raw_medical_claims", "raw_pharmacy_claims", "raw_member_eligibility", "raw_member_linkage"],
-    kinds=KINDS,
-    owners=OWNERS,
     description=(
         "Links every member id to its person (linkage table) with the person's consensus birth year, "
         "keeps the latest adjudication version of each claim line, and places each raw medical and "
@@ -54,14 +50,14 @@ def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
         "eligibility, service date after the extract date, outside the event years, no birth year)."
     ),
 )
-def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
     started = time.perf_counter()
     years = event_years()
     with duckdb.session(threads=duckdb.global_step_threads()) as s:
         source_files = register_raw(s, lake)
         raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
         for view, text in raw_inputs.items():
-            context.log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
+            log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
         s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
         n_members = s.model_table("person_index", "intake/person_index")
         pi_dir = lake.path("staging", "person_index")
@@ -106,11 +102,11 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
                 "quarantined": sum(reasons.values()),
                 "quarantine_reasons": reasons,
             }
-            context.log.info(
+            log.info(
                 f"Intake {kind}: {n_in:,} raw rows -> {figures[kind]['staged']:,} placed in partitions, "
                 f"{figures[kind]['quarantined']:,} quarantined {reasons}"
             )
-        meta = table_metadata(
+        return table_metadata(
             s,
             "person_index",
             rows=figures["medical"]["staged"] + figures["pharmacy"]["staged"],
@@ -123,17 +119,15 @@ def claims_intake(context: AssetExecutionContext, lake: LakeResource, duckdb: Du
             medical=figures["medical"],
             pharmacy=figures["pharmacy"],
         )
-    return MaterializeResult(metadata=meta)
 
 
-@asset_check(
-    retry_policy=STEP_RETRY,
-    asset=claims_intake,
-    blocking=True,
+@global_check(
+    claims_intake,
+    name="intake_reconciles",
     description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "
     "row sits in a configured age band and event year.",
 )
-def intake_reconciles(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
+def intake_reconciles(lake: LakeResource, duckdb: DuckDBWorker):
     years = event_years()
     with duckdb.session() as s:
         register_raw(s, lake)

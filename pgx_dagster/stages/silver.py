@@ -4,30 +4,21 @@ quarantine dataset with their reason. SQL: sql/silver/.
 """
 
 import time
+from logging import Logger
 
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetExecutionContext,
-    AssetsDefinition,
-    MaterializeResult,
-    asset,
-    asset_check,
-)
+from dagster import AssetsDefinition
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, parquet_relation
-from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
 from pgx_dagster.stages.common import (
-    KINDS,
-    OWNERS,
     PIPELINE,
     entity_id,
     partition_contract_check,
-    partition_of,
+    partitioned_asset,
+    partitioned_check,
     publish,
     reason_counts,
 )
@@ -51,22 +42,17 @@ def quarantine_file(lake: LakeResource, kind: str, age_band: str, event_year: in
 def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
     name = f"silver_{kind}"
 
-    @asset(
-        retry_policy=STEP_RETRY,
-        name=name,
+    @partitioned_asset(
+        name,
         group_name="silver",
-        partitions_def=claims_partitions,
         deps=[claims_intake],
-        kinds=KINDS,
-        owners=OWNERS,
         description=(
             f"Clean, typed {KIND_TEXT[kind]} of one age_band x event_year partition, codes normalized, "
             f"latest adjudication version only. Rejected rows: quarantine/silver_{kind}/ with a reason."
         ),
     )
-    def silver(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+    def silver(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> dict:
         started = time.perf_counter()
-        band, year = partition_of(context)
         with duckdb.session() as s:
             s.view("staged", parquet_relation(staged_partition_glob(lake, kind, band, year)))
             n_in = s.model_table("silver_out", f"silver/{kind}")
@@ -92,11 +78,11 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
                     "metrics": {"records": n_out, "rows_in": n_in, "quarantined": reasons},
                 },
             )
-            context.log.info(
+            log.info(
                 f"Phase 1: {n_out:,} {kind} records loaded for {band}|{year} ({n_in - n_out:,} quarantined {reasons})"
             )
             s.execute(f"CREATE TEMP VIEW silver_good AS {good}")
-            meta = table_metadata(
+            return table_metadata(
                 s,
                 "silver_good",
                 rows=n_out,
@@ -106,18 +92,13 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
                 rows_quarantined=n_in - n_out,
                 quarantine_reasons=reasons,
             )
-        return MaterializeResult(metadata=meta)
 
-    @asset_check(
-        retry_policy=STEP_RETRY,
-        asset=silver,
+    @partitioned_check(
+        silver,
         name=f"{name}_reconciles",
-        blocking=True,
-        partitions_def=claims_partitions,
         description="Rows in (staged by intake) = rows out + rows quarantined for this partition.",
     )
-    def reconciles(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-        band, year = split_key(context.partition_key)
+    def reconciles(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         with duckdb.session() as s:
             rows_in = s.count_parquet(staged_partition_glob(lake, kind, band, year))
             rows_out = s.count_parquet(silver_file(lake, kind, band, year))
