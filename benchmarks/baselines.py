@@ -126,6 +126,7 @@ def _write_partitioned(s: Session, query: str, lake: LakeResource, dataset: str,
     """COPY ... PARTITION_BY (age_band, event_year), then each file to its partition folder under the
     pipeline's file name; partitions without rows get an empty file, as the pipeline writes them."""
     out = tmp / dataset.replace("/", "_")
+    tmp.mkdir(parents=True, exist_ok=True)
     s.execute(
         f"COPY ({query}) TO {quote(str(out))} (FORMAT parquet, PARTITION_BY (age_band, event_year), "
         "WRITE_PARTITION_COLUMNS true, FILENAME_PATTERN 'part_{i}')"

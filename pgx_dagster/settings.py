@@ -58,7 +58,17 @@ def lake_root() -> str:
     return os.environ.get("PGX_LAKE_ROOT") or DEFAULT_LAKE_ROOT
 
 
+EXECUTORS = ("multiprocess", "in_process")
 START_METHODS = ("forkserver", "spawn")
+
+
+def executor_kind() -> str:
+    """How a run executes its steps (PGX_EXECUTOR): one after another in the run's process (default:
+    runs are the unit of parallelism, see partitions_per_run) or each in its own process."""
+    kind = os.environ.get("PGX_EXECUTOR", "").strip() or "in_process"
+    if kind not in EXECUTORS:
+        raise ValueError(f"PGX_EXECUTOR must be one of {EXECUTORS}, got {kind!r}")
+    return kind
 
 
 def mp_start_method() -> str:
@@ -82,6 +92,10 @@ def daemon_tick_seconds() -> float:
 
 
 def partitions_per_run() -> int:
-    """Partitions a backfill puts in one run (PGX_PARTITIONS_PER_RUN, default 7 = one event year:
-    Dagster splits a multi-partition range by year anyway). 1 = one run per partition."""
-    return max(1, _int_env("PGX_PARTITIONS_PER_RUN", 7))
+    """Partitions a backfill puts in one run (PGX_PARTITIONS_PER_RUN). Default: enough runs to keep
+    every worker busy and no more - ceil(partitions / workers) - since each run costs a process start
+    (seconds) whatever its data. Dagster also splits a range by event year, so at most 7 count."""
+    from pgx_dagster.partitions import AGE_BANDS
+
+    default = -(-len(AGE_BANDS) * len(event_years()) // max_workers())
+    return max(1, _int_env("PGX_PARTITIONS_PER_RUN", default))
