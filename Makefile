@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install instance demo materialize sample-tuva sample-desynpuf test test-slow lint dev clean
+.PHONY: install instance demo materialize sample-tuva sample-desynpuf test test-slow lint dev benchmark clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,11 +46,18 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 lint: install
-	$(BIN)/ruff check pgx_dagster pgx_dagster_tests
-	$(BIN)/ruff format --check pgx_dagster pgx_dagster_tests
+	$(BIN)/ruff check pgx_dagster pgx_dagster_tests benchmarks
+	$(BIN)/ruff format --check pgx_dagster pgx_dagster_tests benchmarks
 
+# The webserver and `pgx daemon` (dagster-daemon with a 3 s loop instead of 30 s, see README).
 dev: install instance
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/pgx daemon -w workspace.yaml & daemon=$$!; trap 'kill $$daemon' EXIT INT TERM; \
+		$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The benchmark of README "Performance" (BENCH_MEMBERS persons at 1x; JSON in data/benchmark.json).
+BENCH_MEMBERS ?= 425000
+benchmark: install
+	$(BIN)/python -m benchmarks.backfill --members $(BENCH_MEMBERS) --json data/benchmark.json
 
 clean:
 	rm -rf data/lake data/lake-tuva data/lake-desynpuf "$(DAGSTER_HOME)" .dagster_home-tuva .dagster_home-desynpuf

@@ -3,7 +3,7 @@
 `pgx backfill --all` (or `--partitions '65-74|2019,...'`) submits an asset backfill, shows a progress
 bar of done / running / failed partitions per asset, and exits non-zero naming what failed.
 `pgx backfill --reexecute-failed ID` is the UI's "Re-execute failed" for backfill ID.
-The daemon (`dagster-daemon run`) must be running for a backfill to progress; `dagster dev` runs both.
+The daemon must be running for a backfill to progress: `make dev` starts the webserver and `pgx daemon`.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class Client:
                 {
                     "run_id": run["runId"],
                     "status": run["status"],
-                    "partition": tags.get("dagster/partition"),
+                    "partition": _partition_of(tags),
                     "assets": ["/".join(a["path"]) for a in run["assetSelection"] or []],
                 }
             )
@@ -153,6 +153,16 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"backfill {backfill_id} still {status.status} after {timeout:.0f} s")
             time.sleep(poll)
+
+
+def _partition_of(tags: dict[str, str]) -> str | None:
+    """A run's partition, or its range ('first … last') when a backfill put several in one run."""
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    first, last = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if first and last:
+        return first if first == last else f"{first} … {last}"
+    return None
 
 
 def _backfill_id(result: dict[str, Any]) -> str:

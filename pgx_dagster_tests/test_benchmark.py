@@ -1,0 +1,48 @@
+"""The benchmark (benchmarks/backfill.py) runs end to end at a tiny scale: the three engines - a
+Dagster backfill through the real daemon, the seed's process pool, one DuckDB process - produce
+identical lakes and the JSON carries every figure the benchmark promises. Timings are not asserted:
+performance is measured by running the benchmark, never in a test."""
+
+import json
+import os
+import subprocess
+import sys
+
+from pgx_dagster_tests.services import REPO
+
+
+def bench(tmp_path, name: str, *args: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.backfill", *args, "--workdir", str(tmp_path / name), "--json", str(out)],
+        cwd=REPO,
+        env={**os.environ, "PGX_PARTITIONS_PER_RUN": "7"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rows/s per stage" in proc.stdout  # the printed table
+    return json.loads(out.read_text())
+
+
+def test_all_three_engines_produce_identical_lakes(tmp_path):
+    r = bench(tmp_path, "all", "--members", "40", "--tiny-members", "0", "--no-2x")
+    for key in ("members", "claim_rows", "dagster_s", "seed_pool_s", "duckdb_single_s", "ratio_vs_seed",
+                "ratio_vs_floor", "overhead_s_per_step", "peak_rss_mb_per_worker", "rows_per_s"):  # fmt: skip
+        assert key in r, key
+    assert r["members"] == 40 and r["claim_rows"] > 0
+    assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs seed_pool": [],
+                                                                          "dagster vs duckdb_single": []}}  # fmt: skip
+    # intake, 5 silver runs (one per event year), demographics, 5 imputed + events, 5 cohort
+    assert r["runs"] == 17
+    assert r["dagster_s"] > 0 and r["ratio_vs_seed"] > 0
+
+
+def test_fixed_and_marginal_cost_from_tiny_1x_and_2x(tmp_path):
+    r = bench(tmp_path, "scales", "--members", "30", "--tiny-members", "10", "--engines", "seed_pool,duckdb_single")
+    assert set(r["marginal_s_per_million_rows"]) == {"seed_pool", "duckdb_single"}
+    assert set(r["time_2x_over_1x"]) == {"seed_pool", "duckdb_single"}
+    assert set(r["scales"]) == {"tiny", "1x", "2x"}
+    assert r["scales"]["2x"]["claim_rows"] > r["scales"]["1x"]["claim_rows"] > r["scales"]["tiny"]["claim_rows"]
+    assert r["identical_outputs"] is True

@@ -1,0 +1,101 @@
+"""A backfill run may cover several partitions (BackfillPolicy): each partition still gets its own
+materialization with its own metadata and its own check verdicts, as in a one-partition run."""
+
+import shutil
+
+import duckdb
+from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
+
+from pgx_dagster.daemon import patch_daemon_interval
+from pgx_dagster.definitions import defs
+from pgx_dagster.partitions import AGE_BANDS, claims_partitions
+from pgx_dagster.resources import build_resources
+from pgx_dagster.stages.common import COHORT_POLICY, PARTITION_POLICY, WORK
+from pgx_dagster_tests.helpers import rewrite_parquet
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def run_range(raw, lake, assets: list[str], year: int):
+    job = define_asset_job(
+        "ranged", selection=AssetSelection.assets(*assets) | AssetSelection.checks_for_assets(*assets)
+    )
+    job_defs = Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job], resources=build_resources(str(raw), str(lake))
+    )
+    keys = [k for k in claims_partitions.get_partition_keys() if k.endswith(f"|{year}")]
+    assert len(keys) == len(AGE_BANDS)
+    return keys, job_defs.resolve_job_def("ranged").execute_in_process(
+        tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+def test_one_run_over_a_year_reports_every_partition_separately(pipeline, tmp_path):
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    keys, result = run_range(pipeline.raw, lake, ["silver_medical"], 2019)
+    assert result.success
+    mats = {
+        e.step_materialization_data.materialization.partition: e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert set(mats) == set(keys)
+    con = duckdb.connect()
+    for key, meta in mats.items():
+        band, year = key.split("|")
+        files = f"{lake}/silver/medical/age_band={band.replace('+', '%2B')}/event_year={year}/medical.parquet"
+        assert meta["dagster/row_count"].value == con.execute(f"SELECT count(*) FROM '{files}'").fetchone()[0], key
+    evaluations = result.get_asset_check_evaluations()
+    assert sorted((e.check_name, e.partition) for e in evaluations) == sorted(
+        (c, k) for c in ("silver_medical_reconciles", "silver_medical_contract") for k in keys
+    )
+    assert all(e.passed for e in evaluations)
+
+
+def test_a_bad_partition_in_a_ranged_run_fails_only_its_own_verdict(pipeline, tmp_path):
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    keys, first = run_range(pipeline.raw, lake, ["silver_pharmacy"], 2018)
+    assert first.success
+    bad = "45-54|2018"
+    # Lose a row of one partition after it was written: its reconciliation fails, the others pass.
+    rewrite_parquet(
+        lake / "silver/pharmacy/age_band=45-54/event_year=2018/pharmacy.parquet",
+        "SELECT * FROM t LIMIT (SELECT count(*) - 1 FROM t)",
+    )
+    from pgx_dagster_tests.helpers import evaluate_check
+
+    verdicts = {
+        k: evaluate_check(pipeline.raw, lake, "silver_pharmacy", "silver_pharmacy_reconciles", k).passed
+        for k in (bad, keys[0])
+    }
+    assert verdicts == {bad: False, keys[0]: True}
+
+
+def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
+    graph = defs.resolve_asset_graph()
+    assert graph.get(AssetKey("events")).backfill_policy == PARTITION_POLICY
+    assert graph.get(AssetKey("cohort_opioid_ed")).backfill_policy == COHORT_POLICY
+    assert PARTITION_POLICY != COHORT_POLICY
+    # every asset's work is registered for the seed-style baselines, with its checks
+    assert {name: len(w.checks) for name, w in WORK.items()} == {
+        "claims_intake": 1,
+        "silver_medical": 2,
+        "silver_pharmacy": 2,
+        "member_demographics": 2,
+        "imputed_medical": 3,
+        "imputed_pharmacy": 3,
+        "events": 2,
+        "cohort_opioid_ed": 3,
+    }
+
+
+def test_pgx_daemon_can_shorten_the_daemon_loop():
+    from dagster._daemon import controller
+
+    before = controller.DEFAULT_DAEMON_INTERVAL_SECONDS
+    try:
+        patch_daemon_interval(2.5)
+        assert controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 2.5
+    finally:
+        controller.DEFAULT_DAEMON_INTERVAL_SECONDS = before
