@@ -138,19 +138,15 @@ FORMATS: dict[str, RawFormat] = {
                     "VARCHAR",
                 ),
             ),
-            Source(
-                "desynpuf_inpatient",
-                ("*Inpatient_Claims*.csv",),
-                may_be_absent=True,
-                required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
-                optional=_DESYNPUF_INSTITUTIONAL,
-            ),
-            Source(
-                "desynpuf_outpatient",
-                ("*Outpatient_Claims*.csv",),
-                may_be_absent=True,
-                required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
-                optional=_DESYNPUF_INSTITUTIONAL,
+            *(
+                Source(
+                    f"desynpuf_{kind.lower()}",
+                    (f"*{kind}_Claims*.csv",),
+                    may_be_absent=True,
+                    required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
+                    optional=_DESYNPUF_INSTITUTIONAL,
+                )
+                for kind in ("Inpatient", "Outpatient")
             ),
             Source(
                 "desynpuf_pde",

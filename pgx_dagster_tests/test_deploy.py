@@ -41,8 +41,9 @@ def test_production_instance_config_validates(monkeypatch):
         result = process_config(cls.config_type(), raw[section]["config"])
         assert result.success, (section, result.errors)
     launcher = raw["run_launcher"]["config"]
-    assert launcher["run_resources"] == {"cpu": "1024", "memory": "5120"}
-    assert "PGX_MAX_WORKERS=2" in launcher["env_vars"]
+    assert launcher["run_resources"] == {"cpu": "1024", "memory": "3072"}
+    assert "PGX_MEMORY_PER_WORKER=2GB" in launcher["env_vars"]
+    assert raw["run_coordinator"]["config"]["dequeue_use_threads"] is True
     assert set(config["storage"]) == {"postgres"}  # validated by the instance schema above
     assert config["run_monitoring"]["max_runtime_seconds"] == 3600
 

@@ -8,20 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.baselines import DIGEST_DATASETS
 from pgx_dagster.duck import DuckDBWorker, parquet_relation
 from pgx_dagster.lake import LakeResource, s3_client
 from pgx_dagster_tests.services import REPO, moto_s3
 
 BUCKET = "pgxdatalake"
-DATASETS = [
-    ("silver/medical", "medical.parquet"),
-    ("silver/pharmacy", "pharmacy.parquet"),
-    ("silver/imputed/medical_partitioned", "medical.parquet"),
-    ("silver/imputed/pharmacy_partitioned", "pharmacy.parquet"),
-    ("gold/events", "events.parquet"),
-    ("gold/cohorts/opioid_ed", "opioid_ed_cohort.parquet"),
-    ("quarantine/silver_pharmacy", "quarantine.parquet"),
-]
+DATASETS = [*DIGEST_DATASETS, ("quarantine/silver_pharmacy", "quarantine.parquet")]
 
 
 @pytest.fixture(scope="module")
