@@ -49,7 +49,7 @@ lint: install
 	$(BIN)/ruff check pgx_dagster pgx_dagster_tests benchmarks
 	$(BIN)/ruff format --check pgx_dagster pgx_dagster_tests benchmarks
 
-# The webserver and `pgx daemon` (dagster-daemon with a 3 s loop instead of 30 s, see README).
+# The webserver and `pgx daemon` (dagster-daemon with a 1 s loop instead of 30 s, see README).
 dev: install instance
 	$(BIN)/pgx daemon -w workspace.yaml & daemon=$$!; trap 'kill $$daemon' EXIT INT TERM; \
 		$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000

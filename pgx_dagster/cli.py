@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
     sub.add_parser(
         "daemon",
-        help="`dagster-daemon run` (options passed on) looping every PGX_DAEMON_TICK_SECONDS (default 3; Dagster's 30)",
+        help="`dagster-daemon run` (options passed on) looping every PGX_DAEMON_TICK_SECONDS (default 1; Dagster's 30)",
     )
     a, extra = ap.parse_known_args(argv)
     if a.command == "daemon":

@@ -3,7 +3,7 @@
 Dagster 1.13's daemons loop every 30 s (`dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS`;
 no setting exists for it). An asset backfill advances at most one dependency level per loop, and our
 graph has five (intake, silver, demographics, imputed + events, cohorts), so a backfill waits about
-2.5 minutes between runs however small the data. PGX_DAEMON_TICK_SECONDS (default 3) sets the loop.
+2.5 minutes between runs however small the data. PGX_DAEMON_TICK_SECONDS (default 1) sets the loop.
 The constant is private: this module checks it exists and fails loudly if a Dagster upgrade moves it
 (a test runs the check too).
 """

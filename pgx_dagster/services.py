@@ -3,6 +3,7 @@ need a running instance (the benchmark) and for the tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -55,6 +56,28 @@ def wait_for_url(url: str, timeout: float, proc: subprocess.Popen, log: Path) ->
     raise TimeoutError(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+DAEMON_HEALTH = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+
+
+def wait_for_daemon(url: str, timeout: float, log: Path) -> None:
+    """Until the backfill and run-queue daemons report healthy heartbeats (a backfill submitted
+    before that waits for the daemon to start, which is not the backfill's time)."""
+    deadline = time.monotonic() + timeout
+    needed = {"BACKFILL", "QUEUED_RUN_COORDINATOR"}
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            f"{url}/graphql",
+            data=json.dumps({"query": DAEMON_HEALTH}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            statuses = json.load(r)["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+        if needed <= {d["daemonType"] for d in statuses if d["healthy"]}:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the daemon is not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
 @contextmanager
 def dagster_services(home: Path, env: dict[str, str], logs: Path) -> Iterator[str]:
     """Yield the webserver URL with `dagster-webserver` and `pgx daemon` (dagster-daemon with the
@@ -81,6 +104,7 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path) -> Iterator[st
         start("dagster-daemon", [str(BIN / "pgx"), "daemon"])
         url = f"http://127.0.0.1:{port}"
         wait_for_url(f"{url}/server_info", 120, web, logs / "dagster-webserver.log")
+        wait_for_daemon(url, 120, logs / "dagster-daemon.log")
         yield url
     finally:
         for proc in reversed(procs):

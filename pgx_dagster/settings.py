@@ -80,8 +80,8 @@ def mp_start_method() -> str:
 
 
 def daemon_tick_seconds() -> float:
-    """Loop of `pgx daemon` (PGX_DAEMON_TICK_SECONDS, default 3; Dagster's own is 30)."""
-    raw = os.environ.get("PGX_DAEMON_TICK_SECONDS", "").strip() or "3"
+    """Loop of `pgx daemon` (PGX_DAEMON_TICK_SECONDS, default 1; Dagster's own is 30)."""
+    raw = os.environ.get("PGX_DAEMON_TICK_SECONDS", "").strip() or "1"
     try:
         value = float(raw)
     except ValueError as exc:

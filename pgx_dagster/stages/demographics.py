@@ -58,12 +58,6 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
         log.info(f"Demographics: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
-        zip3_drawn_from = dict(
-            s.execute(
-                "SELECT zip3_imputed_from, count(DISTINCT person_id) FROM demographics "
-                "WHERE zip3_imputed_from IS NOT NULL GROUP BY 1 ORDER BY 1"
-            ).fetchall()
-        )
         return table_metadata(
             s,
             "demographics",
@@ -72,8 +66,19 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
             started=started,
             persons=persons,
             provenance=provenance,
-            persons_with_zip3_drawn_from=zip3_drawn_from,
+            persons_with_zip3_drawn_from=zip3_draws(s, "demographics"),
         )
+
+
+def zip3_draws(s: Session, relation: str) -> dict[str, int]:
+    """Persons per distribution a statistical zip3 was drawn from (extracts without zip codes draw
+    within the person's state)."""
+    return dict(
+        s.execute(
+            f"SELECT zip3_imputed_from, count(DISTINCT person_id) FROM {relation} "
+            "WHERE zip3_imputed_from IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
 
 
 def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
@@ -125,6 +130,7 @@ def member_demographics_consensus(lake: LakeResource, duckdb: DuckDBWorker):
                                     AND d.event_year = s.event_year)) AS member_years_without_row
         """)[0]
         figures["provenance"] = provenance_counts(s, "d")
+        figures["persons_with_zip3_drawn_from"] = zip3_draws(s, "d")
     passed = (
         figures["persons_with_several_sexes"] == 0
         and figures["persons_with_several_birth_years"] == 0
