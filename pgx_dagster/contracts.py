@@ -10,13 +10,38 @@ Failure metadata reports counts per column and rule, never values: ids are perso
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import pandas as pd
-import pandera.pandas as pa
+from typing import TYPE_CHECKING, Any
 
 from pgx_dagster.partitions import AGE_BANDS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class _OnFirstUse:
+    """A module imported on first attribute access. pandera (with pandas) costs ~0.5 s of every
+    process start - every backfill run - and only contract checks use it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+pa: Any = _OnFirstUse("pandera.pandas")
+# A column or frame rule, built when a contract is checked (so defining contracts imports nothing).
+Rule = Callable[[], Any]
+
+
+def _rule(name: str, *args: Any, **kwargs: Any) -> Rule:
+    """pa.Check.<name>(*args, **kwargs), built on use."""
+    return lambda: getattr(pa.Check, name)(*args, **kwargs)
+
 
 SOURCES = ["observed", "member_consensus", "linked_person", "statistical"]
 # The distributions a statistical zip3 may be drawn from (sql/demographics/member_demographics.sql).
@@ -28,7 +53,7 @@ EVENT_TYPES = ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_di
 class Col:
     type: str
     nullable: bool = True
-    checks: tuple[pa.Check, ...] = ()
+    checks: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,35 +61,36 @@ class Contract:
     name: str
     columns: dict[str, Col]
     key: tuple[str, ...] = ()
-    extra_checks: tuple[pa.Check, ...] = field(default=())
+    extra_checks: tuple[Rule, ...] = field(default=())
 
-    def schema(self) -> pa.DataFrameSchema:
+    def schema(self) -> Any:
+        """The pandera DataFrameSchema."""
         return pa.DataFrameSchema(
             {
-                name: pa.Column(None, checks=list(c.checks), nullable=c.nullable, required=True)
+                name: pa.Column(None, checks=[rule() for rule in c.checks], nullable=c.nullable, required=True)
                 for name, c in self.columns.items()
             },
-            checks=list(self.extra_checks),
+            checks=[rule() for rule in self.extra_checks],
             strict=True,
             name=self.name,
         )
 
 
-def _matches(pattern: str) -> pa.Check:
-    return pa.Check.str_matches(f"^(?:{pattern})$", error=f"matches {pattern}")
+def _matches(pattern: str) -> Rule:
+    return _rule("str_matches", f"^(?:{pattern})$", error=f"matches {pattern}")
 
 
-def _one_of(values: list[str]) -> pa.Check:
-    return pa.Check.isin(values)
+def _one_of(values: list[str]) -> Rule:
+    return _rule("isin", values)
 
 
 def _partition_checks(age_band: str | None, event_year: int | None) -> dict[str, Col]:
-    band_checks = (pa.Check.equal_to(age_band),) if age_band else (_one_of(AGE_BANDS),)
-    year_checks = (pa.Check.equal_to(event_year),) if event_year else ()
+    band_checks = (_rule("equal_to", age_band),) if age_band else (_one_of(AGE_BANDS),)
+    year_checks = (_rule("equal_to", event_year),) if event_year else ()
     return {"event_year": Col("BIGINT", False, year_checks), "age_band": Col("VARCHAR", False, band_checks)}
 
 
-def _each_matches(pattern: str) -> pa.Check:
+def _each_matches(pattern: str) -> Rule:
     """Every element of a list column matches `pattern` (a NULL list passes)."""
     rx = re.compile(f"(?:{pattern})")
 
@@ -73,7 +99,7 @@ def _each_matches(pattern: str) -> pa.Check:
             return True
         return all(isinstance(x, str) and rx.fullmatch(x) is not None for x in value)
 
-    return pa.Check(lambda s: s.map(ok).astype(bool), error=f"every element matches {pattern}")
+    return lambda: pa.Check(lambda s: s.map(ok).astype(bool), error=f"every element matches {pattern}")
 
 
 ID = Col("VARCHAR", False)
@@ -125,8 +151,8 @@ def silver_pharmacy(age_band: str | None = None, event_year: int | None = None) 
             "fill_date": Col("DATE", False),
             **part,
             "ndc": Col("VARCHAR", False, (_matches("[0-9]{11}"),)),
-            "quantity": Col("DOUBLE", True, (pa.Check.ge(0),)),
-            "days_supply": Col("INTEGER", True, (pa.Check.ge(0),)),
+            "quantity": Col("DOUBLE", True, (_rule("ge", 0),)),
+            "days_supply": Col("INTEGER", True, (_rule("ge", 0),)),
             "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
             "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
             "paid_amount": Col("DOUBLE", True),
@@ -136,7 +162,7 @@ def silver_pharmacy(age_band: str | None = None, event_year: int | None = None) 
 
 
 DEMOGRAPHICS = {
-    "birth_year": Col("INTEGER", False, (pa.Check.in_range(1880, 2100),)),
+    "birth_year": Col("INTEGER", False, (_rule("in_range", 1880, 2100),)),
     "birth_year_source": Col("VARCHAR", False, (_one_of(SOURCES),)),
     "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
     "sex_source": Col("VARCHAR", False, (_one_of(SOURCES),)),
@@ -163,7 +189,7 @@ def member_demographics() -> Contract:
         key=("payer_id", "member_id", "event_year"),
         # A drawn zip3 names its distribution; an observed one has none.
         extra_checks=(
-            pa.Check(
+            lambda: pa.Check(
                 lambda df: (df["zip3_source"] == "statistical") == df["zip3_imputed_from"].notna(),
                 error="zip3_imputed_from is set exactly when zip3_source is statistical",
             ),
@@ -197,7 +223,7 @@ def events(age_band: str | None = None, event_year: int | None = None) -> Contra
             "ingredient": Col("VARCHAR", True),
             "quantity": Col("DOUBLE", True),
             "days_supply": Col("INTEGER", True),
-            "mme_per_day": Col("DOUBLE", True, (pa.Check.ge(0),)),
+            "mme_per_day": Col("DOUBLE", True, (_rule("ge", 0),)),
             "mme_status": Col(
                 "VARCHAR",
                 True,
@@ -226,8 +252,8 @@ def cohort(
             "age_band": part["age_band"],
             "event_year": part["event_year"],
             "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
-            "n_controls": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
-            "control_shortage": Col("BIGINT", False, (pa.Check.in_range(0, controls_per_target),)),
+            "n_controls": Col("BIGINT", False, (_rule("in_range", 0, controls_per_target),)),
+            "control_shortage": Col("BIGINT", False, (_rule("in_range", 0, controls_per_target),)),
         },
         key=("person_id",),
     )
