@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,13 @@ def evaluate_check(raw: Path, lake: Path, asset: str, check: str, partition: str
 
 def meta(evaluation, key: str) -> Any:
     return evaluation.metadata[key].value
+
+
+def sample_data() -> Path:
+    """The public sample extracts (../shared/data next to the repository, or PGX_SAMPLE_DATA)."""
+    from pgx_dagster.settings import REPO_ROOT
+
+    folder = Path(os.environ.get("PGX_SAMPLE_DATA") or REPO_ROOT.parent / "shared" / "data")
+    if not (folder / "tuva_demo").is_dir():
+        raise FileNotFoundError(f"sample data not found at {folder}: set PGX_SAMPLE_DATA to the shared/data folder")
+    return folder

@@ -12,9 +12,10 @@ from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.formats import RAW_VIEWS, register_raw
 from pgx_dagster.inputs import validate_inputs
 from pgx_dagster.lake import LakeResource
+from pgx_dagster_tests.helpers import sample_data
 from pgx_dagster_tests.services import REPO
 
-DATA = REPO.parent / "shared" / "data"
+DATA = sample_data()
 
 
 def raw_counts(lake: LakeResource) -> dict[str, int]:

@@ -17,9 +17,10 @@ from types import SimpleNamespace
 import duckdb
 import pytest
 
+from pgx_dagster_tests.helpers import sample_data
 from pgx_dagster_tests.services import REPO
 
-DATA = REPO.parent / "shared" / "data"
+DATA = sample_data()
 TUVA = DATA / "tuva_demo"
 DESYNPUF = [DATA / "desynpuf_sample", DATA / "desynpuf_schema_examples"]
 BIN = Path(sys.executable).parent
