@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.lake import LakeResource, partition_suffix
 from pgx_dagster.partitions import all_keys, split_key
+from pgx_dagster.reporting import peak_rss_mb
 
 LOG = logging.getLogger("pgx.benchmark")
 
@@ -38,6 +38,7 @@ DIGEST_DATASETS = [
     ("gold/events", "events.parquet"),
     ("gold/cohorts/opioid_ed", "opioid_ed_cohort.parquet"),
 ]
+# runner.STAGES in order, with imputed and events timed apart (they share runs only in Dagster).
 STAGE_ASSETS = [
     ("intake", ["claims_intake"]),
     ("silver", ["silver_medical", "silver_pharmacy"]),
@@ -46,10 +47,6 @@ STAGE_ASSETS = [
     ("events", ["events"]),
     ("cohorts", ["cohort_opioid_ed"]),
 ]
-
-
-def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
 def _work():

@@ -21,6 +21,7 @@ from typing import Any
 
 from pgx_dagster import settings
 from pgx_dagster.backfill import DEFAULT_URL, run_cli
+from pgx_dagster.resources import build_resources
 from pgx_dagster.runner import materialize_all, summarize
 
 
@@ -89,7 +90,6 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
     if a.command == "validate-inputs":
         from pgx_dagster.inputs import validate_inputs
-        from pgx_dagster.resources import build_resources
 
         # EnvVar-valued fields resolve as Dagster would resolve them for a run.
         ok, lines = validate_inputs(build_resources()["lake"].process_config_and_initialize())
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         raw_root = Path(settings.raw_root())
         if raw_root.as_posix().startswith("s3:"):
             sys.exit("pgx demo generates data locally; unset PGX_RAW_ROOT or point it at a folder")
-        if os.environ.get("PGX_RAW_FORMAT", "pgx") != "pgx":
+        if build_resources()["lake"].process_config_and_initialize().raw_format != "pgx":
             sys.exit("pgx demo generates the pgx raw layout; unset PGX_RAW_FORMAT (or use `pgx materialize`)")
         ensure_demo_data(raw_root, a.members or settings.demo_members(), settings.event_years())
     elif a.partitions:

@@ -33,8 +33,8 @@ RAW_VIEWS = {
 }
 
 
-def _numbered(prefix: str, n: int, start: int = 1) -> tuple[str, ...]:
-    return tuple(f"{prefix}{i}" for i in range(start, n + 1))
+def _numbered(prefix: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, n + 1))
 
 
 @dataclass(frozen=True)
