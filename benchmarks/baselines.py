@@ -5,10 +5,12 @@ three produce the same lake.
                 workers = min(48, cores x 1.5); each task runs one partition's work and its QA checks
                 (the same functions the assets and checks call, `pgx_dagster.stages.common.WORK`),
                 one DuckDB connection per partition (1 thread, PGX_MEMORY_PER_WORKER).
-(c) floor       one process, one DuckDB connection per stage with every thread: the same SQL models
+(c) floor       one process, one DuckDB connection per stage with every thread and DuckDB's default
+                memory (80% of RAM; PGX_FLOOR_MEMORY overrides): the same SQL models
                 over all partitions at once (silver, imputed, events), written with PARTITION_BY;
                 cohorts, whose matching is per stratum, partition after partition; no checks.
-The global steps (intake, demographics) are the same function in all three, with every thread.
+The global steps (intake, demographics) are the same function in all three, with every thread and
+the pool's memory (PGX_MEMORY_PER_WORKER x workers; DuckDBWorker.global_step_memory).
 """
 
 from __future__ import annotations
@@ -56,8 +58,13 @@ def _work():
     return WORK
 
 
-def _all_threads(memory: str = "") -> DuckDBWorker:
-    return DuckDBWorker(threads=os.cpu_count() or 1, memory_limit=memory or os.environ.get("PGX_FLOOR_MEMORY", "8GB"))
+def _all_threads() -> DuckDBWorker:
+    """The floor's DuckDB: every thread, and DuckDB's own default memory limit (80% of RAM) unless
+    PGX_FLOOR_MEMORY says otherwise - a floor that spills to disk measures the disk, not the SQL."""
+    ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return DuckDBWorker(
+        threads=os.cpu_count() or 1, memory_limit=os.environ.get("PGX_FLOOR_MEMORY") or f"{int(ram_mb * 0.8)}MB"
+    )
 
 
 def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:

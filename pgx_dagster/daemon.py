@@ -29,6 +29,9 @@ def patch_daemon_interval(seconds: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     """`pgx daemon [dagster-daemon run options]`."""
     patch_daemon_interval(daemon_tick_seconds())
+    from pgx_dagster.launcher import start_forkserver
+
+    start_forkserver()
     from dagster._daemon.cli import main as dagster_daemon_main
 
     sys.argv = ["dagster-daemon", "run", *(argv or [])]

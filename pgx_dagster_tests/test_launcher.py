@@ -1,0 +1,115 @@
+"""The local run launcher (pgx_dagster/launcher.py): a run executes in a process forked from the
+warm forkserver, and can be terminated and health-checked by its process id, as users do from the UI.
+The daemon path (queue -> launcher -> run) is exercised by test_backfill_ui and test_benchmark."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from dagster import Config, DagsterInstance, DagsterRunStatus, in_process_executor, job, op, reconstructable
+from dagster._core.launcher import LaunchRunContext, WorkerStatus
+
+from pgx_dagster.launcher import WORKER_TAG, PreloadedRunLauncher, check_entry_point
+
+
+class MarkerConfig(Config):
+    # Run config, not the environment: run processes inherit the forkserver's environment.
+    marker: str
+    wait_s: float = 0
+
+
+@op
+def write_marker_then_wait(config: MarkerConfig) -> None:
+    Path(config.marker).write_text(str(os.getpid()))
+    deadline = time.monotonic() + config.wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@job(executor_def=in_process_executor)  # the op runs in the run process itself
+def marker_job():
+    write_marker_then_wait()
+
+
+def _instance(tmp_path: Path) -> DagsterInstance:
+    (tmp_path / "home").mkdir()
+    return DagsterInstance.local_temp(
+        str(tmp_path / "home"),
+        overrides={"run_launcher": {"module": "pgx_dagster.launcher", "class": "PreloadedRunLauncher"}},
+    )
+
+
+def _launch(instance: DagsterInstance, marker: Path, wait_s: float):
+    recon = reconstructable(marker_job)
+    run = instance.create_run_for_job(
+        job_def=marker_job,
+        job_code_origin=recon.get_python_origin(),
+        status=DagsterRunStatus.STARTING,
+        run_config={"ops": {"write_marker_then_wait": {"config": {"marker": str(marker), "wait_s": wait_s}}}},
+    )
+    instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    return run
+
+
+def _wait_for(instance: DagsterInstance, run_id: str, statuses: set[DagsterRunStatus], timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run.status in statuses:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} is {instance.get_run_by_id(run_id).status}, not in {statuses}")
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with _instance(tmp_path) as inst:
+        assert isinstance(inst.run_launcher, PreloadedRunLauncher)
+        yield inst
+
+
+def test_entry_point_exists():
+    assert callable(check_entry_point())
+
+
+def test_run_executes_in_a_forked_process(instance, tmp_path):
+    run = _launch(instance, tmp_path / "marker", 0)
+    finished = _wait_for(instance, run.run_id, {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE})
+    assert finished.status == DagsterRunStatus.SUCCESS
+    worker_pid = int((tmp_path / "marker").read_text())
+    assert worker_pid != os.getpid()
+    assert finished.tags[WORKER_TAG].endswith(f":{worker_pid}")
+    assert instance.run_launcher.check_run_worker_health(finished).status == WorkerStatus.SUCCESS
+
+
+def test_terminate_cancels_the_run(instance, tmp_path):
+    run = _launch(instance, tmp_path / "marker", 120)
+    started = _wait_for(instance, run.run_id, {DagsterRunStatus.STARTED})
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "marker").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert instance.run_launcher.check_run_worker_health(started).status == WorkerStatus.RUNNING
+    assert instance.run_launcher.terminate(run.run_id) is True
+    canceled = _wait_for(instance, run.run_id, {DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE}, timeout=60)
+    assert canceled.status == DagsterRunStatus.CANCELED
+    assert instance.run_launcher.terminate(run.run_id) is False  # already finished
+
+
+def test_a_killed_run_process_is_reported_failed(instance, tmp_path):
+    run = _launch(instance, tmp_path / "marker", 120)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "marker").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int((tmp_path / "marker").read_text())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    health = None
+    while time.monotonic() < deadline:
+        health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
+        if health.status != WorkerStatus.RUNNING:
+            break
+        time.sleep(0.2)
+    assert health.status == WorkerStatus.FAILED
+    assert str(pid) in health.msg
