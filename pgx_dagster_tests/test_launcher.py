@@ -8,7 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import Config, DagsterInstance, DagsterRunStatus, in_process_executor, job, op, reconstructable
+from dagster import (
+    Config,
+    DagsterInstance,
+    DagsterRunStatus,
+    in_process_executor,
+    job,
+    multiprocess_executor,
+    op,
+    reconstructable,
+)
 from dagster._core.launcher import LaunchRunContext, WorkerStatus
 
 from pgx_dagster.launcher import WORKER_TAG, PreloadedRunLauncher, check_entry_point
@@ -33,6 +42,12 @@ def marker_job():
     write_marker_then_wait()
 
 
+# PGX_EXECUTOR=multiprocess inside a forked run: steps from a forkserver the run process starts.
+@job(executor_def=multiprocess_executor.configured({"start_method": {"forkserver": {}}}))
+def marker_job_step_processes():
+    write_marker_then_wait()
+
+
 def _instance(tmp_path: Path) -> DagsterInstance:
     (tmp_path / "home").mkdir()
     return DagsterInstance.local_temp(
@@ -41,10 +56,10 @@ def _instance(tmp_path: Path) -> DagsterInstance:
     )
 
 
-def _launch(instance: DagsterInstance, marker: Path, wait_s: float):
-    recon = reconstructable(marker_job)
+def _launch(instance: DagsterInstance, marker: Path, wait_s: float, job_def=marker_job):
+    recon = reconstructable(job_def)
     run = instance.create_run_for_job(
-        job_def=marker_job,
+        job_def=job_def,
         job_code_origin=recon.get_python_origin(),
         status=DagsterRunStatus.STARTING,
         run_config={"ops": {"write_marker_then_wait": {"config": {"marker": str(marker), "wait_s": wait_s}}}},
@@ -82,6 +97,14 @@ def test_run_executes_in_a_forked_process(instance, tmp_path):
     assert worker_pid != os.getpid()
     assert finished.tags[WORKER_TAG].endswith(f":{worker_pid}")
     assert instance.run_launcher.check_run_worker_health(finished).status == WorkerStatus.SUCCESS
+
+
+def test_step_processes_inside_a_forked_run(instance, tmp_path):
+    run = _launch(instance, tmp_path / "marker", 0, job_def=marker_job_step_processes)
+    finished = _wait_for(instance, run.run_id, {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE})
+    assert finished.status == DagsterRunStatus.SUCCESS
+    step_pid = int((tmp_path / "marker").read_text())
+    assert not finished.tags[WORKER_TAG].endswith(f":{step_pid}")  # the step ran in its own process
 
 
 def test_terminate_cancels_the_run(instance, tmp_path):
