@@ -170,7 +170,7 @@ def scale_memory(limit: str, factor: int) -> str:
 
 
 class DuckDBWorker(ConfigurableResource):
-    """Opens the isolated DuckDB connection of one step."""
+    """Opens the isolated DuckDB connection of one partition's work or check (see module docstring)."""
 
     memory_limit: str = Field(default=DEFAULT_MEMORY_PER_WORKER, description="DuckDB memory_limit per worker")
     threads: int = Field(default=1, description="DuckDB threads per worker (the seed: 1)")
