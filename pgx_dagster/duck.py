@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -174,7 +174,7 @@ class DuckDBWorker(ConfigurableResource):
 
     memory_limit: str = Field(default=DEFAULT_MEMORY_PER_WORKER, description="DuckDB memory_limit per worker")
     threads: int = Field(default=1, description="DuckDB threads per worker (the seed: 1)")
-    temp_root: str | None = Field(default=None, description="where per-connection temp folders go")
+    temp_root: str | None = Field(default=None, description="where the per-process DuckDB temp folders go")
     s3: bool = Field(default=False, description="load httpfs/aws (from their wheels) and an S3 secret")
     global_threads: int = Field(
         default=0, description="threads for the global (unpartitioned) steps, which run alone; 0 = all cores"
@@ -184,13 +184,14 @@ class DuckDBWorker(ConfigurableResource):
         description="memory for the global steps, which run alone; '' = memory_limit x PGX_MAX_WORKERS",
     )
 
-    def global_step_threads(self) -> int:
-        return self.global_threads or os.cpu_count() or 1
-
-    def global_step_memory(self) -> str:
-        """The whole pool's budget by default: a global step has the machine to itself, and with one
-        worker's memory the demographics join spilled to disk (3x slower at 2x the data)."""
-        return self.global_memory_limit or scale_memory(self.memory_limit, max_workers())
+    def global_session(self) -> AbstractContextManager[Session]:
+        """The connection of a global (unpartitioned) step. It runs alone, so by default it gets every
+        core and the whole pool's memory: with one worker's memory the demographics join spilled to
+        disk (3x slower at 2x the data)."""
+        return self.session(
+            threads=self.global_threads or os.cpu_count() or 1,
+            memory_limit=self.global_memory_limit or scale_memory(self.memory_limit, max_workers()),
+        )
 
     @contextmanager
     def session(self, threads: int | None = None, memory_limit: str | None = None) -> Iterator[Session]:

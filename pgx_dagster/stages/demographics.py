@@ -44,7 +44,7 @@ def register_reference(s: Session) -> None:
 )
 def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
     started = time.perf_counter()
-    with duckdb.session(threads=duckdb.global_step_threads(), memory_limit=duckdb.global_step_memory()) as s:
+    with duckdb.global_session() as s:
         s.view("silver_medical_all", parquet_relation(silver_glob(lake, "medical")))
         s.view("silver_pharmacy_all", parquet_relation(silver_glob(lake, "pharmacy")))
         register_raw(s, lake, tables=("raw_eligibility",))

@@ -53,7 +53,7 @@ def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
 def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
     started = time.perf_counter()
     years = event_years()
-    with duckdb.session(threads=duckdb.global_step_threads(), memory_limit=duckdb.global_step_memory()) as s:
+    with duckdb.global_session() as s:
         source_files = register_raw(s, lake)
         raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
         for view, text in raw_inputs.items():
