@@ -1,0 +1,64 @@
+"""The DuckDB connection (pgx_dagster/duck.py): each session is its own connection to the process's
+database - nothing leaks from one partition's work to the next - and the global steps get more."""
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pgx_dagster.duck import DataDefect, DuckDBWorker, scale_memory
+
+
+def test_sessions_do_not_share_temp_objects_or_variables():
+    worker = DuckDBWorker()
+    with worker.session() as s:
+        s.execute("CREATE TEMP TABLE partition_rows AS SELECT 1 AS x")
+        s.set_variables({"event_year": 2019})
+        assert s.scalar("SELECT age_band(40)") == "35-44"  # the macros are there
+    with worker.session() as s:
+        with pytest.raises(DataDefect, match="partition_rows does not exist"):
+            s.execute("SELECT * FROM partition_rows")
+        assert s.scalar("SELECT getvariable('event_year')") is None
+
+
+def test_settings_are_per_session_and_global_steps_get_the_pool(monkeypatch):
+    monkeypatch.setenv("PGX_MAX_WORKERS", "3")
+    worker = DuckDBWorker(memory_limit="1GB")
+    setting = "SELECT current_setting('threads'), current_setting('memory_limit')"
+    with worker.global_session() as s:
+        threads, memory = s.execute(setting).fetchone()
+    assert threads == (os.cpu_count() or 1)
+    three_gb = duckdb.connect(config={"memory_limit": "3GB"})
+    assert memory == three_gb.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    with worker.session() as s:  # the next partition's connection is back to one worker's budget
+        assert s.execute(setting).fetchone()[0] == 1
+        assert s.execute(setting).fetchone()[1] != memory
+    assert scale_memory("2GB", 3) == "6GB" and scale_memory("1.5 GiB", 2) == "3GiB"
+
+
+def _temp_dir_of_child(out: str, temp_root: str) -> None:
+    with DuckDBWorker(temp_root=temp_root).session() as s:
+        s.execute("SELECT 1")
+    Path(out).write_text(json.dumps([p.name for p in Path(temp_root).iterdir()]))
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_each_process_has_its_own_temp_dir_removed_when_it_ends(tmp_path, method):
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+    with DuckDBWorker(temp_root=str(temp_root)).session() as s:  # the parent's database, before the fork
+        s.execute("SELECT 1")
+    parent_dirs = {p.name for p in temp_root.iterdir()}
+    assert len(parent_dirs) == 1
+    child = multiprocessing.get_context(method).Process(
+        target=_temp_dir_of_child, args=(str(tmp_path / "seen"), str(temp_root))
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    seen = set(json.loads((tmp_path / "seen").read_text()))
+    assert len(seen - parent_dirs) == 1  # the child opened a database of its own
+    assert {p.name for p in temp_root.iterdir()} == parent_dirs  # and removed its folder on exit
