@@ -32,6 +32,7 @@ from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLa
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, deserialize_value, serialize_value
 
 WORKER_TAG = "pgx/run_worker"  # "<host>:<pid>" of the run's process
+RUN_PROCESS_PREFIX = "dagster-run-"
 # Third-party only: our own code is imported by each run, so it is never stale.
 PRELOAD = ["dagster", "dagster._cli.api", "duckdb", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy"]
 
@@ -76,7 +77,6 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         self._inst_data = inst_data
         self._preload = list(preload_modules if preload_modules is not None else PRELOAD)
         self._context: Any = None
-        self._processes: dict[str, multiprocessing.process.BaseProcess] = {}
         super().__init__()
 
     @property
@@ -116,16 +116,15 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         if run.job_code_origin is None:
             raise RuntimeError(f"run {run.run_id} has no code origin: it cannot be launched in a process")
         check_entry_point()
-        # Forget processes that have ended (and reap them).
-        self._processes = {rid: p for rid, p in self._processes.items() if p.is_alive()}
+        # No bookkeeping of our own: the run queue launches from several threads at once, and
+        # multiprocessing already tracks (and reaps) the children it starts.
         process = self._forkserver().Process(
             target=_run_worker,
             args=(serialize_value(self._instance.get_ref()), run.run_id),
-            name=f"dagster-run-{run.run_id[:8]}",
+            name=f"{RUN_PROCESS_PREFIX}{run.run_id}",
             daemon=False,
         )
         process.start()
-        self._processes[run.run_id] = process
         self._instance.add_run_tags(run.run_id, {WORKER_TAG: f"{socket.gethostname()}:{process.pid}"})
 
     def _worker_pid(self, run: DagsterRun) -> int | None:
@@ -169,5 +168,6 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
 
     def join(self, timeout: int = 30) -> None:
-        for process in self._processes.values():
-            process.join(timeout)
+        for process in multiprocessing.active_children():
+            if process.name.startswith(RUN_PROCESS_PREFIX):
+                process.join(timeout)

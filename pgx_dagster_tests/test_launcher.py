@@ -4,7 +4,9 @@ The daemon path (queue -> launcher -> run) is exercised by test_backfill_ui and 
 
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,14 +58,17 @@ def _instance(tmp_path: Path) -> DagsterInstance:
     )
 
 
-def _launch(instance: DagsterInstance, marker: Path, wait_s: float, job_def=marker_job):
-    recon = reconstructable(job_def)
-    run = instance.create_run_for_job(
+def _create(instance: DagsterInstance, marker: Path, wait_s: float, job_def=marker_job):
+    return instance.create_run_for_job(
         job_def=job_def,
-        job_code_origin=recon.get_python_origin(),
+        job_code_origin=reconstructable(job_def).get_python_origin(),
         status=DagsterRunStatus.STARTING,
         run_config={"ops": {"write_marker_then_wait": {"config": {"marker": str(marker), "wait_s": wait_s}}}},
     )
+
+
+def _launch(instance: DagsterInstance, marker: Path, wait_s: float, job_def=marker_job):
+    run = _create(instance, marker, wait_s, job_def)
     instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     return run
 
@@ -97,6 +102,25 @@ def test_run_executes_in_a_forked_process(instance, tmp_path):
     assert worker_pid != os.getpid()
     assert finished.tags[WORKER_TAG].endswith(f":{worker_pid}")
     assert instance.run_launcher.check_run_worker_health(finished).status == WorkerStatus.SUCCESS
+
+
+def test_runs_launched_from_several_threads_at_once(instance, tmp_path):
+    """The run queue launches with `dequeue_use_threads`: concurrent launches must all start. (The
+    daemon once lost a run to a shared dict mutated across threads; this test exercises concurrent
+    launches but did not reproduce that race reliably.)"""
+    n = 16
+    runs = [_create(instance, tmp_path / f"marker_{i}", 0) for i in range(n)]
+    barrier = threading.Barrier(n)
+
+    def launch(run):
+        barrier.wait()
+        instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(launch, runs))
+    ended = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE}
+    assert [_wait_for(instance, r.run_id, ended).status for r in runs] == [DagsterRunStatus.SUCCESS] * n
+    assert len({(tmp_path / f"marker_{i}").read_text() for i in range(n)}) == n  # a process each
 
 
 def test_step_processes_inside_a_forked_run(instance, tmp_path):
