@@ -2,9 +2,11 @@
 three produce the same lake.
 
 (b) seed_pool   the seed's orchestrator: a plain ProcessPoolExecutor over partitions, stage by stage,
-                workers = min(48, cores x 1.5); each task runs one partition's work and its QA checks
-                (the same functions the assets and checks call, `pgx_dagster.stages.common.WORK`),
-                one DuckDB connection per partition (1 thread, PGX_MEMORY_PER_WORKER).
+                workers = min(48, cores x 1.5), its workers started from a forkserver (the parent
+                runs the global steps in DuckDB, and DuckDB is not fork-safe); each task runs one
+                partition's work and its QA checks (the same functions the assets and checks call,
+                `pgx_dagster.stages.common.WORK`), one DuckDB connection per partition (1 thread,
+                PGX_MEMORY_PER_WORKER).
 (c) floor       one process, one DuckDB connection per stage with every thread and DuckDB's default
                 memory (80% of RAM; PGX_FLOOR_MEMORY overrides): the same SQL models
                 over all partitions at once (silver, imputed, events), written with PARTITION_BY;
@@ -20,12 +22,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.lake import LakeResource, partition_suffix
+from pgx_dagster.launcher import process_pool
 from pgx_dagster.partitions import all_keys, split_key
 from pgx_dagster.reporting import peak_rss_mb
 
@@ -94,7 +96,7 @@ def seed_pool(raw_root: str, lake_root: str, workers: int) -> dict[str, Any]:
     failed: list[str] = []
     rss = 0.0
     t_all = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         for stage, assets in STAGE_ASSETS:
             t0 = time.perf_counter()
             for asset in assets:

@@ -5,7 +5,9 @@ variables, closed afterwards. The connections of one process (one worker: a run 
 pool worker) share that process's in-memory database, created on first use with the worker's memory
 limit and a temp directory unique to the process: opening a fresh database per partition cost 25 ms
 of CPU each, about 750 times per backfill (benchmarks/). Nothing - connection, database, temp file -
-is shared between processes. SQL comes from `sql/`: the database loads `sql/common/macros.sql` once.
+is shared between processes, and a process holding a database must not fork (DuckDB is not
+fork-safe): worker processes start from a forkserver (`launcher.process_pool`). SQL comes from
+`sql/`: the database loads `sql/common/macros.sql` once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import duckdb
 from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
+from pgx_dagster import forksafe  # noqa: F401  (closes the default connection `import duckdb` opens)
 from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, SQL_DIR, max_workers
 
 
@@ -212,10 +215,17 @@ _DATABASES_LOCK = threading.Lock()
 
 
 def _process_database(worker: DuckDBWorker) -> duckdb.DuckDBPyConnection:
-    """This process's database for `worker`'s settings (a forked child never reuses its parent's)."""
+    """This process's database for `worker`'s settings."""
     secret = s3_secret_sql() if worker.s3 else ""
     key = (os.getpid(), worker.memory_limit, worker.temp_root, secret)
     with _DATABASES_LOCK:
+        inherited = {k[0] for k in _DATABASES} - {os.getpid()}
+        if inherited:
+            # DuckDB is not fork-safe: fail clearly here rather than crash at random inside DuckDB.
+            raise RuntimeError(
+                f"process {os.getpid()} was forked from process {min(inherited)}, which holds a DuckDB "
+                "database: start worker processes with forkserver or spawn (pgx_dagster.launcher.process_pool)"
+            )
         if key not in _DATABASES:
             _DATABASES[key] = _open_database(worker, secret)
         return _DATABASES[key]

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from dagster import DagsterRun
@@ -33,8 +34,23 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData, deserializ
 
 WORKER_TAG = "pgx/run_worker"  # "<host>:<pid>" of the run's process
 RUN_PROCESS_PREFIX = "dagster-run-"
-# Third-party only: our own code is imported by each run, so it is never stale.
-PRELOAD = ["dagster", "dagster._cli.api", "duckdb", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy"]
+# Third-party only (forksafe imports duckdb without its thread pool): our own code is imported by each
+# run, so it is never stale.
+PRELOAD = ["dagster", "dagster._cli.api", "pgx_dagster.forksafe", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy"]
+
+
+def forkserver_context(preload: list[str] | None = None) -> Any:
+    """multiprocessing's forkserver, which imports `preload` once (the first caller's list wins)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload if preload is not None else PRELOAD))
+    return context
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of worker processes forked from the forkserver, never from the calling process: DuckDB
+    is not fork-safe, and the caller may hold a database with live threads (a CI run lost a pool
+    worker to "terminate called without an active exception" that way)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=forkserver_context())
 
 
 def check_entry_point():
@@ -99,9 +115,7 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
 
     def _forkserver(self):
         if self._context is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(self._preload)
-            self._context = context
+            self._context = forkserver_context(self._preload)
         return self._context
 
     def start(self) -> None:

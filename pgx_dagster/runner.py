@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from pgx_dagster import settings
+from pgx_dagster.launcher import process_pool
 
 # Stages in dependency order: (assets, partitioned?). A stage's partitions run in parallel.
 STAGES: list[tuple[str, list[str], bool]] = [
@@ -81,7 +81,7 @@ def materialize_all(
     workers = workers or settings.max_workers()
     outcomes: list[dict[str, Any]] = []
     stage_seconds = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         for stage, patterns, partitioned in STAGES:
             t0 = time.perf_counter()
             assets = _asset_names(patterns)

@@ -4,12 +4,15 @@ database - nothing leaks from one partition's work to the next - and the global 
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from pgx_dagster.duck import DataDefect, DuckDBWorker, scale_memory
+from pgx_dagster.launcher import process_pool
 
 
 def test_sessions_do_not_share_temp_objects_or_variables():
@@ -45,7 +48,7 @@ def _temp_dir_of_child(out: str, temp_root: str) -> None:
     Path(out).write_text(json.dumps([p.name for p in Path(temp_root).iterdir()]))
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
 def test_each_process_has_its_own_temp_dir_removed_when_it_ends(tmp_path, method):
     temp_root = tmp_path / "tmp"
     temp_root.mkdir()
@@ -62,3 +65,45 @@ def test_each_process_has_its_own_temp_dir_removed_when_it_ends(tmp_path, method
     seen = set(json.loads((tmp_path / "seen").read_text()))
     assert len(seen - parent_dirs) == 1  # the child opened a database of its own
     assert {p.name for p in temp_root.iterdir()} == parent_dirs  # and removed its folder on exit
+
+
+def _open_session_in_child(temp_root: str) -> str:
+    try:
+        with DuckDBWorker(temp_root=temp_root).session() as s:
+            return f"ok {s.scalar('SELECT 42')}"
+    except RuntimeError as error:
+        return str(error)
+
+
+def test_a_process_forked_from_one_holding_a_database_refuses_to_open_one(tmp_path):
+    """DuckDB is not fork-safe (a forked pool worker crashed in CI): a clear error, not a random crash."""
+    with DuckDBWorker(temp_root=str(tmp_path)).global_session() as s:  # live DuckDB threads
+        s.execute("SELECT 1")
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        message = pool.apply(_open_session_in_child, (str(tmp_path),))
+    assert f"forked from process {os.getpid()}, which holds a DuckDB database" in message
+
+
+def test_worker_pools_start_clean_from_the_forkserver(tmp_path):
+    with DuckDBWorker(temp_root=str(tmp_path)).global_session() as s:
+        s.execute("SELECT 1")
+    with process_pool(2) as pool:
+        assert list(pool.map(_open_session_in_child, [str(tmp_path)] * 2)) == ["ok 42"] * 2
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: DuckDB's default connection starts no threads")
+def test_importing_duckdb_through_forksafe_leaves_no_duckdb_threads():
+    count = "len(os.listdir('/proc/self/task'))"
+    script = f"""
+import os, dagster
+before = {count}
+import duckdb
+with_default_connection = {count}
+import pgx_dagster.forksafe
+print(before, with_default_connection, {count})
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    before, with_default_connection, after = map(int, out.split())
+    assert with_default_connection > before  # `import duckdb` starts its default connection's threads
+    assert after == before
