@@ -46,11 +46,23 @@ def forkserver_context(preload: list[str] | None = None) -> Any:
     return context
 
 
+def _adopt_environment(environ: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(environ)
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of worker processes forked from the forkserver, never from the calling process: DuckDB
     is not fork-safe, and the caller may hold a database with live threads (a CI run lost a pool
-    worker to "terminate called without an active exception" that way)."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=forkserver_context())
+    worker to "terminate called without an active exception" that way). The workers take the
+    caller's environment as it is now, as forked workers would, not the forkserver's from when it
+    started (S3 credentials set since then would be missing)."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=forkserver_context(),
+        initializer=_adopt_environment,
+        initargs=(dict(os.environ),),
+    )
 
 
 def check_entry_point():

@@ -85,11 +85,18 @@ def test_a_process_forked_from_one_holding_a_database_refuses_to_open_one(tmp_pa
     assert f"forked from process {os.getpid()}, which holds a DuckDB database" in message
 
 
-def test_worker_pools_start_clean_from_the_forkserver(tmp_path):
+def _environment_variable(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_worker_pools_start_clean_from_the_forkserver(tmp_path, monkeypatch):
     with DuckDBWorker(temp_root=str(tmp_path)).global_session() as s:
         s.execute("SELECT 1")
-    with process_pool(2) as pool:
+    with process_pool(2) as pool:  # the forkserver may be running already
         assert list(pool.map(_open_session_in_child, [str(tmp_path)] * 2)) == ["ok 42"] * 2
+    monkeypatch.setenv("PGX_TEST_SET_AFTER_THE_FORKSERVER", "seen")
+    with process_pool(2) as pool:  # workers take the caller's environment as it is now
+        assert list(pool.map(_environment_variable, ["PGX_TEST_SET_AFTER_THE_FORKSERVER"] * 2)) == ["seen"] * 2
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: DuckDB's default connection starts no threads")
