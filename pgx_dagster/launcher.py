@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -39,10 +39,10 @@ RUN_PROCESS_PREFIX = "dagster-run-"
 PRELOAD = ["dagster", "dagster._cli.api", "pgx_dagster.forksafe", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy"]
 
 
-def forkserver_context(preload: list[str] | None = None) -> Any:
+def forkserver_context(preload: Sequence[str] = PRELOAD) -> Any:
     """multiprocessing's forkserver, which imports `preload` once (the first caller's list wins)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload if preload is not None else PRELOAD))
+    context.set_forkserver_preload(list(preload))
     return context
 
 
