@@ -26,7 +26,7 @@ from pgx_dagster.runner import materialize_all, summarize
 
 
 def ensure_demo_data(raw_root: Path, members: int, years: list[int], seed: int = 42) -> dict[str, Any]:
-    from pgx_dagster.synth import generate
+    from pgx_dagster.ops.synth import generate
 
     manifest_path = raw_root / "manifest.json"
     if manifest_path.exists():

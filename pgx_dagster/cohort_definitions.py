@@ -10,6 +10,8 @@ from pathlib import Path
 from pgx_dagster.contracts import EVENT_TYPES
 from pgx_dagster.settings import COHORT_DIR
 
+DESIGNS = ("exclusive", "risk_set")
+
 
 @dataclass(frozen=True)
 class CohortDefinition:
@@ -20,6 +22,13 @@ class CohortDefinition:
     seed: int
     owners: tuple[str, ...]
     source: str
+    # Continuous enrolment required before the index date, and the washout window: no washout event
+    # in the lookback_days before the index date (an incident case; a control free of it too).
+    lookback_days: int = 365
+    washout_event_types: tuple[str, ...] = ()
+    # exclusive: a person is in at most one matched set of the cohort (the legacy pipeline's standard);
+    # risk_set: incidence-density sampling - controls at risk at the index date, reusable.
+    design: str = "exclusive"
 
 
 def load(path: Path) -> CohortDefinition:
@@ -38,6 +47,21 @@ def load(path: Path) -> CohortDefinition:
     seed = raw.get("seed")
     if not isinstance(seed, int):
         raise ValueError(f"{where}: seed must be a whole number, got {seed!r}")
+    lookback = raw.get("lookback_days", 365)
+    if not isinstance(lookback, int) or lookback < 0:
+        raise ValueError(f"{where}: lookback_days must be a whole number of days >= 0, got {lookback!r}")
+    washout = tuple(raw.get("washout_event_types", types))
+    if [t for t in washout if t not in EVENT_TYPES]:
+        raise ValueError(f"{where}: washout_event_types must be a subset of {EVENT_TYPES}, got {list(washout)}")
+    design = raw.get("design", "exclusive")
+    if design not in DESIGNS:
+        raise ValueError(f"{where}: design must be one of {DESIGNS}, got {design!r}")
+    unknown_keys = set(raw) - {
+        "name", "description", "target_event_types", "controls_per_target", "seed", "owners",
+        "lookback_days", "washout_event_types", "design",
+    }  # fmt: skip
+    if unknown_keys:
+        raise ValueError(f"{where}: unknown setting(s) {sorted(unknown_keys)}")
     return CohortDefinition(
         name=name,
         description=str(raw.get("description", "")),
@@ -46,6 +70,9 @@ def load(path: Path) -> CohortDefinition:
         seed=seed,
         owners=tuple(raw.get("owners", ["team:pgx-data-engineering"])),
         source=str(path),
+        lookback_days=lookback,
+        washout_event_types=washout,
+        design=design,
     )
 
 

@@ -104,6 +104,7 @@ def _each_matches(pattern: str) -> Rule:
 
 ID = Col("VARCHAR", False)
 DX_PATTERN = "[A-Z0-9]{3,7}"
+PROCEDURE_PATTERN = "[0-9]{4}[0-9A-Z]|[A-Z][0-9]{4}"
 DX = Col("VARCHAR", True, (_matches(DX_PATTERN),))
 
 
@@ -123,7 +124,8 @@ def silver_medical(age_band: str | None = None, event_year: int | None = None) -
             **part,
             "revenue_code": Col("VARCHAR", True, (_matches("[0-9]{4}"),)),
             "place_of_service": Col("VARCHAR", True, (_matches("[0-9]{2}"),)),
-            "procedure_code": Col("VARCHAR", True),
+            "procedure_code": Col("VARCHAR", True, (_matches(PROCEDURE_PATTERN),)),
+            "procedure_modifiers": Col("VARCHAR[]", True, (_each_matches("[0-9A-Z]{2}"),)),
             "diagnosis_code_1": DX,
             "diagnosis_code_2": DX,
             "diagnosis_code_3": DX,
@@ -214,6 +216,8 @@ def events(age_band: str | None = None, event_year: int | None = None) -> Contra
             "member_id": ID,
             "claim_id": ID,
             "event_date": Col("DATE", False),
+            "event_end_date": Col("DATE", False),
+            "n_claims": Col("BIGINT", False, (_rule("ge", 1),)),
             "age_band": part["age_band"],
             "event_year": part["event_year"],
             "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
@@ -239,7 +243,11 @@ def events(age_band: str | None = None, event_year: int | None = None) -> Contra
 
 
 def cohort(
-    name: str, age_band: str | None = None, event_year: int | None = None, controls_per_target: int = 5
+    name: str,
+    age_band: str | None = None,
+    event_year: int | None = None,
+    controls_per_target: int = 5,
+    design: str = "exclusive",
 ) -> Contract:
     part = _partition_checks(age_band, event_year)
     return Contract(
@@ -255,7 +263,8 @@ def cohort(
             "n_controls": Col("BIGINT", False, (_rule("in_range", 0, controls_per_target),)),
             "control_shortage": Col("BIGINT", False, (_rule("in_range", 0, controls_per_target),)),
         },
-        key=("person_id",),
+        # exclusive: a person is in one row of the cohort at most; risk set: once per matched set.
+        key=("person_id",) if design == "exclusive" else ("matched_set_id", "person_id"),
     )
 
 

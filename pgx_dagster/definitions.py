@@ -4,7 +4,7 @@ from dagster import Definitions
 
 from pgx_dagster.execution import build_executor
 from pgx_dagster.resources import build_resources
-from pgx_dagster.stages.cohorts import cohort_assets, cohort_checks
+from pgx_dagster.stages.cohorts import cohort_assets, cohort_attrition, cohort_checks
 from pgx_dagster.stages.demographics import (
     member_demographics,
     member_demographics_consensus,
@@ -37,6 +37,7 @@ defs = Definitions(
         imputed_pharmacy,
         events,
         *cohort_assets,
+        cohort_attrition,
     ],
     asset_checks=[
         intake_reconciles,

@@ -27,6 +27,7 @@ from pgx_dagster.settings import SQL_DIR
 # In the order they are created: the claim mappings may read the member tables.
 RAW_VIEWS = {
     "raw_eligibility": "eligibility",
+    "raw_enrollment": "enrollment",
     "raw_linkage": "linkage",
     "raw_medical": "medical",
     "raw_pharmacy": "pharmacy",
@@ -48,6 +49,9 @@ class Source:
     optional: dict[str, str] = field(default_factory=dict)  # column -> type when absent
     with_filename: bool = False  # add the file's path as `filename`
     may_be_absent: bool = False  # no files: an empty table (e.g. DE-SynPUF without carrier claims)
+    # Older names of a column, read as the current one when only an older one is present (the Tuva
+    # input layer named the person `patient_id` before version 0.13, `person_id` since).
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class RawFormat:
 
 def _tuva(stem: str) -> tuple[str, ...]:
     return (f"{stem}.csv", f"{stem}.parquet", f"{stem}/*.parquet", f"{stem}/*.csv")
+
+
+TUVA_PERSON = {"person_id": ("patient_id",)}
 
 
 _DESYNPUF_INSTITUTIONAL = dict.fromkeys(
@@ -71,7 +78,11 @@ FORMATS: dict[str, RawFormat] = {
         (
             Source("src_medical_claims", pgx_table="medical_claims", optional={"other_diagnosis_codes": "VARCHAR[]"}),
             Source("src_pharmacy_claims", pgx_table="pharmacy_claims"),
-            Source("src_member_eligibility", pgx_table="member_eligibility", optional={"state": "VARCHAR"}),
+            Source(
+                "src_member_eligibility",
+                pgx_table="member_eligibility",
+                optional=dict.fromkeys(("state", "enrollment_start_date", "enrollment_end_date"), "VARCHAR"),
+            ),
             Source("src_member_linkage", pgx_table="member_linkage"),
         ),
     ),
@@ -81,13 +92,15 @@ FORMATS: dict[str, RawFormat] = {
             Source(
                 "tuva_eligibility",
                 _tuva("eligibility"),
-                required=("patient_id", "birth_date", "gender", "enrollment_start_date"),
+                required=("person_id", "birth_date", "gender", "enrollment_start_date"),
                 optional=dict.fromkeys(("member_id", "payer", "enrollment_end_date", "zip_code", "state"), "VARCHAR"),
+                aliases=TUVA_PERSON,
             ),
             Source(
                 "tuva_medical_claim",
                 _tuva("medical_claim"),
-                required=("claim_id", "claim_line_number", "patient_id", "claim_start_date"),
+                required=("claim_id", "claim_line_number", "person_id", "claim_start_date"),
+                aliases=TUVA_PERSON,
                 optional=dict.fromkeys(
                     (
                         "member_id",
@@ -106,7 +119,8 @@ FORMATS: dict[str, RawFormat] = {
             Source(
                 "tuva_pharmacy_claim",
                 _tuva("pharmacy_claim"),
-                required=("claim_id", "patient_id", "dispensing_date", "ndc_code"),
+                required=("claim_id", "person_id", "dispensing_date", "ndc_code"),
+                aliases=TUVA_PERSON,
                 optional=dict.fromkeys(
                     ("claim_line_number", "member_id", "payer", "quantity", "days_supply", "paid_amount"), "VARCHAR"
                 ),
@@ -120,7 +134,17 @@ FORMATS: dict[str, RawFormat] = {
                 "desynpuf_beneficiary",
                 ("*Beneficiary_Summary_File*.csv",),
                 required=("DESYNPUF_ID", "BENE_BIRTH_DT", "BENE_SEX_IDENT_CD"),
-                optional={"SP_STATE_CODE": "VARCHAR"},
+                optional=dict.fromkeys(
+                    (
+                        "SP_STATE_CODE",
+                        "BENE_DEATH_DT",
+                        "BENE_HI_CVRAGE_TOT_MONS",
+                        "BENE_SMI_CVRAGE_TOT_MONS",
+                        "BENE_HMO_CVRAGE_TOT_MONS",
+                        "PLAN_CVRG_MOS_NUM",
+                    ),
+                    "VARCHAR",
+                ),
                 with_filename=True,
             ),
             Source(
@@ -213,20 +237,30 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
             )
         relation = _reader(files, source)
         present = {name for name, _type in s.columns(relation)}
+        renamed = {
+            current: next(old for old in olds if old in present)
+            for current, olds in source.aliases.items()
+            if current not in present and any(old in present for old in olds)
+        }
+        present |= set(renamed)
         missing = [c for c in source.required if c not in present]
         if missing:
             raise Failure(
                 f"PGX_RAW_FORMAT={fmt.name}: {source.view} ({files[0]}{' and others' if len(files) > 1 else ''}) "
-                f"lacks required column(s) {', '.join(missing)}",
+                f"lacks required column(s) "
+                + ", ".join(f"{c} (or {' / '.join(source.aliases[c])})" if c in source.aliases else c for c in missing),
                 allow_retries=False,
             )
         # Declared order (the SQL gathers numbered columns such as HCPCS_CD_1..45 by pattern).
         absent = {c: f'NULL::{t} AS "{c}"' for c, t in source.optional.items() if c not in present}
+
         if source.pgx_table:
             columns = ["*", *absent.values()]
         else:
-            columns = [f'"{c}"' for c in source.required]
-            columns += [absent.get(c, f'"{c}"') for c in source.optional]
+            columns = [
+                absent.get(c) or (f'"{renamed[c]}" AS "{c}"' if c in renamed else f'"{c}"')
+                for c in (*source.required, *source.optional)
+            ]
             columns += ["filename"] if source.with_filename else []
         s.view(source.view, f"(SELECT {', '.join(columns)} FROM {relation})")
         used[source.view] = files

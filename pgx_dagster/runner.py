@@ -26,7 +26,7 @@ def _asset_names(patterns: list[str]) -> list[str]:
     keys = [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()]
     out = []
     for p in patterns:
-        out += [k for k in keys if (k.startswith(p[:-1]) if p.endswith("*") else k == p)]
+        out += [k for k in keys if (k.startswith(p[:-1]) and k != "cohort_attrition" if p.endswith("*") else k == p)]
     return out
 
 

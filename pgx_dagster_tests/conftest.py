@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from pgx_dagster.ops.synth import generate
 from pgx_dagster.settings import event_years
-from pgx_dagster.synth import generate
 
 SMALL_PERSONS = 2500
 SEED = 7

@@ -4,7 +4,7 @@ import json
 
 import duckdb
 
-from pgx_dagster.synth import generate, main
+from pgx_dagster.ops.synth import generate, main
 
 
 def digest(folder):

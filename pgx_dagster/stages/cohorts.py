@@ -1,25 +1,40 @@
-"""Cohorts: matched sets, 1 target : N controls, one asset per definition in cohorts/*.toml.
-SQL: sql/cohort/ (qualifying -> targets, pool -> match -> strata).
+"""Cohorts: matched sets, 1 target : N controls, one asset per definition in cohorts/*.toml, and the
+cohort's attrition in total. SQL: sql/cohort/; the assignment itself: pgx_dagster/matching.py.
 
-A cohort partition reads every events partition (AllPartitionMapping): a person's first
-qualifying event may lie in any partition, and no future target may be used as a control.
+A cohort partition reads every events partition (AllPartitionMapping): a person's first qualifying
+event may lie in any partition, a washout event in the year before, and no future case may be used as
+a control (exclusive design). README "Cohorts" states the design in epidemiological terms.
 """
 
 import os
 import time
 from logging import Logger
 
-from dagster import AllPartitionMapping, AssetDep, AssetsDefinition, Failure
+import numpy as np
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+)
 
-from pgx_dagster import contracts
+from pgx_dagster import contracts, matching
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import all_keys, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import table_metadata
+from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import (
     COHORT_POLICY,
+    KINDS,
+    OWNERS,
     entity_id,
     partition_contract_check,
     partitioned_asset,
@@ -28,18 +43,16 @@ from pgx_dagster.stages.common import (
 )
 from pgx_dagster.stages.demographics import demographics_path, member_demographics
 from pgx_dagster.stages.events import events, events_file, events_glob
+from pgx_dagster.stages.intake import observation_period_path
 
 
 def cohort_dataset(name: str) -> str:
     return f"gold/cohorts/{name}"
 
 
-def cohort_file(lake: LakeResource, name: str, age_band: str, event_year: int) -> str:
-    return lake.partition_file(cohort_dataset(name), age_band, event_year, f"{name}_cohort.parquet")
-
-
-def strata_file(lake: LakeResource, name: str, age_band: str, event_year: int) -> str:
-    return lake.partition_file(cohort_dataset(name), age_band, event_year, f"{name}_strata.parquet")
+def cohort_file(lake: LakeResource, name: str, age_band: str, event_year: int, part: str = "cohort") -> str:
+    """A file of a cohort partition: part = cohort | strata | attrition."""
+    return lake.partition_file(cohort_dataset(name), age_band, event_year, f"{name}_{part}.parquet")
 
 
 def ratio_text(targets: int, controls: int) -> str:
@@ -47,7 +60,7 @@ def ratio_text(targets: int, controls: int) -> str:
 
 
 def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band: str, year: int) -> None:
-    """Views targets and pool of one partition (sql/cohort/), over every events partition."""
+    """Views of one partition's matching (sql/cohort/), over every events partition."""
     missing = [k for k in all_keys() if not lake.exists(events_file(lake, *split_key(k)))]
     if missing:
         raise Failure(
@@ -56,6 +69,7 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
         )
     s.view("events_all", parquet_relation(events_glob(lake)))
     s.view("demographics", parquet_relation(demographics_path(lake)))
+    s.view("observation_period", parquet_relation(observation_period_path(lake)))
     s.set_variables(
         {
             "cohort": d.name,
@@ -64,11 +78,56 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
             "seed": d.seed,
             "controls_per_target": d.controls_per_target,
             "target_event_types": list(d.target_event_types),
+            "washout_event_types": list(d.washout_event_types),
+            "lookback_days": d.lookback_days,
+            "design": d.design,
+            "study_years": event_years(),
         }
     )
-    s.model_view("qualifying", "cohort/qualifying")
-    s.model_view("targets", "cohort/targets")
-    s.model_view("pool", "cohort/pool")
+    s.model_table("qualifying", "cohort/qualifying")
+    s.model_table("washout", "cohort/washout")
+    s.model_table("index_events", "cohort/index_events")
+    s.model_table("targets", "cohort/targets")
+    s.model_table("stratum", "cohort/stratum")
+
+
+def assign_controls(s: Session, d: CohortDefinition) -> None:
+    """Tables `assignment` (target_id, control_id) and `short_sets` from pgx_dagster/matching.py."""
+    targets = matching.targets_from(
+        s.execute(
+            "SELECT person_id, sex, index_date - DATE '1970-01-01' AS index_day, target_key "
+            "FROM targets ORDER BY sex, target_rank"
+        ).fetchnumpy()
+    )
+    pool_rows = s.execute(f"SELECT * FROM ({_sql('cohort/pool_periods')})").fetchnumpy()
+    wash = s.execute(
+        "SELECT w.person_id, list(w.event_date - DATE '1970-01-01' ORDER BY w.event_date) "
+        "FROM washout w JOIN stratum p USING (person_id) WHERE p.eligible GROUP BY 1"
+    ).fetchall()
+    pool = matching.pool_from(pool_rows, {person: np.asarray(days, np.int64) for person, days in wash})
+    result = matching.assign(targets, pool, d.controls_per_target, d.lookback_days, d.design)
+    assignment, short = result.tables()
+    s.con.register("assignment_arrow", assignment)
+    s.con.register("short_sets_arrow", short)
+    s.execute("CREATE OR REPLACE TEMP TABLE assignment AS SELECT * FROM assignment_arrow")
+    s.execute("CREATE OR REPLACE TEMP TABLE short_sets AS SELECT * FROM short_sets_arrow")
+    s.con.unregister("assignment_arrow")
+    s.con.unregister("short_sets_arrow")
+
+
+def _sql(name: str) -> str:
+    from pgx_dagster.duck import sql_text
+
+    return sql_text(name)
+
+
+def _design_text(d: CohortDefinition) -> str:
+    if d.design == "risk_set":
+        return (
+            "risk-set (incidence-density) sampling: controls are at risk at the index date, may become "
+            "targets later and may serve several sets"
+        )
+    return "exclusive sampling: a person is in at most one matched set across all partitions"
 
 
 def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
@@ -82,18 +141,27 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         owners=list(d.owners),
         description=(
             f"{d.description} Matched sets of 1 target : {d.controls_per_target} controls, exact on age band, "
-            f"event year and sex; index date = first {' / '.join(d.target_event_types)}; controls never have "
-            f"a qualifying event; a person is in at most one matched set across all partitions. "
+            f"event year and sex. Index date = first {' / '.join(d.target_event_types)}; targets and controls "
+            f"enrolled at it with {d.lookback_days} days of continuous enrolment before it and no "
+            f"{' / '.join(d.washout_event_types)} in that window; {_design_text(d)}. Beside each partition: "
+            f"strata (shortages against the whole eligible stratum) and attrition. "
             f"Defined in {d.source.rsplit('/', 2)[-2]}/{d.source.rsplit('/', 1)[-1]}."
         ),
-        metadata={"cohort_definition": d.source, "controls_per_target": d.controls_per_target},
+        metadata={
+            "cohort_definition": d.source,
+            "controls_per_target": d.controls_per_target,
+            "design": d.design,
+            "lookback_days": d.lookback_days,
+        },
     )
     def cohort(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> dict:
         started = time.perf_counter()
         with duckdb.session() as s:
             register_matching(s, lake, d, band, year)
+            assign_controls(s, d)
             n = s.model_table("cohort", "cohort/match")
             s.model_table("strata", "cohort/strata")
+            s.model_table("attrition", "cohort/attrition")
             targets = s.scalar("SELECT count(*) FROM cohort WHERE role = 'target'")
             controls = n - targets
             shortage = s.scalar("SELECT coalesce(sum(shortage), 0) FROM strata")
@@ -105,6 +173,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
                 {
                     f"{d.name}_cohort.parquet": "SELECT * FROM cohort",
                     f"{d.name}_strata.parquet": "SELECT * FROM strata",
+                    f"{d.name}_attrition.parquet": "SELECT * FROM attrition",
                 },
                 checkpoint={
                     "pipeline": "create_cohort",
@@ -137,20 +206,24 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
                 controls=controls,
                 ratio=ratio,
                 control_shortage=shortage,
+                design=d.design,
                 strata=s.rows("SELECT * FROM strata"),
+                attrition=MetadataValue.md(attrition_markdown(s.rows("SELECT * FROM attrition"))),
             )
 
     @partitioned_check(
         cohort,
         name=f"{name}_ratio",
         description=f"QA 3: every matched set has one target and {d.controls_per_target} controls, or a "
-        "recorded shortage that is real (the stratum's eligible pool is used up).",
+        "recorded shortage that is real: no candidate who could have served the set at its index date "
+        "was left unused (recomputed here, independently of the matching).",
     )
     def ratio_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         k = d.controls_per_target
         with duckdb.session() as s:
+            register_matching(s, lake, d, band, year)
             s.view("c", parquet_relation(cohort_file(lake, d.name, band, year)))
-            s.view("st", parquet_relation(strata_file(lake, d.name, band, year)))
+            s.view("st", parquet_relation(cohort_file(lake, d.name, band, year, "strata")))
             f = s.rows(f"""
                 WITH sets AS (
                     SELECT matched_set_id, count(*) FILTER (WHERE role = 'target') AS t,
@@ -166,63 +239,180 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
                        (SELECT count(*) FROM sets WHERE n_lo <> c OR n_hi <> c OR s_lo <> {k} - c OR s_hi <> {k} - c)
                            AS sets_with_wrong_recorded_shortage,
                        (SELECT count(*) FROM sets WHERE c < {k}) AS sets_with_shortage,
-                       (SELECT coalesce(sum({k} - c), 0) FROM sets WHERE c < {k}) AS control_shortage,
-                       (SELECT count(*) FROM st WHERE shortage > 0 AND controls < pool_size)
-                           AS strata_short_with_unused_pool
+                       (SELECT coalesce(sum({k} - c), 0) FROM sets WHERE c < {k}) AS control_shortage
             """)[0]
+            audit = s.rows(_sql("cohort/short_set_audit"))[0]
+            f["short_sets_with_unused_candidates"] = audit["short_sets_with_unused_candidates"]
+            f["unused_candidates_of_short_sets"] = audit["unused_candidates_of_short_sets"]
             f["strata"] = s.rows("SELECT * FROM st")
         f["ratio"] = ratio_text(f["targets"], f["controls"])
         passed = (
             f["sets_without_exactly_one_target"] == 0
             and f["sets_with_too_many_controls"] == 0
             and f["sets_with_wrong_recorded_shortage"] == 0
-            and f["strata_short_with_unused_pool"] == 0
+            and f["short_sets_with_unused_candidates"] == 0
         )
         return verdict(passed, f)
 
     @partitioned_check(
         cohort,
-        name=f"{name}_no_overlap",
-        description="QA 2: no person is both target and control or in two matched sets - within this "
-        "partition and across every materialized partition of the cohort - and no control "
-        "has a qualifying event on or before the index date.",
+        name=f"{name}_observation",
+        description=f"Every target and control is enrolled at the index date with {d.lookback_days} days of "
+        "continuous enrolment before it; no target has a washout event in that window (incident) and no "
+        "control has one in it or on the index date.",
     )
-    def overlap_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
+    def observation_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         with duckdb.session() as s:
-            this_file = cohort_file(lake, d.name, band, year)
-            s.view("c", parquet_relation(this_file))
-            every = lake.files(lake.all_partitions_glob(cohort_dataset(d.name), f"{d.name}_cohort.parquet"))
-            others = [p for p in every if os.path.normpath(p) != os.path.normpath(this_file)]
-            s.view("o", parquet_relation(others) if others else "(SELECT * FROM c LIMIT 0)")
+            s.view("c", parquet_relation(cohort_file(lake, d.name, band, year)))
             s.view("events_all", parquet_relation(events_glob(lake)))
-            s.set_variables({"target_event_types": list(d.target_event_types)})
-            s.model_view("qualifying", "cohort/qualifying")
-            f = s.rows("""
-                SELECT
-                  (SELECT count(*) FROM (SELECT person_id FROM c GROUP BY 1 HAVING count(*) > 1))
-                      AS persons_in_several_rows,
-                  (SELECT count(*) FROM (SELECT person_id FROM c GROUP BY 1
-                                         HAVING count(DISTINCT role) > 1)) AS persons_target_and_control,
-                  (SELECT count(DISTINCT person_id) FROM c WHERE person_id IN (SELECT person_id FROM o))
-                      AS persons_also_in_other_partitions,
-                  (SELECT count(*) FROM c WHERE role = 'control' AND EXISTS (
-                      SELECT 1 FROM qualifying q WHERE q.person_id = c.person_id AND q.event_date <= c.index_date))
-                      AS controls_with_prior_qualifying_event,
-                  (SELECT count(*) FROM c) AS rows_checked
-            """)[0]
-        f["other_partitions_compared"] = len(others)
-        passed = all(v == 0 for k, v in f.items() if k not in ("rows_checked", "other_partitions_compared"))
-        return verdict(passed, f)
+            s.view("observation_period", parquet_relation(observation_period_path(lake)))
+            s.set_variables({"washout_event_types": list(d.washout_event_types)})
+            s.model_view("washout", "cohort/washout")
+            f = s.rows(f"""
+                WITH rows AS (
+                    SELECT c.*, c.index_date - {d.lookback_days} AS window_start,
+                           EXISTS (SELECT 1 FROM observation_period o WHERE o.person_id = c.person_id
+                                   AND o.period_start <= c.index_date - {d.lookback_days}
+                                   AND o.period_end >= c.index_date) AS observed,
+                           EXISTS (SELECT 1 FROM washout w WHERE w.person_id = c.person_id
+                                   AND w.event_date >= c.index_date - {d.lookback_days}
+                                   AND (w.event_date < c.index_date
+                                        OR (c.role = 'control' AND w.event_date = c.index_date))) AS washout_hit
+                    FROM c)
+                SELECT count(*) AS rows_checked,
+                       count(*) FILTER (WHERE role = 'target' AND NOT observed) AS targets_without_lookback,
+                       count(*) FILTER (WHERE role = 'control' AND NOT observed) AS controls_without_lookback,
+                       count(*) FILTER (WHERE role = 'target' AND washout_hit) AS prevalent_targets,
+                       count(*) FILTER (WHERE role = 'control' AND washout_hit) AS controls_with_washout_event
+                FROM rows""")[0]
+        passed = all(v == 0 for key, v in f.items() if key != "rows_checked")
+        return verdict(passed, {**f, "lookback_days": d.lookback_days})
+
+    if d.design == "exclusive":
+
+        @partitioned_check(
+            cohort,
+            name=f"{name}_no_overlap",
+            description="QA 2: no person is both target and control or in two matched sets - within this "
+            "partition and across every materialized partition of the cohort - and no control ever has "
+            "a qualifying event (exclusive design).",
+        )
+        def design_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
+            with duckdb.session() as s:
+                this_file = cohort_file(lake, d.name, band, year)
+                s.view("c", parquet_relation(this_file))
+                every = lake.files(lake.all_partitions_glob(cohort_dataset(d.name), f"{d.name}_cohort.parquet"))
+                others = [p for p in every if os.path.normpath(p) != os.path.normpath(this_file)]
+                s.view("o", parquet_relation(others) if others else "(SELECT * FROM c LIMIT 0)")
+                s.view("events_all", parquet_relation(events_glob(lake)))
+                s.set_variables({"target_event_types": list(d.target_event_types)})
+                s.model_view("qualifying", "cohort/qualifying")
+                f = s.rows("""
+                    SELECT
+                      (SELECT count(*) FROM (SELECT person_id FROM c GROUP BY 1 HAVING count(*) > 1))
+                          AS persons_in_several_rows,
+                      (SELECT count(*) FROM (SELECT person_id FROM c GROUP BY 1
+                                             HAVING count(DISTINCT role) > 1)) AS persons_target_and_control,
+                      (SELECT count(DISTINCT person_id) FROM c WHERE person_id IN (SELECT person_id FROM o))
+                          AS persons_also_in_other_partitions,
+                      (SELECT count(*) FROM c WHERE role = 'control' AND EXISTS (
+                          SELECT 1 FROM qualifying q WHERE q.person_id = c.person_id))
+                          AS controls_with_a_qualifying_event,
+                      (SELECT count(*) FROM c) AS rows_checked
+                """)[0]
+            f["other_partitions_compared"] = len(others)
+            passed = all(v == 0 for k, v in f.items() if k not in ("rows_checked", "other_partitions_compared"))
+            return verdict(passed, f)
+
+    else:
+
+        @partitioned_check(
+            cohort,
+            name=f"{name}_risk_set",
+            description="Risk-set sampling rules (in place of QA 2's exclusivity, which this design does not "
+            "have): no control has a qualifying event on or before its set's index date, no person is twice "
+            "in one set, and no target is a control of its own set.",
+        )
+        def design_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
+            with duckdb.session() as s:
+                s.view("c", parquet_relation(cohort_file(lake, d.name, band, year)))
+                s.view("events_all", parquet_relation(events_glob(lake)))
+                s.set_variables({"target_event_types": list(d.target_event_types)})
+                s.model_view("qualifying", "cohort/qualifying")
+                f = s.rows("""
+                    SELECT
+                      (SELECT count(*) FROM c WHERE role = 'control' AND EXISTS (
+                          SELECT 1 FROM qualifying q WHERE q.person_id = c.person_id AND q.event_date <= c.index_date))
+                          AS controls_with_prior_qualifying_event,
+                      (SELECT count(*) FROM (SELECT matched_set_id, person_id FROM c GROUP BY ALL HAVING count(*) > 1))
+                          AS persons_twice_in_a_set,
+                      (SELECT count(*) FROM (SELECT person_id FROM c WHERE role = 'target' GROUP BY 1
+                                             HAVING count(*) > 1)) AS targets_in_several_sets,
+                      (SELECT count(*) FROM c) AS rows_checked,
+                      (SELECT count(*) - count(DISTINCT person_id) FROM c WHERE role = 'control')
+                          AS control_rows_reusing_a_person
+                """)[0]
+            passed = all(
+                f[k] == 0
+                for k in (
+                    "controls_with_prior_qualifying_event",
+                    "persons_twice_in_a_set",
+                    "targets_in_several_sets",
+                )  # fmt: skip
+            )
+            return verdict(passed, f)
 
     contract = partition_contract_check(
         cohort,
         lambda lake, band, year: cohort_file(lake, d.name, band, year),
-        lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target),
+        lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design),
     )
 
-    return cohort, [ratio_check, overlap_check, contract]
+    return cohort, [ratio_check, observation_check, design_check, contract]
+
+
+def attrition_markdown(rows: list[dict]) -> str:
+    lines = ["| population | step | persons |", "| --- | --- | ---: |"]
+    lines += [f"| {r['population']} | {r['step_order']}. {r['step']} | {r['persons']:,} |" for r in rows]
+    return "\n".join(lines)
 
 
 COHORTS = [build_cohort(d) for d in load_all()]
 cohort_assets = [a for a, _ in COHORTS]
 cohort_checks = [c for _, checks in COHORTS for c in checks]
+
+# ---- the cohort in total ----------------------------------------------------------------------------
+cohort_partitions = StaticPartitionsDefinition([d.name for d in load_all()])
+DEFINITIONS = {d.name: d for d in load_all()}
+
+
+def attrition_file(lake: LakeResource, name: str) -> str:
+    return lake.path("gold", "analysis", name, "attrition", "attrition.parquet")
+
+
+@asset(
+    name="cohort_attrition",
+    group_name="analysis",
+    partitions_def=cohort_partitions,
+    deps=[AssetDep(a, partition_mapping=AllPartitionMapping()) for a in cohort_assets],
+    owners=OWNERS,
+    kinds=KINDS,
+    description="CONSORT-style attrition of a whole cohort (one partition per cohorts/*.toml): targets from "
+    "first qualifying event to matched sets, controls from the stratum to those used, summed over every "
+    "age band x event year partition of the cohort.",
+)
+def cohort_attrition(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+    name = context.partition_key
+    started = time.perf_counter()
+    with duckdb.session() as s:
+        s.view("parts", parquet_relation(lake.all_partitions_glob(cohort_dataset(name), f"{name}_attrition.parquet")))
+        s.execute(
+            "CREATE OR REPLACE TEMP TABLE total AS SELECT population, step_order, step, sum(persons) AS persons "
+            "FROM parts GROUP BY ALL ORDER BY population DESC, step_order"
+        )
+        rows = s.rows("SELECT * FROM total")
+        final_dir = attrition_file(lake, name).rsplit("/", 1)[0]
+        publish(s, lake, final_dir, {"attrition.parquet": "SELECT * FROM total"})
+        meta = table_metadata(s, "total", rows=len(rows), path=attrition_file(lake, name), started=started)
+    meta["attrition"] = MetadataValue.md(attrition_markdown(rows))
+    return MaterializeResult(metadata=meta)

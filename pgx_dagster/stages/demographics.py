@@ -12,7 +12,7 @@ from pgx_dagster.formats import register_raw
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import contract_result, verdict
 from pgx_dagster.reporting import table_metadata
-from pgx_dagster.settings import SQL_DIR
+from pgx_dagster.settings import SQL_DIR, event_years
 from pgx_dagster.stages.common import global_asset, global_check
 from pgx_dagster.stages.intake import person_index_path
 from pgx_dagster.stages.silver import silver_glob, silver_medical, silver_pharmacy
@@ -47,10 +47,13 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
     with duckdb.global_session() as s:
         s.view("silver_medical_all", parquet_relation(silver_glob(lake, "medical")))
         s.view("silver_pharmacy_all", parquet_relation(silver_glob(lake, "pharmacy")))
-        register_raw(s, lake, tables=("raw_eligibility",))
+        register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
         s.view("person_index", parquet_relation(person_index_path(lake)))
         register_reference(s)
-        s.set_variables({"seed": IMPUTATION_SEED})
+        years = event_years()
+        s.set_variables(
+            {"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1], "extract_date": lake.extract_day()}
+        )
         rows = s.model_table("demographics", "demographics/member_demographics")
         path = demographics_path(lake)
         with lake.publish_dir(path.rsplit("/", 1)[0]) as tmp:
@@ -104,7 +107,7 @@ def member_demographics_contract(lake: LakeResource, duckdb: DuckDBWorker):
     member_demographics,
     name="member_demographics_consensus",
     description="Consensus holds: one sex and birth year per person, one zip3 per person-year "
-    "across all the person's member ids, and every active member-year has a row.",
+    "across all the person's member ids, and every member-year with a claim has a row.",
 )
 def member_demographics_consensus(lake: LakeResource, duckdb: DuckDBWorker):
     with duckdb.session() as s:
@@ -124,7 +127,8 @@ def member_demographics_consensus(lake: LakeResource, duckdb: DuckDBWorker):
               (SELECT count(*) FROM (SELECT person_id, event_year FROM d GROUP BY ALL
                                      HAVING count(DISTINCT zip3) > 1 OR count(DISTINCT age_band) > 1))
                   AS person_years_with_several_values,
-              (SELECT count(*) FROM silver_all) AS active_member_years,
+              (SELECT count(*) FROM silver_all) AS member_years_with_claims,
+              (SELECT count(*) FROM d) - (SELECT count(*) FROM silver_all) AS member_years_enrolled_without_claims,
               (SELECT count(*) FROM silver_all s WHERE NOT EXISTS (
                   SELECT 1 FROM d WHERE d.payer_id = s.payer_id AND d.member_id = s.member_id
                                     AND d.event_year = s.event_year)) AS member_years_without_row

@@ -38,6 +38,13 @@ def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
     return lake.path("quarantine", f"intake_{kind}", "quarantine.parquet")
 
 
+def observation_period_path(lake: LakeResource) -> str:
+    return lake.path("silver", "observation_period", "observation_period.parquet")
+
+
+DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
+
+
 @global_asset(
     "claims_intake",
     group_name="intake",
@@ -63,6 +70,9 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
         pi_dir = lake.path("staging", "person_index")
         with lake.publish_dir(pi_dir) as tmp:
             s.execute(f"COPY person_index TO {quote(tmp + '/person_index.parquet')} (FORMAT parquet)")
+        n_periods = s.model_table("observation_period", "intake/observation_period")
+        with lake.publish_dir(observation_period_path(lake).rsplit("/", 1)[0]) as tmp:
+            s.execute(f"COPY observation_period TO {quote(tmp + '/observation_period.parquet')} (FORMAT parquet)")
         facts = s.rows("""
             SELECT count(DISTINCT person_id) AS persons,
                    count(*) FILTER (WHERE conflicting_linkage) AS members_linked_to_several_persons,
@@ -72,6 +82,7 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
         figures: dict[str, dict] = {}
         for kind in CLAIM_KINDS:
             table = f"intake_{kind}"
+            s.set_variables({"date_column": DATE_COLUMN[kind]})
             s.model_view("typed", f"intake/{kind}")
             n_in = s.model_table(table, "intake/placement")
             with lake.publish_dir(staged_dir(lake, kind)) as tmp:
@@ -113,6 +124,8 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
             path=lake.path("staging"),
             started=started,
             members=n_members,
+            observation_periods=n_periods,
+            persons_under_observation=s.scalar("SELECT count(DISTINCT person_id) FROM observation_period"),
             raw_format=lake.raw_format,
             raw_inputs=raw_inputs,
             **facts,
@@ -131,6 +144,7 @@ def intake_reconciles(lake: LakeResource, duckdb: DuckDBWorker):
     years = event_years()
     with duckdb.session() as s:
         register_raw(s, lake)
+        s.set_variables({"extract_date": lake.extract_day()})
         figures = {}
         passed = True
         for kind in CLAIM_KINDS:

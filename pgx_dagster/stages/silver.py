@@ -39,6 +39,11 @@ def quarantine_file(lake: LakeResource, kind: str, age_band: str, event_year: in
     return lake.partition_file(f"quarantine/silver_{kind}", age_band, event_year, "quarantine.parquet")
 
 
+CODE_QUARANTINE = "quarantine/silver_medical_codes"
+# Columns of silver/<kind>.sql that are bookkeeping, not data (the line verdict; medical's rejected codes).
+BOOKKEEPING = {"medical": "quarantine_reason, rejected_codes", "pharmacy": "quarantine_reason"}
+
+
 def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
     name = f"silver_{kind}"
 
@@ -58,13 +63,29 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
             n_in = s.model_table("silver_out", f"silver/{kind}")
             reasons = reason_counts(s, "silver_out")
             n_out = n_in - sum(reasons.values())
-            good = "SELECT * EXCLUDE (quarantine_reason) FROM silver_out WHERE quarantine_reason IS NULL"
+            data = f"* EXCLUDE ({BOOKKEEPING[kind]})"
+            good = f"SELECT {data} FROM silver_out WHERE quarantine_reason IS NULL"
             publish(
                 s,
                 lake,
                 lake.partition_dir(f"quarantine/silver_{kind}", band, year),
-                {"quarantine.parquet": "SELECT * FROM silver_out WHERE quarantine_reason IS NOT NULL"},
+                {
+                    "quarantine.parquet": f"SELECT {data}, quarantine_reason FROM silver_out "
+                    "WHERE quarantine_reason IS NOT NULL"
+                },  # fmt: skip
             )
+            code_rejects: dict[str, int] = {}
+            if kind == "medical":
+                s.model_table("code_rejects", "silver/code_rejects")
+                publish(
+                    s,
+                    lake,
+                    lake.partition_dir(CODE_QUARANTINE, band, year),
+                    {"quarantine.parquet": "SELECT * FROM code_rejects"},
+                )
+                code_rejects = dict(s.execute(
+                    "SELECT reason, count(*) FROM code_rejects GROUP BY 1 ORDER BY 1"
+                ).fetchall())  # fmt: skip
             publish(
                 s,
                 lake,
@@ -75,7 +96,12 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
                     "entity_id": entity_id(name, band, year),
                     "phase": name,
                     "status": "completed",
-                    "metrics": {"records": n_out, "rows_in": n_in, "quarantined": reasons},
+                    "metrics": {
+                        "records": n_out,
+                        "rows_in": n_in,
+                        "quarantined": reasons,
+                        "codes_rejected": code_rejects,
+                    },
                 },
             )
             log.info(
@@ -91,6 +117,7 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
                 rows_in=n_in,
                 rows_quarantined=n_in - n_out,
                 quarantine_reasons=reasons,
+                **({"codes_rejected": code_rejects} if kind == "medical" else {}),
             )
 
     @partitioned_check(

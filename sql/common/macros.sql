@@ -14,20 +14,40 @@ CREATE OR REPLACE MACRO age_band(age) AS
         ELSE '75+'
     END;
 
--- Blank-to-NULL trim of any raw text field.
-CREATE OR REPLACE MACRO clean_text(x) AS nullif(trim(CAST(x AS VARCHAR)), '');
+-- Whitespace is every Unicode space, control and format character (tab, NBSP, ideographic space,
+-- zero-width space, byte-order mark, ...), not only ASCII blanks: extracts carry all of them.
+-- Blank-to-NULL trim of any raw text field (ids, names): whitespace removed at both ends.
+CREATE OR REPLACE MACRO clean_text(x) AS
+    nullif(regexp_replace(CAST(x AS VARCHAR), '^[\p{Z}\p{Cc}\p{Cf}]+|[\p{Z}\p{Cc}\p{Cf}]+$', '', 'g'), '');
 
--- ICD codes: no dots or spaces, upper case.
-CREATE OR REPLACE MACRO normalize_dx(x) AS upper(replace(replace(clean_text(x), '.', ''), ' ', ''));
+-- A code (diagnosis, procedure, revenue, place of service, NDC): every whitespace character removed,
+-- wherever it is, upper case; NULL when nothing is left.
+CREATE OR REPLACE MACRO code_text(x) AS
+    nullif(upper(regexp_replace(CAST(x AS VARCHAR), '[\p{Z}\p{Cc}\p{Cf}]', '', 'g')), '');
+
+-- ICD codes: no dots, no whitespace, upper case.
+CREATE OR REPLACE MACRO normalize_dx(x) AS nullif(replace(code_text(x), '.', ''), '');
 
 -- Revenue codes are 4 digits ('450' -> '0450'); NULL stays NULL, anything else is returned as is
--- so the caller can quarantine it.
+-- so the caller can reject it.
 CREATE OR REPLACE MACRO normalize_revenue_code(x) AS
-    CASE WHEN regexp_full_match(clean_text(x), '[0-9]{1,4}') THEN lpad(clean_text(x), 4, '0') ELSE clean_text(x) END;
+    CASE WHEN regexp_full_match(code_text(x), '[0-9]{1,4}') THEN lpad(code_text(x), 4, '0') ELSE code_text(x) END;
 
 -- Place of service is 2 digits ('9' -> '09').
 CREATE OR REPLACE MACRO normalize_pos(x) AS
-    CASE WHEN regexp_full_match(clean_text(x), '[0-9]{1,2}') THEN lpad(clean_text(x), 2, '0') ELSE clean_text(x) END;
+    CASE WHEN regexp_full_match(code_text(x), '[0-9]{1,2}') THEN lpad(code_text(x), 2, '0') ELSE code_text(x) END;
+
+-- CPT / HCPCS level II: 5 characters (99283, 1234F, J1100), optionally followed by 2-character
+-- modifiers, with or without dashes ('99283-25', '99283 25', '9928325', '99283-25-59').
+CREATE OR REPLACE MACRO procedure_is_valid(x) AS
+    regexp_full_match(code_text(x), '([0-9]{4}[0-9A-Z]|[A-Z][0-9]{4})(-?[0-9A-Z]{2})*');
+-- The code without its modifiers; the code text itself when it is not valid (the caller rejects it).
+CREATE OR REPLACE MACRO normalize_procedure(x) AS
+    CASE WHEN procedure_is_valid(x) THEN left(code_text(x), 5) ELSE code_text(x) END;
+-- The modifiers, in order ('99283-25-59' -> ['25', '59']); NULL when there are none.
+CREATE OR REPLACE MACRO procedure_modifiers(x) AS
+    CASE WHEN procedure_is_valid(x) AND length(code_text(x)) > 5
+         THEN regexp_extract_all(substr(code_text(x), 6), '[0-9A-Z]{2}') END;
 
 -- Sex as 'F' / 'M'; every other spelling (U, unknown, blank) is "not observed".
 CREATE OR REPLACE MACRO normalize_sex(x) AS
@@ -35,27 +55,27 @@ CREATE OR REPLACE MACRO normalize_sex(x) AS
 
 -- First three digits of a 5- or 9-digit US zip code (dashes allowed); NULL otherwise.
 CREATE OR REPLACE MACRO zip3_of(x) AS
-    CASE WHEN regexp_full_match(replace(clean_text(x), '-', ''), '[0-9]{5}([0-9]{4})?')
-         THEN left(clean_text(x), 3) END;
+    CASE WHEN regexp_full_match(replace(code_text(x), '-', ''), '[0-9]{5}([0-9]{4})?')
+         THEN left(code_text(x), 3) END;
 
 -- NDC as 11 digits (5-4-2). Dashed 10-digit forms are padded in the segment that is short;
 -- an undashed 10-digit NDC is ambiguous and returns NULL (see ndc_problem).
 CREATE OR REPLACE MACRO normalize_ndc(x) AS
     CASE
-        WHEN regexp_full_match(clean_text(x), '[0-9]{11}') THEN clean_text(x)
-        WHEN regexp_full_match(clean_text(x), '[0-9]{5}-[0-9]{4}-[0-9]{2}') THEN replace(clean_text(x), '-', '')
-        WHEN regexp_full_match(clean_text(x), '[0-9]{4}-[0-9]{4}-[0-9]{2}') THEN '0' || replace(clean_text(x), '-', '')
-        WHEN regexp_full_match(clean_text(x), '[0-9]{5}-[0-9]{3}-[0-9]{2}')
-            THEN split_part(clean_text(x), '-', 1) || '0' || split_part(clean_text(x), '-', 2) || split_part(clean_text(x), '-', 3)
-        WHEN regexp_full_match(clean_text(x), '[0-9]{5}-[0-9]{4}-[0-9]{1}')
-            THEN split_part(clean_text(x), '-', 1) || split_part(clean_text(x), '-', 2) || '0' || split_part(clean_text(x), '-', 3)
+        WHEN regexp_full_match(code_text(x), '[0-9]{11}') THEN code_text(x)
+        WHEN regexp_full_match(code_text(x), '[0-9]{5}-[0-9]{4}-[0-9]{2}') THEN replace(code_text(x), '-', '')
+        WHEN regexp_full_match(code_text(x), '[0-9]{4}-[0-9]{4}-[0-9]{2}') THEN '0' || replace(code_text(x), '-', '')
+        WHEN regexp_full_match(code_text(x), '[0-9]{5}-[0-9]{3}-[0-9]{2}')
+            THEN split_part(code_text(x), '-', 1) || '0' || split_part(code_text(x), '-', 2) || split_part(code_text(x), '-', 3)
+        WHEN regexp_full_match(code_text(x), '[0-9]{5}-[0-9]{4}-[0-9]{1}')
+            THEN split_part(code_text(x), '-', 1) || split_part(code_text(x), '-', 2) || '0' || split_part(code_text(x), '-', 3)
     END;
 
 CREATE OR REPLACE MACRO ndc_problem(x) AS
     CASE
-        WHEN clean_text(x) IS NULL THEN 'missing_ndc'
+        WHEN code_text(x) IS NULL THEN 'missing_ndc'
         WHEN normalize_ndc(x) IS NOT NULL THEN NULL
-        WHEN regexp_full_match(clean_text(x), '[0-9]{10}') THEN 'ndc_10_digit_ambiguous'
+        WHEN regexp_full_match(code_text(x), '[0-9]{10}') THEN 'ndc_10_digit_ambiguous'
         ELSE 'invalid_ndc'
     END;
 
@@ -63,5 +83,18 @@ CREATE OR REPLACE MACRO ndc_problem(x) AS
 CREATE OR REPLACE MACRO dx_system(service_date) AS
     CASE WHEN service_date >= DATE '2015-10-01' THEN 'ICD10CM' ELSE 'ICD9CM' END;
 
--- A uniform draw in [0, 1) from a seed and a key: deterministic for a pinned DuckDB version.
-CREATE OR REPLACE MACRO seeded_uniform(seed, key) AS hash(seed, key) / 18446744073709551616.0;
+-- Seeded draws that anyone can recompute, in any language and with any DuckDB version (never the
+-- engine's own hash()): the first 16 hex digits of sha256('<seed>:<key>:<salt>') as an unsigned
+-- 64-bit integer. In Python: int(hashlib.sha256(f"{seed}:{key}:{salt}".encode()).hexdigest()[:16], 16).
+CREATE OR REPLACE MACRO sample_key(seed, key, salt) AS
+    ('0x' || left(sha256(CAST(seed AS VARCHAR) || ':' || CAST(key AS VARCHAR) || ':' || CAST(salt AS VARCHAR)), 16))::UBIGINT;
+
+-- A uniform draw in [0, 1) from the same key.
+CREATE OR REPLACE MACRO seeded_uniform(seed, key, salt) AS sample_key(seed, key, salt) / 18446744073709551616.0;
+
+-- A diagnosis code is valid when absent or 3-7 letters and digits once normalized.
+CREATE OR REPLACE MACRO dx_is_valid(x) AS coalesce(regexp_full_match(normalize_dx(x), '[A-Z0-9]{3,7}'), TRUE);
+
+-- A code rejected on its own (silver): which field, the code as written, why.
+CREATE OR REPLACE MACRO rejected_code(field, raw, reason) AS
+    {'code_field': field, 'raw_code': CAST(raw AS VARCHAR), 'reason': reason};

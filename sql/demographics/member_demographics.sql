@@ -1,7 +1,8 @@
--- member_demographics: one row per active member-year (a member with any silver claim in the
--- year), with the person's consensus demographics and where each value came from.
--- Inputs: silver_medical_all, silver_pharmacy_all, raw_eligibility, person_index, zip3_state.
--- Variable: seed.
+-- member_demographics: one row per active member-year - a member with a silver claim in the year, or
+-- enrolled in it (an enrolled person without claims is still part of the population a control is
+-- drawn from) - with the person's consensus demographics and where each value came from.
+-- Inputs: silver_medical_all, silver_pharmacy_all, raw_eligibility, raw_enrollment, person_index,
+-- zip3_state. Variables: seed, min_year, max_year.
 --
 -- Consensus (per person, across all member ids, all years, eligibility and claims):
 --   sex        most frequent observed value; ties: latest year, then 'F' before 'M'.
@@ -17,10 +18,21 @@
 -- Extracts without zip codes (Tuva's is mostly blank, DE-SynPUF has none) often carry the state:
 -- a person's zip3 is then drawn within the person's observed state. `zip3_imputed_from` names the
 -- distribution each statistical zip3 was drawn from, so nobody mistakes it for an observation.
-WITH active AS (
+WITH enrolled AS (  -- member-years of enrolment in the event years, for members with a known birth year
+    SELECT payer_id, member_id, person_id, event_year, age_band(event_year - birth_year) AS age_band
+    FROM (SELECT p.payer_id, p.member_id, p.person_id, p.birth_year,
+                 unnest(range(greatest(year(e.enrollment_start), getvariable('min_year'), p.birth_year),
+                              least(year(e.enrollment_end), getvariable('max_year')) + 1)) AS event_year
+          FROM raw_enrollment e
+          JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
+          WHERE p.birth_year IS NOT NULL AND p.in_eligibility)
+),
+active AS (
     SELECT DISTINCT payer_id, member_id, person_id, event_year, age_band FROM silver_medical_all
     UNION
     SELECT DISTINCT payer_id, member_id, person_id, event_year, age_band FROM silver_pharmacy_all
+    UNION
+    SELECT payer_id, member_id, person_id, event_year, age_band FROM enrolled
 ),
 eligibility AS (
     SELECT p.person_id, p.payer_id, p.member_id, TRY_CAST(e.coverage_year AS INTEGER) AS year,
@@ -118,8 +130,8 @@ zip_imputed AS (
     SELECT l.person_id, c.zip3, c.basis
     FROM zip_level l
     JOIN zip_cdf c ON c.level = l.level AND c.key = l.key
-        AND seeded_uniform(getvariable('seed'), l.person_id || '|zip3') >= c.lo
-        AND seeded_uniform(getvariable('seed'), l.person_id || '|zip3') < c.hi
+        AND seeded_uniform(getvariable('seed'), l.person_id, 'zip3') >= c.lo
+        AND seeded_uniform(getvariable('seed'), l.person_id, 'zip3') < c.hi
 ),
 person_zip AS (  -- the zip3 of every active person-year
     SELECT person_id, event_year, zip3 FROM zip_observed
@@ -136,7 +148,7 @@ sex_dist AS (  -- observed sex by age band x zip3 of the person's first active y
 ),
 sex_imputed AS (
     SELECT p.person_id,
-           CASE WHEN seeded_uniform(getvariable('seed'), p.person_id || '|sex') <
+           CASE WHEN seeded_uniform(getvariable('seed'), p.person_id, 'sex') <
                      coalesce(
                         (SELECT n_f / n FROM sex_dist d WHERE d.age_band = p.first_age_band AND d.zip3 = pz.zip3),
                         (SELECT sum(n_f) / sum(n) FROM sex_dist d WHERE d.age_band = p.first_age_band),

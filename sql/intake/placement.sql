@@ -1,31 +1,40 @@
 -- Every typed claim row (medical or pharmacy), the person it belongs to, its partition
--- (age_band x event_year of claim_date) or the reason it cannot be placed.
+-- (age_band x event_year of its claim's first date) or the reason it cannot be placed.
 -- Inputs: typed (intake/medical.sql or intake/pharmacy.sql), person_index.
 -- Variables: extract_date, min_year, max_year.
 -- Claims may carry several adjudication versions: only the highest claim_version of a
 -- (payer, claim, line) is kept; the others are quarantined as superseded. Versions are ranked here,
 -- over the whole extract, because an adjustment may move a line's date into another year.
+-- A claim is one unit: all its current lines go to the partition of the claim's first service date
+-- (a claim from Dec 30 to Jan 2 is one claim of the December year, never two).
 WITH ranked AS (
     SELECT t.*,
            row_number() OVER (
                PARTITION BY payer_id, claim_id, claim_line
                ORDER BY claim_version DESC NULLS LAST, hash(t) ) AS version_rank
     FROM typed t
+),
+claim_dates AS (
+    SELECT payer_id, claim_id, min(claim_date) AS claim_first_date
+    FROM ranked
+    WHERE version_rank = 1 AND claim_date <= getvariable('extract_date')
+    GROUP BY ALL
 )
 SELECT r.* EXCLUDE (version_rank, claim_date),
        p.person_id,
-       year(r.claim_date) AS event_year,
-       age_band(year(r.claim_date) - p.birth_year) AS age_band,
+       year(c.claim_first_date) AS event_year,
+       age_band(year(c.claim_first_date) - p.birth_year) AS age_band,
        CASE
            WHEN r.claim_id IS NULL OR r.payer_id IS NULL OR r.member_id IS NULL THEN 'missing_claim_key'
            WHEN r.version_rank > 1 THEN 'superseded_claim_version'
            WHEN p.person_id IS NULL OR NOT p.in_eligibility THEN 'member_not_in_eligibility'
-           WHEN r.claim_date IS NULL THEN 'invalid_service_date'
-           WHEN r.claim_date > getvariable('extract_date') THEN 'service_date_after_extract'
-           WHEN year(r.claim_date) NOT BETWEEN getvariable('min_year') AND getvariable('max_year')
+           WHEN r.claim_date IS NULL THEN 'invalid_' || getvariable('date_column')
+           WHEN r.claim_date > getvariable('extract_date') THEN getvariable('date_column') || '_after_extract'
+           WHEN year(c.claim_first_date) NOT BETWEEN getvariable('min_year') AND getvariable('max_year')
                THEN 'outside_event_years'
            WHEN p.birth_year IS NULL THEN 'birth_year_unknown'
-           WHEN year(r.claim_date) < p.birth_year THEN 'service_before_birth'
+           WHEN year(c.claim_first_date) < p.birth_year THEN 'service_before_birth'
        END AS quarantine_reason
 FROM ranked r
+LEFT JOIN claim_dates c ON c.payer_id = r.payer_id AND c.claim_id = r.claim_id
 LEFT JOIN person_index p ON p.payer_id = r.payer_id AND p.member_id = r.member_id

@@ -1,19 +1,20 @@
 -- raw_eligibility from the Tuva input layer's `eligibility`: one row per enrollment span and
--- calendar year it covers (an open span runs to the current year). The member is
--- (payer, member_id), member_id falling back to patient_id where blank (payer 'tuva' if blank);
--- the person is patient_id. State may be a name or a USPS code; zip_code is often blank.
--- Input: tuva_eligibility, state_codes.
+-- calendar year it covers (an open span runs to the extract date). The member is
+-- (payer, member_id), member_id falling back to the person id where blank (payer 'tuva' if blank);
+-- the person is person_id (patient_id before Tuva 0.13, read under the new name by formats.py).
+-- State may be a name or a USPS code; zip_code is often blank.
+-- Input: tuva_eligibility, state_codes. Variable: extract_date.
 WITH spans AS (
     SELECT coalesce(clean_text(payer), 'tuva') AS payer_id,
-           coalesce(clean_text(member_id), clean_text(patient_id)) AS member_id,
-           clean_text(patient_id) AS person_id,
+           coalesce(clean_text(member_id), clean_text(person_id)) AS member_id,
+           clean_text(person_id) AS person_id,
            year(TRY_CAST(birth_date AS DATE)) AS birth_year,
            gender AS sex, zip_code AS zip,
            -- CMS-derived names may carry a note: 'Ohio (eff. 10/2005)'
            upper(trim(regexp_replace(clean_text(state), '\s*\(.*\)$', ''))) AS state_text,
            year(TRY_CAST(enrollment_start_date AS DATE)) AS first_year,
            coalesce(year(TRY_CAST(enrollment_end_date AS DATE)),
-                    greatest(year(TRY_CAST(enrollment_start_date AS DATE)), year(current_date))) AS last_year
+                    greatest(year(TRY_CAST(enrollment_start_date AS DATE)), year(getvariable('extract_date')))) AS last_year
     FROM tuva_eligibility
 )
 SELECT s.payer_id, s.member_id, s.person_id, y.coverage_year, s.birth_year, s.sex, s.zip, sc.state

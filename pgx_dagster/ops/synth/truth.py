@@ -1,0 +1,85 @@
+"""The truth the pipeline must reproduce, per partition: rows that reach silver, events at the
+pipeline's counting grain (README "Events"), MME, and the cohort's targets with their attrition."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pgx_dagster.ops.synth.population import Population
+from pgx_dagster.ops.synth.vocab import band_index, year_start
+from pgx_dagster.partitions import AGE_BANDS
+
+WASHOUT_TYPES = ("opioid_poisoning", "opioid_ed_visit")  # cohorts/opioid_ed.toml
+LOOKBACK_DAYS = 365
+
+
+class Tally:
+    """Figures per partition key ('band|year')."""
+
+    def __init__(self, pop: Population):
+        self.pop = pop
+        self.parts: dict[str, dict[str, float]] = {}
+
+    def partition_codes(self, my: np.ndarray) -> np.ndarray:
+        years = self.pop.my_year[my]
+        ny = len(self.pop.years)
+        return band_index(years - self.pop.birth[self.pop.my_person[my]]) * ny + (years - self.pop.years[0])
+
+    def add(self, name: str, my: np.ndarray, weights: np.ndarray | None = None) -> None:
+        ny = len(self.pop.years)
+        sums = np.bincount(self.partition_codes(my), weights=weights, minlength=len(AGE_BANDS) * ny)
+        for code, value in enumerate(sums):
+            if value:
+                key = f"{AGE_BANDS[code // ny]}|{self.pop.years[0] + code % ny}"
+                bucket = self.parts.setdefault(key, {})
+                v = round(float(value), 6) if weights is not None else int(value)
+                bucket[name] = round(bucket.get(name, 0) + v, 6) if weights is not None else bucket.get(name, 0) + v
+
+    def sorted_parts(self) -> dict[str, dict[str, float]]:
+        return {k: dict(sorted(v.items())) for k, v in sorted(self.parts.items())}
+
+
+def first_per_key(keys: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row of `keys` (a 2-D integer array)."""
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return np.sort(first)
+
+
+def person_day_events(pop: Population, planted: list) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per event type: (member-year, date) of each event at the counting grain. Planted claims are
+    single-day, so claims of one person and type overlap exactly when they share the date."""
+    out = {}
+    for etype in ("ed_visit", "opioid_ed_visit", "opioid_poisoning", "opioid_use_disorder"):
+        my = np.concatenate([e.my for e in planted if etype in e.types] or [np.zeros(0, np.int64)])
+        date = np.concatenate([e.date for e in planted if etype in e.types] or [np.zeros(0, "datetime64[D]")])
+        keys = np.stack([pop.my_person[my], date.astype(np.int64)], axis=1)
+        keep = first_per_key(keys) if len(my) else np.zeros(0, np.int64)
+        out[etype] = (my[keep], date[keep])
+    return out
+
+
+def targets(pop: Population, events: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The opioid_ed cohort's targets: each person's first opioid ED visit, kept when the person's
+    continuous enrolment reaches LOOKBACK_DAYS before it and no washout event falls in that window."""
+    my, date = events["opioid_ed_visit"]
+    person = pop.my_person[my]
+    order = np.lexsort((date, person))
+    _, first = np.unique(person[order], return_index=True)
+    first_my, first_date = my[order][first], date[order][first]
+    run_start = pop.enrolment_run_start()[first_my]
+    with_lookback = year_start(run_start) <= first_date - np.timedelta64(LOOKBACK_DAYS, "D")
+    wash_my = np.concatenate([events[t][0] for t in WASHOUT_TYPES])
+    wash_date = np.concatenate([events[t][1] for t in WASHOUT_TYPES])
+    wash_person = pop.my_person[wash_my]
+    prevalent = np.zeros(len(first_my), bool)
+    first_person = pop.my_person[first_my]
+    for i in np.flatnonzero(with_lookback):
+        mine = wash_date[wash_person == first_person[i]]
+        prevalent[i] = bool(
+            ((mine >= first_date[i] - np.timedelta64(LOOKBACK_DAYS, "D")) & (mine < first_date[i])).any()
+        )
+    return {
+        "first_events": first_my,
+        "with_lookback": first_my[with_lookback],
+        "incident": first_my[with_lookback & ~prevalent],
+    }
