@@ -219,6 +219,8 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
     """Views raw_medical / raw_pharmacy / raw_eligibility / raw_linkage in the raw layout, whatever
     the input format. Returns the files each source view reads (for logs and metadata)."""
     fmt = raw_format(lake.raw_format)
+    # Open enrolment spans run to the extract date.
+    s.set_variables({"extract_date": lake.extract_day()})
     s.view("state_codes", f"read_csv({quote(str(SQL_DIR / 'codesets' / 'state_codes.csv'))}, all_varchar = true)")
     used: dict[str, list[str]] = {}
     for source in fmt.sources:

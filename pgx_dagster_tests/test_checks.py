@@ -146,6 +146,27 @@ CASES = [
         "sets_with_wrong_recorded_shortage",
     ),
     (
+        # a control dropped and the shortage recorded as if the pool had run out: it had not
+        "cohort_opioid_ed",
+        "cohort_opioid_ed_ratio",
+        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        "WITH gone AS (SELECT min(matched_set_id) AS s FROM t), "
+        "kept AS (SELECT * FROM t QUALIFY NOT (role = 'control' AND matched_set_id = (SELECT s FROM gone) "
+        "AND row_number() OVER (PARTITION BY matched_set_id, role ORDER BY person_id) = 1)) "
+        "SELECT * REPLACE (CASE WHEN matched_set_id = (SELECT s FROM gone) THEN n_controls - 1 ELSE n_controls END "
+        "AS n_controls, CASE WHEN matched_set_id = (SELECT s FROM gone) THEN control_shortage + 1 "
+        "ELSE control_shortage END AS control_shortage) FROM kept",
+        "short_sets_with_unused_candidates",
+    ),
+    (
+        # a target's index date moved to a day before its enrolment began
+        "cohort_opioid_ed",
+        "cohort_opioid_ed_observation",
+        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        "SELECT * REPLACE (DATE '2016-01-02' AS index_date) FROM t",
+        "targets_without_lookback",
+    ),
+    (
         "cohort_opioid_ed",
         "cohort_opioid_ed_contract",
         f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
@@ -223,7 +244,7 @@ def test_target_as_control_within_a_partition_is_caught(checked, tmp_path):
     assert not bad.passed
     assert meta(bad, "persons_target_and_control") == 1
     # a target is by definition a person with a qualifying event on or before the index date
-    assert meta(bad, "controls_with_prior_qualifying_event") == 1
+    assert meta(bad, "controls_with_a_qualifying_event") == 1
 
 
 def _rows(path):

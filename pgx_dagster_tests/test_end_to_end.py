@@ -37,8 +37,8 @@ def test_every_run_succeeded_and_every_check_passed(pipeline):
     assert [o for o in outcomes if not o["success"]] == []
     checks = [c for o in outcomes for c in o["checks"]]
     assert [c for c in checks if not c[2]] == []
-    # 1 intake check + 35 x (4 silver + 6 imputed + 2 events + 3 cohort) + 2 demographics
-    assert len(checks) == 1 + 35 * 15 + 2
+    # 1 intake check + 35 x (4 silver + 6 imputed + 2 events + 4 cohort) + 2 demographics
+    assert len(checks) == 1 + 35 * 16 + 2
 
 
 def test_silver_rows_per_partition_match_the_manifest(pipeline):

@@ -48,7 +48,9 @@ def test_missing_files_name_every_place_tried(tmp_path):
 
 def test_desynpuf_without_claim_files_reads_fills_only():
     counts = raw_counts(LakeResource(raw_root=str(DATA / "desynpuf_sample"), raw_format="desynpuf"))
-    assert counts == {"raw_eligibility": 2498, "raw_linkage": 2498, "raw_medical": 0, "raw_pharmacy": 4998}
+    # 93 beneficiary rows have no month of coverage in their year: no enrolment span
+    assert counts == {"raw_eligibility": 2498, "raw_enrollment": 2405, "raw_linkage": 2498, "raw_medical": 0,
+                      "raw_pharmacy": 4998}  # fmt: skip
 
 
 def test_tuva_parquet_reads_like_csv(tmp_path):
@@ -61,7 +63,8 @@ def test_tuva_parquet_reads_like_csv(tmp_path):
             f"TO '{folder}/part-0.parquet' (FORMAT parquet)"
         )
     csv_counts = raw_counts(LakeResource(raw_root=str(DATA / "tuva_demo"), raw_format="tuva"))
-    assert csv_counts == {"raw_eligibility": 395, "raw_linkage": 100, "raw_medical": 6075, "raw_pharmacy": 612}
+    assert csv_counts == {"raw_eligibility": 395, "raw_enrollment": 219, "raw_linkage": 100, "raw_medical": 6075,
+                          "raw_pharmacy": 612}  # fmt: skip
     assert raw_counts(LakeResource(raw_root=str(tmp_path), raw_format="tuva")) == csv_counts
 
 

@@ -86,7 +86,7 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
         "imputed_medical": 3,
         "imputed_pharmacy": 3,
         "events": 2,
-        "cohort_opioid_ed": 3,
+        "cohort_opioid_ed": 4,
     }
 
 

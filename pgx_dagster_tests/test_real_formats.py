@@ -123,22 +123,33 @@ def lake_figures(lake: Path) -> dict:
 
 
 def expected_events(con, lines: str, fills: str, factors: dict) -> dict:
-    """ED visits, diagnoses and opioid fills per partition from placed lines / fills (views with
-    `part`, `claim_id` and the raw code columns)."""
+    """ED visits, diagnoses and opioid fills per partition from placed lines / fills (views with `part`,
+    `person`, `claim_id`, the line's date `d` and the raw code columns). An ED visit is a person's ED
+    claims whose date ranges (first to last line date) overlap, within a partition."""
     ndc_values = ", ".join(f"('{n}', {s}, {f})" for n, (s, f) in factors.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE test_ndc AS FROM (VALUES {ndc_values}) t(ndc, strength, factor)")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE ed_claims AS
+        SELECT part, person, claim_id, min(d) AS s, max(d) AS e, bool_or(rev_hit) AS rev, bool_or(pos_hit) AS pos,
+               bool_or(cpt_hit) AS cpt
+        FROM (SELECT *, lpad(trim(revenue), 4, '0') IN ({sql_list(ED_REV)}) AS rev_hit,
+                        lpad(trim(pos), 2, '0') = '23' AS pos_hit, trim(cpt) IN ({sql_list(ED_CPT)}) AS cpt_hit
+              FROM {lines})
+        GROUP BY ALL HAVING bool_or(rev_hit OR pos_hit OR cpt_hit)""")
+    # A claim opens a new visit unless an earlier claim of the person in the partition is still running.
     ed = q(
         con,
-        f"""SELECT part, count(DISTINCT claim_id),
-                   count(DISTINCT claim_id) FILTER (WHERE rev_hit), count(DISTINCT claim_id) FILTER (WHERE pos_hit),
-                   count(DISTINCT claim_id) FILTER (WHERE cpt_hit)
-            FROM (SELECT part, claim_id,
-                         lpad(trim(revenue), 4, '0') IN ({sql_list(ED_REV)}) AS rev_hit,
-                         lpad(trim(pos), 2, '0') = '23' AS pos_hit,
-                         trim(cpt) IN ({sql_list(ED_CPT)}) AS cpt_hit
-                  FROM {lines})
-            WHERE rev_hit OR pos_hit OR cpt_hit
-            GROUP BY part""",
+        """WITH flagged AS (
+               SELECT c.*, NOT EXISTS (
+                   SELECT 1 FROM ed_claims o WHERE o.part = c.part AND o.person = c.person
+                       AND (o.s, o.e, o.claim_id) < (c.s, c.e, c.claim_id) AND o.e >= c.s) AS opens
+               FROM ed_claims c),
+           visits AS (
+               SELECT *, sum(opens::INT) OVER (PARTITION BY part, person ORDER BY s, e, claim_id) AS visit
+               FROM flagged)
+           SELECT part, count(*), count(*) FILTER (WHERE rev), count(*) FILTER (WHERE pos), count(*) FILTER (WHERE cpt)
+           FROM (SELECT part, person, visit, bool_or(rev) AS rev, bool_or(pos) AS pos, bool_or(cpt) AS cpt
+                 FROM visits GROUP BY ALL)
+           GROUP BY part""",
     )
     fill_rows = q(
         con,
@@ -187,12 +198,14 @@ def tuva_expected(tmp: Path) -> tuple[dict, Path]:
     # One version per claim line in this extract: nothing superseded, so every line is placed.
     for table, line in (("medical_claim", "claim_line_number"), ("pharmacy_claim", "claim_line_number")):
         assert q(con, f"SELECT count(*) - count(DISTINCT (claim_id, {line})) FROM {table}")[0][0] == 0
+    # A claim is one unit, placed by the first date of its lines (line start date, else claim start).
     con.execute(f"""CREATE VIEW lines AS
         SELECT *, {AGE_BANDS_SQL.replace("age", "(yr - birth_year)")} || '|' || yr AS part
-        FROM (SELECT m.claim_id, m.revenue_center_code AS revenue, m.place_of_service_code AS pos,
-                     m.hcpcs_code AS cpt, p.birth_year,
-                     year(CAST(coalesce(m.claim_line_start_date, m.claim_start_date) AS DATE)) AS yr
-              FROM medical_claim m JOIN person p USING (patient_id))
+        FROM (SELECT *, year(min(d) OVER (PARTITION BY claim_id)) AS yr
+              FROM (SELECT m.claim_id, m.patient_id AS person, m.revenue_center_code AS revenue,
+                           m.place_of_service_code AS pos, m.hcpcs_code AS cpt, p.birth_year,
+                           CAST(coalesce(m.claim_line_start_date, m.claim_start_date) AS DATE) AS d
+                    FROM medical_claim m JOIN person p USING (patient_id)))
         WHERE yr BETWEEN 2016 AND 2020""")
     con.execute(f"""CREATE VIEW fills AS
         SELECT {AGE_BANDS_SQL.replace("age", "(year(CAST(f.dispensing_date AS DATE)) - p.birth_year)")}
@@ -336,7 +349,8 @@ def desynpuf_expected(tmp: Path) -> tuple[dict, Path]:
                       bool_or(cpt IS NOT NULL OR line_dx IS NOT NULL) OVER (PARTITION BY claim_id) AS any_line
             FROM all_codes)
         SELECT pr.*, yr, {AGE_BANDS_SQL.replace("age", "(yr - p.birth_year)")} || '|' || yr AS part,
-               NULL::VARCHAR AS revenue, NULL::VARCHAR AS pos
+               NULL::VARCHAR AS revenue, NULL::VARCHAR AS pos, DESYNPUF_ID AS person,
+               strptime(CLM_FROM_DT, '%Y%m%d')::DATE AS d
         FROM (SELECT *, CAST(left(CLM_FROM_DT, 4) AS INTEGER) AS yr FROM present) pr
         JOIN person p USING (DESYNPUF_ID)
         WHERE (has_line OR (k = 1 AND NOT any_line)) AND yr BETWEEN 2008 AND 2010""")
@@ -348,12 +362,13 @@ def desynpuf_expected(tmp: Path) -> tuple[dict, Path]:
     ndc_file, factors = opioid_file(
         tmp, con, "SELECT PROD_SRVC_ID FROM pde GROUP BY 1 ORDER BY count(*) DESC, PROD_SRVC_ID LIMIT 3"
     )
-    # ICD-9 opioid poisoning 965.00-965.09, E850.0-E850.2; use disorder 304.0x, 304.7x, 305.5x.
+    # ICD-9 opioid poisoning 965.00-965.09, E850.0-E850.2; use disorder 304.0x, 304.7x, 305.5x. Each
+    # DE-SynPUF claim has one date (CLM_FROM_DT): claims of a person overlap when they share it.
     dx_claims = q(
         con,
-        """SELECT count(DISTINCT claim_id) FILTER (WHERE regexp_full_match(d, '9650[0-9]|E850[0-2]')),
-                  count(DISTINCT claim_id) FILTER (WHERE regexp_matches(d, '^(3040|3047|3055)'))
-           FROM (SELECT claim_id, unnest(list_concat(dx, [line_dx])) AS d FROM lines)""",
+        """SELECT count(DISTINCT (person, d)) FILTER (WHERE regexp_full_match(code, '9650[0-9]|E850[0-2]')),
+                  count(DISTINCT (person, d)) FILTER (WHERE regexp_matches(code, '^(3040|3047|3055)'))
+           FROM (SELECT person, d, unnest(list_concat(dx, [line_dx])) AS code FROM lines)""",
     )[0]
     exp = {
         "persons": q(con, "SELECT count(DISTINCT DESYNPUF_ID) FROM bene")[0][0],

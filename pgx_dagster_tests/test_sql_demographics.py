@@ -60,8 +60,13 @@ def run(s, eligibility, medical):
     cols = {"patient_sex": "VARCHAR", "patient_zip3": "VARCHAR"}
     table(s, "silver_medical_all", medical, schema=cols)
     s.execute("CREATE OR REPLACE TEMP VIEW silver_pharmacy_all AS SELECT * FROM silver_medical_all LIMIT 0")
+    s.execute(  # each eligibility row is a year of enrolment, as in the pgx layout
+        "CREATE OR REPLACE TEMP VIEW raw_enrollment AS SELECT payer_id, member_id, "
+        "make_date(coverage_year, 1, 1) AS enrollment_start, make_date(coverage_year, 12, 31) AS enrollment_end "
+        "FROM raw_eligibility"
+    )
     register_reference(s)
-    s.set_variables({"seed": 1})
+    s.set_variables({"seed": 1, "min_year": 2016, "max_year": 2020})
     s.model_table("d", "demographics/member_demographics")
     return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}
 
@@ -152,5 +157,9 @@ def test_without_zip_the_draw_stays_in_the_persons_state(s):
 
 def test_every_active_member_year_gets_exactly_one_row(s):
     d = run(s, ELIG, MEDICAL + [claim("A", "1", "P1", 2017, "65-74", sex="M")])
-    assert len(d) == 7
+    # the 7 member-years with claims, and A-4's 2016 and 2017: enrolled without a claim (a person who
+    # uses no care is still part of the population controls come from)
+    assert sorted(d) == sorted([*((c["payer_id"], c["member_id"], c["event_year"]) for c in MEDICAL),
+                                ("A", "4", 2016), ("A", "4", 2017)])  # fmt: skip
+    assert (d[("A", "4", 2016)]["age_band"], d[("A", "4", 2016)]["sex"]) == ("45-54", "F")
     assert s.scalar("SELECT count(*) FROM d WHERE sex IS NULL OR zip3 IS NULL OR birth_year IS NULL") == 0

@@ -12,13 +12,13 @@ D = dt.date
 OXY_5MG = "99002000001"  # oxycodone 5 mg, MME factor 1.5 (sql/codesets/opioid_ndc.csv)
 
 
-def line(claim, date=None, rev=None, pos=None, cpt=None, dx1=None, dx2=None, line_no=1, other=None):
+def line(claim, date=None, rev=None, pos=None, cpt=None, dx1=None, dx2=None, line_no=1, other=None, person=None):
     date = date or D(2019, 4, 1)
     system = "ICD10CM" if date >= D(2015, 10, 1) else "ICD9CM"
     return {
         "payer_id": "A",
         "member_id": "1",
-        "person_id": "P1",
+        "person_id": person or f"P_{claim}",  # one person per claim unless said otherwise
         "claim_id": claim,
         "claim_line": line_no,
         "service_date": date,
@@ -51,6 +51,18 @@ def fill(claim, ndc, qty, days):
         "quantity": qty,
         "days_supply": days,
     }
+
+
+TEXT = {
+    "revenue_code": "VARCHAR",
+    "place_of_service": "VARCHAR",
+    "procedure_code": "VARCHAR",
+    "diagnosis_code_1": "VARCHAR",
+    "diagnosis_code_2": "VARCHAR",
+    "diagnosis_code_3": "VARCHAR",
+    "other_diagnosis_codes": "VARCHAR[]",
+}
+RX = {"days_supply": "INTEGER", "quantity": "DOUBLE"}
 
 
 @pytest.fixture
@@ -142,3 +154,79 @@ def test_the_classification_check_finds_nothing_wrong_in_correct_events(events):
         "events_with_foreign_codes": 0,
         "duplicate_event_ids": 0,
     }
+
+
+def grain(lines, fills=None, codes_dir=None):
+    """Events of hand-written lines (and fills), and the classification check's figures on them."""
+    with DuckDBWorker().session() as s:
+        table(s, "imputed_medical", lines, schema=TEXT)
+        table(s, "imputed_pharmacy", fills or [fill("R0", "00093021401", 30.0, 30)], schema=RX)
+        register_codesets(s, codes_dir=codes_dir)
+        s.model_table("ev", "events/events")
+        s.execute("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM ev")
+        from pgx_dagster.duck import sql_text
+
+        check = s.rows(sql_text("events/verify_classification"))[0]
+        rows = s.rows(
+            "SELECT event_type, person_id, event_date, event_end_date, n_claims, claim_id, classifying_codes "
+            "FROM ev WHERE event_type <> 'opioid_fill' ORDER BY event_type, person_id, event_date"
+        )
+        return rows, check
+
+
+def test_one_ed_visit_billed_on_a_facility_and_a_professional_claim_is_one_visit():
+    rows, check = grain(
+        [
+            line("FAC", rev="0450", dx1="T402X1A", person="P"),  # the hospital's claim
+            line("PRO", pos="23", cpt="99284", dx1="T402X1A", person="P"),  # the physician's claim
+            line("NEXT", date=D(2019, 4, 2), pos="23", cpt="99283", dx1="I10", person="P"),  # the next day
+        ]
+    )
+    by_type = {}
+    for r in rows:
+        by_type.setdefault(r["event_type"], []).append(r)
+    assert [(r["event_date"], r["n_claims"]) for r in by_type["ed_visit"]] == [(D(2019, 4, 1), 2), (D(2019, 4, 2), 1)]
+    assert [(r["event_date"], r["n_claims"], r["claim_id"]) for r in by_type["opioid_ed_visit"]] == [
+        (D(2019, 4, 1), 2, "FAC")]  # fmt: skip
+    assert by_type["opioid_ed_visit"][0]["classifying_codes"] == "CPT:99284;POS:23;REV:0450;ICD10CM:T402X1A"
+    assert len(by_type["opioid_poisoning"]) == 1
+    assert {k: v for k, v in check.items() if k not in ("events_written", "events_expected")} == dict.fromkeys(
+        ("missing_events", "unexpected_events", "unclassified_events", "events_without_codes",
+         "events_with_foreign_codes", "duplicate_event_ids"), 0)  # fmt: skip
+
+
+def test_claims_with_overlapping_dates_are_one_visit_and_the_visit_spans_them():
+    rows, _ = grain(
+        [
+            line("STAY", date=D(2019, 4, 1), rev="0450", person="P"),
+            line("STAY", date=D(2019, 4, 3), rev="0450", line_no=2, person="P"),  # the claim runs Apr 1-3
+            line("PRO", date=D(2019, 4, 3), pos="23", cpt="99285", person="P"),  # overlaps its last day
+            line("LATER", date=D(2019, 4, 4), pos="23", cpt="99285", person="P"),  # the day after: a new visit
+            line("OTHER", date=D(2019, 4, 3), pos="23", cpt="99285", person="Q"),  # someone else
+        ]
+    )
+    assert [(r["person_id"], r["event_date"], r["event_end_date"], r["n_claims"]) for r in rows] == [
+        ("P", D(2019, 4, 1), D(2019, 4, 3), 2),
+        ("P", D(2019, 4, 4), D(2019, 4, 4), 1),
+        ("Q", D(2019, 4, 3), D(2019, 4, 3), 1),
+    ]
+
+
+def test_a_corrupted_code_set_makes_the_classification_check_fail(tmp_path):
+    """The check re-derives events from its own definitions, not from sql/codesets/: events built
+    with a code set that lost T40.2 miss the poisoning, and the check says so."""
+    from pgx_dagster.settings import SQL_DIR
+
+    corrupted = tmp_path / "codesets"
+    corrupted.mkdir()
+    for f in (SQL_DIR / "codesets").glob("*.csv"):
+        text = f.read_text()
+        if f.name == "opioid_poisoning.csv":
+            text = "\n".join(row for row in text.splitlines() if ",T402" not in row) + "\n"
+        (corrupted / f.name).write_text(text)
+    lines = [line("E1", rev="0450", dx1="T402X1A"), line("E2", pos="23", cpt="99283", dx1="T401X1A")]
+    _, good = grain(lines)
+    assert good["missing_events"] == 0 and good["events_expected"] == good["events_written"] == 6
+    rows, bad = grain(lines, codes_dir=corrupted)
+    assert {r["event_type"] for r in rows if r["person_id"] == "P_E1"} == {"ed_visit"}
+    assert bad["missing_events"] == 2  # E1's poisoning and its opioid ED visit

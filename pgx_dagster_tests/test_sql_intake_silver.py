@@ -77,7 +77,7 @@ def run_intake(s, medical_rows):
     table(s, "raw_eligibility", eligibility_rows())
     table(s, "raw_linkage", LINKAGE)
     table(s, "raw_medical", medical_rows, schema=LIST_DX)
-    s.set_variables({"extract_date": D(2021, 6, 30), "min_year": 2016, "max_year": 2020})
+    s.set_variables({"extract_date": D(2021, 6, 30), "min_year": 2016, "max_year": 2020, "date_column": "service_date"})
     s.model_table("person_index", "intake/person_index")
     s.model_view("typed", "intake/medical")
     s.model_table("intake_medical", "intake/placement")
@@ -114,32 +114,25 @@ def test_three_versions_keep_the_last_and_its_partition(s):
             medical("C1", "1", 2, D(2018, 3, 2)),
         ],
     )
-    assert rows == [
-        {
-            "claim_id": "C1",
-            "claim_version": 1,
-            "person_id": "P1",
-            "age_band": "65-74",
-            "event_year": 2018,
-            "quarantine_reason": "superseded_claim_version",
-        },
-        {
-            "claim_id": "C1",
-            "claim_version": 2,
-            "person_id": "P1",
-            "age_band": "65-74",
-            "event_year": 2018,
-            "quarantine_reason": "superseded_claim_version",
-        },
-        {
-            "claim_id": "C1",
-            "claim_version": 3,
-            "person_id": "P1",
-            "age_band": "65-74",
-            "event_year": 2019,
-            "quarantine_reason": None,
-        },
+    # every version is filed under the claim's partition: that of its current lines' first date
+    assert [(r["claim_version"], r["event_year"], r["age_band"], r["quarantine_reason"]) for r in rows] == [
+        (1, 2019, "65-74", "superseded_claim_version"),
+        (2, 2019, "65-74", "superseded_claim_version"),
+        (3, 2019, "65-74", None),
     ]
+
+
+def test_a_claim_is_one_unit_filed_under_its_first_service_date(s):
+    rows = run_intake(
+        s,
+        [
+            medical("SPAN", "1", 1, D(2018, 12, 30), line=1),
+            medical("SPAN", "1", 1, D(2019, 1, 2), line=2),  # the same claim, into the new year
+            medical("SPAN", "1", 1, D(2099, 1, 1), line=3),  # a line after the extract date: its own verdict
+        ],
+    )
+    assert [(r["event_year"], r["quarantine_reason"]) for r in rows] == [
+        (2018, None), (2018, None), (2018, "service_date_after_extract")]  # fmt: skip
 
 
 def test_rows_that_fit_no_partition_are_quarantined_with_their_reason(s):
@@ -157,7 +150,7 @@ def test_rows_that_fit_no_partition_are_quarantined_with_their_reason(s):
     )
     assert [(r["claim_id"], r["person_id"], r["age_band"], r["quarantine_reason"]) for r in rows] == [
         ("C2", None, None, "member_not_in_eligibility"),
-        ("C3", "P1", "75+", "service_date_after_extract"),
+        ("C3", "P1", None, "service_date_after_extract"),
         ("C4", "P1", "55-64", "outside_event_years"),
         ("C5", "P2", None, "birth_year_unknown"),
         ("C6", "P1", "65-74", None),
@@ -193,118 +186,105 @@ def staged_medical(**codes):
     return base
 
 
+def silver_medical(s, rows):
+    table(s, "staged", rows, schema=LIST_DX)
+    s.model_table("silver_out", "silver/medical")
+    s.model_table("code_rejects", "silver/code_rejects")
+    lines = s.rows(
+        "SELECT claim_id, revenue_code, place_of_service, procedure_code, procedure_modifiers, diagnosis_code_1, "
+        "diagnosis_code_2, other_diagnosis_codes, patient_sex, patient_zip3, quarantine_reason "
+        "FROM silver_out ORDER BY claim_id"
+    )
+    rejects = s.execute("SELECT claim_id, code_field, raw_code, reason FROM code_rejects ORDER BY ALL").fetchall()
+    return {r["claim_id"]: r for r in lines}, rejects
+
+
 def test_silver_medical_normalizes_codes(s):
-    table(
+    lines, rejects = silver_medical(
         s,
-        "staged",
-        schema=LIST_DX,
-        rows=[
-            staged_medical(
-                claim_id="C1",
-                revenue_code="450",
-                diagnosis_code_1="t40.2x1a",
-                diagnosis_code_2=" F11.20 ",
-                patient_sex="f",
-                patient_zip="02139-1234",
-            ),
-            staged_medical(
-                claim_id="C2", place_of_service="9", procedure_code="99283", patient_sex="U", patient_zip="ABC"
-            ),
-            staged_medical(claim_id="C3", revenue_code="45X"),
-            staged_medical(claim_id="C4", diagnosis_code_1="T40.2X1A.EXTRA"),
+        [
+            staged_medical(claim_id="C1", revenue_code="450", diagnosis_code_1="t40.2x1a",
+                           diagnosis_code_2=" F11.20 ", patient_sex="f", patient_zip="02139-1234"),
+            staged_medical(claim_id="C2", place_of_service="9", procedure_code="99283", patient_sex="U",
+                           patient_zip="ABC"),
+        ],
+    )  # fmt: skip
+    assert lines["C1"] == {
+        "claim_id": "C1", "revenue_code": "0450", "place_of_service": None, "procedure_code": None,
+        "procedure_modifiers": None, "diagnosis_code_1": "T402X1A", "diagnosis_code_2": "F1120",
+        "other_diagnosis_codes": None, "patient_sex": "F", "patient_zip3": "021", "quarantine_reason": None,
+    }  # fmt: skip
+    assert (lines["C2"]["place_of_service"], lines["C2"]["procedure_code"], lines["C2"]["patient_sex"]) == (
+        "09", "99283", None)  # fmt: skip
+    assert lines["C2"]["patient_zip3"] is None and rejects == []
+
+
+def test_a_malformed_code_is_rejected_on_its_own_and_the_line_stays(s):
+    """A valid poisoning code is never lost because another code on its line is malformed."""
+    lines, rejects = silver_medical(
+        s,
+        [
+            staged_medical(claim_id="C3", revenue_code="45X", diagnosis_code_1="T40.2X1A"),
+            staged_medical(claim_id="C4", diagnosis_code_1="T40.2X1A", diagnosis_code_2="T40.2X1A.EXTRA"),
+            staged_medical(claim_id="C5", other_diagnosis_codes=["I10", "T40.2X1A.EXTRA", "f11.20"]),
+            staged_medical(claim_id="C6", place_of_service="2X", procedure_code="9928", diagnosis_code_3="!"),
         ],
     )
-    rows = s.rows(
-        "SELECT claim_id, revenue_code, place_of_service, procedure_code, diagnosis_code_1, "
-        "diagnosis_code_2, diagnosis_code_system, patient_sex, patient_zip3, quarantine_reason "
-        "FROM (" + open_sql("silver/medical") + ") ORDER BY claim_id"
-    )
-    assert rows == [
-        {
-            "claim_id": "C1",
-            "revenue_code": "0450",
-            "place_of_service": None,
-            "procedure_code": None,
-            "diagnosis_code_1": "T402X1A",
-            "diagnosis_code_2": "F1120",
-            "diagnosis_code_system": "ICD10CM",
-            "patient_sex": "F",
-            "patient_zip3": "021",
-            "quarantine_reason": None,
-        },
-        {
-            "claim_id": "C2",
-            "revenue_code": None,
-            "place_of_service": "09",
-            "procedure_code": "99283",
-            "diagnosis_code_1": None,
-            "diagnosis_code_2": None,
-            "diagnosis_code_system": "ICD10CM",
-            "patient_sex": None,
-            "patient_zip3": None,
-            "quarantine_reason": None,
-        },
-        {
-            "claim_id": "C3",
-            "revenue_code": "45X",
-            "place_of_service": None,
-            "procedure_code": None,
-            "diagnosis_code_1": None,
-            "diagnosis_code_2": None,
-            "diagnosis_code_system": "ICD10CM",
-            "patient_sex": None,
-            "patient_zip3": None,
-            "quarantine_reason": "invalid_revenue_code",
-        },
-        {
-            "claim_id": "C4",
-            "revenue_code": None,
-            "place_of_service": None,
-            "procedure_code": None,
-            "diagnosis_code_1": "T402X1AEXTRA",
-            "diagnosis_code_2": None,
-            "diagnosis_code_system": "ICD10CM",
-            "patient_sex": None,
-            "patient_zip3": None,
-            "quarantine_reason": "invalid_diagnosis_code",
-        },
+    assert [lines[c]["quarantine_reason"] for c in lines] == [None] * 4
+    assert (lines["C3"]["revenue_code"], lines["C3"]["diagnosis_code_1"]) == (None, "T402X1A")
+    assert (lines["C4"]["diagnosis_code_1"], lines["C4"]["diagnosis_code_2"]) == ("T402X1A", None)
+    assert lines["C5"]["other_diagnosis_codes"] == ["I10", "F1120"]
+    assert (lines["C6"]["place_of_service"], lines["C6"]["procedure_code"]) == (None, None)
+    assert rejects == [
+        ("C3", "revenue_code", "45X", "invalid_revenue_code"),
+        ("C4", "diagnosis_code_2", "T40.2X1A.EXTRA", "invalid_diagnosis_code"),
+        ("C5", "other_diagnosis_codes", "T40.2X1A.EXTRA", "invalid_diagnosis_code"),
+        ("C6", "diagnosis_code_3", "!", "invalid_diagnosis_code"),
+        ("C6", "place_of_service", "2X", "invalid_place_of_service"),
+        ("C6", "procedure_code", "9928", "invalid_procedure_code"),
     ]
 
 
-def test_silver_medical_other_diagnosis_codes_are_normalized_and_validated(s):
-    table(
+@pytest.mark.parametrize(
+    "written,code,modifiers",
+    [("99283-25", "99283", ["25"]), ("99283 25", "99283", ["25"]), ("9928325", "99283", ["25"]),
+     ("99283-25-59", "99283", ["25", "59"]), (" j1100 ", "J1100", None), ("1234F", "1234F", None)],
+)  # fmt: skip
+def test_procedure_modifiers_are_split_off(s, written, code, modifiers):
+    lines, rejects = silver_medical(s, [staged_medical(claim_id="C1", procedure_code=written)])
+    assert (lines["C1"]["procedure_code"], lines["C1"]["procedure_modifiers"], rejects) == (code, modifiers, [])
+
+
+# every kind of whitespace an export may carry: tab, newline, CR, NBSP, ideographic space, en/em space,
+# zero-width space, byte-order mark, space
+WHITESPACE = ["\t", "\n", "\r", "\u00a0", "\u3000", "\u2002", "\u2003", "\u200b", "\ufeff", " "]
+
+
+@pytest.mark.parametrize("ws", WHITESPACE, ids=[f"U+{ord(w):04X}" for w in WHITESPACE])
+def test_codes_are_stripped_of_every_whitespace_character(s, ws):
+    lines, rejects = silver_medical(
         s,
-        "staged",
-        schema=LIST_DX,
-        rows=[
-            staged_medical(claim_id="C1", other_diagnosis_codes=[" f11.20", "e11.9", "", None]),
-            staged_medical(claim_id="C2", other_diagnosis_codes=["I10", "T40.2X1A.EXTRA"]),
-        ],
-    )
-    rows = s.rows(
-        "SELECT claim_id, other_diagnosis_codes, quarantine_reason FROM (" + open_sql("silver/medical") + ") "
-        "ORDER BY claim_id"
-    )
-    assert rows == [
-        {"claim_id": "C1", "other_diagnosis_codes": ["F1120", "E119"], "quarantine_reason": None},
-        {
-            "claim_id": "C2",
-            "other_diagnosis_codes": ["I10", "T402X1AEXTRA"],
-            "quarantine_reason": "invalid_diagnosis_code",
-        },
-    ]
+        [staged_medical(claim_id="C1", procedure_code=f"{ws}99284{ws}", revenue_code=f"0450{ws}",
+                        place_of_service=f"{ws}23", diagnosis_code_1=f"T40.{ws}2X1A{ws}",
+                        other_diagnosis_codes=[f"{ws}F11.20"], patient_zip=f"{ws}02139")],
+    )  # fmt: skip
+    row = lines["C1"]
+    assert (row["procedure_code"], row["revenue_code"], row["place_of_service"], row["diagnosis_code_1"]) == (
+        "99284", "0450", "23", "T402X1A")  # fmt: skip
+    assert row["other_diagnosis_codes"] == ["F1120"] and row["patient_zip3"] == "021" and rejects == []
+    assert s.scalar("SELECT clean_text(?)", [f"{ws}ID 7{ws}"]) == "ID 7"  # ids: trimmed at both ends only
 
 
-def test_silver_pharmacy_ndc_forms_and_impossible_values(s):
-    def rx(claim, ndc, days=30, qty=30.0):
+def test_silver_pharmacy_ndc_forms_impossible_values_and_duplicate_fills(s):
+    def rx(claim, ndc, days=30, qty=30.0, date=D(2019, 2, 1), line=1):
         return {
             "payer_id": "A",
             "member_id": "1",
             "person_id": "P1",
             "claim_id": claim,
-            "claim_line": 1,
+            "claim_line": line,
             "claim_version": 1,
-            "fill_date": D(2019, 2, 1),
+            "fill_date": date,
             "event_year": 2019,
             "age_band": "65-74",
             "ndc": ndc,
@@ -319,32 +299,64 @@ def test_silver_pharmacy_ndc_forms_and_impossible_values(s):
         s,
         "staged",
         [
-            rx("R1", "00093021401"),
-            rx("R2", "00093-0214-01"),
-            rx("R3", "0093-0214-01"),
-            rx("R4", "00093-214-01"),
-            rx("R5", "00093-0214-1"),
-            rx("R6", "0093021401"),
-            rx("R7", "ABC"),
-            rx("R8", None),
-            rx("R9", "00093021401", days=-30),
-            rx("R10", "00093021401", days=None, qty=None),
+            rx("R01", "00093021401"),
+            rx("R02", "00093-0214-01", date=D(2019, 2, 2)),
+            rx("R03", "0093-0214-01", date=D(2019, 2, 3)),
+            rx("R04", "00093-214-01", date=D(2019, 2, 4)),
+            rx("R05", "00093-0214-1", date=D(2019, 2, 5)),
+            rx("R06", "0093021401"),
+            rx("R07", "ABC"),
+            rx("R08", None),
+            rx("R09", "00093021401", days=-30),
+            rx("R10", "00093021401", days=None, qty=None, date=D(2019, 2, 6)),
+            rx("R11", "\t00093-0214-01\u00a0"),  # R01's dispensing again, sent under another claim
+            rx("R01", "00093021401", line=2),  # and as a second line of R01
+            rx("R12", "00093021401", qty=60.0),  # another quantity: another fill
         ],
         schema={"days_supply": "INTEGER", "quantity": "DOUBLE"},
     )
     rows = s.execute(
-        "SELECT claim_id, ndc, quarantine_reason FROM (" + open_sql("silver/pharmacy") + ") "
-        "ORDER BY length(claim_id), claim_id"
+        "SELECT claim_id, claim_line, ndc, quarantine_reason FROM (" + open_sql("silver/pharmacy") + ") ORDER BY ALL"
     ).fetchall()
     assert rows == [
-        ("R1", "00093021401", None),
-        ("R2", "00093021401", None),
-        ("R3", "00093021401", None),
-        ("R4", "00093021401", None),
-        ("R5", "00093021401", None),
-        ("R6", "0093021401", "ndc_10_digit_ambiguous"),
-        ("R7", "ABC", "invalid_ndc"),
-        ("R8", None, "missing_ndc"),
-        ("R9", "00093021401", "negative_days_supply"),
-        ("R10", "00093021401", None),
+        ("R01", 1, "00093021401", None),
+        ("R01", 2, "00093021401", "duplicate_fill"),
+        ("R02", 1, "00093021401", None),
+        ("R03", 1, "00093021401", None),
+        ("R04", 1, "00093021401", None),
+        ("R05", 1, "00093021401", None),
+        ("R06", 1, "0093021401", "ndc_10_digit_ambiguous"),
+        ("R07", 1, "ABC", "invalid_ndc"),
+        ("R08", 1, None, "missing_ndc"),
+        ("R09", 1, "00093021401", "negative_days_supply"),
+        ("R10", 1, "00093021401", None),
+        ("R11", 1, "00093021401", "duplicate_fill"),
+        ("R12", 1, "00093021401", None),
+    ]
+
+
+def test_observation_periods_merge_a_persons_member_ids_within_the_claim_window(s):
+    table(
+        s,
+        "raw_enrollment",
+        [
+            {"payer_id": "A", "member_id": "1", "enrollment_start": D(2015, 1, 1), "enrollment_end": D(2016, 12, 31)},
+            {"payer_id": "B", "member_id": "2", "enrollment_start": D(2017, 1, 1), "enrollment_end": D(2017, 6, 30)},
+            {"payer_id": "A", "member_id": "1", "enrollment_start": D(2017, 5, 1), "enrollment_end": D(2017, 12, 31)},
+            {"payer_id": "A", "member_id": "1", "enrollment_start": D(2018, 3, 1), "enrollment_end": D(2030, 1, 1)},
+            {"payer_id": "B", "member_id": "1", "enrollment_start": D(2019, 1, 1), "enrollment_end": None},
+        ],
+    )
+    table(s, "raw_eligibility", eligibility_rows())
+    table(s, "raw_linkage", LINKAGE)
+    s.set_variables({"min_year": 2016, "extract_date": D(2021, 6, 30)})
+    s.model_table("person_index", "intake/person_index")
+    rows = s.execute("SELECT * FROM (" + open_sql("intake/observation_period") + ") ORDER BY ALL").fetchall()
+    # P1's two member ids: adjacent (Dec 31 -> Jan 1) and overlapping spans are one period; the window
+    # starts on Jan 1 of the first event year and ends on the extract date; an open span (P9, member '1'
+    # at payer B) runs to the extract date
+    assert rows == [
+        ("P1", D(2016, 1, 1), D(2017, 12, 31)),
+        ("P1", D(2018, 3, 1), D(2021, 6, 30)),
+        ("P9", D(2019, 1, 1), D(2021, 6, 30)),
     ]

@@ -60,7 +60,7 @@ def ratio_text(targets: int, controls: int) -> str:
 
 
 def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band: str, year: int) -> None:
-    """Views of one partition's matching (sql/cohort/), over every events partition."""
+    """The tables of one partition's matching (sql/cohort/), over every events partition."""
     missing = [k for k in all_keys() if not lake.exists(events_file(lake, *split_key(k)))]
     if missing:
         raise Failure(
@@ -70,6 +70,15 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
     s.view("events_all", parquet_relation(events_glob(lake)))
     s.view("demographics", parquet_relation(demographics_path(lake)))
     s.view("observation_period", parquet_relation(observation_period_path(lake)))
+    prepare_matching(s, d, band, year)
+
+
+def prepare_matching(
+    s: Session, d: CohortDefinition, band: str, year: int, study_years: list[int] | None = None
+) -> None:
+    """From views events_all, demographics and observation_period: the partition's qualifying and
+    washout events, index events, targets and stratum (sql/cohort/). `study_years`: the event years
+    a home year is drawn among (default: every partition year)."""
     s.set_variables(
         {
             "cohort": d.name,
@@ -81,7 +90,7 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
             "washout_event_types": list(d.washout_event_types),
             "lookback_days": d.lookback_days,
             "design": d.design,
-            "study_years": event_years(),
+            "study_years": study_years or event_years(),
         }
     )
     s.model_table("qualifying", "cohort/qualifying")
@@ -113,6 +122,15 @@ def assign_controls(s: Session, d: CohortDefinition) -> None:
     s.execute("CREATE OR REPLACE TEMP TABLE short_sets AS SELECT * FROM short_sets_arrow")
     s.con.unregister("assignment_arrow")
     s.con.unregister("short_sets_arrow")
+
+
+def match_partition(s: Session, d: CohortDefinition) -> int:
+    """After prepare_matching: tables cohort, strata and attrition of the partition; the cohort's rows."""
+    assign_controls(s, d)
+    n = s.model_table("cohort", "cohort/match")
+    s.model_table("strata", "cohort/strata")
+    s.model_table("attrition", "cohort/attrition")
+    return n
 
 
 def _sql(name: str) -> str:
@@ -158,10 +176,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         started = time.perf_counter()
         with duckdb.session() as s:
             register_matching(s, lake, d, band, year)
-            assign_controls(s, d)
-            n = s.model_table("cohort", "cohort/match")
-            s.model_table("strata", "cohort/strata")
-            s.model_table("attrition", "cohort/attrition")
+            n = match_partition(s, d)
             targets = s.scalar("SELECT count(*) FROM cohort WHERE role = 'target'")
             controls = n - targets
             shortage = s.scalar("SELECT coalesce(sum(shortage), 0) FROM strata")

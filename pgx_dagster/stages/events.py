@@ -5,6 +5,7 @@ classified it and the code-set version. SQL: sql/events/; code sets: sql/codeset
 
 import time
 from logging import Logger
+from pathlib import Path
 
 from pgx_dagster import contracts
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
@@ -36,10 +37,11 @@ def events_glob(lake: LakeResource) -> str:
 DEFAULT_OPIOID_NDC = SQL_DIR / "codesets" / "opioid_ndc.csv"
 
 
-def register_codesets(s: Session, opioid_ndc_file: str = "") -> None:
-    """Views `codes` (diagnosis / revenue / POS / CPT code sets) and `opioid_ndc` (the shipped
-    placeholder list, or PGX_OPIOID_NDC_FILE in the same layout)."""
-    files = ", ".join(quote(str(SQL_DIR / "codesets" / f"{c}.csv")) for c in CODESETS)
+def register_codesets(s: Session, opioid_ndc_file: str = "", codes_dir: Path | None = None) -> None:
+    """Views `codes` (diagnosis / revenue / POS / CPT code sets, from `codes_dir`, default
+    sql/codesets/) and `opioid_ndc` (the shipped placeholder list, or PGX_OPIOID_NDC_FILE in the same
+    layout)."""
+    files = ", ".join(quote(str((codes_dir or SQL_DIR / "codesets") / f"{c}.csv")) for c in CODESETS)
     s.view("codes", f"read_csv([{files}], all_varchar = true, union_by_name = true)")
     ndc_file = opioid_ndc_file or str(DEFAULT_OPIOID_NDC)
     s.view(

@@ -144,7 +144,6 @@ def intake_reconciles(lake: LakeResource, duckdb: DuckDBWorker):
     years = event_years()
     with duckdb.session() as s:
         register_raw(s, lake)
-        s.set_variables({"extract_date": lake.extract_day()})
         figures = {}
         passed = True
         for kind in CLAIM_KINDS:
