@@ -34,8 +34,8 @@ def test_all_three_engines_produce_identical_lakes(tmp_path):
     assert r["members"] == 40 and r["claim_rows"] > 0
     assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs seed_pool": [],
                                                                           "dagster vs duckdb_single": []}}  # fmt: skip
-    # intake, 5 silver runs (one per event year), demographics, 5 imputed + events, 5 cohort
-    assert r["runs"] == 17
+    # intake, 5 silver runs (one per event year), demographics, 5 imputed + events, 5 cohort, 1 attrition
+    assert r["runs"] == 18
     assert r["dagster_s"] > 0 and r["ratio_vs_seed"] > 0
 
 

@@ -46,7 +46,10 @@ def event(pid, date, band="65-74", sex="F", etype="opioid_ed_visit"):
             "event_type": etype}  # fmt: skip
 
 
-def period(pid, start=D(2016, 1, 1), end=D(2020, 12, 31)):
+FIRST_DAY, LAST_DAY = D(2016, 1, 1), D(2020, 12, 31)
+
+
+def period(pid, start=FIRST_DAY, end=LAST_DAY):
     return {"person_id": pid, "period_start": start, "period_end": end}
 
 

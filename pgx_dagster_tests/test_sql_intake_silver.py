@@ -276,7 +276,7 @@ def test_codes_are_stripped_of_every_whitespace_character(s, ws):
 
 
 def test_silver_pharmacy_ndc_forms_impossible_values_and_duplicate_fills(s):
-    def rx(claim, ndc, days=30, qty=30.0, date=D(2019, 2, 1), line=1):
+    def rx(claim, ndc, days=30, qty=30.0, date=None, line=1):
         return {
             "payer_id": "A",
             "member_id": "1",
@@ -284,7 +284,7 @@ def test_silver_pharmacy_ndc_forms_impossible_values_and_duplicate_fills(s):
             "claim_id": claim,
             "claim_line": line,
             "claim_version": 1,
-            "fill_date": date,
+            "fill_date": date or D(2019, 2, 1),
             "event_year": 2019,
             "age_band": "65-74",
             "ndc": ndc,
