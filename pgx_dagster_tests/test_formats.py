@@ -2,6 +2,7 @@
 extracts leave out, and the same raw tables from CSV or Parquet."""
 
 import shutil
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -99,3 +100,64 @@ def test_validate_inputs_lists_the_files_of_a_format(tmp_path):
     assert any(line.strip().startswith("(none: read as empty)") for line in lines)
     ok, lines = validate_inputs(LakeResource(raw_root=str(tmp_path), raw_format="tuva"))
     assert not ok and sum("ERROR: no files" in line for line in lines) == 3
+
+
+def enrollment(lake: LakeResource) -> list[tuple]:
+    with DuckDBWorker().session() as s:
+        register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
+        return s.execute(
+            "SELECT member_id, enrollment_start, enrollment_end FROM raw_enrollment ORDER BY ALL"
+        ).fetchall()
+
+
+def test_desynpuf_coverage_months_become_enrolment_spans(tmp_path):
+    """A year's file gives months of coverage, not which: 12 is the year; fewer with a death that year
+    run from January to the death; fewer otherwise are the last months; none is no enrolment."""
+    header = ("DESYNPUF_ID,BENE_BIRTH_DT,BENE_DEATH_DT,BENE_SEX_IDENT_CD,SP_STATE_CODE,BENE_HI_CVRAGE_TOT_MONS,"
+              "BENE_SMI_CVRAGE_TOT_MONS,BENE_HMO_CVRAGE_TOT_MONS,PLAN_CVRG_MOS_NUM")  # fmt: skip
+    rows = [
+        "FULL,19400101,,1,10,12,12,0,00",
+        "PARTD_ONLY,19400101,,2,10,0,0,0,09",  # 9 months of Part D alone: April to December
+        "DIED,19400101,20090415,1,10,4,4,0,04",
+        "NONE,19400101,,1,10,0,0,0,00",
+    ]
+    (tmp_path / "DE1_0_2009_Beneficiary_Summary_File_Sample_9.csv").write_text("\n".join([header, *rows]) + "\n")
+    assert enrollment(LakeResource(raw_root=str(tmp_path), raw_format="desynpuf")) == [
+        ("DIED", date(2009, 1, 1), date(2009, 4, 15)),
+        ("FULL", date(2009, 1, 1), date(2009, 12, 31)),
+        ("PARTD_ONLY", date(2009, 4, 1), date(2009, 12, 31)),
+    ]
+
+
+def test_tuva_enrolment_spans_are_read_as_they_are_and_open_ones_run_to_the_extract_date(tmp_path):
+    (tmp_path / "eligibility.csv").write_text(
+        "person_id,member_id,birth_date,gender,enrollment_start_date,enrollment_end_date,payer\n"
+        "1,,1950-01-01,female,2016-01-01,2017-11-30,medicare\n"
+        "1,,1950-01-01,female,2018-01-01,,medicare\n"
+    )
+    (tmp_path / "medical_claim.csv").write_text("claim_id,claim_line_number,person_id,claim_start_date\n")
+    (tmp_path / "pharmacy_claim.csv").write_text("claim_id,person_id,dispensing_date,ndc_code\n")
+    lake = LakeResource(raw_root=str(tmp_path), raw_format="tuva", extract_date="2019-06-30")
+    assert enrollment(lake) == [("1", date(2016, 1, 1), date(2017, 11, 30)), ("1", date(2018, 1, 1), date(2019, 6, 30))]
+
+
+def test_pgx_coverage_years_or_explicit_enrolment_dates(tmp_path):
+    for table in ("medical_claims", "pharmacy_claims", "member_linkage", "member_eligibility"):
+        (tmp_path / table).mkdir()
+    duckdb.connect().execute(  # the other tables' files, empty
+        f"COPY (SELECT 'A' AS payer_id, '1' AS member_id, 'P1' AS person_id LIMIT 0) "
+        f"TO '{tmp_path}/member_linkage/l.parquet' (FORMAT parquet)"
+    )
+    for table in ("medical_claims", "pharmacy_claims"):
+        shutil.copy(tmp_path / "member_linkage/l.parquet", tmp_path / table / "c.parquet")
+    folder = tmp_path / "member_eligibility"
+    duckdb.connect().execute(
+        f"""COPY (SELECT * FROM (VALUES ('A', '1', 2017, 1950, 'F', NULL, NULL, NULL),
+                                        ('A', '2', 2018, 1950, 'F', NULL, DATE '2018-03-01', DATE '2018-08-31'))
+                  t(payer_id, member_id, coverage_year, birth_year, sex, zip, enrollment_start_date, enrollment_end_date))
+            TO '{folder}/e.parquet' (FORMAT parquet)"""
+    )
+    assert enrollment(LakeResource(raw_root=str(tmp_path))) == [
+        ("1", date(2017, 1, 1), date(2017, 12, 31)),
+        ("2", date(2018, 3, 1), date(2018, 8, 31)),
+    ]
