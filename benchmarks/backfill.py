@@ -1,5 +1,5 @@
-"""Benchmark: a Dagster asset backfill through the real daemon against the seed's ProcessPoolExecutor
-and against one DuckDB process, on the same generated data, in one run.
+"""Benchmark: a Dagster asset backfill through the real daemon against the legacy pipeline's
+ProcessPoolExecutor and against one DuckDB process, on the same generated data, in one run.
 
     python -m benchmarks.backfill --members 200000 --json benchmark.json
 
@@ -7,7 +7,7 @@ generates three extracts once (tiny, 1x = --members, 2x = twice that), then for 
   (a) dagster        an asset backfill of every asset and partition, submitted over GraphQL to a
                      dagster-webserver + `pgx daemon` on loopback (the UI's path), timed from
                      submission to the backfill's completion;
-  (b) seed_pool      a ProcessPoolExecutor over partitions, stage by stage (benchmarks/baselines.py);
+  (b) legacy_pool    a ProcessPoolExecutor over partitions, stage by stage (benchmarks/baselines.py);
   (c) duckdb_single  one process, one DuckDB connection with every thread (benchmarks/baselines.py);
 checks that the three lakes are identical (rows and a content hash per dataset and partition), and
 prints a table and writes JSON. Nothing here is a test; `pgx_dagster_tests/test_benchmark.py` runs
@@ -26,16 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baselines import STAGE_ASSETS, digest_differences, floor, lake_digest, seed_pool
+from benchmarks.baselines import STAGE_ASSETS, digest_differences, floor, lake_digest, legacy_pool
 from pgx_dagster import settings
 from pgx_dagster.settings import REPO_ROOT
 
-ENGINES = ("dagster", "seed_pool", "duckdb_single")
+ENGINES = ("dagster", "legacy_pool", "duckdb_single")
 GLOBAL_ASSETS = {"claims_intake", "member_demographics"}
 
 
 def generate(out: Path, members: int, seed: int = 7) -> dict[str, Any]:
-    from pgx_dagster.cli import ensure_demo_data
+    from pgx_dagster.ops.cli import ensure_demo_data
 
     m = ensure_demo_data(out, members, settings.event_years(), seed)
     return {"members": members, "claim_rows": m["raw_rows"]["medical_claims"] + m["raw_rows"]["pharmacy_claims"]}
@@ -45,8 +45,8 @@ def generate(out: Path, members: int, seed: int = 7) -> dict[str, Any]:
 
 
 def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float) -> dict[str, Any]:
-    from pgx_dagster.backfill import Client
-    from pgx_dagster.services import dagster_services
+    from pgx_dagster.ops.backfill import Client
+    from pgx_dagster.ops.services import dagster_services
 
     home = work / "dagster_home"
     home.mkdir(parents=True)
@@ -135,7 +135,7 @@ def analyze_runs(home: Path, backfill_id: str, t_start: float, t_end: float) -> 
         "no_run_executing_s": round(max(0.0, (t_end - t_start) - busy), 2),
         "stage_s": {s: round(_union_length(iv), 2) for s, iv in stage_intervals.items()},
         "rows": rows,
-        # Partition work, the seed's 2 GB per worker budget; the global steps run alone with every thread.
+        # Partition work, the legacy pipeline's 2 GB per worker budget; the global steps run alone.
         "peak_rss_mb_per_worker": rss,
         "peak_rss_mb_global_steps": rss_global,
     }
@@ -159,9 +159,9 @@ def measure(raw: Path, work: Path, engines: list[str], workers: int, timeout: fl
                 tries.append(dagster_backfill(raw, lake, work / "dagster", timeout))
             tries.sort(key=lambda t: t["seconds"])
             results[engine] = {**tries[len(tries) // 2], "all_seconds": [t["seconds"] for t in tries]}
-        elif engine == "seed_pool":
+        elif engine == "legacy_pool":
             shutil.rmtree(lake, ignore_errors=True)
-            results[engine] = seed_pool(str(raw), str(lake), workers)
+            results[engine] = legacy_pool(str(raw), str(lake), workers)
         else:
             shutil.rmtree(lake, ignore_errors=True)
             results[engine] = floor(str(raw), str(lake))
@@ -196,11 +196,11 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
         "partitions_per_run": settings.partitions_per_run(),
         "daemon_tick_s": settings.daemon_tick_seconds(),
     }
-    names = {"dagster": "dagster_s", "seed_pool": "seed_pool_s", "duckdb_single": "duckdb_single_s"}
+    names = {"dagster": "dagster_s", "legacy_pool": "legacy_pool_s", "duckdb_single": "duckdb_single_s"}
     for e in engines:
         summary[names[e]] = one["results"][e]["seconds"]
-    if "dagster" in engines and "seed_pool" in engines:
-        summary["ratio_vs_seed"] = round(summary["dagster_s"] / summary["seed_pool_s"], 2)
+    if "dagster" in engines and "legacy_pool" in engines:
+        summary["ratio_vs_legacy"] = round(summary["dagster_s"] / summary["legacy_pool_s"], 2)
     if "dagster" in engines and "duckdb_single" in engines:
         summary["ratio_vs_floor"] = round(summary["dagster_s"] / summary["duckdb_single_s"], 2)
     if tiny and "dagster" in engines:
@@ -217,8 +217,8 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
             e: round(two["results"][e]["seconds"] / one["results"][e]["seconds"], 2) for e in engines
         }
         m = summary["marginal_s_per_million_rows"]
-        if "dagster" in engines and "seed_pool" in engines and m["seed_pool"] > 0:
-            summary["marginal_ratio_vs_seed"] = round(m["dagster"] / m["seed_pool"], 2)
+        if "dagster" in engines and "legacy_pool" in engines and m["legacy_pool"] > 0:
+            summary["marginal_ratio_vs_legacy"] = round(m["dagster"] / m["legacy_pool"], 2)
         if "dagster" in engines and "duckdb_single" in engines and m["duckdb_single"] > 0:
             summary["marginal_ratio_vs_floor"] = round(m["dagster"] / m["duckdb_single"], 2)
     if "dagster" in engines:
@@ -246,12 +246,12 @@ def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: l
         )
     lines.append("")
     for key in (
-        "ratio_vs_seed",
+        "ratio_vs_legacy",
         "ratio_vs_floor",
         "fixed_cost_s",
         "fixed_cost_all_s",
         "marginal_s_per_million_rows",
-        "marginal_ratio_vs_seed",
+        "marginal_ratio_vs_legacy",
         "marginal_ratio_vs_floor",
         "time_2x_over_1x",
         "runs",

@@ -1,12 +1,13 @@
 """The two baselines the Dagster backfill is measured against, and the content digest that proves all
 three produce the same lake.
 
-(b) seed_pool   the seed's orchestrator: a plain ProcessPoolExecutor over partitions, stage by stage,
-                workers = min(48, cores x 1.5), its workers started from a forkserver (the parent
-                runs the global steps in DuckDB, and DuckDB is not fork-safe); each task runs one
+(b) legacy_pool the legacy pipeline's orchestrator: a plain ProcessPoolExecutor over partitions, stage
+                by stage, workers = min(48, cores x 1.5), its workers started from a forkserver (the
+                parent runs the global steps in DuckDB, and DuckDB is not fork-safe); each task runs one
                 partition's work and its QA checks (the same functions the assets and checks call,
                 `pgx_dagster.stages.common.WORK`), one DuckDB connection per partition (1 thread,
-                PGX_MEMORY_PER_WORKER).
+                PGX_MEMORY_PER_WORKER). The project's only orchestrator is Dagster: this pool exists here,
+                as the baseline, and nowhere else.
 (c) floor       one process, one DuckDB connection per stage with every thread and DuckDB's default
                 memory (80% of RAM; PGX_FLOOR_MEMORY overrides): the same SQL models
                 over all partitions at once (silver, imputed, events), written with PARTITION_BY;
@@ -22,27 +23,25 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pgx_dagster import datasets
+from pgx_dagster.codesets import register_codesets
+from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, STAGED, Dataset, partition_suffix
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
-from pgx_dagster.lake import LakeResource, partition_suffix
-from pgx_dagster.launcher import process_pool
-from pgx_dagster.partitions import all_keys, split_key
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.ops.launcher import forkserver_context
+from pgx_dagster.partitions import all_keys, cohort_names, split_key
 from pgx_dagster.reporting import peak_rss_mb
+from pgx_dagster.stages.silver import BOOKKEEPING
 
 LOG = logging.getLogger("pgx.benchmark")
 
-# Partitioned datasets compared between engines: (dataset folder, file name in each partition).
-DIGEST_DATASETS = [
-    ("silver/medical", "medical.parquet"),
-    ("silver/pharmacy", "pharmacy.parquet"),
-    ("silver/imputed/medical_partitioned", "medical.parquet"),
-    ("silver/imputed/pharmacy_partitioned", "pharmacy.parquet"),
-    ("gold/events", "events.parquet"),
-    ("gold/cohorts/opioid_ed", "opioid_ed_cohort.parquet"),
-]
-# runner.STAGES in order, with imputed and events timed apart (they share runs only in Dagster).
+# Partitioned datasets compared between engines.
+DIGEST_DATASETS: list[Dataset] = datasets.compared(cohort_names())
+# The stages in order, with imputed and events timed apart (they share runs only in Dagster).
 STAGE_ASSETS = [
     ("intake", ["claims_intake"]),
     ("silver", ["silver_medical", "silver_pharmacy"]),
@@ -77,6 +76,25 @@ def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:
     return {"rows": int(meta["dagster/row_count"]), "failed_checks": failed}
 
 
+def _adopt_environment(environ: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """The legacy pipeline's pool, its workers forked from the forkserver, never from the calling
+    process: DuckDB is not fork-safe, and the caller may hold a database with live threads (a CI run
+    lost a pool worker to "terminate called without an active exception" that way). The workers take
+    the caller's environment as it is now, as forked workers would, not the forkserver's from when it
+    started (S3 credentials set since then would be missing)."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=forkserver_context(),
+        initializer=_adopt_environment,
+        initargs=(dict(os.environ),),
+    )
+
+
 def _partition_task(asset: str, raw_root: str, lake_root: str, key: str) -> dict[str, Any]:
     """One partition of one asset and its checks, in a pool worker."""
     work = _work()[asset]
@@ -88,7 +106,7 @@ def _partition_task(asset: str, raw_root: str, lake_root: str, key: str) -> dict
     return {"rows": int(meta["dagster/row_count"]), "failed_checks": failed, "peak_rss_mb": peak_rss_mb()}
 
 
-def seed_pool(raw_root: str, lake_root: str, workers: int) -> dict[str, Any]:
+def legacy_pool(raw_root: str, lake_root: str, workers: int) -> dict[str, Any]:
     """(b): stage by stage; partitions of a stage in parallel on a ProcessPoolExecutor."""
     lake = LakeResource(raw_root=raw_root, lake_root=lake_root)
     stage_s: dict[str, float] = {}
@@ -128,10 +146,11 @@ def seed_pool(raw_root: str, lake_root: str, workers: int) -> dict[str, Any]:
 # ---- (c) the floor ----------------------------------------------------------------------------------
 
 
-def _write_partitioned(s: Session, query: str, lake: LakeResource, dataset: str, filename: str, tmp: Path) -> None:
+def _write_partitioned(s: Session, query: str, lake: LakeResource, dataset: Dataset, tmp: Path) -> None:
     """COPY ... PARTITION_BY (age_band, event_year), then each file to its partition folder under the
     pipeline's file name; partitions without rows get an empty file, as the pipeline writes them."""
-    out = tmp / dataset.replace("/", "_")
+    out = tmp / dataset.folder.replace("/", "_")
+    filename = dataset.filename
     tmp.mkdir(parents=True, exist_ok=True)
     s.execute(
         f"COPY ({query}) TO {quote(str(out))} (FORMAT parquet, PARTITION_BY (age_band, event_year), "
@@ -139,7 +158,7 @@ def _write_partitioned(s: Session, query: str, lake: LakeResource, dataset: str,
     )
     for key in all_keys():
         band, year = split_key(key)
-        target = Path(lake.partition_dir(dataset, band, year))
+        target = Path(dataset.dir(lake, band, year))
         target.mkdir(parents=True, exist_ok=True)
         files = sorted((out / partition_suffix(band, year)).glob("part_*.parquet"))
         if len(files) > 1:  # several files for one partition: merge so each partition has one file
@@ -152,10 +171,6 @@ def _write_partitioned(s: Session, query: str, lake: LakeResource, dataset: str,
 
 def floor(raw_root: str, lake_root: str) -> dict[str, Any]:
     """(c): the same SQL, one process, every thread, all partitions at once where the SQL allows."""
-    from pgx_dagster.stages.demographics import demographics_path
-    from pgx_dagster.stages.events import register_codesets
-    from pgx_dagster.stages.intake import staged_dir
-
     lake = LakeResource(raw_root=raw_root, lake_root=lake_root)
     duck = _all_threads()
     tmp = Path(lake_root) / ".floor_tmp"
@@ -174,39 +189,38 @@ def floor(raw_root: str, lake_root: str) -> dict[str, Any]:
     def silver() -> None:
         with duck.session() as s:
             for kind in ("medical", "pharmacy"):
-                s.view("staged", parquet_relation(f"{staged_dir(lake, kind)}/age_band=*/event_year=*/*.parquet"))
+                s.view("staged", parquet_relation(STAGED[kind].glob(lake)))
                 rows[f"silver_{kind}"] = s.model_table("silver_out", f"silver/{kind}") - s.scalar(
                     "SELECT count(*) FROM silver_out WHERE quarantine_reason IS NOT NULL"
                 )
-                good = "SELECT * EXCLUDE (quarantine_reason) FROM silver_out WHERE quarantine_reason IS NULL"
-                _write_partitioned(s, good, lake, f"silver/{kind}", f"{kind}.parquet", tmp)
+                good = f"SELECT * EXCLUDE ({BOOKKEEPING[kind]}) FROM silver_out WHERE quarantine_reason IS NULL"
+                _write_partitioned(s, good, lake, SILVER[kind], tmp)
 
     def demographics() -> None:
         rows["member_demographics"] = _run_global("member_demographics", lake, checks=False)["rows"]
 
     def imputed() -> None:
         with duck.session() as s:
-            s.view("member_demographics", parquet_relation(demographics_path(lake)))
+            s.view("member_demographics", parquet_relation(DEMOGRAPHICS.path(lake)))
             for kind in ("medical", "pharmacy"):
-                s.view("silver", parquet_relation(lake.all_partitions_glob(f"silver/{kind}", f"{kind}.parquet")))
+                s.view("silver", parquet_relation(SILVER[kind].glob(lake)))
                 rows[f"imputed_{kind}"] = s.model_table("imputed_out", "imputed/imputed")
-                dataset = f"silver/imputed/{kind}_partitioned"
-                _write_partitioned(s, "SELECT * FROM imputed_out", lake, dataset, f"{kind}.parquet", tmp)
+                _write_partitioned(s, "SELECT * FROM imputed_out", lake, IMPUTED[kind], tmp)
 
     def events() -> None:
         with duck.session() as s:
             for kind in ("medical", "pharmacy"):
-                glob = lake.all_partitions_glob(f"silver/imputed/{kind}_partitioned", f"{kind}.parquet")
-                s.view(f"imputed_{kind}", parquet_relation(glob))
+                s.view(f"imputed_{kind}", parquet_relation(IMPUTED[kind].glob(lake)))
             register_codesets(s, lake.opioid_ndc_file)
             rows["events"] = s.model_table("events_out", "events/events")
-            _write_partitioned(s, "SELECT * FROM events_out", lake, "gold/events", "events.parquet", tmp)
+            _write_partitioned(s, "SELECT * FROM events_out", lake, EVENTS, tmp)
 
     def cohorts() -> None:
-        work = _work()["cohort_opioid_ed"]
-        rows["cohort_opioid_ed"] = sum(
-            int(work.run(LOG, lake, duck, *split_key(key))["dagster/row_count"]) for key in all_keys()
-        )
+        for name in cohort_names():
+            work = _work()[f"cohort_{name}"]
+            rows[f"cohort_{name}"] = sum(
+                int(work.run(LOG, lake, duck, *split_key(key))["dagster/row_count"]) for key in all_keys()
+            )
 
     for stage, fn in [
         ("intake", intake),
@@ -230,9 +244,11 @@ def lake_digest(lake_root: str) -> dict[str, dict[str, list[int]]]:
     import duckdb
 
     con = duckdb.connect()
+    lake = LakeResource(lake_root=lake_root)
     out: dict[str, dict[str, list[int]]] = {}
-    for dataset, filename in DIGEST_DATASETS:
-        rel = f"read_parquet('{lake_root}/{dataset}/age_band=*/event_year=*/{filename}', hive_partitioning = false)"
+    for d in DIGEST_DATASETS:
+        dataset = d.folder
+        rel = f"read_parquet('{d.glob(lake)}', hive_partitioning = false)"
         columns = sorted(r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall())
         row_hash = "hash(" + ", ".join(f'"{c}"' for c in columns) + ")"
         rows = con.execute(

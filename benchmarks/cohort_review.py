@@ -19,8 +19,10 @@ import json
 import sys
 from pathlib import Path
 
+from pgx_dagster import datasets
 from pgx_dagster.cohort_definitions import load_all
 from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.lake import LakeResource
 from pgx_dagster.settings import event_years
 
 SEEDS = [1, 42, 7777777]
@@ -31,11 +33,12 @@ def review(lake: str, cohort: str) -> dict:
     years = event_years()
     out: dict = {"cohort": cohort, "design": d.design, "seed": d.seed, "years": years}
     with DuckDBWorker(threads=2).session() as s:
-        s.view("demo", parquet_relation(f"{lake}/silver/member_demographics/member_demographics.parquet"))
-        s.view("obs", parquet_relation(f"{lake}/silver/observation_period/observation_period.parquet"))
-        s.view("c", parquet_relation(f"{lake}/gold/cohorts/{cohort}/age_band=*/event_year=*/{cohort}_cohort.parquet"))
-        s.view("st", parquet_relation(f"{lake}/gold/cohorts/{cohort}/age_band=*/event_year=*/{cohort}_strata.parquet"))
-        s.view("ev", parquet_relation(f"{lake}/gold/events/age_band=*/event_year=*/events.parquet"))
+        root = LakeResource(lake_root=lake)
+        s.view("demo", parquet_relation(datasets.DEMOGRAPHICS.path(root)))
+        s.view("obs", parquet_relation(datasets.OBSERVATION_PERIOD.path(root)))
+        s.view("c", parquet_relation(datasets.cohort(cohort).glob(root)))
+        s.view("st", parquet_relation(datasets.cohort(cohort).glob(root, datasets.cohort_file(cohort, "strata"))))
+        s.view("ev", parquet_relation(datasets.EVENTS.glob(root)))
         s.set_variables({"years": years})
         every_year = s.rows(
             "SELECT person_id FROM demo GROUP BY 1 HAVING count(DISTINCT event_year) = len(getvariable('years'))"

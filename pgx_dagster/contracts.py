@@ -44,6 +44,8 @@ def _rule(name: str, *args: Any, **kwargs: Any) -> Rule:
 
 
 SOURCES = ["observed", "member_consensus", "linked_person", "statistical"]
+# The demographic fields that carry a provenance (`<field>_source`).
+DEMOGRAPHIC_FIELDS = ("birth_year", "sex", "zip3")
 # The distributions a statistical zip3 may be drawn from (sql/demographics/member_demographics.sql).
 ZIP3_BASES = ["state_observed", "state_prefixes", "age_band_observed", "all_observed", "national_prefixes"]
 EVENT_TYPES = ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_disorder", "opioid_fill"]

@@ -1,13 +1,17 @@
-"""The DuckDB connection: one isolated, short-lived connection per partition (the seed's standard).
+"""The DuckDB connection: one isolated, short-lived connection per partition (the legacy pipeline's
+standard), and the SQL models in `sql/`.
 
 Every partition's work and every check gets its own connection, with its own temp tables, views and
-variables, closed afterwards. The connections of one process (one worker: a run or a seed-style
-pool worker) share that process's in-memory database, created on first use with the worker's memory
-limit and a temp directory unique to the process: opening a fresh database per partition cost 25 ms
-of CPU each, about 750 times per backfill (benchmarks/). Nothing - connection, database, temp file -
-is shared between processes, and a process holding a database must not fork (DuckDB is not
-fork-safe): worker processes start from a forkserver (`launcher.process_pool`). SQL comes from
-`sql/`: the database loads `sql/common/macros.sql` once.
+variables, closed afterwards. The connections of one process (one worker: a run, or a pool worker of
+the benchmark's legacy baseline) share that process's in-memory database, created on first use with
+the worker's memory limit and a temp directory unique to the process: opening a fresh database per
+partition cost 25 ms of CPU each, about 750 times per backfill (benchmarks/). Nothing - connection,
+database, temp file - is shared between processes, and a process holding a database must not fork
+(DuckDB is not fork-safe): worker processes start from a forkserver. The database loads
+`sql/common/macros.sql` once.
+
+The resource is dagster-duckdb's DuckDBResource: `get_connection()` yields a connection as it always
+does - to this process's database rather than a new one per call, which is the one thing we change.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import duckdb
-from dagster import ConfigurableResource, Failure
+from dagster import Failure
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from pgx_dagster import forksafe  # noqa: F401  (closes the default connection `import duckdb` opens)
@@ -172,11 +177,15 @@ def scale_memory(limit: str, factor: int) -> str:
     return f"{float(match[1]) * factor:g}{match[2]}" if match else limit
 
 
-class DuckDBWorker(ConfigurableResource):
+class DuckDBWorker(DuckDBResource):
     """Opens the isolated DuckDB connection of one partition's work or check (see module docstring)."""
 
+    database: str = Field(
+        default=":memory:",
+        description="':memory:' only: each process has its own in-memory database; the data is Parquet in the lake",
+    )
     memory_limit: str = Field(default=DEFAULT_MEMORY_PER_WORKER, description="DuckDB memory_limit per worker")
-    threads: int = Field(default=1, description="DuckDB threads per worker (the seed: 1)")
+    threads: int = Field(default=1, description="DuckDB threads per worker (the legacy pipeline: 1)")
     temp_root: str | None = Field(default=None, description="where the per-process DuckDB temp folders go")
     s3: bool = Field(default=False, description="load httpfs/aws (from their wheels) and an S3 secret")
     global_threads: int = Field(
@@ -195,6 +204,16 @@ class DuckDBWorker(ConfigurableResource):
             threads=self.global_threads or os.cpu_count() or 1,
             memory_limit=self.global_memory_limit or scale_memory(self.memory_limit, max_workers()),
         )
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False  # our subclass, not dagster-duckdb's resource as shipped
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """DuckDBResource's API: a connection (this process's database, the worker's settings)."""
+        with self.session() as s:
+            yield s.con
 
     @contextmanager
     def session(self, threads: int | None = None, memory_limit: str | None = None) -> Iterator[Session]:
@@ -216,15 +235,18 @@ _DATABASES_LOCK = threading.Lock()
 
 def _process_database(worker: DuckDBWorker) -> duckdb.DuckDBPyConnection:
     """This process's database for `worker`'s settings."""
+    if worker.database != ":memory:":
+        raise ValueError(f"DuckDBWorker.database must be ':memory:' (a database per process), got {worker.database!r}")
     secret = s3_secret_sql() if worker.s3 else ""
-    key = (os.getpid(), worker.memory_limit, worker.temp_root, secret)
+    config = tuple(sorted(worker.connection_config.items()))
+    key = (os.getpid(), worker.memory_limit, worker.temp_root, secret, config)
     with _DATABASES_LOCK:
         inherited = {k[0] for k in _DATABASES} - {os.getpid()}
         if inherited:
             # DuckDB is not fork-safe: fail clearly here rather than crash at random inside DuckDB.
             raise RuntimeError(
                 f"process {os.getpid()} was forked from process {min(inherited)}, which holds a DuckDB "
-                "database: start worker processes with forkserver or spawn (pgx_dagster.launcher.process_pool)"
+                "database: start worker processes with forkserver or spawn (ops/launcher.py forkserver_context)"
             )
         if key not in _DATABASES:
             _DATABASES[key] = _open_database(worker, secret)
@@ -242,6 +264,8 @@ def _open_database(worker: DuckDBWorker, secret: str) -> duckdb.DuckDBPyConnecti
             # Never reach for the network to fetch an extension.
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
+            "custom_user_agent": "dagster",
+            **worker.connection_config,
         },
     )
     db.execute(sql_text("common/macros"))

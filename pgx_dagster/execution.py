@@ -6,7 +6,7 @@
   per step cost 0.3-3 s each and bought nothing once runs are the parallel unit (benchmarks/).
 - PGX_EXECUTOR=multiprocess runs each step in its own process, max_concurrent = min(48, cores x 1.5)
   (PGX_MAX_WORKERS), started by a forkserver with `pgx_dagster.definitions` preloaded
-  (PGX_MP_START_METHOD=spawn for a fresh interpreter per step, the seed's default): worth it when a
+  (PGX_MP_START_METHOD=spawn for a fresh interpreter per step, the legacy pipeline's default): worth it when a
   run holds many partitions on a machine with many cores, or to isolate a step's memory.
 - Step retries: up to 3, exponential backoff with jitter, for transient failures (I/O, S3, a killed
   process). A data defect raises `DataDefect` (a Failure with allow_retries=False) and fails at once;

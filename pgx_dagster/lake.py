@@ -1,21 +1,10 @@
-"""Lake paths and atomic partition publishing: the one place that knows the layout.
+"""Where the pipeline reads and writes: the raw and lake roots (local folders or s3://bucket/prefix), the
+object operations on them, and atomic publishing of a folder. Which datasets live where is
+`datasets.py`; which raw files are read is `raw_inputs.py`.
 
-Layout (kept from the seed so existing consumers keep working):
-  {raw}/medical_claims/*.parquet, pharmacy_claims/, member_eligibility/, member_linkage/
-  {lake}/staging/{medical,pharmacy}/age_band=../event_year=../*.parquet      intake output
-  {lake}/staging/person_index/person_index.parquet
-  {lake}/quarantine/{dataset}/...                                             rejected rows + reason
-  {lake}/silver/{medical,pharmacy}/age_band=../event_year=../{name}.parquet
-  {lake}/silver/member_demographics/member_demographics.parquet
-  {lake}/silver/imputed/{medical,pharmacy}_partitioned/age_band=../event_year=../{name}.parquet
-  {lake}/gold/events/age_band=../event_year=../events.parquet
-  {lake}/gold/cohorts/{cohort}/age_band=../event_year=../{cohort}_cohort.parquet
-Partition folders use Hive naming with DuckDB's escaping ('75+' is written 'age_band=75%2B'),
-so `read_parquet(..., hive_partitioning=true)` reads the values back exactly.
-
-Either root may be a local folder or `s3://bucket/prefix`: DuckDB reads and writes S3 through httpfs,
-and the object work here (listing, existence, replacing a partition's prefix) goes through
-dagster-aws's S3Resource (boto3: the AWS default credential chain, AWS_ENDPOINT_URL honoured).
+DuckDB reads and writes S3 through httpfs; the object work here (listing, existence, replacing a
+folder's objects) goes through dagster-aws's S3Resource (boto3: the AWS default credential chain,
+AWS_ENDPOINT_URL honoured).
 """
 
 from __future__ import annotations
@@ -32,37 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from urllib.parse import quote as urlquote
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT
 
-RAW_TABLES = ("medical_claims", "pharmacy_claims", "member_eligibility", "member_linkage")
-# Where each raw table may be found under PGX_RAW_ROOT, in order of preference (first that exists).
-# The seed's layouts are accepted so existing lakes keep working: its partitioned imputed silver
-# (the seed's preferred input) and its legacy non-partitioned silver glob.
-RAW_CANDIDATES: dict[str, list[tuple[str, str]]] = {
-    "medical_claims": [
-        ("medical_claims/*.parquet", "the pgx raw layout"),
-        (
-            "silver/imputed/medical_partitioned/age_band=*/event_year=*/*.parquet",
-            "the seed's partitioned imputed silver layout (its preferred input)",
-        ),
-        ("silver/medical/*.parquet", "the seed's legacy non-partitioned silver glob"),
-    ],
-    "pharmacy_claims": [
-        ("pharmacy_claims/*.parquet", "the pgx raw layout"),
-        (
-            "silver/imputed/pharmacy_partitioned/age_band=*/event_year=*/*.parquet",
-            "the seed's partitioned imputed silver layout (its preferred input)",
-        ),
-        ("silver/pharmacy/*.parquet", "the seed's legacy non-partitioned silver glob"),
-    ],
-    "member_eligibility": [("member_eligibility/*.parquet", "the pgx raw layout")],
-    "member_linkage": [("member_linkage/*.parquet", "the pgx raw layout")],
-}
 CHECKPOINT = "_checkpoint.json"
 
 
@@ -83,22 +47,6 @@ def s3_client():
     from dagster_aws.s3 import S3Resource
 
     return S3Resource().get_client()
-
-
-def _resolve(candidates: tuple[tuple[str, str], ...], files) -> tuple[str, str]:
-    """The first candidate with files; remembered per process once found (listing S3 is not free)."""
-    if candidates in _RESOLVED:
-        return _RESOLVED[candidates]
-    if len(candidates) == 1:
-        return candidates[0]
-    for candidate in candidates:
-        if files(candidate[0]):
-            _RESOLVED[candidates] = candidate
-            return candidate
-    return candidates[0]
-
-
-_RESOLVED: dict[tuple, tuple[str, str]] = {}
 
 
 def _list_keys(bucket: str, prefix: str) -> list[str]:
@@ -123,14 +71,6 @@ def _replace_prefix(local_dir: str, final_uri: str) -> None:
         s3_client().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i : i + 1000]]})
 
 
-def hive_segment(name: str, value: str | int) -> str:
-    return f"{name}={urlquote(str(value), safe='-_.')}"
-
-
-def partition_suffix(age_band: str, event_year: int) -> str:
-    return f"{hive_segment('age_band', age_band)}/{hive_segment('event_year', event_year)}"
-
-
 class LakeResource(ConfigurableResource):
     """Where raw inputs are read and every dataset is written."""
 
@@ -142,11 +82,16 @@ class LakeResource(ConfigurableResource):
     opioid_ndc_file: str = Field(
         default="",
         description="opioid NDC / MME conversion file in the layout of sql/codesets/opioid_ndc.csv, e.g. built "
-        "from the CDC file (PGX_OPIOID_NDC_FILE); default the shipped placeholder list",
+        "by `pgx build-ndc-map` (PGX_OPIOID_NDC_FILE); default the shipped placeholder list",
     )
     lake_root: str = Field(default=DEFAULT_LAKE_ROOT, description="lake root folder (PGX_LAKE_ROOT)")
     extract_date: str = Field(
         default="", description="date the raw extract was cut, YYYY-MM-DD (PGX_EXTRACT_DATE); default today"
+    )
+    raw_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description="exact path or glob per raw table (PGX_RAW_MEDICAL, PGX_RAW_PHARMACY, PGX_RAW_ELIGIBILITY, "
+        "PGX_RAW_LINKAGE); used as given",
     )
 
     def extract_day(self) -> date:
@@ -158,42 +103,8 @@ class LakeResource(ConfigurableResource):
         except ValueError as exc:
             raise ValueError(f"PGX_EXTRACT_DATE must be YYYY-MM-DD, got {self.extract_date!r}") from exc
 
-    raw_overrides: dict[str, str] = Field(
-        default_factory=dict,
-        description="exact path or glob per raw table (PGX_RAW_MEDICAL, PGX_RAW_PHARMACY, PGX_RAW_ELIGIBILITY, "
-        "PGX_RAW_LINKAGE); used as given",
-    )
-
-    # ---- paths ---------------------------------------------------------------------------------
     def raw_roots(self) -> list[str]:
         return [r.strip().rstrip("/") for r in self.raw_root.split(",") if r.strip()]
-
-    def raw_candidates(self, table: str) -> list[tuple[str, str]]:
-        """(path, why) in order of preference for one raw table."""
-        if table not in RAW_TABLES:
-            raise ValueError(f"unknown raw table {table!r}; expected one of {RAW_TABLES}")
-        if self.raw_overrides.get(table):
-            return [(self.raw_overrides[table], "set explicitly (PGX_RAW_* override)")]
-        root = self.raw_roots()[0]
-        return [(f"{root}/{pattern}", why) for pattern, why in RAW_CANDIDATES[table]]
-
-    def raw_glob(self, table: str) -> str:
-        """The path the pipeline reads for a raw table: the first candidate that has files (or, if none
-        has, the first candidate, so the error names the expected place)."""
-        return _resolve(tuple(self.raw_candidates(table)), self.files)[0]
-
-    def path(self, *parts: str) -> str:
-        return "/".join([self.lake_root.rstrip("/"), *parts])
-
-    def partition_dir(self, dataset: str, age_band: str, event_year: int) -> str:
-        return self.path(dataset, partition_suffix(age_band, event_year))
-
-    def partition_file(self, dataset: str, age_band: str, event_year: int, filename: str) -> str:
-        return f"{self.partition_dir(dataset, age_band, event_year)}/{filename}"
-
-    def all_partitions_glob(self, dataset: str, filename: str = "*.parquet") -> str:
-        # Named patterns, so hidden staging folders (".event_year=...") never match.
-        return self.path(dataset, "age_band=*", "event_year=*", filename)
 
     # ---- objects and files ------------------------------------------------------------------------
     def exists(self, path: str) -> bool:

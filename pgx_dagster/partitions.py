@@ -1,4 +1,5 @@
-"""The age_band x event_year partitions, the one place that defines them."""
+"""The partitions, the one place that defines them: age_band x event_year for the claims stages, one
+per cohort for the analysis stage."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def split_key(key: str | MultiPartitionKey) -> tuple[str, int]:
 
 def all_keys() -> list[str]:
     return [str(k) for k in claims_partitions.get_partition_keys()]
+
+
+def cohort_names() -> list[str]:
+    from pgx_dagster.cohort_definitions import load_all
+
+    return [d.name for d in load_all()]
+
+
+# The analysis stage: one partition per cohort (cohorts/*.toml).
+cohort_partitions = StaticPartitionsDefinition(cohort_names())

@@ -1,15 +1,18 @@
-"""Materialization metadata and the seed's per-partition checkpoint record."""
+"""Materialization metadata, and the legacy pipeline's per-partition checkpoint record with its
+vocabulary: which pipeline and phase each stage belongs to, and how its log lines begin."""
 
 from __future__ import annotations
 
 import json
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableSchema
 
+from pgx_dagster.contracts import DEMOGRAPHIC_FIELDS
 from pgx_dagster.duck import Session
 from pgx_dagster.lake import CHECKPOINT
 
@@ -34,21 +37,67 @@ def table_metadata(
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (the seed's budget: 2 GB per worker)."""
+    """Peak resident memory of this process so far (the legacy pipeline's budget: 2 GB per worker)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
-def write_checkpoint(
-    folder: str, *, pipeline: str, entity_id: str, phase: str, status: str, metrics: dict[str, Any]
-) -> None:
-    """The seed's checkpoint record, written inside the partition folder before it is published
-    (so it appears atomically with the data it describes)."""
+@dataclass(frozen=True)
+class Stage:
+    pipeline: str  # the legacy pipeline's name for this part of the flow
+    phase: str  # its checkpoint phase
+    log: str  # how the stage's in-line log lines begin
+
+
+# The legacy pipeline's flow (APCD input -> global imputation -> events -> cohorts -> analysis and
+# exports) in its own words: every checkpoint and log line takes them from here.
+STAGES = {
+    "intake": Stage("apcd_input", "phase1_apcd_input", "Phase 1"),
+    "silver": Stage("apcd_input", "phase1_apcd_input", "Phase 1"),
+    "demographics": Stage("global_imputation", "phase1_global_imputation", "Imputation"),
+    "imputed": Stage("global_imputation", "phase1_global_imputation", "Imputation"),
+    "events": Stage("create_cohort", "phase2_events", "Phase 2"),
+    "cohorts": Stage("create_cohort", "phase3_cohort_creation", "Phase 3"),
+    "analysis": Stage("analysis", "phase4_exports", "Phase 4"),
+}
+
+
+def write_checkpoint(folder: str, stage: str, entity_id: str, metrics: dict[str, Any]) -> None:
+    """The legacy pipeline's checkpoint record, written inside the partition folder before it is
+    published (so it appears atomically with the data it describes)."""
     record = {
-        "pipeline": pipeline,
+        "pipeline": STAGES[stage].pipeline,
         "entity_id": entity_id,
-        "phase": phase,
-        "status": status,
+        "phase": STAGES[stage].phase,
+        "status": "completed",
         "metrics": metrics,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(folder, CHECKPOINT).write_text(json.dumps(record, indent=2, default=str))
+
+
+def provenance_counts(session: Session, relation: str) -> dict[str, dict[str, int]]:
+    """Rows per provenance (observed / member_consensus / linked_person / statistical) of each
+    demographic field of `relation`."""
+    out: dict[str, dict[str, int]] = {}
+    for field in DEMOGRAPHIC_FIELDS:
+        rows = session.execute(f"SELECT {field}_source, count(*) FROM {relation} GROUP BY 1 ORDER BY 1").fetchall()
+        out[field] = {str(src): n for src, n in rows}
+    return out
+
+
+def zip3_draws(session: Session, relation: str) -> dict[str, int]:
+    """Persons per distribution a statistical zip3 was drawn from (extracts without zip codes draw
+    within the person's state)."""
+    return dict(
+        session.execute(
+            f"SELECT zip3_imputed_from, count(DISTINCT person_id) FROM {relation} "
+            "WHERE zip3_imputed_from IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
+
+
+def attrition_markdown(rows: list[dict]) -> str:
+    """A cohort's attrition rows (population, step_order, step, persons) as a Markdown table."""
+    lines = ["| population | step | persons |", "| --- | --- | ---: |"]
+    lines += [f"| {r['population']} | {r['step_order']}. {r['step']} | {r['persons']:,} |" for r in rows]
+    return "\n".join(lines)

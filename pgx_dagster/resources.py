@@ -18,6 +18,7 @@ from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.lake import LakeResource, is_s3
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_MEMORY_PER_WORKER, DEFAULT_RAW_ROOT
 
+# The PGX_RAW_* overrides of raw_inputs.RAW_TABLES (README "Running on AWS").
 RAW_OVERRIDE_VARS = {
     "medical_claims": "PGX_RAW_MEDICAL",
     "pharmacy_claims": "PGX_RAW_PHARMACY",

@@ -45,7 +45,7 @@ def demo_members() -> int:
 
 
 def max_workers() -> int:
-    """The seed's worker count, min(48, cores x 1.5), unless PGX_MAX_WORKERS overrides it."""
+    """The legacy pipeline's worker count, min(48, cores x 1.5), unless PGX_MAX_WORKERS overrides it."""
     default = min(48, int((os.cpu_count() or 1) * 1.5))
     return max(1, _int_env("PGX_MAX_WORKERS", default))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -21,24 +20,26 @@ def synthetic_raw(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(path=out, manifest=manifest)
 
 
+def run_backfill(raw: str, lake: str, home, env: dict | None = None, logs=None):
+    """Every asset, every partition, as `pgx materialize` does it: an asset backfill through the
+    webserver and `pgx daemon`, recorded in a real SQLite instance at `home`."""
+    from pgx_dagster.ops.materialize import backfill
+
+    outcome = backfill(home, env={"PGX_RAW_ROOT": raw, "PGX_LAKE_ROOT": lake, **(env or {})},
+                       logs=logs or home / "logs", echo=lambda _line: None)  # fmt: skip
+    assert outcome.succeeded, "\n".join(outcome.failures)
+    return outcome
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory, synthetic_raw) -> SimpleNamespace:
-    """Every asset, every partition, through Dagster, recorded in a real SQLite instance."""
-    from pgx_dagster.runner import materialize_all
-
+    """Every asset, every partition, through a Dagster backfill."""
     base = tmp_path_factory.mktemp("pipeline")
     lake, home = base / "lake", base / "dagster_home"
-    home.mkdir()
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        report = materialize_all(workers=3, roots=(str(synthetic_raw.path), str(lake)), quiet=True)
-    finally:
-        if previous is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous
-    return SimpleNamespace(raw=synthetic_raw.path, lake=lake, home=home, manifest=synthetic_raw.manifest, report=report)
+    outcome = run_backfill(str(synthetic_raw.path), str(lake), home)
+    return SimpleNamespace(
+        raw=synthetic_raw.path, lake=lake, home=home, manifest=synthetic_raw.manifest, report=outcome
+    )
 
 
 @pytest.fixture(scope="session")

@@ -64,3 +64,19 @@ def sample_data() -> Path:
     if not (folder / "tuva_demo").is_dir():
         raise FileNotFoundError(f"sample data not found at {folder}: set PGX_SAMPLE_DATA to the shared/data folder")
     return folder
+
+
+def glob_of(lake: Path | str, dataset, filename: str = "") -> str:
+    """Every partition's file of `dataset` (pgx_dagster.datasets) in the lake at `lake`."""
+    from pgx_dagster.lake import LakeResource
+
+    return dataset.glob(LakeResource(lake_root=str(lake)), filename)
+
+
+def path_of(lake: Path | str, dataset, partition: str | None = None, filename: str = "") -> Path:
+    """A file of `dataset` in the lake at `lake`: of one partition ('65-74|2019') when partitioned."""
+    from pgx_dagster.lake import LakeResource
+    from pgx_dagster.partitions import split_key
+
+    band, year = split_key(partition) if partition else (None, None)
+    return Path(dataset.path(LakeResource(lake_root=str(lake)), band, year, filename))

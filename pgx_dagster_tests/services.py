@@ -1,4 +1,4 @@
-"""What the tests start besides Dagster's services (pgx_dagster/services.py): Debian packages and moto's
+"""What the tests start besides Dagster's services (pgx_dagster/ops/services.py): Debian packages and moto's
 S3 server on loopback, stopped by process id."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-from pgx_dagster.services import BIN, dagster_services, free_port, stop, wait_for_url
+from pgx_dagster.ops.services import BIN, dagster_services, free_port, stop, wait_for_url
 from pgx_dagster.settings import REPO_ROOT as REPO
 
 __all__ = ["REPO", "apt_install", "dagster_services", "free_port", "moto_s3"]

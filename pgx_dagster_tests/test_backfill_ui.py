@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pgx_dagster.backfill import Client
-from pgx_dagster.lake import partition_suffix
-from pgx_dagster.partitions import split_key
+from pgx_dagster.datasets import SILVER
+from pgx_dagster.ops.backfill import Client
+from pgx_dagster_tests.helpers import path_of
 from pgx_dagster_tests.services import REPO, apt_install, dagster_services
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -60,7 +60,7 @@ def ui(pipeline, tmp_path_factory):
 
 
 def silver_file(lake: Path, partition: str) -> Path:
-    return lake / "silver/medical" / partition_suffix(*split_key(partition)) / "medical.parquet"
+    return path_of(lake, SILVER["medical"], partition)
 
 
 def pgx(*args: str) -> subprocess.CompletedProcess:

@@ -1,5 +1,5 @@
 """The benchmark (benchmarks/backfill.py) runs end to end at a tiny scale: the three engines - a
-Dagster backfill through the real daemon, the seed's process pool, one DuckDB process - produce
+Dagster backfill through the real daemon, the legacy pipeline's process pool, one DuckDB process - produce
 identical lakes and the JSON carries every figure the benchmark promises. Timings are not asserted:
 performance is measured by running the benchmark, never in a test."""
 
@@ -28,21 +28,21 @@ def bench(tmp_path, name: str, *args: str) -> dict:
 
 def test_all_three_engines_produce_identical_lakes(tmp_path):
     r = bench(tmp_path, "all", "--members", "40", "--tiny-members", "0", "--no-2x")
-    for key in ("members", "claim_rows", "dagster_s", "seed_pool_s", "duckdb_single_s", "ratio_vs_seed",
+    for key in ("members", "claim_rows", "dagster_s", "legacy_pool_s", "duckdb_single_s", "ratio_vs_legacy",
                 "ratio_vs_floor", "overhead_s_per_step", "peak_rss_mb_per_worker", "rows_per_s"):  # fmt: skip
         assert key in r, key
     assert r["members"] == 40 and r["claim_rows"] > 0
-    assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs seed_pool": [],
+    assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs legacy_pool": [],
                                                                           "dagster vs duckdb_single": []}}  # fmt: skip
     # intake, 5 silver runs (one per event year), demographics, 5 imputed + events, 5 cohort, 1 attrition
     assert r["runs"] == 18
-    assert r["dagster_s"] > 0 and r["ratio_vs_seed"] > 0
+    assert r["dagster_s"] > 0 and r["ratio_vs_legacy"] > 0
 
 
 def test_fixed_and_marginal_cost_from_tiny_1x_and_2x(tmp_path):
-    r = bench(tmp_path, "scales", "--members", "30", "--tiny-members", "10", "--engines", "seed_pool,duckdb_single")
-    assert set(r["marginal_s_per_million_rows"]) == {"seed_pool", "duckdb_single"}
-    assert set(r["time_2x_over_1x"]) == {"seed_pool", "duckdb_single"}
+    r = bench(tmp_path, "scales", "--members", "30", "--tiny-members", "10", "--engines", "legacy_pool,duckdb_single")
+    assert set(r["marginal_s_per_million_rows"]) == {"legacy_pool", "duckdb_single"}
+    assert set(r["time_2x_over_1x"]) == {"legacy_pool", "duckdb_single"}
     assert set(r["scales"]) == {"tiny", "1x", "2x"}
     assert r["scales"]["2x"]["claim_rows"] > r["scales"]["1x"]["claim_rows"] > r["scales"]["tiny"]["claim_rows"]
     assert r["identical_outputs"] is True

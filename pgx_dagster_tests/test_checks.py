@@ -3,36 +3,39 @@
 Each case copies the small lake, damages one written file the way a bug or a bad upstream would,
 and runs the one check against it through Dagster."""
 
+import glob
 import shutil
+from pathlib import Path
 
 import pytest
 
+from pgx_dagster import datasets
 from pgx_dagster.contracts import silver_pharmacy, validate_frame
-from pgx_dagster.lake import partition_suffix
-from pgx_dagster.partitions import split_key
-from pgx_dagster_tests.helpers import evaluate_check, meta, rewrite_parquet
+from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, SILVER_QUARANTINE, STAGED
+from pgx_dagster_tests.helpers import evaluate_check, glob_of, meta, path_of, rewrite_parquet
 
-# (asset, check, file relative to the partition folder or lake, damage as SQL over table t, figure that shows it)
-P = "{part}"
+COHORT = datasets.cohort("opioid_ed")
+# (asset, check, the dataset whose file (of the partition) is damaged, damage as SQL over table t, figure that
+# shows it)
 CASES = [
     (
         "claims_intake",
         "intake_reconciles",
-        f"staging/medical/{P}/*.parquet",
+        STAGED["medical"],
         "SELECT * FROM t LIMIT 0",
         "medical_unaccounted",
     ),
     (
         "silver_medical",
         "silver_medical_reconciles",
-        f"silver/medical/{P}/medical.parquet",
+        SILVER["medical"],
         "SELECT * FROM t LIMIT (SELECT count(*) - 1 FROM t)",
         "unaccounted",
     ),
     (
         "silver_medical",
         "silver_medical_contract",
-        f"silver/medical/{P}/medical.parquet",
+        SILVER["medical"],
         "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN 'E11.9' ELSE diagnosis_code_1 END "
         "AS diagnosis_code_1) FROM t",
         "value_failures",
@@ -40,7 +43,7 @@ CASES = [
     (
         "silver_medical",
         "silver_medical_contract",
-        f"silver/medical/{P}/medical.parquet",
+        SILVER["medical"],
         "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN ['F11.20'] ELSE other_diagnosis_codes END "
         "AS other_diagnosis_codes) FROM t",
         "value_failures",
@@ -48,35 +51,35 @@ CASES = [
     (
         "silver_pharmacy",
         "silver_pharmacy_reconciles",
-        f"quarantine/silver_pharmacy/{P}/quarantine.parquet",
+        SILVER_QUARANTINE["pharmacy"],
         "SELECT * FROM t UNION ALL SELECT * FROM t",
         "unaccounted",
     ),
     (
         "silver_pharmacy",
         "silver_pharmacy_contract",
-        f"silver/pharmacy/{P}/pharmacy.parquet",
+        SILVER["pharmacy"],
         "SELECT * REPLACE ('0093021401' AS ndc) FROM t",
         "value_failures",
     ),
     (
         "member_demographics",
         "member_demographics_contract",
-        "silver/member_demographics/member_demographics.parquet",
+        DEMOGRAPHICS,
         "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN NULL ELSE sex END AS sex) FROM t",
         "value_failures",
     ),
     (
         "member_demographics",
         "member_demographics_contract",
-        "silver/member_demographics/member_demographics.parquet",
+        DEMOGRAPHICS,
         "SELECT * REPLACE (CASE WHEN zip3_source = 'observed' THEN 'state_prefixes' END AS zip3_imputed_from) FROM t",
         "value_failures",
     ),
     (
         "member_demographics",
         "member_demographics_consensus",
-        "silver/member_demographics/member_demographics.parquet",
+        DEMOGRAPHICS,
         "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id ORDER BY event_year) = 2 "
         "THEN (CASE sex WHEN 'F' THEN 'M' ELSE 'F' END) ELSE sex END AS sex) FROM t",
         "persons_with_several_sexes",
@@ -84,63 +87,63 @@ CASES = [
     (
         "imputed_medical",
         "imputed_medical_demographics_coverage",
-        f"silver/imputed/medical_partitioned/{P}/medical.parquet",
+        IMPUTED["medical"],
         "SELECT * REPLACE (CASE WHEN row_number() OVER () <= 2 THEN NULL ELSE zip3 END AS zip3) FROM t",
         "rows_incomplete",
     ),
     (
         "imputed_pharmacy",
         "imputed_pharmacy_demographics_coverage",
-        f"silver/imputed/pharmacy_partitioned/{P}/pharmacy.parquet",
+        IMPUTED["pharmacy"],
         "SELECT * REPLACE (NULL::VARCHAR AS sex) FROM t",
         "rows_incomplete",
     ),
     (
         "imputed_medical",
         "imputed_medical_imputation_completeness",
-        f"silver/imputed/medical_partitioned/{P}/medical.parquet",
+        IMPUTED["medical"],
         "SELECT * FROM t LIMIT (SELECT count(*) - 3 FROM t)",
         "rows_out",
     ),
     (
         "imputed_pharmacy",
         "imputed_pharmacy_imputation_completeness",
-        f"silver/imputed/pharmacy_partitioned/{P}/pharmacy.parquet",
+        IMPUTED["pharmacy"],
         "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN 'guessed' ELSE sex_source END AS sex_source) FROM t",
         "rows_without_provenance",
     ),
     (
         "imputed_medical",
         "imputed_medical_contract",
-        f"silver/imputed/medical_partitioned/{P}/medical.parquet",
+        IMPUTED["medical"],
         "SELECT * REPLACE ('X' AS sex) FROM t",
         "value_failures",
     ),
     (
         "imputed_pharmacy",
         "imputed_pharmacy_contract",
-        f"silver/imputed/pharmacy_partitioned/{P}/pharmacy.parquet",
+        IMPUTED["pharmacy"],
         "SELECT * EXCLUDE (state) FROM t",
         "type_problems",
     ),
     (
         "events",
         "events_classification",
-        f"gold/events/{P}/events.parquet",
+        EVENTS,
         "SELECT * FROM t WHERE event_type <> 'opioid_ed_visit'",
         "missing_events",
     ),
     (
         "events",
         "events_contract",
-        f"gold/events/{P}/events.parquet",
+        EVENTS,
         "SELECT * FROM t UNION ALL (SELECT * FROM t LIMIT 1)",
         "duplicate_keys",
     ),
     (
         "cohort_opioid_ed",
         "cohort_opioid_ed_ratio",
-        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        COHORT,
         "SELECT * FROM t QUALIFY NOT (role = 'control' "
         "AND row_number() OVER (PARTITION BY role ORDER BY person_id) = 1)",
         "sets_with_wrong_recorded_shortage",
@@ -149,7 +152,7 @@ CASES = [
         # a control dropped and the shortage recorded as if the pool had run out: it had not
         "cohort_opioid_ed",
         "cohort_opioid_ed_ratio",
-        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        COHORT,
         "WITH gone AS (SELECT min(matched_set_id) AS s FROM t), "
         "kept AS (SELECT * FROM t QUALIFY NOT (role = 'control' AND matched_set_id = (SELECT s FROM gone) "
         "AND row_number() OVER (PARTITION BY matched_set_id, role ORDER BY person_id) = 1)) "
@@ -162,24 +165,23 @@ CASES = [
         # a target's index date moved to a day before its enrolment began
         "cohort_opioid_ed",
         "cohort_opioid_ed_observation",
-        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        COHORT,
         "SELECT * REPLACE (DATE '2016-01-02' AS index_date) FROM t",
         "targets_without_lookback",
     ),
     (
         "cohort_opioid_ed",
         "cohort_opioid_ed_contract",
-        f"gold/cohorts/opioid_ed/{P}/opioid_ed_cohort.parquet",
+        COHORT,
         "SELECT * REPLACE ('case' AS role) FROM t",
         "value_failures",
     ),
 ]
 
 
-def _target(lake, pattern, part):
-    band, year = split_key(part)
-    matches = sorted(lake.glob(pattern.replace(P, partition_suffix(band, year))))
-    assert matches, pattern
+def _target(lake, dataset, part):
+    matches = sorted(glob.glob(str(path_of(lake, dataset, part if dataset.partitioned else None))))
+    assert matches, dataset
     return matches
 
 
@@ -211,14 +213,14 @@ def _cohort_copy(pipeline, part: str, tmp_path):
     """A copy of the lake and the path of the partition's cohort file in it."""
     lake = tmp_path / "lake"
     shutil.copytree(pipeline.lake, lake)
-    return lake, lake / "gold/cohorts/opioid_ed" / partition_suffix(*split_key(part)) / "opioid_ed_cohort.parquet"
+    return lake, path_of(lake, COHORT, part)
 
 
 def test_overlap_across_partitions_is_caught(checked, tmp_path):
     """A control of this partition reappears in another partition's matched sets."""
     pipeline, part = checked
     lake, this = _cohort_copy(pipeline, part, tmp_path)
-    others = [p for p in sorted(lake.glob("gold/cohorts/opioid_ed/*/*/opioid_ed_cohort.parquet")) if p != this]
+    others = [p for p in sorted(map(Path, glob.glob(glob_of(lake, COHORT)))) if p != this]
     other = next(p for p in others if p.stat().st_size and _rows(p) > 0)
     assert evaluate_check(pipeline.raw, lake, "cohort_opioid_ed", "cohort_opioid_ed_no_overlap", part).passed
     rewrite_parquet(

@@ -1,10 +1,19 @@
-"""The full code location loads, and every asset carries what users expect to see in the UI."""
+"""The full code location loads, every asset carries what users expect to see in the UI, and the code
+base keeps its shape: stages apart, paths in one module, private Dagster APIs in one module."""
 
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from dagster import AssetKey
 
 from pgx_dagster.definitions import defs
 from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.partitions import AGE_BANDS, all_keys, claims_partitions
+from pgx_dagster.settings import REPO_ROOT as REPO
 
 PARTITIONED = ["silver_medical", "silver_pharmacy", "imputed_medical", "imputed_pharmacy", "events", "cohort_opioid_ed"]
 
@@ -77,3 +86,87 @@ def test_sql_age_band_macro_matches_partitions():
         bands = [r[0] for r in s.execute("SELECT DISTINCT age_band(a) FROM range(0, 120) t(a) ORDER BY a").fetchall()]
         assert s.scalar("SELECT age_band(-1)") is None
     assert bands == AGE_BANDS
+
+
+# ---- the shape of the code base ----------------------------------------------------------------------
+PACKAGE = REPO / "pgx_dagster"
+
+
+def test_the_code_location_imports_no_operational_tool():
+    """The CLI, launcher, daemon, GraphQL client, services and synthetic generator live in
+    pgx_dagster.ops, which loading the code location never imports."""
+    script = "import sys, pgx_dagster.definitions; print(sorted(m for m in sys.modules if m.startswith('pgx_dagster')))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert "pgx_dagster.stages.cohorts" in loaded and "pgx_dagster.datasets" in loaded
+    assert [m for m in loaded if m.startswith("pgx_dagster.ops")] == []
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+def test_a_stage_imports_shared_modules_only_never_another_stage():
+    stage_modules = {p.stem for p in (PACKAGE / "stages").glob("*.py")} - {"__init__", "common"}
+    for path in (PACKAGE / "stages").glob("*.py"):
+        others = {f"pgx_dagster.stages.{m}" for m in stage_modules - {path.stem}}
+        if path.stem == "__init__":
+            continue
+        assert not (_imports(path) & others), (path.name, _imports(path) & others)
+        assert not [m for m in _imports(path) if m.startswith("pgx_dagster.ops")], path.name
+
+
+def test_lake_paths_are_written_in_one_module():
+    """`..._partitioned/` and `gold/` paths appear in pgx_dagster/datasets.py only (tests and benchmarks
+    included: they ask that module too)."""
+    places = [*PACKAGE.rglob("*.py"), *(REPO / "benchmarks").glob("*.py"), *(REPO / "pgx_dagster_tests").glob("*.py")]
+    this = Path(__file__).resolve()
+    path_literal = re.compile(r"_partitioned/|[\"'/]gold/")
+    offenders = [
+        p.relative_to(REPO).as_posix() for p in places if p.resolve() != this and path_literal.search(p.read_text())
+    ]
+    assert offenders == ["pgx_dagster/datasets.py"]
+
+
+def test_private_dagster_apis_are_used_in_one_module_and_all_resolve():
+    from pgx_dagster.ops import dagster_private
+
+    users = [
+        p.relative_to(REPO).as_posix()
+        for p in [
+            *PACKAGE.rglob("*.py"),
+            *(REPO / "benchmarks").glob("*.py"),
+            *(REPO / "pgx_dagster_tests").glob("*.py"),
+        ]
+        if re.search(r"\bdagster\._", p.read_text()) and p.resolve() != Path(__file__).resolve()
+    ]
+    assert users == ["pgx_dagster/ops/dagster_private.py"]
+    for config in (REPO / "dagster.yaml", REPO / "deploy" / "dagster.yaml"):
+        assert "dagster._" not in config.read_text(), config
+    assert "RunLauncher" in dagster_private.check()
+
+
+def test_a_private_api_that_moved_fails_with_one_clear_message(monkeypatch):
+    from pgx_dagster.ops import dagster_private
+
+    with pytest.raises(dagster_private.DagsterUpgradeError, match=r"dagster\._nowhere\.thing is gone in Dagster"):
+        dagster_private._private("dagster._nowhere", "thing", "the fallback")
+
+
+def test_the_duckdb_resource_is_dagster_duckdbs():
+    from dagster_duckdb import DuckDBResource
+
+    resource = DuckDBWorker()
+    assert isinstance(resource, DuckDBResource)
+    with resource.get_connection() as con:
+        assert con.execute("SELECT age_band(70)").fetchone() == ("65-74",)  # the project's macros are loaded
+    with pytest.raises(ValueError, match="':memory:'"), DuckDBWorker(database="some.db").get_connection():
+        pass

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import DagsterInstance
-from dagster._config import process_config, validate_config
-from dagster._core.instance.config import dagster_instance_config
-from dagster._core.workspace.config_schema import process_workspace_config
+from dagster import AssetSelection, DagsterInstance, materialize
 
+from pgx_dagster.ops import dagster_private
 from pgx_dagster_tests.services import REPO, apt_install, free_port
 
 DEPLOY = REPO / "deploy"
@@ -34,16 +32,14 @@ def configurable_class(section: dict):
 def test_production_instance_config_validates(monkeypatch):
     for key, value in {**PG_ENV, "DAGSTER_PG_PORT": "5432"}.items():
         monkeypatch.setenv(key, value)
-    config, _ = dagster_instance_config(str(DEPLOY))  # the instance schema, env vars resolved
+    config = dagster_private.resolved_instance_config(str(DEPLOY))  # the instance schema, env vars resolved
     raw = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
-    for section in ("run_coordinator", "run_launcher"):
-        cls = configurable_class(raw[section])
-        result = process_config(cls.config_type(), raw[section]["config"])
-        assert result.success, (section, result.errors)
+    cls = configurable_class(raw["run_launcher"])
+    assert dagster_private.validate_configurable(cls.config_type(), raw["run_launcher"]["config"]) == []
     launcher = raw["run_launcher"]["config"]
     assert launcher["run_resources"] == {"cpu": "1024", "memory": "3072"}
     assert "PGX_MEMORY_PER_WORKER=2GB" in launcher["env_vars"]
-    assert raw["run_coordinator"]["config"]["dequeue_use_threads"] is True
+    assert config["run_queue"]["dequeue_use_threads"] is True and config["run_queue"]["max_concurrent_runs"] == 48
     assert set(config["storage"]) == {"postgres"}  # validated by the instance schema above
     assert config["run_monitoring"]["max_runtime_seconds"] == 3600
 
@@ -51,15 +47,14 @@ def test_production_instance_config_validates(monkeypatch):
 def test_production_workspace_validates(monkeypatch):
     monkeypatch.setenv("PGX_CODE_LOCATION_HOST", "code.internal")
     raw = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())
-    result = process_workspace_config(raw)
-    assert result.success, result.errors
+    assert dagster_private.validate_workspace_yaml(raw) == []
 
 
 def test_local_instance_config_validates():
-    from dagster._core.instance.config import dagster_instance_config_schema
-
     raw = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    assert validate_config(dagster_instance_config_schema(), raw).success
+    assert dagster_private.validate_instance_yaml(raw) == []
+    # and an invalid one is refused: the validation can fail
+    assert dagster_private.validate_instance_yaml({**raw, "run_queue": {"max_concurrent_runs": "many"}}) != []
 
 
 def _pg_bin() -> Path:
@@ -127,27 +122,37 @@ def _as_postgres_ready(bindir: Path, port: int) -> bool:
 
 
 def test_pipeline_with_the_instance_in_postgres(postgres, synthetic_raw, tmp_path, monkeypatch):
-    from pgx_dagster.runner import run_one
+    from pgx_dagster.definitions import defs
+    from pgx_dagster.resources import build_resources
 
     raw = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     home = tmp_path / "home"
     home.mkdir()
     # The production storage section as is; runs launched locally instead of on ECS.
-    local = {"storage": raw["storage"], "run_coordinator": raw["run_coordinator"], "telemetry": raw["telemetry"]}
+    local = {"storage": raw["storage"], "run_queue": raw["run_queue"], "telemetry": raw["telemetry"]}
     (home / "dagster.yaml").write_text(yaml.safe_dump(local))
     for key, value in {**postgres, "DAGSTER_HOME": str(home)}.items():
         monkeypatch.setenv(key, value)
-    roots = (str(synthetic_raw.path), str(tmp_path / "lake"))
-    outcomes = [
-        run_one(["claims_intake"], None, roots),
-        run_one(["silver_medical", "silver_pharmacy"], "65-74|2019", roots),
-        run_one(["member_demographics"], None, roots),
-    ]
-    assert all(o["success"] and all(c[2] for c in o["checks"]) for o in outcomes), outcomes
+    resources = build_resources(str(synthetic_raw.path), str(tmp_path / "lake"))
     with DagsterInstance.get() as instance:
+        results = [
+            materialize(
+                [*defs.assets, *defs.asset_checks],
+                selection=AssetSelection.assets(*assets) | AssetSelection.checks_for_assets(*assets),
+                partition_key=partition,
+                instance=instance,
+                resources=resources,
+            )
+            for assets, partition in [
+                (["claims_intake"], None),
+                (["silver_medical", "silver_pharmacy"], "65-74|2019"),
+                (["member_demographics"], None),
+            ]
+        ]
+        assert all(r.success and all(e.passed for e in r.get_asset_check_evaluations()) for r in results)
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        assert {r.run_id for r in instance.get_runs()} == {o["run_id"] for o in outcomes}
+        assert {r.run_id for r in instance.get_runs()} == {r.run_id for r in results}
         from dagster import AssetKey
 
         assert instance.get_materialized_partitions(AssetKey("silver_medical")) == {"65-74|2019"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from benchmarks.baselines import process_pool
 from pgx_dagster.duck import DataDefect, DuckDBWorker, scale_memory
-from pgx_dagster.launcher import process_pool
 
 
 def test_sessions_do_not_share_temp_objects_or_variables():

@@ -11,18 +11,22 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pgx_dagster import datasets
+from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, INTAKE_QUARANTINE, SILVER, SILVER_QUARANTINE
 from pgx_dagster.partitions import all_keys
+from pgx_dagster_tests.helpers import glob_of, path_of
 
 REPO = Path(__file__).resolve().parent.parent
+COHORT = datasets.cohort("opioid_ed")
 
 
 def q(sql):
     return duckdb.connect().execute(sql).fetchall()
 
 
-def per_partition(lake, dataset, filename, where="true", value="count(*)"):
+def per_partition(lake, dataset, where="true", value="count(*)"):
     rows = q(
-        f"SELECT age_band, event_year, {value} FROM read_parquet('{lake}/{dataset}/*/*/{filename}', "
+        f"SELECT age_band, event_year, {value} FROM read_parquet('{glob_of(lake, dataset)}', "
         f"hive_partitioning = false) WHERE {where} GROUP BY ALL"
     )
     return {f"{band}|{year}": v for band, year, v in rows}
@@ -32,37 +36,44 @@ def expected(manifest, metric):
     return {k: v[metric] for k, v in manifest["partitions"].items() if v.get(metric)}
 
 
-def test_every_run_succeeded_and_every_check_passed(pipeline):
-    outcomes = pipeline.report["outcomes"]
-    assert [o for o in outcomes if not o["success"]] == []
-    checks = [c for o in outcomes for c in o["checks"]]
-    assert [c for c in checks if not c[2]] == []
+def test_one_backfill_materialized_every_partition_and_every_check_passed(pipeline):
+    outcome = pipeline.report
+    assert outcome.succeeded and outcome.status == "COMPLETED_SUCCESS"
+    assert [c for c in outcome.checks if not c[3]] == []
     # 1 intake check + 35 x (4 silver + 6 imputed + 2 events + 4 cohort) + 2 demographics
-    assert len(checks) == 1 + 35 * 16 + 2
+    assert len(outcome.checks) == 1 + 35 * 16 + 2
+    assert {a: len(p) for a, p in outcome.rows.items()} == {
+        "claims_intake": 1, "silver_medical": 35, "silver_pharmacy": 35, "member_demographics": 1,
+        "imputed_medical": 35, "imputed_pharmacy": 35, "events": 35, "cohort_opioid_ed": 35, "cohort_attrition": 1,
+    }  # fmt: skip
+
+
+def test_the_instance_holds_one_backfill_as_a_ui_backfill_leaves_it(pipeline):
+    """`pgx materialize` is an asset backfill through the daemon: no run outside it."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(pipeline.home)) as instance:
+        backfills = instance.get_backfills()
+        assert [b.backfill_id for b in backfills] == [pipeline.report.backfill_id]
+        assert backfills[0].is_asset_backfill
+        runs = instance.get_runs()
+        assert runs and all(r.tags.get("dagster/backfill") == pipeline.report.backfill_id for r in runs)
+        assert not any(r.job_name == "__ephemeral_asset_job__" and "dagster/backfill" not in r.tags for r in runs)
 
 
 def test_silver_rows_per_partition_match_the_manifest(pipeline):
     m = pipeline.manifest
-    assert per_partition(pipeline.lake, "silver/medical", "medical.parquet") == expected(m, "silver_medical_rows")
-    assert per_partition(pipeline.lake, "silver/pharmacy", "pharmacy.parquet") == expected(m, "silver_pharmacy_rows")
+    assert per_partition(pipeline.lake, SILVER["medical"]) == expected(m, "silver_medical_rows")
+    assert per_partition(pipeline.lake, SILVER["pharmacy"]) == expected(m, "silver_pharmacy_rows")
 
 
 def test_quarantine_reasons_match_the_planted_bad_rows(pipeline):
     lake, m = pipeline.lake, pipeline.manifest
     for kind in ("medical", "pharmacy"):
-        got = dict(
-            q(
-                f"SELECT quarantine_reason, count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet' "
-                "GROUP BY 1"
-            )
-        )
+        got = dict(q(f"SELECT quarantine_reason, count(*) FROM '{path_of(lake, INTAKE_QUARANTINE[kind])}' GROUP BY 1"))
         assert got == m["quarantine"][f"intake_{kind}"], kind
-        got = dict(
-            q(
-                f"SELECT quarantine_reason, count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/"
-                "quarantine.parquet') GROUP BY 1"
-            )
-        )
+        quarantine = glob_of(lake, SILVER_QUARANTINE[kind])
+        got = dict(q(f"SELECT quarantine_reason, count(*) FROM read_parquet('{quarantine}') GROUP BY 1"))
         assert got == m["quarantine"][f"silver_{kind}"], kind
 
 
@@ -70,12 +81,10 @@ def test_rows_in_equal_rows_out_plus_quarantined(pipeline):
     lake, raw = pipeline.lake, pipeline.raw
     for kind in ("medical", "pharmacy"):
         rows_in = q(f"SELECT count(*) FROM '{raw}/{kind}_claims/*.parquet'")[0][0]
-        out = q(f"SELECT count(*) FROM read_parquet('{lake}/silver/imputed/{kind}_partitioned/*/*/{kind}.parquet')")[0][
-            0
-        ]
+        out = q(f"SELECT count(*) FROM read_parquet('{glob_of(lake, IMPUTED[kind])}')")[0][0]
         quarantined = q(
-            f"SELECT (SELECT count(*) FROM '{lake}/quarantine/intake_{kind}/quarantine.parquet') + "
-            f"(SELECT count(*) FROM read_parquet('{lake}/quarantine/silver_{kind}/*/*/*.parquet'))"
+            f"SELECT (SELECT count(*) FROM '{path_of(lake, INTAKE_QUARANTINE[kind])}') + "
+            f"(SELECT count(*) FROM read_parquet('{glob_of(lake, SILVER_QUARANTINE[kind])}'))"
         )[0][0]
         assert rows_in == out + quarantined, kind
 
@@ -84,14 +93,12 @@ def test_rows_in_equal_rows_out_plus_quarantined(pipeline):
     "event_type", ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_disorder", "opioid_fill"]
 )
 def test_planted_events_per_partition(pipeline, event_type):
-    got = per_partition(pipeline.lake, "gold/events", "events.parquet", where=f"event_type = '{event_type}'")
+    got = per_partition(pipeline.lake, EVENTS, where=f"event_type = '{event_type}'")
     assert got == expected(pipeline.manifest, event_type)
 
 
 def test_mme_per_day_matches_the_planted_fills(pipeline):
-    got = per_partition(
-        pipeline.lake, "gold/events", "events.parquet", where="event_type = 'opioid_fill'", value="sum(mme_per_day)"
-    )
+    got = per_partition(pipeline.lake, EVENTS, where="event_type = 'opioid_fill'", value="sum(mme_per_day)")
     want = expected(pipeline.manifest, "opioid_fill_mme_per_day_sum")
     assert got.keys() == want.keys()
     for key in want:
@@ -101,20 +108,18 @@ def test_mme_per_day_matches_the_planted_fills(pipeline):
 def test_demographics_complete_for_every_imputed_row(pipeline):
     for kind in ("medical", "pharmacy"):
         missing = q(
-            f"SELECT count(*) FROM read_parquet('{pipeline.lake}/silver/imputed/{kind}_partitioned/*/*/*.parquet') "
+            f"SELECT count(*) FROM read_parquet('{glob_of(pipeline.lake, IMPUTED[kind])}') "
             "WHERE sex IS NULL OR birth_year IS NULL OR zip3 IS NULL OR age_band IS NULL"
         )[0][0]
         assert missing == 0
-    sources = dict(
-        q(f"SELECT sex_source, count(*) FROM '{pipeline.lake}/silver/member_demographics/*.parquet' GROUP BY 1")
-    )
+    sources = dict(q(f"SELECT sex_source, count(*) FROM '{path_of(pipeline.lake, DEMOGRAPHICS)}' GROUP BY 1"))
     assert set(sources) == {"observed", "member_consensus", "linked_person", "statistical"}
 
 
 def test_cohort_targets_ratio_and_exclusivity(pipeline):
     lake, m = pipeline.lake, pipeline.manifest
-    cohort = f"read_parquet('{lake}/gold/cohorts/opioid_ed/*/*/opioid_ed_cohort.parquet', hive_partitioning = false)"
-    targets = per_partition(lake, "gold/cohorts/opioid_ed", "opioid_ed_cohort.parquet", where="role = 'target'")
+    cohort = f"read_parquet('{glob_of(lake, COHORT)}', hive_partitioning = false)"
+    targets = per_partition(lake, COHORT, where="role = 'target'")
     assert targets == expected(m, "opioid_ed_targets")
     roles = dict(q(f"SELECT role, count(*) FROM {cohort} GROUP BY 1"))
     assert roles["control"] == 5 * roles["target"]  # 5.0:1, no shortage at this scale
@@ -124,11 +129,14 @@ def test_cohort_targets_ratio_and_exclusivity(pipeline):
 
 
 def test_checkpoints_beside_partitions(pipeline):
-    record = json.loads(
-        Path(pipeline.lake, "gold/cohorts/opioid_ed/age_band=65-74/event_year=2019/_checkpoint.json").read_text()
-    )
+    record = json.loads(path_of(pipeline.lake, COHORT, "65-74|2019", "_checkpoint.json").read_text())
     assert record["pipeline"] == "create_cohort" and record["entity_id"] == "OPIOID_ED_65-74_2019"
+    assert record["phase"] == "phase3_cohort_creation"
     assert record["status"] == "completed" and record["metrics"]["ratio"] in ("5.0:1", "no targets")
+    # every stage takes its vocabulary from one place (pgx_dagster/reporting.py STAGES)
+    silver = json.loads(path_of(pipeline.lake, SILVER["medical"], "65-74|2019", "_checkpoint.json").read_text())
+    assert (silver["pipeline"], silver["phase"], silver["entity_id"]) == (
+        "apcd_input", "phase1_apcd_input", "MEDICAL_65-74_2019")  # fmt: skip
 
 
 def test_runs_are_recorded_in_the_instance(pipeline):

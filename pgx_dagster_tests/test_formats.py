@@ -10,9 +10,8 @@ import pytest
 from dagster import Failure
 
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster.formats import RAW_VIEWS, register_raw
-from pgx_dagster.inputs import validate_inputs
 from pgx_dagster.lake import LakeResource
+from pgx_dagster.raw_inputs import RAW_VIEWS, register_raw, validate_inputs
 from pgx_dagster_tests.helpers import sample_data
 from pgx_dagster_tests.services import REPO
 
@@ -154,7 +153,8 @@ def test_pgx_coverage_years_or_explicit_enrolment_dates(tmp_path):
     duckdb.connect().execute(
         f"""COPY (SELECT * FROM (VALUES ('A', '1', 2017, 1950, 'F', NULL, NULL, NULL),
                                         ('A', '2', 2018, 1950, 'F', NULL, DATE '2018-03-01', DATE '2018-08-31'))
-                  t(payer_id, member_id, coverage_year, birth_year, sex, zip, enrollment_start_date, enrollment_end_date))
+                  t(payer_id, member_id, coverage_year, birth_year, sex, zip, enrollment_start_date,
+                    enrollment_end_date))
             TO '{folder}/e.parquet' (FORMAT parquet)"""
     )
     assert enrollment(LakeResource(raw_root=str(tmp_path))) == [

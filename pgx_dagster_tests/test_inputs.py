@@ -1,5 +1,5 @@
-"""`pgx validate-inputs` and raw-path resolution: the pgx layout, the seed's partitioned imputed silver,
-the seed's legacy silver glob, explicit overrides, and a clear error when nothing is there."""
+"""`pgx validate-inputs` and raw-path resolution: the pgx layout, the legacy pipeline's partitioned imputed silver,
+the legacy pipeline's non-partitioned silver glob, explicit overrides, and a clear error when nothing is there."""
 
 import os
 import shutil
@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pgx_dagster.inputs import validate_inputs
+from pgx_dagster.datasets import IMPUTED, SILVER
 from pgx_dagster.lake import LakeResource
+from pgx_dagster.raw_inputs import raw_glob, validate_inputs
+from pgx_dagster_tests.helpers import glob_of, path_of
 from pgx_dagster_tests.services import REPO
 
 
@@ -17,17 +19,22 @@ def _copy(src: Path, dest: Path) -> None:
     shutil.copy(src, dest)
 
 
-def seed_layout(raw: Path, tmp: Path, partitioned: bool, legacy: bool) -> Path:
-    root = tmp / "seedlake"
+def legacy_layout(raw: Path, tmp: Path, partitioned: bool, legacy: bool) -> Path:
+    """A lake of the legacy pipeline (its layout is ours, pgx_dagster/datasets.py) as raw input."""
+    root = tmp / "legacy_lake"
     for table in ("member_eligibility", "member_linkage"):
         _copy(next((raw / table).glob("*.parquet")), root / table / "part.parquet")
     for kind in ("medical", "pharmacy"):
         src = next((raw / f"{kind}_claims").glob("*.parquet"))
         if partitioned:
-            _copy(src, root / f"silver/imputed/{kind}_partitioned/age_band=65-74/event_year=2019/part.parquet")
+            _copy(src, path_of(root, IMPUTED[kind], "65-74|2019", "part.parquet"))
         if legacy:
-            _copy(src, root / f"silver/{kind}/part.parquet")
+            _copy(src, root / SILVER[kind].folder / "part.parquet")
     return root
+
+
+def partitioned_glob(root: Path, kind: str) -> str:
+    return glob_of(root, IMPUTED[kind], "*.parquet")
 
 
 def test_pgx_layout_is_used_when_present(synthetic_raw):
@@ -37,29 +44,28 @@ def test_pgx_layout_is_used_when_present(synthetic_raw):
 
 
 def test_partitioned_imputed_silver_is_preferred_over_the_legacy_glob(synthetic_raw, tmp_path):
-    root = seed_layout(synthetic_raw.path, tmp_path, partitioned=True, legacy=True)
+    root = legacy_layout(synthetic_raw.path, tmp_path, partitioned=True, legacy=True)
     lake = LakeResource(raw_root=str(root))
     ok, lines = validate_inputs(lake)
     assert ok
-    text = "\n".join(lines)
-    assert "uses " + str(root) + "/silver/imputed/medical_partitioned/age_band=*/event_year=*/*.parquet" in text
-    assert lake.raw_glob("pharmacy_claims").endswith(
-        "silver/imputed/pharmacy_partitioned/age_band=*/event_year=*/*.parquet"
-    )
+    assert "uses " + partitioned_glob(root, "medical") in "\n".join(lines)
+    assert raw_glob(lake, "pharmacy_claims") == partitioned_glob(root, "pharmacy")
 
 
 def test_legacy_silver_glob_when_it_is_all_there_is(synthetic_raw, tmp_path):
-    root = seed_layout(synthetic_raw.path, tmp_path, partitioned=False, legacy=True)
+    root = legacy_layout(synthetic_raw.path, tmp_path, partitioned=False, legacy=True)
     ok, lines = validate_inputs(LakeResource(raw_root=str(root)))
-    assert ok and f"uses {root}/silver/medical/*.parquet (the seed's legacy non-partitioned silver glob)" in "\n".join(
-        lines
+    assert (
+        ok
+        and f"uses {root}/silver/medical/*.parquet (the legacy pipeline's non-partitioned silver glob)"
+        in "\n".join(lines)
     )
 
 
 def test_an_explicit_override_is_used_as_given(synthetic_raw, tmp_path):
-    root = seed_layout(synthetic_raw.path, tmp_path, partitioned=True, legacy=True)
+    root = legacy_layout(synthetic_raw.path, tmp_path, partitioned=True, legacy=True)
     lake = LakeResource(raw_root=str(root), raw_overrides={"medical_claims": f"{root}/silver/medical/*.parquet"})
-    assert lake.raw_glob("medical_claims") == f"{root}/silver/medical/*.parquet"
+    assert raw_glob(lake, "medical_claims") == f"{root}/silver/medical/*.parquet"
 
 
 def test_cli_fails_clearly_when_neither_exists(tmp_path):
@@ -74,4 +80,4 @@ def test_cli_fails_clearly_when_neither_exists(tmp_path):
     )
     assert done.returncode == 2
     assert "ERROR: no files for medical_claims; tried" in done.stdout
-    assert "silver/imputed/medical_partitioned" in done.stdout and "silver/medical/*.parquet" in done.stdout
+    assert partitioned_glob(tmp_path / "empty", "medical") in done.stdout and "silver/medical/*.parquet" in done.stdout

@@ -1,4 +1,4 @@
-"""The local run launcher (pgx_dagster/launcher.py): a run executes in a process forked from the
+"""The local run launcher (pgx_dagster/ops/launcher.py): a run executes in a process forked from the
 warm forkserver, and can be terminated and health-checked by its process id, as users do from the UI.
 The daemon path (queue -> launcher -> run) is exercised by test_backfill_ui and test_benchmark."""
 
@@ -20,9 +20,14 @@ from dagster import (
     op,
     reconstructable,
 )
-from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 
-from pgx_dagster.launcher import WORKER_TAG, PreloadedRunLauncher, check_entry_point
+from pgx_dagster.ops.dagster_private import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    WorkerStatus,
+    execute_run_command_body,
+)
+from pgx_dagster.ops.launcher import WORKER_TAG, PreloadedRunLauncher
 
 
 class MarkerConfig(Config):
@@ -54,7 +59,7 @@ def _instance(tmp_path: Path) -> DagsterInstance:
     (tmp_path / "home").mkdir()
     return DagsterInstance.local_temp(
         str(tmp_path / "home"),
-        overrides={"run_launcher": {"module": "pgx_dagster.launcher", "class": "PreloadedRunLauncher"}},
+        overrides={"run_launcher": {"module": "pgx_dagster.ops.launcher", "class": "PreloadedRunLauncher"}},
     )
 
 
@@ -102,7 +107,7 @@ def instance(tmp_path):
 
 
 def test_entry_point_exists():
-    assert callable(check_entry_point())
+    assert callable(execute_run_command_body())
 
 
 def test_run_executes_in_a_forked_process(instance, tmp_path):

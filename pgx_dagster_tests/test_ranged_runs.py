@@ -6,12 +6,13 @@ import shutil
 import duckdb
 from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
 
-from pgx_dagster.daemon import patch_daemon_interval
+from pgx_dagster.datasets import SILVER
 from pgx_dagster.definitions import defs
+from pgx_dagster.ops import dagster_private
 from pgx_dagster.partitions import AGE_BANDS, claims_partitions
 from pgx_dagster.resources import build_resources
 from pgx_dagster.stages.common import COHORT_POLICY, PARTITION_POLICY, WORK
-from pgx_dagster_tests.helpers import rewrite_parquet
+from pgx_dagster_tests.helpers import path_of, rewrite_parquet
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -42,9 +43,8 @@ def test_one_run_over_a_year_reports_every_partition_separately(pipeline, tmp_pa
     assert set(mats) == set(keys)
     con = duckdb.connect()
     for key, meta in mats.items():
-        band, year = key.split("|")
-        files = f"{lake}/silver/medical/age_band={band.replace('+', '%2B')}/event_year={year}/medical.parquet"
-        assert meta["dagster/row_count"].value == con.execute(f"SELECT count(*) FROM '{files}'").fetchone()[0], key
+        file = path_of(lake, SILVER["medical"], key)
+        assert meta["dagster/row_count"].value == con.execute(f"SELECT count(*) FROM '{file}'").fetchone()[0], key
     evaluations = result.get_asset_check_evaluations()
     assert sorted((e.check_name, e.partition) for e in evaluations) == sorted(
         (c, k) for c in ("silver_medical_reconciles", "silver_medical_contract") for k in keys
@@ -59,10 +59,7 @@ def test_a_bad_partition_in_a_ranged_run_fails_only_its_own_verdict(pipeline, tm
     assert first.success
     bad = "45-54|2018"
     # Lose a row of one partition after it was written: its reconciliation fails, the others pass.
-    rewrite_parquet(
-        lake / "silver/pharmacy/age_band=45-54/event_year=2018/pharmacy.parquet",
-        "SELECT * FROM t LIMIT (SELECT count(*) - 1 FROM t)",
-    )
+    rewrite_parquet(path_of(lake, SILVER["pharmacy"], bad), "SELECT * FROM t LIMIT (SELECT count(*) - 1 FROM t)")
     from pgx_dagster_tests.helpers import evaluate_check
 
     verdicts = {
@@ -77,7 +74,7 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
     assert graph.get(AssetKey("events")).backfill_policy == PARTITION_POLICY
     assert graph.get(AssetKey("cohort_opioid_ed")).backfill_policy == COHORT_POLICY
     assert PARTITION_POLICY != COHORT_POLICY
-    # every asset's work is registered for the seed-style baselines, with its checks
+    # every asset's work is registered for the legacy-style baselines, with its checks
     assert {name: len(w.checks) for name, w in WORK.items()} == {
         "claims_intake": 1,
         "silver_medical": 2,
@@ -91,11 +88,9 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
 
 
 def test_pgx_daemon_can_shorten_the_daemon_loop():
-    from dagster._daemon import controller
-
-    before = controller.DEFAULT_DAEMON_INTERVAL_SECONDS
+    before = dagster_private.daemon_interval()
     try:
-        patch_daemon_interval(2.5)
-        assert controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 2.5
+        dagster_private.set_daemon_interval(2.5)
+        assert dagster_private.daemon_interval() == 2.5
     finally:
-        controller.DEFAULT_DAEMON_INTERVAL_SECONDS = before
+        dagster_private.set_daemon_interval(before)

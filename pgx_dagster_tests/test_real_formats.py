@@ -17,13 +17,24 @@ from types import SimpleNamespace
 import duckdb
 import pytest
 
-from pgx_dagster_tests.helpers import sample_data
+from pgx_dagster import datasets
+from pgx_dagster.datasets import (
+    DEMOGRAPHICS,
+    EVENTS,
+    IMPUTED,
+    PERSON_INDEX,
+    SILVER,
+    SILVER_QUARANTINE,
+    cohort_file,
+)
+from pgx_dagster_tests.helpers import glob_of, path_of, sample_data
 from pgx_dagster_tests.services import REPO
 
 DATA = sample_data()
 TUVA = DATA / "tuva_demo"
 DESYNPUF = [DATA / "desynpuf_sample", DATA / "desynpuf_schema_examples"]
 BIN = Path(sys.executable).parent
+COHORT = datasets.cohort("opioid_ed")
 
 AGE_BANDS_SQL = """CASE WHEN age < 18 THEN '0-17' WHEN age < 35 THEN '18-34' WHEN age < 45 THEN '35-44'
     WHEN age < 55 THEN '45-54' WHEN age < 65 THEN '55-64' WHEN age < 75 THEN '65-74' ELSE '75+' END"""
@@ -73,23 +84,21 @@ def lake_figures(lake: Path) -> dict:
     """What the pipeline wrote, per partition."""
     con = duckdb.connect()
 
-    def per_partition(dataset: str, filename: str, value: str = "count(*)", where: str = "true") -> dict:
+    def per_partition(dataset, value: str = "count(*)", where: str = "true") -> dict:
         rows = q(
             con,
-            f"SELECT age_band || '|' || event_year, {value} FROM read_parquet('{lake}/{dataset}/*/*/{filename}', "
+            f"SELECT age_band || '|' || event_year, {value} FROM read_parquet('{glob_of(lake, dataset)}', "
             f"hive_partitioning = false) WHERE {where} GROUP BY ALL",
         )
         return {k: v for k, v in rows if v}
 
-    events = f"read_parquet('{lake}/gold/events/*/*/events.parquet', hive_partitioning = false)"
+    events = f"read_parquet('{glob_of(lake, EVENTS)}', hive_partitioning = false)"
     return {
-        "persons": q(con, f"SELECT count(DISTINCT person_id) FROM '{lake}/staging/person_index/person_index.parquet'")[
-            0
-        ][0],
-        "medical": per_partition("silver/medical", "medical.parquet"),
-        "medical_quarantined": per_partition("quarantine/silver_medical", "quarantine.parquet"),
-        "pharmacy": per_partition("silver/pharmacy", "pharmacy.parquet"),
-        "ed_visits": per_partition("gold/events", "events.parquet", where="event_type = 'ed_visit'"),
+        "persons": q(con, f"SELECT count(DISTINCT person_id) FROM '{path_of(lake, PERSON_INDEX)}'")[0][0],
+        "medical": per_partition(SILVER["medical"]),
+        "medical_quarantined": per_partition(SILVER_QUARANTINE["medical"]),
+        "pharmacy": per_partition(SILVER["pharmacy"]),
+        "ed_visits": per_partition(EVENTS, where="event_type = 'ed_visit'"),
         "ed_by": dict(
             q(
                 con,
@@ -98,7 +107,7 @@ def lake_figures(lake: Path) -> dict:
             )
         ),
         "events_by_type": dict(q(con, f"SELECT event_type, count(*) FROM {events} GROUP BY 1")),
-        "opioid_fills": per_partition("gold/events", "events.parquet", where="event_type = 'opioid_fill'"),
+        "opioid_fills": per_partition(EVENTS, where="event_type = 'opioid_fill'"),
         "mme_status": dict(
             q(con, f"SELECT mme_status, count(*) FROM {events} WHERE mme_status IS NOT NULL GROUP BY 1")
         ),
@@ -107,17 +116,14 @@ def lake_figures(lake: Path) -> dict:
             con,
             f"""SELECT count(*) FILTER (WHERE birth_year IS NULL OR sex IS NULL OR zip3 IS NULL OR state IS NULL),
                        count(*)
-                FROM read_parquet(['{lake}/silver/imputed/medical_partitioned/*/*/*.parquet',
-                                   '{lake}/silver/imputed/pharmacy_partitioned/*/*/*.parquet'],
+                FROM read_parquet(['{glob_of(lake, IMPUTED["medical"])}', '{glob_of(lake, IMPUTED["pharmacy"])}'],
                                   union_by_name = true, hive_partitioning = false)""",
         )[0],
-        "cohort_rows": q(
-            con, f"SELECT count(*) FROM read_parquet('{lake}/gold/cohorts/opioid_ed/*/*/opioid_ed_cohort.parquet')"
-        )[0][0],
+        "cohort_rows": q(con, f"SELECT count(*) FROM read_parquet('{glob_of(lake, COHORT)}')")[0][0],
         "strata_targets": q(
             con,
             "SELECT coalesce(sum(targets), 0) FROM "
-            f"read_parquet('{lake}/gold/cohorts/opioid_ed/*/*/opioid_ed_strata.parquet')",
+            f"read_parquet('{glob_of(lake, COHORT, cohort_file('opioid_ed', 'strata'))}')",
         )[0][0],
     }
 
@@ -293,7 +299,7 @@ def test_tuva_zip3_drawn_within_the_observed_state(tuva):
     rows = q(
         con,
         f"""SELECT d.zip3_source, d.zip3_imputed_from, d.state, e.state
-            FROM '{tuva.run.lake}/silver/member_demographics/member_demographics.parquet' d
+            FROM '{path_of(tuva.run.lake, DEMOGRAPHICS)}' d
             JOIN (SELECT DISTINCT patient_id, state FROM read_csv('{TUVA}/eligibility.csv', all_varchar = true)) e
               ON e.patient_id = d.person_id""",
     )
@@ -436,7 +442,7 @@ def test_desynpuf_dates_are_icd9_era(desynpuf):
     con = duckdb.connect()
     systems = q(
         con,
-        f"SELECT DISTINCT diagnosis_code_system FROM '{desynpuf.run.lake}/silver/medical/*/*/medical.parquet'",
+        f"SELECT DISTINCT diagnosis_code_system FROM '{glob_of(desynpuf.run.lake, SILVER['medical'])}'",
     )
     assert systems == [("ICD9CM",)]
     assert date(2008, 1, 1) <= date.today()

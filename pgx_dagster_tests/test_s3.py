@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from benchmarks.baselines import DIGEST_DATASETS
+from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, INTAKE_QUARANTINE, SILVER_QUARANTINE
 from pgx_dagster.duck import DuckDBWorker, parquet_relation
 from pgx_dagster.lake import LakeResource, s3_client
+from pgx_dagster.raw_inputs import validate_inputs
+from pgx_dagster_tests.conftest import run_backfill
 from pgx_dagster_tests.services import REPO, moto_s3
 
 BUCKET = "pgxdatalake"
-DATASETS = [*DIGEST_DATASETS, ("quarantine/silver_pharmacy", "quarantine.parquet")]
+DATASETS = [*DIGEST_DATASETS, SILVER_QUARANTINE["pharmacy"]]
 
 
 @pytest.fixture(scope="module")
@@ -37,46 +40,33 @@ def s3_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def s3_pipeline(pipeline, s3_env, tmp_path_factory):
-    from pgx_dagster.runner import materialize_all
-
     for f in pipeline.raw.rglob("*.parquet"):
         s3_client().upload_file(str(f), BUCKET, f"raw/{f.relative_to(pipeline.raw).as_posix()}")
     home = tmp_path_factory.mktemp("s3_home")
-    saved = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        report = materialize_all(workers=3, roots=(f"s3://{BUCKET}/raw", f"s3://{BUCKET}/lake"), quiet=True)
-    finally:
-        if saved is None:
-            os.environ.pop("DAGSTER_HOME")
-        else:
-            os.environ["DAGSTER_HOME"] = saved
-    return report
+    # the S3 endpoint and credentials reach the runs through the daemon's environment
+    return run_backfill(f"s3://{BUCKET}/raw", f"s3://{BUCKET}/lake", home, env=s3_env)
 
 
 def fingerprint(root: str) -> dict:
     """Rows and an order-independent content hash per dataset and partition."""
     out = {}
+    lake = LakeResource(lake_root=root)
     with DuckDBWorker(s3=True).session() as s:
-        for dataset, filename in DATASETS:
-            rel = parquet_relation(f"{root}/{dataset}/age_band=*/event_year=*/{filename}")
+        for dataset in DATASETS:
+            rel = parquet_relation(dataset.glob(lake))
             for band, year, rows, digest in s.execute(
                 f"SELECT age_band, event_year, count(*), sum(hash(t)::HUGEINT) FROM {rel} t GROUP BY ALL"
             ).fetchall():
-                out[(dataset, band, year)] = (rows, digest)
-        for name in (
-            "silver/member_demographics/member_demographics.parquet",
-            "quarantine/intake_medical/quarantine.parquet",
-        ):
-            out[name] = s.execute(
-                f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(f'{root}/{name}')} t"
+                out[(dataset.folder, band, year)] = (rows, digest)
+        for dataset in (DEMOGRAPHICS, INTAKE_QUARANTINE["medical"]):
+            out[dataset.folder] = s.execute(
+                f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(dataset.path(lake))} t"
             ).fetchone()
     return out
 
 
 def test_whole_pipeline_on_s3_matches_the_local_run(pipeline, s3_pipeline):
-    assert [o for o in s3_pipeline["outcomes"] if not o["success"]] == []
-    assert all(passed for o in s3_pipeline["outcomes"] for *_, passed in o["checks"])
+    assert s3_pipeline.succeeded and all(passed for *_, passed in s3_pipeline.checks)
     local, remote = fingerprint(str(pipeline.lake)), fingerprint(f"s3://{BUCKET}/lake")
     assert len(local) > 6 * 35
     assert remote == local
@@ -84,7 +74,7 @@ def test_whole_pipeline_on_s3_matches_the_local_run(pipeline, s3_pipeline):
 
 def test_partition_replacement_on_s3_leaves_no_stale_objects(s3_env):
     lake = LakeResource(raw_root=f"s3://{BUCKET}/raw", lake_root=f"s3://{BUCKET}/swap")
-    final = lake.partition_dir("gold/events", "75+", 2020)
+    final = EVENTS.dir(lake, "75+", 2020)
     with lake.publish_dir(final) as tmp:
         Path(tmp, "old_only.parquet").write_bytes(b"1")
         Path(tmp, "events.parquet").write_bytes(b"1")
@@ -125,8 +115,6 @@ def test_extensions_load_from_wheels_with_no_network(tmp_path):
 
 
 def test_validate_inputs_on_s3(s3_pipeline):
-    from pgx_dagster.inputs import validate_inputs
-
     ok, lines = validate_inputs(LakeResource(raw_root=f"s3://{BUCKET}/raw"))
     assert ok, lines
     assert f"uses s3://{BUCKET}/raw/medical_claims/*.parquet (the pgx raw layout)" in "\n".join(lines)

@@ -2,8 +2,8 @@
 
 import pytest
 
+from pgx_dagster.codesets import register_geography
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster.stages.demographics import register_reference
 from pgx_dagster_tests.helpers import table
 
 BIRTH = {"P1": 1950, "P2": 1980, "P3": 1985, "P4": 1970, "P5": 1982}
@@ -65,7 +65,7 @@ def run(s, eligibility, medical):
         "make_date(coverage_year, 1, 1) AS enrollment_start, make_date(coverage_year, 12, 31) AS enrollment_end "
         "FROM raw_eligibility"
     )
-    register_reference(s)
+    register_geography(s)
     s.set_variables({"seed": 1, "min_year": 2016, "max_year": 2020})
     s.model_table("d", "demographics/member_demographics")
     return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}

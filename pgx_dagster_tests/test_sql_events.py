@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
+from pgx_dagster.codesets import register_codesets
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster.stages.events import register_codesets
 from pgx_dagster_tests.helpers import table
 
 D = dt.date

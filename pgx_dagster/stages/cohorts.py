@@ -1,5 +1,5 @@
-"""Cohorts: matched sets, 1 target : N controls, one asset per definition in cohorts/*.toml, and the
-cohort's attrition in total. SQL: sql/cohort/; the assignment itself: pgx_dagster/matching.py.
+"""Cohorts: matched sets, 1 target : N controls, one asset per definition in cohorts/*.toml.
+SQL: sql/cohort/; the assignment itself: pgx_dagster/matching.py.
 
 A cohort partition reads every events partition (AllPartitionMapping): a person's first qualifying
 event may lie in any partition, a washout event in the year before, and no future case may be used as
@@ -11,48 +11,18 @@ import time
 from logging import Logger
 
 import numpy as np
-from dagster import (
-    AllPartitionMapping,
-    AssetDep,
-    AssetExecutionContext,
-    AssetsDefinition,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    StaticPartitionsDefinition,
-    asset,
-)
+from dagster import AllPartitionMapping, AssetDep, AssetsDefinition, Definitions, Failure, MetadataValue
 
-from pgx_dagster import contracts, matching
+from pgx_dagster import contracts, datasets, matching
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
+from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, OBSERVATION_PERIOD, cohort_file
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, sql_text
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import all_keys, split_key
 from pgx_dagster.quality import verdict
-from pgx_dagster.reporting import table_metadata
+from pgx_dagster.reporting import STAGES, attrition_markdown, table_metadata
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import (
-    COHORT_POLICY,
-    KINDS,
-    OWNERS,
-    entity_id,
-    partition_contract_check,
-    partitioned_asset,
-    partitioned_check,
-    publish,
-)
-from pgx_dagster.stages.demographics import demographics_path, member_demographics
-from pgx_dagster.stages.events import events, events_file, events_glob
-from pgx_dagster.stages.intake import observation_period_path
-
-
-def cohort_dataset(name: str) -> str:
-    return f"gold/cohorts/{name}"
-
-
-def cohort_file(lake: LakeResource, name: str, age_band: str, event_year: int, part: str = "cohort") -> str:
-    """A file of a cohort partition: part = cohort | strata | attrition."""
-    return lake.partition_file(cohort_dataset(name), age_band, event_year, f"{name}_{part}.parquet")
+from pgx_dagster.stages.common import COHORT_POLICY, partition_contract_check, partitioned_asset, partitioned_check
 
 
 def ratio_text(targets: int, controls: int) -> str:
@@ -61,15 +31,15 @@ def ratio_text(targets: int, controls: int) -> str:
 
 def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band: str, year: int) -> None:
     """The tables of one partition's matching (sql/cohort/), over every events partition."""
-    missing = [k for k in all_keys() if not lake.exists(events_file(lake, *split_key(k)))]
+    missing = [k for k in all_keys() if not lake.exists(EVENTS.path(lake, *split_key(k)))]
     if missing:
         raise Failure(
             f"cohort {d.name} needs every events partition (exclusivity spans all of them); "
             f"{len(missing)} are not materialized, e.g. {missing[:3]}. Materialize events first."
         )
-    s.view("events_all", parquet_relation(events_glob(lake)))
-    s.view("demographics", parquet_relation(demographics_path(lake)))
-    s.view("observation_period", parquet_relation(observation_period_path(lake)))
+    s.view("events_all", parquet_relation(EVENTS.glob(lake)))
+    s.view("demographics", parquet_relation(DEMOGRAPHICS.path(lake)))
+    s.view("observation_period", parquet_relation(OBSERVATION_PERIOD.path(lake)))
     prepare_matching(s, d, band, year)
 
 
@@ -108,7 +78,7 @@ def assign_controls(s: Session, d: CohortDefinition) -> None:
             "FROM targets ORDER BY sex, target_rank"
         ).fetchnumpy()
     )
-    pool_rows = s.execute(f"SELECT * FROM ({_sql('cohort/pool_periods')})").fetchnumpy()
+    pool_rows = s.execute(f"SELECT * FROM ({sql_text('cohort/pool_periods')})").fetchnumpy()
     wash = s.execute(
         "SELECT w.person_id, list(w.event_date - DATE '1970-01-01' ORDER BY w.event_date) "
         "FROM washout w JOIN stratum p USING (person_id) WHERE p.eligible GROUP BY 1"
@@ -133,12 +103,6 @@ def match_partition(s: Session, d: CohortDefinition) -> int:
     return n
 
 
-def _sql(name: str) -> str:
-    from pgx_dagster.duck import sql_text
-
-    return sql_text(name)
-
-
 def _design_text(d: CohortDefinition) -> str:
     if d.design == "risk_set":
         return (
@@ -150,12 +114,16 @@ def _design_text(d: CohortDefinition) -> str:
 
 def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
     name = f"cohort_{d.name}"
+    dataset = datasets.cohort(d.name)
+
+    def part(lake: LakeResource, band: str, year: int, which: str = "cohort") -> str:
+        return dataset.path(lake, band, year, cohort_file(d.name, which))
 
     @partitioned_asset(
         name,
         group_name="cohorts",
         backfill_policy=COHORT_POLICY,
-        deps=[AssetDep(events, partition_mapping=AllPartitionMapping()), member_demographics],
+        deps=[AssetDep("events", partition_mapping=AllPartitionMapping()), "member_demographics"],
         owners=list(d.owners),
         description=(
             f"{d.description} Matched sets of 1 target : {d.controls_per_target} controls, exact on age band, "
@@ -181,41 +149,27 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
             controls = n - targets
             shortage = s.scalar("SELECT coalesce(sum(shortage), 0) FROM strata")
             ratio = ratio_text(targets, controls)
-            publish(
+            dataset.publish(
                 s,
                 lake,
-                lake.partition_dir(cohort_dataset(d.name), band, year),
-                {
-                    f"{d.name}_cohort.parquet": "SELECT * FROM cohort",
-                    f"{d.name}_strata.parquet": "SELECT * FROM strata",
-                    f"{d.name}_attrition.parquet": "SELECT * FROM attrition",
-                },
-                checkpoint={
-                    "pipeline": "create_cohort",
-                    "entity_id": entity_id(d.name, band, year),
-                    "phase": "phase3_cohort_creation",
-                    "status": "completed",
-                    "metrics": {
-                        "records": n,
-                        "targets": targets,
-                        "controls": controls,
-                        "ratio": ratio,
-                        "control_shortage": shortage,
-                    },
-                },
+                {cohort_file(d.name, which): f"SELECT * FROM {which}" for which in ("cohort", "strata", "attrition")},
+                band,
+                year,
+                {"records": n, "targets": targets, "controls": controls, "ratio": ratio, "control_shortage": shortage},
             )
+            phase = STAGES["cohorts"].log
             if targets == 0:
-                log.info(f"Phase 3: no {d.name} targets in {band}|{year}: empty cohort partition")
+                log.info(f"{phase}: no {d.name} targets in {band}|{year}: empty cohort partition")
             else:
                 log.info(
-                    f"Phase 3: cohort {d.name} {band}|{year}: {targets} targets, {controls} controls "
+                    f"{phase}: cohort {d.name} {band}|{year}: {targets} targets, {controls} controls "
                     f"({ratio}), shortage {shortage}"
                 )
             return table_metadata(
                 s,
                 "cohort",
                 rows=n,
-                path=cohort_file(lake, d.name, band, year),
+                path=part(lake, band, year),
                 started=started,
                 targets=targets,
                 controls=controls,
@@ -237,8 +191,8 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         k = d.controls_per_target
         with duckdb.session() as s:
             register_matching(s, lake, d, band, year)
-            s.view("c", parquet_relation(cohort_file(lake, d.name, band, year)))
-            s.view("st", parquet_relation(cohort_file(lake, d.name, band, year, "strata")))
+            s.view("c", parquet_relation(part(lake, band, year)))
+            s.view("st", parquet_relation(part(lake, band, year, "strata")))
             f = s.rows(f"""
                 WITH sets AS (
                     SELECT matched_set_id, count(*) FILTER (WHERE role = 'target') AS t,
@@ -256,7 +210,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
                        (SELECT count(*) FROM sets WHERE c < {k}) AS sets_with_shortage,
                        (SELECT coalesce(sum({k} - c), 0) FROM sets WHERE c < {k}) AS control_shortage
             """)[0]
-            audit = s.rows(_sql("cohort/short_set_audit"))[0]
+            audit = s.rows(sql_text("cohort/short_set_audit"))[0]
             f["short_sets_with_unused_candidates"] = audit["short_sets_with_unused_candidates"]
             f["unused_candidates_of_short_sets"] = audit["unused_candidates_of_short_sets"]
             f["strata"] = s.rows("SELECT * FROM st")
@@ -278,9 +232,9 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
     )
     def observation_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
         with duckdb.session() as s:
-            s.view("c", parquet_relation(cohort_file(lake, d.name, band, year)))
-            s.view("events_all", parquet_relation(events_glob(lake)))
-            s.view("observation_period", parquet_relation(observation_period_path(lake)))
+            s.view("c", parquet_relation(part(lake, band, year)))
+            s.view("events_all", parquet_relation(EVENTS.glob(lake)))
+            s.view("observation_period", parquet_relation(OBSERVATION_PERIOD.path(lake)))
             s.set_variables({"washout_event_types": list(d.washout_event_types)})
             s.model_view("washout", "cohort/washout")
             f = s.rows(f"""
@@ -314,12 +268,12 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         )
         def design_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
             with duckdb.session() as s:
-                this_file = cohort_file(lake, d.name, band, year)
+                this_file = part(lake, band, year)
                 s.view("c", parquet_relation(this_file))
-                every = lake.files(lake.all_partitions_glob(cohort_dataset(d.name), f"{d.name}_cohort.parquet"))
+                every = lake.files(dataset.glob(lake))
                 others = [p for p in every if os.path.normpath(p) != os.path.normpath(this_file)]
                 s.view("o", parquet_relation(others) if others else "(SELECT * FROM c LIMIT 0)")
-                s.view("events_all", parquet_relation(events_glob(lake)))
+                s.view("events_all", parquet_relation(EVENTS.glob(lake)))
                 s.set_variables({"target_event_types": list(d.target_event_types)})
                 s.model_view("qualifying", "cohort/qualifying")
                 f = s.rows("""
@@ -350,8 +304,8 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         )
         def design_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
             with duckdb.session() as s:
-                s.view("c", parquet_relation(cohort_file(lake, d.name, band, year)))
-                s.view("events_all", parquet_relation(events_glob(lake)))
+                s.view("c", parquet_relation(part(lake, band, year)))
+                s.view("events_all", parquet_relation(EVENTS.glob(lake)))
                 s.set_variables({"target_event_types": list(d.target_event_types)})
                 s.model_view("qualifying", "cohort/qualifying")
                 f = s.rows("""
@@ -378,56 +332,11 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
             return verdict(passed, f)
 
     contract = partition_contract_check(
-        cohort,
-        lambda lake, band, year: cohort_file(lake, d.name, band, year),
-        lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design),
+        cohort, dataset, lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design)
     )
 
     return cohort, [ratio_check, observation_check, design_check, contract]
 
 
-def attrition_markdown(rows: list[dict]) -> str:
-    lines = ["| population | step | persons |", "| --- | --- | ---: |"]
-    lines += [f"| {r['population']} | {r['step_order']}. {r['step']} | {r['persons']:,} |" for r in rows]
-    return "\n".join(lines)
-
-
 COHORTS = [build_cohort(d) for d in load_all()]
-cohort_assets = [a for a, _ in COHORTS]
-cohort_checks = [c for _, checks in COHORTS for c in checks]
-
-# ---- the cohort in total ----------------------------------------------------------------------------
-cohort_partitions = StaticPartitionsDefinition([d.name for d in load_all()])
-DEFINITIONS = {d.name: d for d in load_all()}
-
-
-def attrition_file(lake: LakeResource, name: str) -> str:
-    return lake.path("gold", "analysis", name, "attrition", "attrition.parquet")
-
-
-@asset(
-    name="cohort_attrition",
-    group_name="analysis",
-    partitions_def=cohort_partitions,
-    deps=[AssetDep(a, partition_mapping=AllPartitionMapping()) for a in cohort_assets],
-    owners=OWNERS,
-    kinds=KINDS,
-    description="CONSORT-style attrition of a whole cohort (one partition per cohorts/*.toml): targets from "
-    "first qualifying event to matched sets, controls from the stratum to those used, summed over every "
-    "age band x event year partition of the cohort.",
-)
-def cohort_attrition(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
-    name = context.partition_key
-    started = time.perf_counter()
-    with duckdb.session() as s:
-        s.view("parts", parquet_relation(lake.all_partitions_glob(cohort_dataset(name), f"{name}_attrition.parquet")))
-        s.execute(
-            "CREATE OR REPLACE TEMP TABLE total AS SELECT population, step_order, step, sum(persons) AS persons "
-            "FROM parts GROUP BY ALL ORDER BY population DESC, step_order"
-        )
-        rows = s.rows("SELECT * FROM total")
-        final_dir = attrition_file(lake, name).rsplit("/", 1)[0]
-        publish(s, lake, final_dir, {"attrition.parquet": "SELECT * FROM total"})
-        meta = table_metadata(s, "total", rows=len(rows), path=attrition_file(lake, name), started=started)
-    meta["attrition"] = MetadataValue.md(attrition_markdown(rows))
-    return MaterializeResult(metadata=meta)
+defs = Definitions(assets=[a for a, _ in COHORTS], asset_checks=[c for _, checks in COHORTS for c in checks])

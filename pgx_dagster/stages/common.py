@@ -1,10 +1,10 @@
-"""What the stage modules share: owners, kinds, the partitioned asset and check wrappers, publishing
-a partition, and the contract check every partitioned dataset gets.
+"""What the stage modules share: owners, kinds, the partitioned asset and check wrappers, and the
+contract check every partitioned dataset gets. Paths and publishing: `pgx_dagster.datasets`.
 
 A stage's work is a plain function of (log, lake, duckdb[, age_band, event_year]); its checks are
 plain functions of (lake, duckdb[, age_band, event_year]) returning an AssetCheckResult. The
 wrappers here make them Dagster assets and checks; `WORK` keeps them by asset name so the
-benchmark's seed-style baselines run exactly the same code without Dagster.
+benchmark's legacy-style baselines run exactly the same code without Dagster.
 
 One step may cover several partitions: a backfill groups up to PGX_PARTITIONS_PER_RUN partitions
 into one run (a run and a step process cost seconds each, whatever the data). The step then runs
@@ -34,17 +34,17 @@ from dagster import (
 )
 
 from pgx_dagster.contracts import Contract
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.datasets import Dataset
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, split_key
 from pgx_dagster.quality import contract_result
-from pgx_dagster.reporting import peak_rss_mb, write_checkpoint
+from pgx_dagster.reporting import peak_rss_mb
 from pgx_dagster.settings import partitions_per_run
 
 OWNERS = ["team:pgx-data-engineering"]
 KINDS = {"duckdb", "parquet"}
-PIPELINE = "pgx"
 
 # Backfills put up to PGX_PARTITIONS_PER_RUN partitions of a stage in one run (Dagster also splits a
 # multi-partition range by event year). Cohorts get a different policy on purpose: the backfill
@@ -66,10 +66,6 @@ class Work:
 
 
 WORK: dict[str, Work] = {}
-
-
-def entity_id(prefix: str, age_band: str, event_year: int) -> str:
-    return f"{prefix.upper()}_{age_band}_{event_year}"
 
 
 def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
@@ -165,18 +161,6 @@ def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
     return decorate
 
 
-def publish(
-    session: Session, lake: LakeResource, final_dir: str, files: dict[str, str], checkpoint: dict | None = None
-) -> str:
-    """Write each `filename: SELECT ...` into `final_dir`, replacing it atomically."""
-    with lake.publish_dir(final_dir) as tmp:
-        for filename, query in files.items():
-            session.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} (FORMAT parquet)")
-        if checkpoint is not None:
-            write_checkpoint(tmp, **checkpoint)
-    return final_dir
-
-
 def reason_counts(session: Session, table: str) -> dict[str, int]:
     """Quarantined rows by reason, from a table with a quarantine_reason column."""
     rows = session.execute(
@@ -187,7 +171,7 @@ def reason_counts(session: Session, table: str) -> dict[str, int]:
 
 def partition_contract_check(
     asset_def: AssetsDefinition,
-    file_of: Callable[[LakeResource, str, int], str],
+    dataset: Dataset,
     contract_of: Callable[[str, int], Contract],
     detail: str = "",
 ):
@@ -201,6 +185,6 @@ def partition_contract_check(
     )
     def contract(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> AssetCheckResult:
         with duckdb.session() as s:
-            return contract_result(s, parquet_relation(file_of(lake, band, year)), contract_of(band, year))
+            return contract_result(s, parquet_relation(dataset.path(lake, band, year)), contract_of(band, year))
 
     return contract

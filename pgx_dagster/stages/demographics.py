@@ -1,95 +1,65 @@
-"""Member demographics: global, cross-year, linkage-aware consensus of sex, birth year and
-geography for every active member-year, with the provenance of each value.
+"""Member demographics: global, cross-year, linkage-aware consensus of sex, birth year and geography
+for every active member-year (a claim or enrolment that year), with the provenance of each value.
 SQL: sql/demographics/member_demographics.sql.
 """
 
 import time
 from logging import Logger
 
+from dagster import Definitions
+
 from pgx_dagster import contracts
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
-from pgx_dagster.formats import register_raw
+from pgx_dagster.codesets import register_geography
+from pgx_dagster.datasets import DEMOGRAPHICS, PERSON_INDEX, SILVER
+from pgx_dagster.duck import DuckDBWorker, parquet_relation
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import contract_result, verdict
-from pgx_dagster.reporting import table_metadata
-from pgx_dagster.settings import SQL_DIR, event_years
+from pgx_dagster.raw_inputs import register_raw
+from pgx_dagster.reporting import STAGES, provenance_counts, table_metadata, zip3_draws
+from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import global_asset, global_check
-from pgx_dagster.stages.intake import person_index_path
-from pgx_dagster.stages.silver import silver_glob, silver_medical, silver_pharmacy
 
 # Seed of the statistical imputation draws (part of the method: changing it changes imputed values).
 IMPUTATION_SEED = 20240101
-FIELDS = ("birth_year", "sex", "zip3")
-
-
-def demographics_path(lake: LakeResource) -> str:
-    return lake.path("silver", "member_demographics", "member_demographics.parquet")
-
-
-def register_reference(s: Session) -> None:
-    s.view("zip3_state", f"read_csv({quote(str(SQL_DIR / 'codesets' / 'zip3_state.csv'))}, all_varchar = true)")
 
 
 @global_asset(
     "member_demographics",
     group_name="demographics",
-    deps=[silver_medical, silver_pharmacy],
+    deps=["silver_medical", "silver_pharmacy"],
     description=(
-        "One row per active member-year: the person's consensus sex, birth year / age band and "
-        "geography (zip3, state) across all years and all linked member ids, and per field its "
-        "provenance (observed / member_consensus / linked_person / statistical). Statistical values "
-        "are seeded draws from the observed distribution of the same age band and geography, used "
-        "only where nothing was observed for the person anywhere."
+        "One row per active member-year (a claim or enrolment that year): the person's consensus sex, birth "
+        "year / age band and geography (zip3, state) across all years and all linked member ids, and per field "
+        "its provenance (observed / member_consensus / linked_person / statistical). Statistical values are "
+        "seeded draws from the observed distribution of the same age band and geography, used only where "
+        "nothing was observed for the person anywhere."
     ),
 )
 def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
     started = time.perf_counter()
     with duckdb.global_session() as s:
-        s.view("silver_medical_all", parquet_relation(silver_glob(lake, "medical")))
-        s.view("silver_pharmacy_all", parquet_relation(silver_glob(lake, "pharmacy")))
+        s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
+        s.view("silver_pharmacy_all", parquet_relation(SILVER["pharmacy"].glob(lake)))
         register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
-        s.view("person_index", parquet_relation(person_index_path(lake)))
-        register_reference(s)
+        s.view("person_index", parquet_relation(PERSON_INDEX.path(lake)))
+        register_geography(s)
         years = event_years()
-        s.set_variables(
-            {"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1], "extract_date": lake.extract_day()}
-        )
+        s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
         rows = s.model_table("demographics", "demographics/member_demographics")
-        path = demographics_path(lake)
-        with lake.publish_dir(path.rsplit("/", 1)[0]) as tmp:
-            s.execute(f"COPY demographics TO {quote(tmp + '/member_demographics.parquet')} (FORMAT parquet)")
+        DEMOGRAPHICS.publish(s, lake, {DEMOGRAPHICS.filename: "SELECT * FROM demographics"})
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
-        log.info(f"Demographics: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
+        log.info(f"{STAGES['demographics'].log}: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
         return table_metadata(
             s,
             "demographics",
             rows=rows,
-            path=path,
+            path=DEMOGRAPHICS.path(lake),
             started=started,
             persons=persons,
             provenance=provenance,
             persons_with_zip3_drawn_from=zip3_draws(s, "demographics"),
         )
-
-
-def zip3_draws(s: Session, relation: str) -> dict[str, int]:
-    """Persons per distribution a statistical zip3 was drawn from (extracts without zip codes draw
-    within the person's state)."""
-    return dict(
-        s.execute(
-            f"SELECT zip3_imputed_from, count(DISTINCT person_id) FROM {relation} "
-            "WHERE zip3_imputed_from IS NOT NULL GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    )
-
-
-def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for field in FIELDS:
-        rows = s.execute(f"SELECT {field}_source, count(*) FROM {relation} GROUP BY 1 ORDER BY 1").fetchall()
-        out[field] = {str(src): n for src, n in rows}
-    return out
 
 
 @global_check(
@@ -100,7 +70,7 @@ def provenance_counts(s: Session, relation: str) -> dict[str, dict[str, int]]:
 )
 def member_demographics_contract(lake: LakeResource, duckdb: DuckDBWorker):
     with duckdb.session() as s:
-        return contract_result(s, parquet_relation(demographics_path(lake)), contracts.member_demographics())
+        return contract_result(s, parquet_relation(DEMOGRAPHICS.path(lake)), contracts.member_demographics())
 
 
 @global_check(
@@ -111,8 +81,8 @@ def member_demographics_contract(lake: LakeResource, duckdb: DuckDBWorker):
 )
 def member_demographics_consensus(lake: LakeResource, duckdb: DuckDBWorker):
     with duckdb.session() as s:
-        s.view("d", parquet_relation(demographics_path(lake)))
-        medical, pharmacy = (parquet_relation(silver_glob(lake, k)) for k in ("medical", "pharmacy"))
+        s.view("d", parquet_relation(DEMOGRAPHICS.path(lake)))
+        medical, pharmacy = (parquet_relation(SILVER[k].glob(lake)) for k in ("medical", "pharmacy"))
         s.view(
             "silver_all",
             f"(SELECT payer_id, member_id, event_year FROM {medical} "
@@ -142,3 +112,8 @@ def member_demographics_consensus(lake: LakeResource, duckdb: DuckDBWorker):
         and figures["member_years_without_row"] == 0
     )
     return verdict(passed, figures)
+
+
+defs = Definitions(
+    assets=[member_demographics], asset_checks=[member_demographics_contract, member_demographics_consensus]
+)

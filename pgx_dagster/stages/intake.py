@@ -1,46 +1,27 @@
-"""Intake: link members to persons, place every raw claim row in its age_band x event_year
-partition, or quarantine it with the reason it belongs to none. SQL: sql/intake/.
+"""Intake: the whole raw extract, once. Links every member id to its person, keeps the latest
+adjudication version of each claim line, places each claim in its age_band x event_year partition
+(or quarantines it with the reason it fits none), and writes each person's observation periods.
+SQL: sql/intake/ (and sql/formats/<format>/ for the input format).
 
-Global (one step over the whole extract) because two decisions need all of it: the latest
-adjudication version of a claim line, and a person's consensus birth year, which decides the age
-band. Everything after it is partitioned and reads only its own partition's staged files.
+Global, not partitioned, because two decisions need the whole extract: which version of a claim line
+is the latest (an adjustment may move the service date into another year), and the person's consensus
+birth year, which decides the age band.
 """
 
-import os
 import time
 from logging import Logger
 
+from dagster import Definitions
+
+from pgx_dagster.datasets import INTAKE_QUARANTINE, KINDS, OBSERVATION_PERIOD, PERSON_INDEX, STAGED
 from pgx_dagster.duck import DuckDBWorker, parquet_relation, quote
-from pgx_dagster.formats import register_raw
-from pgx_dagster.lake import LakeResource, partition_suffix
-from pgx_dagster.partitions import AGE_BANDS, all_keys, split_key
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import AGE_BANDS
 from pgx_dagster.quality import verdict
-from pgx_dagster.reporting import table_metadata
+from pgx_dagster.raw_inputs import RAW_ASSET_KEYS, register_raw
+from pgx_dagster.reporting import STAGES, table_metadata
 from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import global_asset, global_check, reason_counts
-
-CLAIM_KINDS = ("medical", "pharmacy")
-
-
-def staged_dir(lake: LakeResource, kind: str) -> str:
-    return lake.path("staging", kind)
-
-
-def staged_partition_glob(lake: LakeResource, kind: str, age_band: str, event_year: int) -> str:
-    return f"{staged_dir(lake, kind)}/{partition_suffix(age_band, event_year)}/*.parquet"
-
-
-def person_index_path(lake: LakeResource) -> str:
-    return lake.path("staging", "person_index", "person_index.parquet")
-
-
-def intake_quarantine_path(lake: LakeResource, kind: str) -> str:
-    return lake.path("quarantine", f"intake_{kind}", "quarantine.parquet")
-
-
-def observation_period_path(lake: LakeResource) -> str:
-    return lake.path("silver", "observation_period", "observation_period.parquet")
-
 
 DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
 
@@ -48,13 +29,13 @@ DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
 @global_asset(
     "claims_intake",
     group_name="intake",
-    deps=["raw_medical_claims", "raw_pharmacy_claims", "raw_member_eligibility", "raw_member_linkage"],
+    deps=RAW_ASSET_KEYS,
     description=(
         "Links every member id to its person (linkage table) with the person's consensus birth year, "
-        "keeps the latest adjudication version of each claim line, and places each raw medical and "
-        "pharmacy row in its age_band x event_year partition under staging/, or in "
-        "quarantine/intake_* with the reason it fits none (superseded version, member not in "
-        "eligibility, service date after the extract date, outside the event years, no birth year)."
+        "keeps the latest adjudication version of each claim line, and places each claim - all its lines - in "
+        "the age_band x event_year partition of its first date under staging/, or in quarantine/intake_* "
+        "with the reason it fits none (superseded version, member not in eligibility, date after the extract "
+        "date, outside the event years, no birth year). Writes each person's observation periods (enrolment)."
     ),
 )
 def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
@@ -67,12 +48,9 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
             log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
         s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
         n_members = s.model_table("person_index", "intake/person_index")
-        pi_dir = lake.path("staging", "person_index")
-        with lake.publish_dir(pi_dir) as tmp:
-            s.execute(f"COPY person_index TO {quote(tmp + '/person_index.parquet')} (FORMAT parquet)")
+        PERSON_INDEX.publish(s, lake, {PERSON_INDEX.filename: "SELECT * FROM person_index"})
         n_periods = s.model_table("observation_period", "intake/observation_period")
-        with lake.publish_dir(observation_period_path(lake).rsplit("/", 1)[0]) as tmp:
-            s.execute(f"COPY observation_period TO {quote(tmp + '/observation_period.parquet')} (FORMAT parquet)")
+        OBSERVATION_PERIOD.publish(s, lake, {OBSERVATION_PERIOD.filename: "SELECT * FROM observation_period"})
         facts = s.rows("""
             SELECT count(DISTINCT person_id) AS persons,
                    count(*) FILTER (WHERE conflicting_linkage) AS members_linked_to_several_persons,
@@ -80,32 +58,18 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
                    count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year
             FROM person_index""")[0]
         figures: dict[str, dict] = {}
-        for kind in CLAIM_KINDS:
+        for kind in KINDS:
             table = f"intake_{kind}"
             s.set_variables({"date_column": DATE_COLUMN[kind]})
             s.model_view("typed", f"intake/{kind}")
             n_in = s.model_table(table, "intake/placement")
-            with lake.publish_dir(staged_dir(lake, kind)) as tmp:
-                s.execute(
-                    f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL) "
-                    f"TO {quote(tmp)} (FORMAT parquet, PARTITION_BY (age_band, event_year), "
-                    "WRITE_PARTITION_COLUMNS true)"
-                )
-                # Every partition gets a file, empty if need be, so each downstream step has an input.
-                for key in all_keys():
-                    band, year = split_key(key)
-                    folder = f"{tmp}/{partition_suffix(band, year)}"
-                    os.makedirs(folder, exist_ok=True)  # a partition without rows has no folder yet
-                    s.execute(
-                        f"COPY (SELECT * EXCLUDE (quarantine_reason) FROM {table} LIMIT 0) "
-                        f"TO {quote(folder + '/empty.parquet')} (FORMAT parquet)"
-                    )
-            q_path = intake_quarantine_path(lake, kind)
-            with lake.publish_dir(q_path.rsplit("/", 1)[0]) as tmp:
-                s.execute(
-                    f"COPY (SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL) "
-                    f"TO {quote(tmp + '/quarantine.parquet')} (FORMAT parquet)"
-                )
+            STAGED[kind].publish_partitioned(
+                s, lake, f"SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL"
+            )
+            quarantine = INTAKE_QUARANTINE[kind]
+            quarantine.publish(
+                s, lake, {quarantine.filename: f"SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL"}
+            )
             reasons = reason_counts(s, table)
             figures[kind] = {
                 "rows_in": n_in,
@@ -114,14 +78,14 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
                 "quarantine_reasons": reasons,
             }
             log.info(
-                f"Intake {kind}: {n_in:,} raw rows -> {figures[kind]['staged']:,} placed in partitions, "
-                f"{figures[kind]['quarantined']:,} quarantined {reasons}"
+                f"{STAGES['intake'].log}: {n_in:,} raw {kind} rows -> {figures[kind]['staged']:,} placed in "
+                f"partitions, {figures[kind]['quarantined']:,} quarantined {reasons}"
             )
         return table_metadata(
             s,
             "person_index",
             rows=figures["medical"]["staged"] + figures["pharmacy"]["staged"],
-            path=lake.path("staging"),
+            path=STAGED["medical"].root(lake),
             started=started,
             members=n_members,
             observation_periods=n_periods,
@@ -146,15 +110,15 @@ def intake_reconciles(lake: LakeResource, duckdb: DuckDBWorker):
         register_raw(s, lake)
         figures = {}
         passed = True
-        for kind in CLAIM_KINDS:
+        for kind in KINDS:
             # Rows of the raw table intake read (after the input format's mapping, sql/formats/).
             rows_in = s.scalar(f"SELECT count(*) FROM raw_{kind}")
-            staged_glob = f"{staged_dir(lake, kind)}/age_band=*/event_year=*/*.parquet"
+            bands = ", ".join(map(quote, AGE_BANDS))
             placed, outside = s.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE age_band NOT IN ({', '.join(map(quote, AGE_BANDS))}) "
-                f"OR event_year NOT BETWEEN {years[0]} AND {years[-1]}) FROM {parquet_relation(staged_glob)}"
+                f"SELECT count(*), count(*) FILTER (WHERE age_band NOT IN ({bands}) OR event_year NOT BETWEEN "
+                f"{years[0]} AND {years[-1]}) FROM {parquet_relation(STAGED[kind].glob(lake))}"
             ).fetchone()
-            quarantined = s.count_parquet(intake_quarantine_path(lake, kind))
+            quarantined = s.count_parquet(INTAKE_QUARANTINE[kind].path(lake))
             ok = rows_in == placed + quarantined and outside == 0
             passed &= ok
             figures[kind] = {
@@ -165,3 +129,6 @@ def intake_reconciles(lake: LakeResource, duckdb: DuckDBWorker):
                 "placed_outside_partitions": outside,
             }
     return verdict(passed, {f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()})
+
+
+defs = Definitions(assets=[claims_intake], asset_checks=[intake_reconciles])

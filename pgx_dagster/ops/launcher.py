@@ -13,9 +13,8 @@ container launchers use.
   process SIGTERM, which Dagster turns into a clean cancel.
 - Run monitoring: a run whose process is gone (killed, out of memory) is reported failed, so the run
   retries in dagster.yaml start again.
-- The run worker's Dagster entry point is private; `check_entry_point` fails loudly if an upgrade
-  moves it (a test runs it), and `run_launcher` can be removed from dagster.yaml to fall back to
-  Dagster's default launcher.
+- The Dagster names it needs are private (ops/dagster_private.py, each behind a version guard):
+  `run_launcher` can be removed from dagster.yaml to fall back to Dagster's default launcher.
 """
 
 from __future__ import annotations
@@ -25,18 +24,28 @@ import os
 import signal
 import socket
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from dagster import DagsterRun
-from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
-from dagster._serdes import ConfigurableClass, ConfigurableClassData, deserialize_value, serialize_value
+from dagster import DagsterRun, serialize_value
+
+from pgx_dagster.ops.dagster_private import (
+    RUN_ENTRY_MODULE,
+    CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+    capture_interrupts,
+    execute_run_command_body,
+    instance_from_ref,
+)
 
 WORKER_TAG = "pgx/run_worker"  # "<host>:<pid>" of the run's process
 RUN_PROCESS_PREFIX = "dagster-run-"
 # Third-party only (forksafe imports duckdb without its thread pool): our own code is imported by each
 # run, so it is never stale.
-PRELOAD = ["dagster", "dagster._cli.api", "pgx_dagster.forksafe", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy"]
+PRELOAD = ["dagster", RUN_ENTRY_MODULE, "pgx_dagster.forksafe", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy"]
 
 
 def forkserver_context(preload: Sequence[str] = PRELOAD) -> Any:
@@ -44,37 +53,6 @@ def forkserver_context(preload: Sequence[str] = PRELOAD) -> Any:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
     return context
-
-
-def _adopt_environment(environ: dict[str, str]) -> None:
-    os.environ.clear()
-    os.environ.update(environ)
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of worker processes forked from the forkserver, never from the calling process: DuckDB
-    is not fork-safe, and the caller may hold a database with live threads (a CI run lost a pool
-    worker to "terminate called without an active exception" that way). The workers take the
-    caller's environment as it is now, as forked workers would, not the forkserver's from when it
-    started (S3 credentials set since then would be missing)."""
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=forkserver_context(),
-        initializer=_adopt_environment,
-        initargs=(dict(os.environ),),
-    )
-
-
-def check_entry_point():
-    """Dagster's body of `dagster api execute_run` (private: fail loudly if an upgrade moves it)."""
-    try:
-        from dagster._cli.api import _execute_run_command_body
-    except ImportError as exc:
-        raise RuntimeError(
-            "dagster._cli.api._execute_run_command_body is gone in this Dagster version: remove "
-            "`run_launcher` from dagster.yaml to use Dagster's default launcher"
-        ) from exc
-    return _execute_run_command_body
 
 
 def start_forkserver() -> None:
@@ -88,13 +66,9 @@ def start_forkserver() -> None:
 
 def _run_worker(instance_ref: str, run_id: str) -> None:
     """The run's process: execute it as `dagster api execute_run` would."""
-    from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
-    from dagster._utils.interrupts import capture_interrupts
-
-    execute = check_entry_point()
+    execute = execute_run_command_body()
     # SIGTERM (terminate) becomes an interrupt Dagster reports as a cancel, not a crash.
-    with capture_interrupts(), DagsterInstance.from_ref(deserialize_value(instance_ref, InstanceRef)) as instance:
+    with capture_interrupts(), instance_from_ref(instance_ref) as instance:
         execute(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
 
 
@@ -141,7 +115,7 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         run = context.dagster_run
         if run.job_code_origin is None:
             raise RuntimeError(f"run {run.run_id} has no code origin: it cannot be launched in a process")
-        check_entry_point()
+        execute_run_command_body()  # fail here, in the daemon, if an upgrade moved it
         # No bookkeeping of our own: the run queue launches from several threads at once, and
         # multiprocessing already tracks (and reaps) the children it starts.
         process = self._forkserver().Process(

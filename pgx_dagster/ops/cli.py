@@ -1,12 +1,12 @@
 """`pgx`: the project's command line.
 
-pgx demo          generate the synthetic extract (if needed) and materialize every asset for every
-                  partition on the embedded default, recording the runs in $DAGSTER_HOME; prints a
-                  summary of rows per stage and checks per asset.
-pgx materialize   the same materialization on whatever PGX_RAW_ROOT / PGX_LAKE_ROOT point at.
-pgx backfill      an asset backfill through the webserver and daemon (see backfill.py).
-pgx daemon        `dagster-daemon run` with a short loop, so backfills advance every few seconds.
-pgx validate-inputs  which raw files would be read.
+pgx demo             generate the synthetic extract (if needed) and materialize every asset for every
+                     partition on the embedded default: an asset backfill through the daemon, recorded
+                     in $DAGSTER_HOME; prints rows and checks per asset
+pgx materialize      the same backfill on whatever PGX_RAW_ROOT / PGX_LAKE_ROOT point at
+pgx backfill         an asset backfill through a running webserver and daemon (ops/backfill.py)
+pgx daemon           `dagster-daemon run` with a short loop, so backfills advance every second
+pgx validate-inputs  which raw files would be read
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pgx_dagster import settings
-from pgx_dagster.backfill import DEFAULT_URL, run_cli
+from pgx_dagster.ops.backfill import DEFAULT_URL, run_cli
 from pgx_dagster.resources import build_resources
-from pgx_dagster.runner import materialize_all, summarize
 
 
 def ensure_demo_data(raw_root: Path, members: int, years: list[int], seed: int = 42) -> dict[str, Any]:
@@ -47,14 +46,31 @@ def _split(text: str | None) -> list[str] | None:
     return [p.strip() for p in text.split(",") if p.strip()] if text else None
 
 
-def _require_dagster_home() -> None:
+def _dagster_home() -> Path:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         sys.exit(
             "DAGSTER_HOME is not set: runs must be recorded in a persistent instance "
             "(the Makefile sets DAGSTER_HOME=.dagster_home)"
         )
-    Path(home).mkdir(parents=True, exist_ok=True)
+    return Path(home).resolve()
+
+
+def _materialize(partitions: list[str] | None, started: float) -> None:
+    from pgx_dagster.ops.materialize import DaemonMismatch, backfill, summary
+
+    home = _dagster_home()
+    print(f"Materializing into {settings.lake_root()} (instance: {home})")
+    try:
+        outcome = backfill(home, partitions)
+    except DaemonMismatch as exc:
+        sys.exit(f"pgx: {exc}")
+    print(summary(outcome))
+    print(
+        f"Wall time: {time.perf_counter() - started:.1f} s. "
+        + ("All checks passed." if outcome.ok else "SOME RUNS OR CHECKS FAILED - see above, or `make dev`.")
+    )
+    sys.exit(0 if outcome.ok else 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,9 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="synthetic data + every asset, every partition, with a summary")
     demo.add_argument("--members", type=int, default=None, help="persons (default PGX_DEMO_MEMBERS or 20000)")
-    demo.add_argument("--workers", type=int, default=None, help="parallel runs (default PGX_MAX_WORKERS)")
     mat = sub.add_parser("materialize", help="every asset, every partition, on PGX_RAW_ROOT / PGX_LAKE_ROOT")
-    mat.add_argument("--workers", type=int, default=None)
+    mat.add_argument("--partitions", default=None, help="comma-separated keys like '65-74|2019' (default all)")
     bf = sub.add_parser("backfill", help="submit an asset backfill to the webserver + daemon and follow it")
     which = bf.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every partition")
@@ -74,7 +89,6 @@ def main(argv: list[str] | None = None) -> None:
     bf.add_argument("--url", default=DEFAULT_URL, help=f"Dagster webserver (default {DEFAULT_URL})")
     bf.add_argument("--timeout", type=float, default=3600 * 6, help="seconds to follow it (default 6 h)")
     bf.add_argument("--no-wait", action="store_true", help="submit and return")
-    mat.add_argument("--partitions", default=None, help="comma-separated keys like '65-74|2019' (default all)")
     sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
     sub.add_parser(
         "daemon",
@@ -82,14 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     a, extra = ap.parse_known_args(argv)
     if a.command == "daemon":
-        from pgx_dagster.daemon import main as daemon_main
+        from pgx_dagster.ops.daemon import main as daemon_main
 
         daemon_main(extra)
         return
     if extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
     if a.command == "validate-inputs":
-        from pgx_dagster.inputs import validate_inputs
+        from pgx_dagster.raw_inputs import validate_inputs
 
         # EnvVar-valued fields resolve as Dagster would resolve them for a run.
         ok, lines = validate_inputs(build_resources()["lake"].process_config_and_initialize())
@@ -97,9 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if ok else 2)
     if a.command == "backfill":
         sys.exit(run_cli(a.url, _split(a.partitions), _split(a.assets), a.reexecute_failed, a.timeout, not a.no_wait))
-    _require_dagster_home()
     started = time.perf_counter()
-    partitions = None
     if a.command == "demo":
         raw_root = Path(settings.raw_root())
         if raw_root.as_posix().startswith("s3:"):
@@ -107,14 +119,5 @@ def main(argv: list[str] | None = None) -> None:
         if build_resources()["lake"].process_config_and_initialize().raw_format != "pgx":
             sys.exit("pgx demo generates the pgx raw layout; unset PGX_RAW_FORMAT (or use `pgx materialize`)")
         ensure_demo_data(raw_root, a.members or settings.demo_members(), settings.event_years())
-    elif a.partitions:
-        partitions = _split(a.partitions)
-    print(f"Materializing into {settings.lake_root()} (instance: {os.environ['DAGSTER_HOME']})")
-    report = materialize_all(a.workers, partitions)
-    table, ok = summarize(report)
-    print(table)
-    print(
-        f"Wall time: {time.perf_counter() - started:.1f} s. "
-        + ("All checks passed." if ok else "SOME RUNS OR CHECKS FAILED - see `dagster dev`.")
-    )
-    sys.exit(0 if ok else 1)
+        _materialize(None, started)
+    _materialize(_split(a.partitions), started)

@@ -1,17 +1,20 @@
-"""Raw input formats: which files each format has, and how they become the raw tables intake reads.
+"""Raw inputs, the one place that finds them: which files each input format has, where the legacy
+pipeline's layouts and the PGX_RAW_* overrides point, how the files become the raw tables intake
+reads, and the preflight that shows all of it (`pgx validate-inputs`).
 
 PGX_RAW_FORMAT picks one:
   pgx       our raw layout (Parquet: medical_claims/, pharmacy_claims/, member_eligibility/,
-            member_linkage/; the seed's layouts and PGX_RAW_* overrides are honoured, see lake.py)
-  tuva      the Tuva Project input layer: eligibility, medical_claim, pharmacy_claim (CSV or Parquet)
+            member_linkage/; the legacy pipeline's layouts and PGX_RAW_* overrides are honoured)
+  tuva      the Tuva Project input layer: eligibility, medical_claim, pharmacy_claim (CSV or Parquet;
+            `person_id` since Tuva 0.13, `patient_id` before)
   desynpuf  CMS DE-SynPUF: beneficiary summaries per year, carrier / inpatient / outpatient claims,
             prescription drug events (CSV)
 
 Each format declares its source files (name patterns under every folder of PGX_RAW_ROOT, which may
 list several, comma-separated) and the columns it reads. A missing required column is a clear
 error naming the file; a missing optional column reads as NULL. The mapping itself is SQL:
-`sql/formats/<format>/{medical,pharmacy,eligibility,linkage}.sql`, each producing one raw table
-(raw_medical, raw_pharmacy, raw_eligibility, raw_linkage) with the columns of our raw layout.
+`sql/formats/<format>/{medical,pharmacy,eligibility,enrollment,linkage}.sql`, each producing one raw
+table (raw_medical, raw_pharmacy, raw_eligibility, raw_enrollment, raw_linkage) in our raw layout.
 """
 
 from __future__ import annotations
@@ -20,9 +23,63 @@ from dataclasses import dataclass, field
 
 from dagster import Failure
 
+from pgx_dagster.codesets import register_geography
+from pgx_dagster.datasets import IMPUTED, KINDS, SILVER
 from pgx_dagster.duck import Session, quote
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.settings import SQL_DIR
+
+RAW_TABLES = ("medical_claims", "pharmacy_claims", "member_eligibility", "member_linkage")
+# The external assets that stand for them in the asset graph (stages/raw.py).
+RAW_ASSET_KEYS = [f"raw_{table}" for table in RAW_TABLES]
+# pgx format: where each raw table may be found under PGX_RAW_ROOT, in order of preference (the first
+# that has files). The legacy pipeline's layouts are accepted so existing lakes keep working: its
+# partitioned imputed silver (its preferred input) and its non-partitioned silver glob.
+# Its lake layout is ours (pgx_dagster/datasets.py), so the dataset module names those folders.
+RAW_CANDIDATES: dict[str, list[tuple[str, str]]] = {
+    **{
+        f"{kind}_claims": [
+            (f"{kind}_claims/*.parquet", "the pgx raw layout"),
+            (
+                f"{IMPUTED[kind].folder}/age_band=*/event_year=*/*.parquet",
+                "the legacy pipeline's partitioned imputed silver layout (its preferred input)",
+            ),
+            (f"{SILVER[kind].folder}/*.parquet", "the legacy pipeline's non-partitioned silver glob"),
+        ]
+        for kind in KINDS
+    },
+    "member_eligibility": [("member_eligibility/*.parquet", "the pgx raw layout")],
+    "member_linkage": [("member_linkage/*.parquet", "the pgx raw layout")],
+}
+
+
+def raw_candidates(lake: LakeResource, table: str) -> list[tuple[str, str]]:
+    """(path, why) in order of preference for one raw table of the pgx format."""
+    if table not in RAW_TABLES:
+        raise ValueError(f"unknown raw table {table!r}; expected one of {RAW_TABLES}")
+    if lake.raw_overrides.get(table):
+        return [(lake.raw_overrides[table], "set explicitly (PGX_RAW_* override)")]
+    root = lake.raw_roots()[0]
+    return [(f"{root}/{pattern}", why) for pattern, why in RAW_CANDIDATES[table]]
+
+
+_RESOLVED: dict[tuple, tuple[str, str]] = {}
+
+
+def raw_glob(lake: LakeResource, table: str) -> str:
+    """The path the pipeline reads for a raw table: the first candidate that has files (or, if none has,
+    the first candidate, so the error names the expected place). Remembered per process once found
+    (listing S3 is not free)."""
+    candidates = tuple(raw_candidates(lake, table))
+    if candidates in _RESOLVED:
+        return _RESOLVED[candidates][0]
+    if len(candidates) == 1:
+        return candidates[0][0]
+    for candidate in candidates:
+        if lake.files(candidate[0]):
+            _RESOLVED[candidates] = candidate
+            return candidate[0]
+    return candidates[0][0]
+
 
 # In the order they are created: the claim mappings may read the member tables.
 RAW_VIEWS = {
@@ -44,7 +101,7 @@ class Source:
 
     view: str
     patterns: tuple[str, ...] = ()  # globs under each raw folder; per folder the first that has files
-    pgx_table: str = ""  # pgx format: resolved by LakeResource.raw_glob (seed layouts, overrides)
+    pgx_table: str = ""  # pgx format: resolved by raw_glob (legacy layouts, overrides)
     required: tuple[str, ...] = ()
     optional: dict[str, str] = field(default_factory=dict)  # column -> type when absent
     with_filename: bool = False  # add the file's path as `filename`
@@ -193,7 +250,7 @@ def raw_format(name: str) -> RawFormat:
 def source_files(lake: LakeResource, source: Source) -> tuple[list[str], list[str]]:
     """(files found, patterns tried) for one source, over every raw folder."""
     if source.pgx_table:
-        path = lake.raw_glob(source.pgx_table)
+        path = raw_glob(lake, source.pgx_table)
         return lake.files(path), [path]
     found, tried = [], []
     for root in lake.raw_roots():
@@ -221,7 +278,7 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
     fmt = raw_format(lake.raw_format)
     # Open enrolment spans run to the extract date.
     s.set_variables({"extract_date": lake.extract_day()})
-    s.view("state_codes", f"read_csv({quote(str(SQL_DIR / 'codesets' / 'state_codes.csv'))}, all_varchar = true)")
+    register_geography(s)
     used: dict[str, list[str]] = {}
     for source in fmt.sources:
         files, tried = source_files(lake, source)
@@ -269,3 +326,42 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
     for view in tables:
         s.model_view(view, f"formats/{fmt.name}/{RAW_VIEWS[view]}")
     return used
+
+
+# ---- the preflight: `pgx validate-inputs` -----------------------------------------------------------
+def validate_inputs(lake: LakeResource) -> tuple[bool, list[str]]:
+    if lake.raw_format != "pgx":
+        return _validate_format(lake)
+    lines = [f"Raw inputs under {lake.raw_root}:"]
+    ok = True
+    for table in RAW_TABLES:
+        candidates = raw_candidates(lake, table)
+        found = [(path, why, len(lake.files(path))) for path, why in candidates]
+        chosen = next(((p, w, n) for p, w, n in found if n), None)
+        lines.append(f"  {table}:")
+        for path, why, n in found:
+            mark = "->" if chosen and path == chosen[0] else "  "
+            lines.append(f"    {mark} {path}  [{n} file(s); {why}]")
+        if chosen:
+            lines.append(f"     uses {chosen[0]} ({chosen[1]})")
+        else:
+            ok = False
+            tried = ", ".join(p for p, _, _ in found)
+            lines.append(f"     ERROR: no files for {table}; tried {tried}")
+    return ok, lines
+
+
+def _validate_format(lake: LakeResource) -> tuple[bool, list[str]]:
+    """Tuva / DE-SynPUF: the files each source of the format would read."""
+    fmt = raw_format(lake.raw_format)
+    lines = [f"Raw inputs ({fmt.name} format) under {lake.raw_root}:"]
+    ok = True
+    for source in fmt.sources:
+        files, tried = source_files(lake, source)
+        lines.append(f"  {source.view}: {len(files)} file(s)")
+        lines += [f"    -> {f}" for f in files]
+        if not files:
+            lines.append(f"     {'(none: read as empty)' if source.may_be_absent else 'ERROR: no files'}; tried "
+                         + ", ".join(tried))  # fmt: skip
+            ok &= source.may_be_absent
+    return ok, lines

@@ -1,5 +1,5 @@
-"""Start and stop the Dagster webserver and daemon on loopback, by process id: for `pgx` tools that
-need a running instance (the benchmark) and for the tests."""
+"""Start and stop the Dagster webserver and daemon on loopback, by process id: for `pgx materialize`,
+the benchmark and the tests."""
 
 from __future__ import annotations
 
@@ -79,9 +79,10 @@ def wait_for_daemon(url: str, timeout: float, log: Path) -> None:
 
 
 @contextmanager
-def dagster_services(home: Path, env: dict[str, str], logs: Path) -> Iterator[str]:
-    """Yield the webserver URL with `dagster-webserver` and `pgx daemon` (dagster-daemon with the
-    PGX_DAEMON_TICK_SECONDS loop) running on loopback against the instance at `home`."""
+def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool = True) -> Iterator[str]:
+    """Yield the webserver URL with `dagster-webserver` and (unless `daemon` is False: one already
+    serves the instance) `pgx daemon` - dagster-daemon with the PGX_DAEMON_TICK_SECONDS loop - running
+    on loopback against the instance at `home`; both stop on the way out."""
     port = free_port()
     env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     logs.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,8 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path) -> Iterator[st
 
     try:
         web = start("dagster-webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)])
-        start("dagster-daemon", [str(BIN / "pgx"), "daemon"])
+        if daemon:
+            start("dagster-daemon", [str(BIN / "pgx"), "daemon"])
         url = f"http://127.0.0.1:{port}"
         wait_for_url(f"{url}/server_info", 120, web, logs / "dagster-webserver.log")
         wait_for_daemon(url, 120, logs / "dagster-daemon.log")

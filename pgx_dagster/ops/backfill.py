@@ -3,7 +3,11 @@
 `pgx backfill --all` (or `--partitions '65-74|2019,...'`) submits an asset backfill, shows a progress
 bar of done / running / failed partitions per asset, and exits non-zero naming what failed.
 `pgx backfill --reexecute-failed ID` is the UI's "Re-execute failed" for backfill ID.
-The daemon must be running for a backfill to progress: `make dev` starts the webserver and `pgx daemon`.
+The daemon must be running for a backfill to progress: `make dev` starts the webserver and `pgx daemon`
+(`pgx materialize` starts what is missing itself, ops/materialize.py).
+
+A minimal client on the standard library: dagster-graphql's DagsterGraphQLClient covers jobs and runs
+but has no call for asset backfills, which is all this needs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +229,45 @@ def progress_line(status: BackfillStatus, width: int = 30) -> str:
     )
 
 
+def follow(client: Client, backfill_id: str, timeout: float, echo: Callable[[str], None] = print) -> BackfillStatus:
+    """Wait for a backfill, showing its progress: on a terminal a line redrawn in place, otherwise (a log,
+    a cron job) a line when it changes, at most every 10 s, and the last one."""
+    tty = sys.stdout.isatty() and echo is print
+    last = {"line": "", "at": 0.0}
+
+    def tick(status: BackfillStatus) -> None:
+        line = progress_line(status)
+        if line == last["line"]:
+            return
+        if tty:
+            print("\r" + line, end="", flush=True)
+        elif status.finished or time.monotonic() - last["at"] >= 10:
+            echo(line)
+            last["at"] = time.monotonic()
+        last["line"] = line
+
+    status = client.wait(backfill_id, timeout, poll=0.5, on_tick=tick)
+    if tty:
+        print()
+    return status
+
+
+def failure_lines(client: Client, backfill_id: str, status: BackfillStatus) -> list[str]:
+    """What failed, per asset and per run with its partitions, and how to re-run only that."""
+    lines = [f"Backfill {backfill_id} ended {status.status}."]
+    for asset, counts in sorted(status.per_asset.items()):
+        if counts["failed"] or counts["done"] < counts["targeted"]:
+            lines.append(f"  {asset}: {counts['done']}/{counts['targeted']} done, {counts['failed']} failed")
+    for run in client.runs(backfill_id):
+        if run["status"] in ("FAILURE", "CANCELED"):
+            lines.append(
+                f"  failed run {run['run_id']}: partition {run['partition'] or '(none)'}, "
+                f"assets {', '.join(run['assets'])}"
+            )
+    lines.append(f"Re-execute only what failed: pgx backfill --reexecute-failed {backfill_id}")
+    return lines
+
+
 def run_cli(
     url: str, partitions: list[str] | None, assets: list[str] | None, reexecute: str | None, timeout: float, wait: bool
 ) -> int:
@@ -238,29 +282,9 @@ def run_cli(
         print(f"Backfill {backfill_id}: {len(selection)} assets, {scope} -> {url}/runs/b/{backfill_id}")
     if not wait:
         return 0
-    tty = sys.stdout.isatty()
-    last = [""]
-
-    def tick(status: BackfillStatus) -> None:
-        line = progress_line(status)
-        if line != last[0]:
-            print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
-            last[0] = line
-
-    status = client.wait(backfill_id, timeout, on_tick=tick)
-    if tty:
-        print()
+    status = follow(client, backfill_id, timeout)
     if status.succeeded:
         print(f"Backfill {backfill_id} completed: every targeted partition materialized.")
         return 0
-    failed_runs = [r for r in client.runs(backfill_id) if r["status"] in ("FAILURE", "CANCELED")]
-    print(f"Backfill {backfill_id} ended {status.status}.")
-    for asset, counts in sorted(status.per_asset.items()):
-        if counts["failed"] or counts["done"] < counts["targeted"]:
-            print(f"  {asset}: {counts['done']}/{counts['targeted']} done, {counts['failed']} failed")
-    for run in failed_runs:
-        print(
-            f"  failed run {run['run_id']}: partition {run['partition'] or '(none)'}, assets {', '.join(run['assets'])}"
-        )
-    print(f"Re-execute only what failed: pgx backfill --reexecute-failed {backfill_id}")
+    print("\n".join(failure_lines(client, backfill_id, status)))
     return 1

@@ -1,0 +1,166 @@
+"""Every dataset of the lake: the one module that knows the layout.
+
+A dataset has a folder under PGX_LAKE_ROOT (a local folder or s3://bucket/prefix), the file(s) in it,
+whether it is split into age_band x event_year partition folders, and the stage vocabulary of its
+checkpoint. Stages ask this module for paths and publish through it; no stage writes a path.
+
+Layout (kept from the legacy pipeline so existing consumers keep working):
+  staging/{medical,pharmacy}/age_band=../event_year=../*.parquet       intake's placed rows
+  staging/person_index/person_index.parquet                             member -> person, birth year
+  quarantine/intake_{medical,pharmacy}/quarantine.parquet               rows intake could not place
+  silver/observation_period/observation_period.parquet                  enrolment per person
+  silver/{medical,pharmacy}/age_band=../event_year=../{kind}.parquet
+  quarantine/silver_{medical,pharmacy}/age_band=../event_year=../quarantine.parquet
+  quarantine/silver_medical_codes/age_band=../event_year=../quarantine.parquet   codes rejected alone
+  silver/member_demographics/member_demographics.parquet
+  silver/imputed/{medical,pharmacy}_partitioned/age_band=../event_year=../{kind}.parquet
+  gold/events/age_band=../event_year=../events.parquet
+  gold/cohorts/{cohort}/age_band=../event_year=../{cohort}_{cohort,strata,attrition}.parquet
+  gold/analysis/{cohort}/{analysis}/...                                 the analysis stage
+  gold/exports/{cohort}/...                                             merged exports and the report
+Partition folders use Hive naming with DuckDB's escaping ('75+' is written 'age_band=75%2B'), so
+`read_parquet(..., hive_partitioning = true)` reads the values back exactly. A folder is published
+whole: written elsewhere, then swapped in (LakeResource.publish_dir), with `_checkpoint.json` inside.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import quote as urlquote
+
+from pgx_dagster.duck import Session, quote
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import all_keys, split_key
+from pgx_dagster.reporting import write_checkpoint
+
+KINDS = ("medical", "pharmacy")
+
+
+def hive_segment(name: str, value: str | int) -> str:
+    return f"{name}={urlquote(str(value), safe='-_.')}"
+
+
+def partition_suffix(age_band: str, event_year: int) -> str:
+    return f"{hive_segment('age_band', age_band)}/{hive_segment('event_year', event_year)}"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset: `folder` under the lake root, its data file `filename` (in each partition folder when
+    `partitioned`), and the checkpoint vocabulary of the stage that writes it (reporting.STAGES)."""
+
+    folder: str
+    filename: str
+    partitioned: bool = True
+    stage: str = ""
+
+    def root(self, lake: LakeResource) -> str:
+        """The dataset's folder (of every partition, when partitioned)."""
+        return f"{lake.lake_root.rstrip('/')}/{self.folder}"
+
+    def dir(self, lake: LakeResource, age_band: str | None = None, event_year: int | None = None) -> str:
+        root = self.root(lake)
+        if not self.partitioned:
+            return root
+        if age_band is None or event_year is None:
+            raise ValueError(f"{self.folder} is partitioned: name the age band and event year")
+        return f"{root}/{partition_suffix(age_band, event_year)}"
+
+    def path(
+        self, lake: LakeResource, age_band: str | None = None, event_year: int | None = None, filename: str = ""
+    ) -> str:
+        """A file of the dataset (its data file unless `filename` names another one)."""
+        return f"{self.dir(lake, age_band, event_year)}/{filename or self.filename}"
+
+    def glob(self, lake: LakeResource, filename: str = "") -> str:
+        """The file in every partition folder (named patterns, so hidden staging folders never match)."""
+        name = filename or self.filename
+        return f"{self.root(lake)}/age_band=*/event_year=*/{name}" if self.partitioned else f"{self.root(lake)}/{name}"
+
+    def publish(
+        self,
+        s: Session,
+        lake: LakeResource,
+        files: dict[str, str],
+        age_band: str | None = None,
+        event_year: int | None = None,
+        metrics: dict | None = None,
+    ) -> str:
+        """Write each `filename: SELECT ...` into the dataset's folder (the partition's, when partitioned),
+        replacing it whole; with `metrics`, the stage's checkpoint beside them. Returns the folder."""
+        final_dir = self.dir(lake, age_band, event_year)
+        with lake.publish_dir(final_dir) as tmp:
+            for filename, query in files.items():
+                s.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} (FORMAT parquet)")
+            if metrics is not None:
+                write_checkpoint(tmp, self.stage, _entity(self, age_band, event_year), metrics)
+        return final_dir
+
+    def publish_partitioned(self, s: Session, lake: LakeResource, query: str) -> str:
+        """Write `query` (with age_band and event_year columns) into every partition folder at once,
+        replacing the whole dataset; every partition gets a file, empty if need be, so each downstream
+        step has an input."""
+        root = self.root(lake)
+        with lake.publish_dir(root) as tmp:
+            s.execute(
+                f"COPY ({query}) TO {quote(tmp)} (FORMAT parquet, PARTITION_BY (age_band, event_year), "
+                "WRITE_PARTITION_COLUMNS true)"
+            )
+            for key in all_keys():
+                folder = f"{tmp}/{partition_suffix(*split_key(key))}"
+                os.makedirs(folder, exist_ok=True)
+                s.execute(f"COPY ({query} LIMIT 0) TO {quote(folder + '/empty.parquet')} (FORMAT parquet)")
+        return root
+
+
+def _entity(d: Dataset, age_band: str | None, event_year: int | None) -> str:
+    """The checkpoint's entity id, e.g. EVENTS_65-74_2019 (the legacy pipeline's form)."""
+    name = d.folder.rstrip("/").rsplit("/", 1)[-1].upper()
+    return f"{name}_{age_band}_{event_year}" if d.partitioned else name
+
+
+# ---- the datasets -------------------------------------------------------------------------------------
+STAGED = {kind: Dataset(f"staging/{kind}", "*.parquet", stage="intake") for kind in KINDS}
+PERSON_INDEX = Dataset("staging/person_index", "person_index.parquet", partitioned=False, stage="intake")
+OBSERVATION_PERIOD = Dataset(
+    "silver/observation_period", "observation_period.parquet", partitioned=False, stage="intake"
+)
+INTAKE_QUARANTINE = {
+    kind: Dataset(f"quarantine/intake_{kind}", "quarantine.parquet", partitioned=False, stage="intake")
+    for kind in KINDS
+}
+SILVER = {kind: Dataset(f"silver/{kind}", f"{kind}.parquet", stage="silver") for kind in KINDS}
+SILVER_QUARANTINE = {kind: Dataset(f"quarantine/silver_{kind}", "quarantine.parquet", stage="silver") for kind in KINDS}
+CODE_QUARANTINE = Dataset("quarantine/silver_medical_codes", "quarantine.parquet", stage="silver")
+DEMOGRAPHICS = Dataset(
+    "silver/member_demographics", "member_demographics.parquet", partitioned=False, stage="demographics"
+)
+IMPUTED = {kind: Dataset(f"silver/imputed/{kind}_partitioned", f"{kind}.parquet", stage="imputed") for kind in KINDS}
+EVENTS = Dataset("gold/events", "events.parquet", stage="events")
+
+
+def cohort(name: str) -> Dataset:
+    """A cohort's matched sets; each partition folder also holds `<name>_strata.parquet` and
+    `<name>_attrition.parquet` (cohort_file)."""
+    return Dataset(f"gold/cohorts/{name}", f"{name}_cohort.parquet", stage="cohorts")
+
+
+def cohort_file(name: str, part: str) -> str:
+    """The file name of a cohort partition's `part`: cohort | strata | attrition."""
+    return f"{name}_{part}.parquet"
+
+
+def analysis(name: str, kind: str) -> Dataset:
+    """One analysis of a cohort, e.g. analysis('opioid_ed', 'attrition')."""
+    return Dataset(f"gold/analysis/{name}/{kind}", f"{kind}.parquet", partitioned=False, stage="analysis")
+
+
+def export(name: str) -> Dataset:
+    """A cohort's merged exports, data dictionary, validation record and report."""
+    return Dataset(f"gold/exports/{name}", f"{name}_cohort_features.parquet", partitioned=False, stage="analysis")
+
+
+# The partitioned datasets whose content must be identical whoever computes them (benchmarks/).
+def compared(cohort_names: list[str]) -> list[Dataset]:
+    return [*SILVER.values(), *IMPUTED.values(), EVENTS, *(cohort(n) for n in cohort_names)]

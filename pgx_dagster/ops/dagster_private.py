@@ -1,0 +1,147 @@
+"""Every private Dagster API the project uses, in this one module, each behind a version guard.
+
+Dagster's public API does not cover four things we do:
+- a run launcher of our own (`PreloadedRunLauncher`, ops/launcher.py): the RunLauncher base class and
+  its context types (dagster._core.launcher) and ConfigurableClass (dagster._serdes);
+- executing a run in a process we started, as `dagster api execute_run` does
+  (dagster._cli.api._execute_run_command_body, dagster._core.instance.ref.InstanceRef,
+  dagster._utils.interrupts.capture_interrupts);
+- the daemon's loop interval, fixed at 30 s (dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS),
+  and the daemon's command line (dagster._daemon.cli.main): `pgx daemon`;
+- validating instance and workspace YAML against Dagster's own schemas (dagster._config,
+  dagster._core.instance.config, dagster._core.workspace.config_schema): the deploy/ tests.
+
+Tested with Dagster TESTED_MINOR (pyproject.toml pins that range). Every name resolves through
+`_private`, which fails with one message naming the name, the installed version and the way back to
+Dagster's own behaviour. `check()` resolves them all: `pgx daemon` runs it at start and a test runs it,
+so a Dagster upgrade shows at once what moved (README "Upgrading Dagster").
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import dagster
+
+TESTED_MINOR = "1.13"
+
+
+class DagsterUpgradeError(RuntimeError):
+    pass
+
+
+def _private(module: str, name: str, fallback: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise DagsterUpgradeError(
+            f"{module}.{name} is gone in Dagster {dagster.__version__} (this project is tested with "
+            f"{TESTED_MINOR}.x): {fallback}"
+        ) from exc
+
+
+LAUNCHER_FALLBACK = "remove `run_launcher` from dagster.yaml to use Dagster's default run launcher"
+DAEMON_FALLBACK = "run `dagster-daemon run` instead of `pgx daemon` (backfills then advance every 30 s)"
+CONFIG_FALLBACK = "validate deploy/ by starting an instance with it instead"
+
+# ---- the run launcher ----------------------------------------------------------------------------------
+RunLauncher = _private("dagster._core.launcher", "RunLauncher", LAUNCHER_FALLBACK)
+LaunchRunContext = _private("dagster._core.launcher", "LaunchRunContext", LAUNCHER_FALLBACK)
+CheckRunHealthResult = _private("dagster._core.launcher", "CheckRunHealthResult", LAUNCHER_FALLBACK)
+WorkerStatus = _private("dagster._core.launcher", "WorkerStatus", LAUNCHER_FALLBACK)
+ConfigurableClass = _private("dagster._serdes", "ConfigurableClass", LAUNCHER_FALLBACK)
+ConfigurableClassData = _private("dagster._serdes", "ConfigurableClassData", LAUNCHER_FALLBACK)
+# The module a run's process runs from: worth importing once in the launcher's forkserver.
+RUN_ENTRY_MODULE = "dagster._cli.api"
+
+
+def execute_run_command_body() -> Callable[..., Any]:
+    """The body of `dagster api execute_run`."""
+    return _private(RUN_ENTRY_MODULE, "_execute_run_command_body", LAUNCHER_FALLBACK)
+
+
+def instance_from_ref(serialized_ref: str) -> dagster.DagsterInstance:
+    """The instance a launcher serialized with `serialize_value(instance.get_ref())`."""
+    instance_ref = _private("dagster._core.instance.ref", "InstanceRef", LAUNCHER_FALLBACK)
+    return dagster.DagsterInstance.from_ref(dagster.deserialize_value(serialized_ref, instance_ref))
+
+
+def capture_interrupts() -> Any:
+    """Turns SIGTERM into an interrupt Dagster reports as a cancel (a context manager)."""
+    return _private("dagster._utils.interrupts", "capture_interrupts", LAUNCHER_FALLBACK)()
+
+
+# ---- the daemon ----------------------------------------------------------------------------------------
+def set_daemon_interval(seconds: float) -> None:
+    controller = importlib.import_module("dagster._daemon.controller")
+    current = _private("dagster._daemon.controller", "DEFAULT_DAEMON_INTERVAL_SECONDS", DAEMON_FALLBACK)
+    if not isinstance(current, int | float):
+        raise DagsterUpgradeError(
+            f"dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS is no longer a number in Dagster "
+            f"{dagster.__version__}: {DAEMON_FALLBACK}"
+        )
+    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = seconds
+
+
+def daemon_interval() -> float:
+    return _private("dagster._daemon.controller", "DEFAULT_DAEMON_INTERVAL_SECONDS", DAEMON_FALLBACK)
+
+
+def daemon_main() -> Callable[[], Any]:
+    """`dagster-daemon`'s command line (reads sys.argv)."""
+    return _private("dagster._daemon.cli", "main", DAEMON_FALLBACK)
+
+
+# ---- configuration schemas -----------------------------------------------------------------------------
+def validate_instance_yaml(raw: dict) -> list[str]:
+    """Errors of an instance configuration (dagster.yaml, parsed) against Dagster's schema."""
+    validate_config = _private("dagster._config", "validate_config", CONFIG_FALLBACK)
+    schema = _private("dagster._core.instance.config", "dagster_instance_config_schema", CONFIG_FALLBACK)
+    result = validate_config(schema(), raw)
+    return [e.message for e in result.errors or []]
+
+
+def resolved_instance_config(home: str) -> dict:
+    """The instance configuration under `home`, with environment variables resolved."""
+    config, _ = _private("dagster._core.instance.config", "dagster_instance_config", CONFIG_FALLBACK)(home)
+    return config
+
+
+def validate_configurable(config_type: Any, config: dict) -> list[str]:
+    """Errors of one configurable class's config (a run launcher's, a run coordinator's)."""
+    result = _private("dagster._config", "process_config", CONFIG_FALLBACK)(config_type, config)
+    return [e.message for e in result.errors or []]
+
+
+def validate_workspace_yaml(raw: dict) -> list[str]:
+    process = _private("dagster._core.workspace.config_schema", "process_workspace_config", CONFIG_FALLBACK)
+    result = process(raw)
+    return [e.message for e in result.errors or []]
+
+
+def check() -> list[str]:
+    """Resolve every private name above; the names that work (raises DagsterUpgradeError on the first
+    that does not)."""
+    resolved = ["RunLauncher", "LaunchRunContext", "CheckRunHealthResult", "WorkerStatus", "ConfigurableClass",
+                "ConfigurableClassData"]  # fmt: skip
+    execute_run_command_body()
+    resolved.append("_execute_run_command_body")
+    _private("dagster._core.instance.ref", "InstanceRef", LAUNCHER_FALLBACK)
+    _private("dagster._utils.interrupts", "capture_interrupts", LAUNCHER_FALLBACK)
+    resolved += ["InstanceRef", "capture_interrupts"]
+    daemon_interval()
+    daemon_main()
+    resolved += ["DEFAULT_DAEMON_INTERVAL_SECONDS", "dagster-daemon main"]
+    _private("dagster._config", "validate_config", CONFIG_FALLBACK)
+    _private("dagster._config", "process_config", CONFIG_FALLBACK)
+    _private("dagster._core.instance.config", "dagster_instance_config_schema", CONFIG_FALLBACK)
+    _private("dagster._core.instance.config", "dagster_instance_config", CONFIG_FALLBACK)
+    _private("dagster._core.workspace.config_schema", "process_workspace_config", CONFIG_FALLBACK)
+    resolved += ["instance and workspace config schemas"]
+    return resolved
+
+
+if __name__ == "__main__":
+    print(f"Dagster {dagster.__version__}: every private API in use resolves: {', '.join(check())}")

@@ -1,0 +1,140 @@
+"""`pgx materialize` and `pgx demo`: every asset for every partition (or the partitions named), as one
+asset backfill - the request the UI's *Launch backfill* button and `pgx backfill` send - executed by the
+project's daemon. Dagster is the only orchestrator: afterwards the instance holds that backfill with
+every partition's materializations and check verdicts, exactly as a UI backfill leaves them, and the UI
+shows it under *Backfills*.
+
+The command starts a webserver on a free loopback port for the request, and `pgx daemon` unless one
+already serves the instance (`make dev`, found by its pid file); it stops what it started. A daemon
+that is running with other settings (PGX_RAW_ROOT, ...) is refused: runs take the daemon's
+environment, so they would silently read other data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dagster import DagsterEventType, DagsterInstance, RunsFilter
+
+from pgx_dagster.ops.backfill import Client, failure_lines, follow
+from pgx_dagster.ops.daemon import roots, running_daemon, settings
+from pgx_dagster.ops.services import dagster_services
+from pgx_dagster.settings import REPO_ROOT
+
+
+RESOLVED = ("PGX_RAW_ROOT", "PGX_LAKE_ROOT")
+
+
+class DaemonMismatch(RuntimeError):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What a backfill did: rows per asset and partition, every check verdict, what failed."""
+
+    backfill_id: str
+    status: str
+    succeeded: bool
+    seconds: float
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)  # asset -> partition ('' if none) -> rows
+    checks: list[tuple[str, str, str, bool]] = field(default_factory=list)  # asset, check, partition, passed
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.succeeded and all(passed for *_, passed in self.checks)
+
+
+def ensure_instance(home: Path) -> None:
+    """DAGSTER_HOME with the repository's instance settings (the run queue, the run launcher, ...)."""
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+
+
+def backfill(
+    home: Path,
+    partitions: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    logs: Path | None = None,
+    title: str = "pgx materialize",
+    timeout: float = 6 * 3600,
+    echo: Callable[[str], None] = print,
+) -> Outcome:
+    """Launch an asset backfill of every asset (the named partitions, or all) on the instance at `home`
+    and follow it to the end."""
+    ensure_instance(home)
+    env = {**roots({**os.environ, **(env or {})}), **{k: v for k, v in (env or {}).items() if k not in RESOLVED}}
+    daemon = running_daemon(home)
+    if daemon is not None:
+        wanted = settings({**os.environ, **env})
+        if daemon[1] != wanted:
+            differ = sorted(k for k in daemon[1].keys() | wanted.keys() if daemon[1].get(k) != wanted.get(k))
+            raise DaemonMismatch(
+                f"a pgx daemon (pid {daemon[0]}) serves {home} with other settings ({', '.join(differ)}): its runs "
+                "would use its settings, not these. Stop it, or run with the settings it has."
+            )
+        echo(f"Using the pgx daemon already running on this instance (pid {daemon[0]})")
+    with dagster_services(home, env, logs or home / "logs", daemon=daemon is None) as url:
+        client = Client(url)
+        started = time.perf_counter()
+        backfill_id = client.launch(client.executable_assets(), partitions, title=title)
+        scope = f"{len(partitions)} partition(s)" if partitions else "every partition"
+        echo(f"Backfill {backfill_id}: every asset, {scope} (Backfills in the UI: `make dev`)")
+        status = follow(client, backfill_id, timeout, echo)
+        seconds = time.perf_counter() - started
+        failures = [] if status.succeeded else failure_lines(client, backfill_id, status)
+    outcome = Outcome(backfill_id, status.status, status.succeeded, round(seconds, 1), failures=failures)
+    _read_results(home, outcome)
+    return outcome
+
+
+def _read_results(home: Path, outcome: Outcome) -> None:
+    """Rows and check verdicts of the backfill's runs, from the instance's event log."""
+    types = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION}
+    with DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records(RunsFilter(tags={"dagster/backfill": outcome.backfill_id})):
+            for entry in instance.all_logs(record.dagster_run.run_id, of_type=types):
+                event = entry.dagster_event
+                if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                    mat = event.step_materialization_data.materialization
+                    rows = mat.metadata.get("dagster/row_count")
+                    asset = outcome.rows.setdefault(mat.asset_key.to_user_string(), {})
+                    asset[mat.partition or ""] = int(rows.value) if rows is not None else 0
+                else:
+                    ev = event.event_specific_data
+                    outcome.checks.append(
+                        (ev.asset_key.to_user_string(), ev.check_name, ev.partition or "", bool(ev.passed))
+                    )
+
+
+def _order(asset: str) -> tuple[int, str]:
+    """Assets in the order of their stages (pgx_dagster.stages.ALL)."""
+    from pgx_dagster import stages
+
+    for i, stage in enumerate(stages.ALL):
+        if any(spec.key.to_user_string() == asset for spec in stage.defs.resolve_all_asset_specs()):
+            return i, asset
+    return len(stages.ALL), asset
+
+
+def summary(outcome: Outcome) -> str:
+    """Rows per asset and checks passed / failed per asset, as a table."""
+    checks: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for asset, _check, _partition, passed in outcome.checks:
+        checks[asset][0 if passed else 1] += 1
+    lines = [f"{'asset':<22}{'partitions':>11}{'rows':>14}{'checks passed':>15}{'failed':>8}"]
+    for asset in sorted(outcome.rows.keys() | checks.keys(), key=_order):
+        parts = outcome.rows.get(asset, {})
+        p, f = checks.get(asset, [0, 0])
+        lines.append(f"{asset:<22}{len(parts):>11}{sum(parts.values()):>14,}{p:>15}{f:>8}")
+    total_p, total_f = sum(v[0] for v in checks.values()), sum(v[1] for v in checks.values())
+    lines.append(f"{'all checks':<22}{'':>11}{'':>14}{total_p:>15}{total_f:>8}")
+    return "\n".join(lines + outcome.failures)
