@@ -27,7 +27,6 @@ from pgx_dagster.ops.daemon import roots, running_daemon, settings
 from pgx_dagster.ops.services import dagster_services
 from pgx_dagster.settings import REPO_ROOT
 
-
 RESOLVED = ("PGX_RAW_ROOT", "PGX_LAKE_ROOT")
 
 
@@ -115,14 +114,11 @@ def _read_results(home: Path, outcome: Outcome) -> None:
                     )
 
 
-def _order(asset: str) -> tuple[int, str]:
-    """Assets in the order of their stages (pgx_dagster.stages.ALL)."""
-    from pgx_dagster import stages
+def _stage_order() -> dict[str, int]:
+    """Assets in the order data flows through them (the code location's topological order)."""
+    from pgx_dagster.definitions import defs
 
-    for i, stage in enumerate(stages.ALL):
-        if any(spec.key.to_user_string() == asset for spec in stage.defs.resolve_all_asset_specs()):
-            return i, asset
-    return len(stages.ALL), asset
+    return {k.to_user_string(): i for i, k in enumerate(defs.resolve_asset_graph().toposorted_asset_keys)}
 
 
 def summary(outcome: Outcome) -> str:
@@ -131,7 +127,8 @@ def summary(outcome: Outcome) -> str:
     for asset, _check, _partition, passed in outcome.checks:
         checks[asset][0 if passed else 1] += 1
     lines = [f"{'asset':<22}{'partitions':>11}{'rows':>14}{'checks passed':>15}{'failed':>8}"]
-    for asset in sorted(outcome.rows.keys() | checks.keys(), key=_order):
+    order = _stage_order()
+    for asset in sorted(outcome.rows.keys() | checks.keys(), key=lambda a: (order.get(a, len(order)), a)):
         parts = outcome.rows.get(asset, {})
         p, f = checks.get(asset, [0, 0])
         lines.append(f"{asset:<22}{len(parts):>11}{sum(parts.values()):>14,}{p:>15}{f:>8}")
