@@ -105,25 +105,39 @@ def _each_matches(pattern: str) -> Rule:
 
 
 ID = Col("VARCHAR", False)
+# The columns every claim line starts with: its member, person and key.
+CLAIM_KEY = {"payer_id": ID, "member_id": ID, "person_id": ID, "claim_id": ID}
 DX_PATTERN = "[A-Z0-9]{3,7}"
 PROCEDURE_PATTERN = "[0-9]{4}[0-9A-Z]|[A-Z][0-9]{4}"
 DX = Col("VARCHAR", True, (_matches(DX_PATTERN),))
 
 
-def silver_medical(age_band: str | None = None, event_year: int | None = None) -> Contract:
-    part = _partition_checks(age_band, event_year)
+def _claim_lines(name: str, line: Col, dates: dict[str, Col], part: dict[str, Col], codes: dict[str, Col]) -> Contract:
+    """A silver claims dataset: the claim key and line, its dates and partition, its codes, the patient."""
     return Contract(
-        "silver_medical",
+        name,
         {
-            "payer_id": ID,
-            "member_id": ID,
-            "person_id": ID,
-            "claim_id": ID,
-            "claim_line": Col("INTEGER", True),
+            **CLAIM_KEY,
+            "claim_line": line,
             "claim_version": Col("INTEGER", True),
-            "claim_type": Col("VARCHAR", True),
-            "service_date": Col("DATE", False),
+            **dates,
             **part,
+            **codes,
+            "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
+            "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
+            "paid_amount": Col("DOUBLE", True),
+        },
+        key=("payer_id", "claim_id", "claim_line"),
+    )
+
+
+def silver_medical(age_band: str | None = None, event_year: int | None = None) -> Contract:
+    return _claim_lines(
+        "silver_medical",
+        Col("INTEGER", True),
+        {"claim_type": Col("VARCHAR", True), "service_date": Col("DATE", False)},
+        _partition_checks(age_band, event_year),
+        {
             "revenue_code": Col("VARCHAR", True, (_matches("[0-9]{4}"),)),
             "place_of_service": Col("VARCHAR", True, (_matches("[0-9]{2}"),)),
             "procedure_code": Col("VARCHAR", True, (_matches(PROCEDURE_PATTERN),)),
@@ -133,35 +147,21 @@ def silver_medical(age_band: str | None = None, event_year: int | None = None) -
             "diagnosis_code_3": DX,
             "other_diagnosis_codes": Col("VARCHAR[]", True, (_each_matches(DX_PATTERN),)),
             "diagnosis_code_system": Col("VARCHAR", False, (_one_of(["ICD9CM", "ICD10CM"]),)),
-            "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
-            "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
-            "paid_amount": Col("DOUBLE", True),
         },
-        key=("payer_id", "claim_id", "claim_line"),
     )
 
 
 def silver_pharmacy(age_band: str | None = None, event_year: int | None = None) -> Contract:
-    part = _partition_checks(age_band, event_year)
-    return Contract(
+    return _claim_lines(
         "silver_pharmacy",
+        Col("INTEGER", False),
+        {"fill_date": Col("DATE", False)},
+        _partition_checks(age_band, event_year),
         {
-            "payer_id": ID,
-            "member_id": ID,
-            "person_id": ID,
-            "claim_id": ID,
-            "claim_line": Col("INTEGER", False),
-            "claim_version": Col("INTEGER", True),
-            "fill_date": Col("DATE", False),
-            **part,
             "ndc": Col("VARCHAR", False, (_matches("[0-9]{11}"),)),
             "quantity": Col("DOUBLE", True, (_rule("ge", 0),)),
             "days_supply": Col("INTEGER", True, (_rule("ge", 0),)),
-            "patient_sex": Col("VARCHAR", True, (_one_of(["F", "M"]),)),
-            "patient_zip3": Col("VARCHAR", True, (_matches("[0-9]{3}"),)),
-            "paid_amount": Col("DOUBLE", True),
         },
-        key=("payer_id", "claim_id", "claim_line"),
     )
 
 

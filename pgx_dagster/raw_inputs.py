@@ -117,11 +117,16 @@ class RawFormat:
     sources: tuple[Source, ...]
 
 
-def _tuva(stem: str) -> tuple[str, ...]:
-    return (f"{stem}.csv", f"{stem}.parquet", f"{stem}/*.parquet", f"{stem}/*.csv")
-
-
-TUVA_PERSON = {"person_id": ("patient_id",)}
+def _tuva(stem: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Source:
+    """A table of the Tuva input layer: `<stem>.csv`, `.parquet` or a folder of either; the person column
+    is `person_id` (Tuva >= 0.13) or `patient_id` (before)."""
+    return Source(
+        f"tuva_{stem}",
+        (f"{stem}.csv", f"{stem}.parquet", f"{stem}/*.parquet", f"{stem}/*.csv"),
+        required=required,
+        optional=dict.fromkeys(optional, "VARCHAR"),
+        aliases={"person_id": ("patient_id",)},
+    )
 
 
 _DESYNPUF_INSTITUTIONAL = dict.fromkeys(
@@ -146,41 +151,30 @@ FORMATS: dict[str, RawFormat] = {
     "tuva": RawFormat(
         "tuva",
         (
-            Source(
-                "tuva_eligibility",
-                _tuva("eligibility"),
-                required=("person_id", "birth_date", "gender", "enrollment_start_date"),
-                optional=dict.fromkeys(("member_id", "payer", "enrollment_end_date", "zip_code", "state"), "VARCHAR"),
-                aliases=TUVA_PERSON,
+            _tuva(
+                "eligibility",
+                ("person_id", "birth_date", "gender", "enrollment_start_date"),
+                ("member_id", "payer", "enrollment_end_date", "zip_code", "state"),
             ),
-            Source(
-                "tuva_medical_claim",
-                _tuva("medical_claim"),
-                required=("claim_id", "claim_line_number", "person_id", "claim_start_date"),
-                aliases=TUVA_PERSON,
-                optional=dict.fromkeys(
-                    (
-                        "member_id",
-                        "payer",
-                        "claim_type",
-                        "claim_line_start_date",
-                        "revenue_center_code",
-                        "place_of_service_code",
-                        "hcpcs_code",
-                        "paid_amount",
-                        *_numbered("diagnosis_code_", 25),
-                    ),
-                    "VARCHAR",
+            _tuva(
+                "medical_claim",
+                ("claim_id", "claim_line_number", "person_id", "claim_start_date"),
+                (
+                    "member_id",
+                    "payer",
+                    "claim_type",
+                    "claim_line_start_date",
+                    "revenue_center_code",
+                    "place_of_service_code",
+                    "hcpcs_code",
+                    "paid_amount",
+                    *_numbered("diagnosis_code_", 25),
                 ),
-            ),
-            Source(
-                "tuva_pharmacy_claim",
-                _tuva("pharmacy_claim"),
-                required=("claim_id", "person_id", "dispensing_date", "ndc_code"),
-                aliases=TUVA_PERSON,
-                optional=dict.fromkeys(
-                    ("claim_line_number", "member_id", "payer", "quantity", "days_supply", "paid_amount"), "VARCHAR"
-                ),
+            ),  # fmt: skip
+            _tuva(
+                "pharmacy_claim",
+                ("claim_id", "person_id", "dispensing_date", "ndc_code"),
+                ("claim_line_number", "member_id", "payer", "quantity", "days_supply", "paid_amount"),
             ),
         ),
     ),

@@ -68,15 +68,6 @@ RX = {"days_supply": "INTEGER", "quantity": "DOUBLE"}
 @pytest.fixture
 def events():
     with DuckDBWorker().session() as s:
-        text = {
-            "revenue_code": "VARCHAR",
-            "place_of_service": "VARCHAR",
-            "procedure_code": "VARCHAR",
-            "diagnosis_code_1": "VARCHAR",
-            "diagnosis_code_2": "VARCHAR",
-            "diagnosis_code_3": "VARCHAR",
-            "other_diagnosis_codes": "VARCHAR[]",
-        }
         table(
             s,
             "imputed_medical",
@@ -91,7 +82,7 @@ def events():
                 line("E7", pos="22", cpt="99285", dx1="I10", dx2="30550"),  # ICD-9 code in ICD-10 era: no OUD
                 line("E8", pos="23", dx1="I10", other=["E119", "T404X2A"]),  # the poisoning is the 5th diagnosis
             ],
-            schema=text,
+            schema=TEXT,
         )
         table(
             s,
@@ -101,7 +92,7 @@ def events():
                 fill("R2", OXY_5MG, 60.0, None),
                 fill("R3", "00093021401", 30.0, 30),
             ],
-            schema={"days_supply": "INTEGER", "quantity": "DOUBLE"},
+            schema=RX,
         )
         register_codesets(s)
         s.model_table("ev", "events/events")

@@ -24,23 +24,21 @@ from typing import Any
 DEFAULT_URL = "http://127.0.0.1:3000"
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED", "FAILING"}
 
-LAUNCH = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on Error { message }
-  }
-}"""
 
-REEXECUTE = """
-mutation Reexecute($params: ReexecutionParams!) {
-  reexecutePartitionBackfill(reexecutionParams: $params) {
+def _backfill_mutation(field: str, argument: str, params_type: str) -> str:
+    """A mutation that starts a backfill and answers its id or an error."""
+    return f"""
+mutation Backfill($params: {params_type}!) {{
+  {field}({argument}: $params) {{
     __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on Error { message }
-  }
-}"""
+    ... on LaunchBackfillSuccess {{ backfillId }}
+    ... on Error {{ message }}
+  }}
+}}"""
+
+
+LAUNCH = _backfill_mutation("launchPartitionBackfill", "backfillParams", "LaunchBackfillParams")
+REEXECUTE = _backfill_mutation("reexecutePartitionBackfill", "reexecutionParams", "ReexecutionParams")
 
 STATUS = """
 query Status($id: String!) {

@@ -22,7 +22,7 @@ from pgx_dagster.partitions import all_keys, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, attrition_markdown, table_metadata
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import COHORT_POLICY, partition_contract_check, partitioned_asset, partitioned_check
+from pgx_dagster.stages.common import COHORT_POLICY, contract_check, partitioned_asset, partitioned_check
 
 
 def ratio_text(targets: int, controls: int) -> str:
@@ -112,6 +112,27 @@ def _design_text(d: CohortDefinition) -> str:
     return "exclusive sampling: a person is in at most one matched set across all partitions"
 
 
+# The check of each sampling design's rules: (name, description, SQL, figures that are not violations).
+DESIGN_CHECKS = {
+    "exclusive": (
+        "no_overlap",
+        "QA 2: no person is both target and control or in two matched sets - within this partition and "
+        "across every materialized partition of the cohort - and no control ever has a qualifying event "
+        "(exclusive design).",
+        "cohort/no_overlap",
+        ("rows_checked", "other_partitions_compared"),
+    ),
+    "risk_set": (
+        "risk_set",
+        "Risk-set sampling rules (in place of QA 2's exclusivity, which this design does not have): no control "
+        "has a qualifying event on or before its set's index date, no person is twice in one set, and no "
+        "target is in two sets.",
+        "cohort/risk_set_rules",
+        ("rows_checked", "other_partitions_compared", "control_rows_reusing_a_person"),
+    ),
+}
+
+
 def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
     name = f"cohort_{d.name}"
     dataset = datasets.cohort(d.name)
@@ -187,33 +208,15 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         "recorded shortage that is real: no candidate who could have served the set at its index date "
         "was left unused (recomputed here, independently of the matching).",
     )
-    def ratio_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-        k = d.controls_per_target
-        with duckdb.session() as s:
-            register_matching(s, lake, d, band, year)
-            s.view("c", parquet_relation(part(lake, band, year)))
-            s.view("st", parquet_relation(part(lake, band, year, "strata")))
-            f = s.rows(f"""
-                WITH sets AS (
-                    SELECT matched_set_id, count(*) FILTER (WHERE role = 'target') AS t,
-                           count(*) FILTER (WHERE role = 'control') AS c,
-                           min(n_controls) AS n_lo, max(n_controls) AS n_hi,
-                           min(control_shortage) AS s_lo, max(control_shortage) AS s_hi
-                    FROM c GROUP BY 1)
-                SELECT (SELECT count(*) FROM sets) AS matched_sets,
-                       (SELECT coalesce(sum(t), 0) FROM sets) AS targets,
-                       (SELECT coalesce(sum(c), 0) FROM sets) AS controls,
-                       (SELECT count(*) FROM sets WHERE t <> 1) AS sets_without_exactly_one_target,
-                       (SELECT count(*) FROM sets WHERE c > {k}) AS sets_with_too_many_controls,
-                       (SELECT count(*) FROM sets WHERE n_lo <> c OR n_hi <> c OR s_lo <> {k} - c OR s_hi <> {k} - c)
-                           AS sets_with_wrong_recorded_shortage,
-                       (SELECT count(*) FROM sets WHERE c < {k}) AS sets_with_shortage,
-                       (SELECT coalesce(sum({k} - c), 0) FROM sets WHERE c < {k}) AS control_shortage
-            """)[0]
-            audit = s.rows(sql_text("cohort/short_set_audit"))[0]
-            f["short_sets_with_unused_candidates"] = audit["short_sets_with_unused_candidates"]
-            f["unused_candidates_of_short_sets"] = audit["unused_candidates_of_short_sets"]
-            f["strata"] = s.rows("SELECT * FROM st")
+    def ratio_check(s: Session, lake: LakeResource, band: str, year: int):
+        register_matching(s, lake, d, band, year)  # the candidates, to judge the shortages against
+        s.view("c", parquet_relation(part(lake, band, year)))
+        s.view("st", parquet_relation(part(lake, band, year, "strata")))
+        f = s.rows(sql_text("cohort/ratio_check"))[0]
+        audit = s.rows(sql_text("cohort/short_set_audit"))[0]
+        f["short_sets_with_unused_candidates"] = audit["short_sets_with_unused_candidates"]
+        f["unused_candidates_of_short_sets"] = audit["unused_candidates_of_short_sets"]
+        f["strata"] = s.rows("SELECT * FROM st")
         f["ratio"] = ratio_text(f["targets"], f["controls"])
         passed = (
             f["sets_without_exactly_one_target"] == 0
@@ -230,108 +233,32 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         "continuous enrolment before it; no target has a washout event in that window (incident) and no "
         "control has one in it or on the index date.",
     )
-    def observation_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-        with duckdb.session() as s:
-            s.view("c", parquet_relation(part(lake, band, year)))
-            s.view("events_all", parquet_relation(EVENTS.glob(lake)))
-            s.view("observation_period", parquet_relation(OBSERVATION_PERIOD.path(lake)))
-            s.set_variables({"washout_event_types": list(d.washout_event_types)})
-            s.model_view("washout", "cohort/washout")
-            f = s.rows(f"""
-                WITH rows AS (
-                    SELECT c.*, c.index_date - {d.lookback_days} AS window_start,
-                           EXISTS (SELECT 1 FROM observation_period o WHERE o.person_id = c.person_id
-                                   AND o.period_start <= c.index_date - {d.lookback_days}
-                                   AND o.period_end >= c.index_date) AS observed,
-                           EXISTS (SELECT 1 FROM washout w WHERE w.person_id = c.person_id
-                                   AND w.event_date >= c.index_date - {d.lookback_days}
-                                   AND (w.event_date < c.index_date
-                                        OR (c.role = 'control' AND w.event_date = c.index_date))) AS washout_hit
-                    FROM c)
-                SELECT count(*) AS rows_checked,
-                       count(*) FILTER (WHERE role = 'target' AND NOT observed) AS targets_without_lookback,
-                       count(*) FILTER (WHERE role = 'control' AND NOT observed) AS controls_without_lookback,
-                       count(*) FILTER (WHERE role = 'target' AND washout_hit) AS prevalent_targets,
-                       count(*) FILTER (WHERE role = 'control' AND washout_hit) AS controls_with_washout_event
-                FROM rows""")[0]
+    def observation_check(s: Session, lake: LakeResource, band: str, year: int):
+        s.view("c", parquet_relation(part(lake, band, year)))
+        s.view("events_all", parquet_relation(EVENTS.glob(lake)))
+        s.view("observation_period", parquet_relation(OBSERVATION_PERIOD.path(lake)))
+        s.set_variables({"washout_event_types": list(d.washout_event_types), "lookback_days": d.lookback_days})
+        s.model_view("washout", "cohort/washout")
+        f = s.rows(sql_text("cohort/observation_check"))[0]
         passed = all(v == 0 for key, v in f.items() if key != "rows_checked")
         return verdict(passed, {**f, "lookback_days": d.lookback_days})
 
-    if d.design == "exclusive":
+    check_name, check_text, model, figures_only = DESIGN_CHECKS[d.design]
 
-        @partitioned_check(
-            cohort,
-            name=f"{name}_no_overlap",
-            description="QA 2: no person is both target and control or in two matched sets - within this "
-            "partition and across every materialized partition of the cohort - and no control ever has "
-            "a qualifying event (exclusive design).",
-        )
-        def design_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-            with duckdb.session() as s:
-                this_file = part(lake, band, year)
-                s.view("c", parquet_relation(this_file))
-                every = lake.files(dataset.glob(lake))
-                others = [p for p in every if os.path.normpath(p) != os.path.normpath(this_file)]
-                s.view("o", parquet_relation(others) if others else "(SELECT * FROM c LIMIT 0)")
-                s.view("events_all", parquet_relation(EVENTS.glob(lake)))
-                s.set_variables({"target_event_types": list(d.target_event_types)})
-                s.model_view("qualifying", "cohort/qualifying")
-                f = s.rows("""
-                    SELECT
-                      (SELECT count(*) FROM (SELECT person_id FROM c GROUP BY 1 HAVING count(*) > 1))
-                          AS persons_in_several_rows,
-                      (SELECT count(*) FROM (SELECT person_id FROM c GROUP BY 1
-                                             HAVING count(DISTINCT role) > 1)) AS persons_target_and_control,
-                      (SELECT count(DISTINCT person_id) FROM c WHERE person_id IN (SELECT person_id FROM o))
-                          AS persons_also_in_other_partitions,
-                      (SELECT count(*) FROM c WHERE role = 'control' AND EXISTS (
-                          SELECT 1 FROM qualifying q WHERE q.person_id = c.person_id))
-                          AS controls_with_a_qualifying_event,
-                      (SELECT count(*) FROM c) AS rows_checked
-                """)[0]
-            f["other_partitions_compared"] = len(others)
-            passed = all(v == 0 for k, v in f.items() if k not in ("rows_checked", "other_partitions_compared"))
-            return verdict(passed, f)
+    @partitioned_check(cohort, name=f"{name}_{check_name}", description=check_text)
+    def design_check(s: Session, lake: LakeResource, band: str, year: int):
+        this_file = part(lake, band, year)
+        s.view("c", parquet_relation(this_file))
+        others = [p for p in lake.files(dataset.glob(lake)) if os.path.normpath(p) != os.path.normpath(this_file)]
+        s.view("o", parquet_relation(others) if others else "(SELECT * FROM c LIMIT 0)")
+        s.view("events_all", parquet_relation(EVENTS.glob(lake)))
+        s.set_variables({"target_event_types": list(d.target_event_types)})
+        s.model_view("qualifying", "cohort/qualifying")
+        f = s.rows(sql_text(model))[0]
+        f["other_partitions_compared"] = len(others)
+        return verdict(all(v == 0 for k, v in f.items() if k not in figures_only), f)
 
-    else:
-
-        @partitioned_check(
-            cohort,
-            name=f"{name}_risk_set",
-            description="Risk-set sampling rules (in place of QA 2's exclusivity, which this design does not "
-            "have): no control has a qualifying event on or before its set's index date, no person is twice "
-            "in one set, and no target is a control of its own set.",
-        )
-        def design_check(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-            with duckdb.session() as s:
-                s.view("c", parquet_relation(part(lake, band, year)))
-                s.view("events_all", parquet_relation(EVENTS.glob(lake)))
-                s.set_variables({"target_event_types": list(d.target_event_types)})
-                s.model_view("qualifying", "cohort/qualifying")
-                f = s.rows("""
-                    SELECT
-                      (SELECT count(*) FROM c WHERE role = 'control' AND EXISTS (
-                          SELECT 1 FROM qualifying q WHERE q.person_id = c.person_id AND q.event_date <= c.index_date))
-                          AS controls_with_prior_qualifying_event,
-                      (SELECT count(*) FROM (SELECT matched_set_id, person_id FROM c GROUP BY ALL HAVING count(*) > 1))
-                          AS persons_twice_in_a_set,
-                      (SELECT count(*) FROM (SELECT person_id FROM c WHERE role = 'target' GROUP BY 1
-                                             HAVING count(*) > 1)) AS targets_in_several_sets,
-                      (SELECT count(*) FROM c) AS rows_checked,
-                      (SELECT count(*) - count(DISTINCT person_id) FROM c WHERE role = 'control')
-                          AS control_rows_reusing_a_person
-                """)[0]
-            passed = all(
-                f[k] == 0
-                for k in (
-                    "controls_with_prior_qualifying_event",
-                    "persons_twice_in_a_set",
-                    "targets_in_several_sets",
-                )  # fmt: skip
-            )
-            return verdict(passed, f)
-
-    contract = partition_contract_check(
+    contract = contract_check(
         cohort, dataset, lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design)
     )
 

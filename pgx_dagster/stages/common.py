@@ -2,9 +2,10 @@
 contract check every partitioned dataset gets. Paths and publishing: `pgx_dagster.datasets`.
 
 A stage's work is a plain function of (log, lake, duckdb[, age_band, event_year]); its checks are
-plain functions of (lake, duckdb[, age_band, event_year]) returning an AssetCheckResult. The
-wrappers here make them Dagster assets and checks; `WORK` keeps them by asset name so the
-benchmark's legacy-style baselines run exactly the same code without Dagster.
+plain functions of (session, lake[, age_band, event_year]) returning an AssetCheckResult - each
+check gets its own DuckDB session, opened here. The wrappers make them Dagster assets and checks;
+`WORK` keeps them by asset name, as functions of (lake, duckdb, ...), so the benchmark's legacy-style
+baselines run exactly the same code without Dagster.
 
 One step may cover several partitions: a backfill groups up to PGX_PARTITIONS_PER_RUN partitions
 into one run (a run and a step process cost seconds each, whatever the data). The step then runs
@@ -83,15 +84,27 @@ def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[s
     return decorate
 
 
+def _in_session(evaluate: Callable[..., AssetCheckResult]) -> Callable[..., AssetCheckResult]:
+    """A check as a function of (lake, duckdb, *partition): its own DuckDB session around `evaluate`."""
+
+    def check(lake: LakeResource, duckdb: DuckDBWorker, *partition: Any) -> AssetCheckResult:
+        with duckdb.session() as s:
+            return evaluate(s, lake, *partition)
+
+    check.__name__ = evaluate.__name__
+    return check
+
+
 def global_check(asset_def: AssetsDefinition, name: str, description: str):
-    """`evaluate(lake, duckdb) -> AssetCheckResult` as a blocking check of an unpartitioned asset."""
+    """`evaluate(session, lake) -> AssetCheckResult` as a blocking check of an unpartitioned asset."""
 
     def decorate(evaluate: Callable[..., AssetCheckResult]):
-        WORK[asset_def.key.to_user_string()].checks.append(evaluate)
+        run = _in_session(evaluate)
+        WORK[asset_def.key.to_user_string()].checks.append(run)
 
         @asset_check(asset=asset_def, name=name, blocking=True, retry_policy=STEP_RETRY, description=description)
         def whole_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-            return evaluate(lake, duckdb)
+            return run(lake, duckdb)
 
         return whole_check
 
@@ -122,12 +135,13 @@ def partitioned_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., d
 
 
 def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
-    """`evaluate(lake, duckdb, age_band, event_year) -> AssetCheckResult` as a blocking partitioned
+    """`evaluate(session, lake, age_band, event_year) -> AssetCheckResult` as a blocking partitioned
     check that records one evaluation per partition of the step."""
     asset_name = asset_def.key.to_user_string()
 
     def decorate(evaluate: Callable[..., AssetCheckResult]):
-        WORK[asset_name].checks.append(evaluate)
+        run = _in_session(evaluate)
+        WORK[asset_name].checks.append(run)
 
         @asset_check(
             asset=asset_def,
@@ -140,7 +154,7 @@ def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
         def partition_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> Iterator:
             for key in context.partition_keys:
                 started = time.perf_counter()
-                result = evaluate(lake, duckdb, *split_key(key))
+                result = run(lake, duckdb, *split_key(key))
                 yield AssetCheckEvaluation(
                     asset_key=asset_def.key,
                     check_name=name,
@@ -169,22 +183,16 @@ def reason_counts(session: Session, table: str) -> dict[str, int]:
     return {r: n for r, n in rows}
 
 
-def partition_contract_check(
-    asset_def: AssetsDefinition,
-    dataset: Dataset,
-    contract_of: Callable[[str, int], Contract],
-    detail: str = "",
+def contract_check(
+    asset_def: AssetsDefinition, dataset: Dataset, contract_of: Callable[..., Contract], detail: str = ""
 ):
-    """`<asset>_contract`: the dataset's pandera contract on one written partition (blocking)."""
+    """`<asset>_contract`: the dataset's pandera contract on what was written - one partition, or the whole
+    dataset - blocking. `contract_of(age_band, event_year)` for a partitioned dataset, `contract_of()` else."""
     name = asset_def.key.to_user_string()
+    description = f"The pandera contract of {name}: column types, value rules, unique key{detail}."
 
-    @partitioned_check(
-        asset_def,
-        name=f"{name}_contract",
-        description=f"The pandera contract of {name}: column types, value rules, unique key{detail}.",
-    )
-    def contract(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> AssetCheckResult:
-        with duckdb.session() as s:
-            return contract_result(s, parquet_relation(dataset.path(lake, band, year)), contract_of(band, year))
+    def contract(s: Session, lake: LakeResource, *partition: Any) -> AssetCheckResult:
+        return contract_result(s, parquet_relation(dataset.path(lake, *partition)), contract_of(*partition))
 
-    return contract
+    wrap = partitioned_check if dataset.partitioned else global_check
+    return wrap(asset_def, name=f"{name}_contract", description=description)(contract)

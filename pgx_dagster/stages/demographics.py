@@ -11,13 +11,13 @@ from dagster import Definitions
 from pgx_dagster import contracts
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import DEMOGRAPHICS, PERSON_INDEX, SILVER
-from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, sql_text
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.quality import contract_result, verdict
+from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import register_raw
 from pgx_dagster.reporting import STAGES, provenance_counts, table_metadata, zip3_draws
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import global_asset, global_check
+from pgx_dagster.stages.common import contract_check, global_asset, global_check
 
 # Seed of the statistical imputation draws (part of the method: changing it changes imputed values).
 IMPUTATION_SEED = 20240101
@@ -62,15 +62,9 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
         )
 
 
-@global_check(
-    member_demographics,
-    name="member_demographics_contract",
-    description="The pandera contract of member_demographics: complete fields, valid provenance, "
-    "one row per member-year.",
+member_demographics_contract = contract_check(
+    member_demographics, DEMOGRAPHICS, contracts.member_demographics, detail=" (complete fields, valid provenance)"
 )
-def member_demographics_contract(lake: LakeResource, duckdb: DuckDBWorker):
-    with duckdb.session() as s:
-        return contract_result(s, parquet_relation(DEMOGRAPHICS.path(lake)), contracts.member_demographics())
 
 
 @global_check(
@@ -79,32 +73,17 @@ def member_demographics_contract(lake: LakeResource, duckdb: DuckDBWorker):
     description="Consensus holds: one sex and birth year per person, one zip3 per person-year "
     "across all the person's member ids, and every member-year with a claim has a row.",
 )
-def member_demographics_consensus(lake: LakeResource, duckdb: DuckDBWorker):
-    with duckdb.session() as s:
-        s.view("d", parquet_relation(DEMOGRAPHICS.path(lake)))
-        medical, pharmacy = (parquet_relation(SILVER[k].glob(lake)) for k in ("medical", "pharmacy"))
-        s.view(
-            "silver_all",
-            f"(SELECT payer_id, member_id, event_year FROM {medical} "
-            f"UNION SELECT payer_id, member_id, event_year FROM {pharmacy})",
-        )
-        figures = s.rows("""
-            SELECT
-              (SELECT count(*) FROM (SELECT person_id FROM d GROUP BY 1 HAVING count(DISTINCT sex) > 1))
-                  AS persons_with_several_sexes,
-              (SELECT count(*) FROM (SELECT person_id FROM d GROUP BY 1 HAVING count(DISTINCT birth_year) > 1))
-                  AS persons_with_several_birth_years,
-              (SELECT count(*) FROM (SELECT person_id, event_year FROM d GROUP BY ALL
-                                     HAVING count(DISTINCT zip3) > 1 OR count(DISTINCT age_band) > 1))
-                  AS person_years_with_several_values,
-              (SELECT count(*) FROM silver_all) AS member_years_with_claims,
-              (SELECT count(*) FROM d) - (SELECT count(*) FROM silver_all) AS member_years_enrolled_without_claims,
-              (SELECT count(*) FROM silver_all s WHERE NOT EXISTS (
-                  SELECT 1 FROM d WHERE d.payer_id = s.payer_id AND d.member_id = s.member_id
-                                    AND d.event_year = s.event_year)) AS member_years_without_row
-        """)[0]
-        figures["provenance"] = provenance_counts(s, "d")
-        figures["persons_with_zip3_drawn_from"] = zip3_draws(s, "d")
+def member_demographics_consensus(s: Session, lake: LakeResource):
+    s.view("d", parquet_relation(DEMOGRAPHICS.path(lake)))
+    medical, pharmacy = (parquet_relation(SILVER[k].glob(lake)) for k in ("medical", "pharmacy"))
+    s.view(
+        "silver_all",
+        f"(SELECT payer_id, member_id, event_year FROM {medical} "
+        f"UNION SELECT payer_id, member_id, event_year FROM {pharmacy})",
+    )
+    figures = s.rows(sql_text("demographics/consensus_check"))[0]
+    figures["provenance"] = provenance_counts(s, "d")
+    figures["persons_with_zip3_drawn_from"] = zip3_draws(s, "d")
     passed = (
         figures["persons_with_several_sexes"] == 0
         and figures["persons_with_several_birth_years"] == 0

@@ -16,7 +16,7 @@ from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, sql_text
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, table_metadata
-from pgx_dagster.stages.common import partition_contract_check, partitioned_asset, partitioned_check
+from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check
 
 
 def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: int) -> None:
@@ -69,20 +69,17 @@ def events(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, yea
     "independently of sql/codesets/ match the written ones exactly - none is unclassified, and every code "
     "an event names fits its type's definition.",
 )
-def events_classification(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-    with duckdb.session() as s:
-        register_partition_inputs(s, lake, band, year)
-        s.view("events", parquet_relation(EVENTS.path(lake, band, year)))
-        figures = s.rows(sql_text("events/verify_classification"))[0]
-        # Not a failure: fills whose MME cannot be computed (Tuva's days supply is often blank) stay
-        # events, and the check shows how many and why.
-        mme = dict(
-            s.execute("SELECT mme_status, count(*) FROM events WHERE mme_status IS NOT NULL GROUP BY 1").fetchall()
-        )
+def events_classification(s: Session, lake: LakeResource, band: str, year: int):
+    register_partition_inputs(s, lake, band, year)
+    s.view("events", parquet_relation(EVENTS.path(lake, band, year)))
+    figures = s.rows(sql_text("events/verify_classification"))[0]
+    # Not a failure: fills whose MME cannot be computed (Tuva's days supply is often blank) stay
+    # events, and the check shows how many and why.
+    mme = dict(s.execute("SELECT mme_status, count(*) FROM events WHERE mme_status IS NOT NULL GROUP BY 1").fetchall())
     problems = {k: v for k, v in figures.items() if k not in ("events_written", "events_expected") and v}
     return verdict(not problems, {**figures, "opioid_fills_by_mme_status": mme})
 
 
-events_contract = partition_contract_check(events, EVENTS, contracts.events)
+events_contract = contract_check(events, EVENTS, contracts.events)
 
 defs = Definitions(assets=[events], asset_checks=[events_classification, events_contract])

@@ -12,11 +12,11 @@ from dagster import AssetsDefinition, Definitions
 
 from pgx_dagster import contracts
 from pgx_dagster.datasets import DEMOGRAPHICS, IMPUTED, KINDS, SILVER
-from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import provenance_counts, table_metadata
-from pgx_dagster.stages.common import partition_contract_check, partitioned_asset, partitioned_check
+from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check
 
 REQUIRED = ("sex", "birth_year", "age_band", "zip3")
 
@@ -55,16 +55,15 @@ def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
         name=f"{name}_demographics_coverage",
         description="QA 1: 100% demographics coverage - no row misses sex, birth year, age band or zip3.",
     )
-    def coverage(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-        with duckdb.session() as s:
-            rel = parquet_relation(dataset.path(lake, band, year))
-            # One scan: rows, rows missing any field, and rows missing each field.
-            any_missing = " OR ".join(f"{f} IS NULL" for f in REQUIRED)
-            per_field = ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in REQUIRED)
-            rows, incomplete, *by_field = s.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE {any_missing}), {per_field} FROM {rel}"
-            ).fetchone()
-            missing = dict(zip(REQUIRED, by_field, strict=True))
+    def coverage(s: Session, lake: LakeResource, band: str, year: int):
+        rel = parquet_relation(dataset.path(lake, band, year))
+        # One scan: rows, rows missing any field, and rows missing each field.
+        any_missing = " OR ".join(f"{f} IS NULL" for f in REQUIRED)
+        per_field = ", ".join(f"count(*) FILTER (WHERE {f} IS NULL)" for f in REQUIRED)
+        rows, incomplete, *by_field = s.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {any_missing}), {per_field} FROM {rel}"
+        ).fetchone()
+        missing = dict(zip(REQUIRED, by_field, strict=True))
         pct = 100.0 if rows == 0 else round(100.0 * (rows - incomplete) / rows, 4)
         return verdict(
             incomplete == 0,
@@ -77,19 +76,16 @@ def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
         description="QA 5: rows in (silver) = rows out (imputed), and every demographic value has a "
         "provenance (observed / member_consensus / linked_person / statistical).",
     )
-    def completeness(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-        with duckdb.session() as s:
-            rel = parquet_relation(dataset.path(lake, band, year))
-            rows_in = s.count_parquet(SILVER[kind].path(lake, band, year))
-            rows_out = s.scalar(f"SELECT count(*) FROM {rel}")
-            valid = ", ".join(f"'{v}'" for v in contracts.SOURCES)
-            no_provenance = s.scalar(
-                f"SELECT count(*) FROM {rel} WHERE "
-                + " OR ".join(
-                    f"{f}_source IS NULL OR {f}_source NOT IN ({valid})" for f in contracts.DEMOGRAPHIC_FIELDS
-                )
-            )
-            provenance = provenance_counts(s, rel)
+    def completeness(s: Session, lake: LakeResource, band: str, year: int):
+        rel = parquet_relation(dataset.path(lake, band, year))
+        rows_in = s.count_parquet(SILVER[kind].path(lake, band, year))
+        rows_out = s.scalar(f"SELECT count(*) FROM {rel}")
+        valid = ", ".join(f"'{v}'" for v in contracts.SOURCES)
+        no_provenance = s.scalar(
+            f"SELECT count(*) FROM {rel} WHERE "
+            + " OR ".join(f"{f}_source IS NULL OR {f}_source NOT IN ({valid})" for f in contracts.DEMOGRAPHIC_FIELDS)
+        )
+        provenance = provenance_counts(s, rel)
         return verdict(
             rows_in == rows_out and no_provenance == 0,
             {
@@ -100,7 +96,7 @@ def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
             },
         )
 
-    contract = partition_contract_check(imputed, dataset, lambda band, year: contracts.imputed(kind, band, year))
+    contract = contract_check(imputed, dataset, lambda band, year: contracts.imputed(kind, band, year))
     return imputed, [coverage, completeness, contract]
 
 

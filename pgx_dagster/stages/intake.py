@@ -14,7 +14,7 @@ from logging import Logger
 from dagster import Definitions
 
 from pgx_dagster.datasets import INTAKE_QUARANTINE, KINDS, OBSERVATION_PERIOD, PERSON_INDEX, STAGED
-from pgx_dagster.duck import DuckDBWorker, parquet_relation, quote
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import AGE_BANDS
 from pgx_dagster.quality import verdict
@@ -104,30 +104,29 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
     description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "
     "row sits in a configured age band and event year.",
 )
-def intake_reconciles(lake: LakeResource, duckdb: DuckDBWorker):
+def intake_reconciles(s: Session, lake: LakeResource):
     years = event_years()
-    with duckdb.session() as s:
-        register_raw(s, lake)
-        figures = {}
-        passed = True
-        for kind in KINDS:
-            # Rows of the raw table intake read (after the input format's mapping, sql/formats/).
-            rows_in = s.scalar(f"SELECT count(*) FROM raw_{kind}")
-            bands = ", ".join(map(quote, AGE_BANDS))
-            placed, outside = s.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE age_band NOT IN ({bands}) OR event_year NOT BETWEEN "
-                f"{years[0]} AND {years[-1]}) FROM {parquet_relation(STAGED[kind].glob(lake))}"
-            ).fetchone()
-            quarantined = s.count_parquet(INTAKE_QUARANTINE[kind].path(lake))
-            ok = rows_in == placed + quarantined and outside == 0
-            passed &= ok
-            figures[kind] = {
-                "rows_in": rows_in,
-                "rows_placed": placed,
-                "rows_quarantined": quarantined,
-                "unaccounted": rows_in - placed - quarantined,
-                "placed_outside_partitions": outside,
-            }
+    register_raw(s, lake)
+    figures = {}
+    passed = True
+    for kind in KINDS:
+        # Rows of the raw table intake read (after the input format's mapping, sql/formats/).
+        rows_in = s.scalar(f"SELECT count(*) FROM raw_{kind}")
+        bands = ", ".join(map(quote, AGE_BANDS))
+        placed, outside = s.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE age_band NOT IN ({bands}) OR event_year NOT BETWEEN "
+            f"{years[0]} AND {years[-1]}) FROM {parquet_relation(STAGED[kind].glob(lake))}"
+        ).fetchone()
+        quarantined = s.count_parquet(INTAKE_QUARANTINE[kind].path(lake))
+        ok = rows_in == placed + quarantined and outside == 0
+        passed &= ok
+        figures[kind] = {
+            "rows_in": rows_in,
+            "rows_placed": placed,
+            "rows_quarantined": quarantined,
+            "unaccounted": rows_in - placed - quarantined,
+            "placed_outside_partitions": outside,
+        }
     return verdict(passed, {f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()})
 
 

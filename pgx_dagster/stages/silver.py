@@ -11,11 +11,11 @@ from dagster import AssetsDefinition, Definitions
 
 from pgx_dagster import contracts
 from pgx_dagster.datasets import CODE_QUARANTINE, KINDS, SILVER, SILVER_QUARANTINE, STAGED
-from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, table_metadata
-from pgx_dagster.stages.common import partition_contract_check, partitioned_asset, partitioned_check, reason_counts
+from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check, reason_counts
 
 KIND_TEXT = {"medical": "medical claim lines", "pharmacy": "pharmacy claims"}
 # Columns of silver/<kind>.sql that are bookkeeping, not data (the line verdict; medical's rejected codes).
@@ -93,11 +93,10 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
         name=f"{name}_reconciles",
         description="Rows in (staged by intake) = rows out + rows quarantined for this partition.",
     )
-    def reconciles(lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int):
-        with duckdb.session() as s:
-            rows_in = s.count_parquet(STAGED[kind].path(lake, band, year))
-            rows_out = s.count_parquet(silver_ds.path(lake, band, year))
-            quarantined = s.count_parquet(quarantine_ds.path(lake, band, year))
+    def reconciles(s: Session, lake: LakeResource, band: str, year: int):
+        rows_in = s.count_parquet(STAGED[kind].path(lake, band, year))
+        rows_out = s.count_parquet(silver_ds.path(lake, band, year))
+        quarantined = s.count_parquet(quarantine_ds.path(lake, band, year))
         return verdict(
             rows_in == rows_out + quarantined,
             {
@@ -108,7 +107,7 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
             },
         )
 
-    contract = partition_contract_check(
+    contract = contract_check(
         silver, silver_ds, CONTRACTS[kind], detail=", every row in this partition's age band and event year"
     )
     return silver, [reconciles, contract]
