@@ -11,6 +11,9 @@ CODESET_DIR = SQL_DIR / "codesets"
 # The clinical code sets events classify claims with (concept, code_system, code, match, version).
 CLINICAL = ("ed_visit", "opioid_poisoning", "opioid_use_disorder")
 DEFAULT_OPIOID_NDC = CODESET_DIR / "opioid_ndc.csv"
+DEFAULT_NDC_INGREDIENT = CODESET_DIR / "ndc_ingredient.csv"
+# Every code set whose versions a report names.
+VERSIONED = ("ed_visit", "opioid_poisoning", "opioid_use_disorder", "pgx_drugs", "mme_conversion")
 
 
 def _csv(path: Path | str) -> str:
@@ -29,6 +32,34 @@ def register_codesets(s: Session, opioid_ndc_file: str = "", codes_dir: Path | N
         f"CAST(mme_conversion_factor AS DOUBLE) AS mme_conversion_factor, version "
         f"FROM {_csv(opioid_ndc_file or DEFAULT_OPIOID_NDC)})",
     )
+
+
+def register_pgx_drugs(s: Session, ndc_ingredient_file: str = "", opioid_ndc_file: str = "") -> None:
+    """Views `pgx_drugs` (ingredient -> gene, role, CPIC level, exposure group; sql/codesets/pgx_drugs.csv)
+    and `ndc_ingredient` (NDC -> ingredient: the shipped placeholders or PGX_NDC_INGREDIENT_FILE, with
+    the opioid NDC file's ingredients)."""
+    s.view("pgx_drugs", _csv(CODESET_DIR / "pgx_drugs.csv"))
+    s.view(
+        "ndc_ingredient",
+        f"(SELECT DISTINCT normalize_ndc(ndc) AS ndc, lower(trim(ingredient)) AS ingredient "
+        f"FROM {_csv(ndc_ingredient_file or DEFAULT_NDC_INGREDIENT)} "
+        f"UNION SELECT DISTINCT normalize_ndc(ndc), lower(trim(ingredient)) "
+        f"FROM {_csv(opioid_ndc_file or DEFAULT_OPIOID_NDC)})",
+    )
+
+
+def versions(opioid_ndc_file: str = "", ndc_ingredient_file: str = "") -> dict[str, list[str]]:
+    """The versions found in each code set in use (for a report's provenance)."""
+    import csv
+
+    files = {name: CODESET_DIR / f"{name}.csv" for name in VERSIONED}
+    files["opioid_ndc"] = Path(opioid_ndc_file or DEFAULT_OPIOID_NDC)
+    files["ndc_ingredient"] = Path(ndc_ingredient_file or DEFAULT_NDC_INGREDIENT)
+    out = {}
+    for name, path in files.items():
+        with open(path, newline="") as f:
+            out[name] = sorted({row.get("version", "") for row in csv.DictReader(f)} - {""})
+    return out
 
 
 def register_geography(s: Session) -> None:

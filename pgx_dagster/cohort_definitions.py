@@ -29,6 +29,8 @@ class CohortDefinition:
     # exclusive: a person is in at most one matched set of the cohort (the legacy pipeline's standard);
     # risk_set: incidence-density sampling - controls at risk at the index date, reusable.
     design: str = "exclusive"
+    # Days before the index date in which drug exposures count (the analysis stage).
+    exposure_window_days: int = 365
 
 
 def load(path: Path) -> CohortDefinition:
@@ -53,12 +55,15 @@ def load(path: Path) -> CohortDefinition:
     washout = tuple(raw.get("washout_event_types", types))
     if [t for t in washout if t not in EVENT_TYPES]:
         raise ValueError(f"{where}: washout_event_types must be a subset of {EVENT_TYPES}, got {list(washout)}")
+    window = raw.get("exposure_window_days", 365)
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"{where}: exposure_window_days must be a whole number of days >= 1, got {window!r}")
     design = raw.get("design", "exclusive")
     if design not in DESIGNS:
         raise ValueError(f"{where}: design must be one of {DESIGNS}, got {design!r}")
     unknown_keys = set(raw) - {
         "name", "description", "target_event_types", "controls_per_target", "seed", "owners",
-        "lookback_days", "washout_event_types", "design",
+        "lookback_days", "washout_event_types", "design", "exposure_window_days",
     }  # fmt: skip
     if unknown_keys:
         raise ValueError(f"{where}: unknown setting(s) {sorted(unknown_keys)}")
@@ -73,6 +78,7 @@ def load(path: Path) -> CohortDefinition:
         lookback_days=lookback,
         washout_event_types=washout,
         design=design,
+        exposure_window_days=window,
     )
 
 

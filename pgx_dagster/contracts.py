@@ -282,3 +282,59 @@ def validate_frame(contract: Contract, df: pd.DataFrame) -> dict[str, int]:
             counts[label] = counts.get(label, 0) + int(n)
         return counts
     return {}
+
+
+def features(name: str, controls_per_target: int = 5) -> Contract:
+    """The merged cohort with its features (sql/analysis/features.sql): one row per member of a set."""
+    phenotype = Col("VARCHAR", True)
+    return Contract(
+        f"{name}_features",
+        {
+            "matched_set_id": ID,
+            "person_id": ID,
+            "role": Col("VARCHAR", False, (_one_of(["target", "control"]),)),
+            "is_target": Col("BOOLEAN", False),
+            "index_date": Col("DATE", False),
+            "age_band": Col("VARCHAR", False, (_one_of(AGE_BANDS),)),
+            "event_year": Col("BIGINT", False),
+            "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
+            "n_controls": Col("BIGINT", False, (_rule("in_range", 0, controls_per_target),)),
+            "birth_year": Col("INTEGER", False, (_rule("in_range", 1880, 2100),)),
+            "prior_opioid_fills": Col("BIGINT", False, (_rule("ge", 0),)),
+            "max_mme_per_day": Col("DOUBLE", False, (_rule("ge", 0),)),
+            "prior_oud": Col("BOOLEAN", False),
+            "cyp2d6_opioid": Col("BOOLEAN", False),
+            "cyp2d6_opioid_days": Col("BIGINT", False, (_rule("ge", 0),)),
+            "strong_cyp2d6_inhibitor": Col("BOOLEAN", False),
+            "cyp2d6_opioid_with_inhibitor": Col("BOOLEAN", False),
+            "cpic_drugs": Col("VARCHAR[]", False),
+            "cyp2d6_phenotype": phenotype,
+            "cyp2c19_phenotype": phenotype,
+            "cyp2c9_phenotype": phenotype,
+            "slco1b1_phenotype": phenotype,
+            "cyp2d6_opioid_functional_poor": Col("BOOLEAN", False),
+        },
+        key=("matched_set_id", "person_id"),
+    )
+
+
+# The columns of a cohort's association table (pgx_dagster/association.py, one row per exposure).
+ASSOCIATION_TYPES = {
+    "kind": "VARCHAR",
+    "gene": "VARCHAR",
+    "phenotype": "VARCHAR",
+    "exposure": "VARCHAR",
+    "sets": "BIGINT",
+    "sets_used": "BIGINT",
+    "exposed_targets": "BIGINT",
+    "exposed_controls": "BIGINT",
+    "odds_ratio": "DOUBLE",
+    "ci_low": "DOUBLE",
+    "ci_high": "DOUBLE",
+    "p_value": "DOUBLE",
+    "mh_odds_ratio": "DOUBLE",
+    "mh_ci_low": "DOUBLE",
+    "mh_ci_high": "DOUBLE",
+    "mh_p_value": "DOUBLE",
+    "note": "VARCHAR",
+}

@@ -17,7 +17,8 @@ Layout (kept from the legacy pipeline so existing consumers keep working):
   gold/events/age_band=../event_year=../events.parquet
   gold/cohorts/{cohort}/age_band=../event_year=../{cohort}_{cohort,strata,attrition}.parquet
   gold/analysis/{cohort}/{analysis}/...                                 the analysis stage
-  gold/exports/{cohort}/...                                             merged exports and the report
+  gold/exports/{cohort}/data/...                                        merged export, dictionary, validation
+  gold/exports/{cohort}/report/{cohort}_report.html                     the report
 Partition folders use Hive naming with DuckDB's escaping ('75+' is written 'age_band=75%2B'), so
 `read_parquet(..., hive_partitioning = true)` reads the values back exactly. A folder is published
 whole: written elsewhere, then swapped in (LakeResource.publish_dir), with `_checkpoint.json` inside.
@@ -157,8 +158,14 @@ def analysis(name: str, kind: str) -> Dataset:
 
 
 def export(name: str) -> Dataset:
-    """A cohort's merged exports, data dictionary, validation record and report."""
-    return Dataset(f"gold/exports/{name}", f"{name}_cohort_features.parquet", partitioned=False, stage="analysis")
+    """A cohort's merged export: the cohort with its features as Parquet and CSV, the data dictionary, the
+    association and balance tables, and the validation record."""
+    return Dataset(f"gold/exports/{name}/data", f"{name}_cohort_features.parquet", partitioned=False, stage="analysis")
+
+
+def report(name: str) -> Dataset:
+    """A cohort's report: one self-contained HTML file."""
+    return Dataset(f"gold/exports/{name}/report", f"{name}_report.html", partitioned=False, stage="analysis")
 
 
 # The partitioned datasets whose content must be identical whoever computes them (benchmarks/).

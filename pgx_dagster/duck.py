@@ -135,6 +135,14 @@ class Session:
         """(name, type) of a relation's columns."""
         return [(r[0], r[1]) for r in self.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
 
+    def register_rows(self, name: str, rows: list[dict[str, Any]], types: Mapping[str, str]) -> None:
+        """Temp table `name` of Python rows, its columns `types` (name -> DuckDB type), empty or not."""
+        columns = ", ".join(f'"{c}" {t}' for c, t in types.items())
+        self.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
+        if rows:
+            placeholders = ", ".join("?" for _ in types)
+            self.con.executemany(f"INSERT INTO {name} VALUES ({placeholders})", [[r[c] for c in types] for r in rows])
+
 
 def extension_path(name: str) -> Path:
     """The extension file shipped in the `duckdb-extension-<name>` wheel, for this DuckDB version."""

@@ -84,6 +84,16 @@ class LakeResource(ConfigurableResource):
         description="opioid NDC / MME conversion file in the layout of sql/codesets/opioid_ndc.csv, e.g. built "
         "by `pgx build-ndc-map` (PGX_OPIOID_NDC_FILE); default the shipped placeholder list",
     )
+    ndc_ingredient_file: str = Field(
+        default="",
+        description="NDC -> ingredient map in the layout of sql/codesets/ndc_ingredient.csv, e.g. built by "
+        "`pgx build-ndc-map` (PGX_NDC_INGREDIENT_FILE); default the shipped placeholder map",
+    )
+    genotypes: str = Field(
+        default="",
+        description="table of person_id, gene, phenotype (CPIC terms), CSV or Parquet, a path or glob "
+        "(PGX_GENOTYPES); default <PGX_RAW_ROOT>/genotypes/*.parquet when it exists; none: no phenotypes",
+    )
     lake_root: str = Field(default=DEFAULT_LAKE_ROOT, description="lake root folder (PGX_LAKE_ROOT)")
     extract_date: str = Field(
         default="", description="date the raw extract was cut, YYYY-MM-DD (PGX_EXTRACT_DATE); default today"

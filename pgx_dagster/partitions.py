@@ -3,6 +3,8 @@ per cohort for the analysis stage."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from dagster import MultiPartitionKey, MultiPartitionsDefinition, StaticPartitionsDefinition
 
 from pgx_dagster.settings import event_years
@@ -39,5 +41,8 @@ def cohort_names() -> list[str]:
     return [d.name for d in load_all()]
 
 
-# The analysis stage: one partition per cohort (cohorts/*.toml).
-cohort_partitions = StaticPartitionsDefinition(cohort_names())
+@cache
+def cohort_partitions() -> StaticPartitionsDefinition:
+    """The analysis stage: one partition per cohort (cohorts/*.toml). A function, as the cohort
+    definitions import the contracts, which import the age bands above."""
+    return StaticPartitionsDefinition(cohort_names())

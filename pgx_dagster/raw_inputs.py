@@ -359,3 +359,37 @@ def _validate_format(lake: LakeResource) -> tuple[bool, list[str]]:
                          + ", ".join(tried))  # fmt: skip
             ok &= source.may_be_absent
     return ok, lines
+
+
+# ---- genotypes (optional) -------------------------------------------------------------------------------
+GENOTYPE_COLUMNS = ("person_id", "gene", "phenotype")
+
+
+def register_genotypes(s: Session, lake: LakeResource) -> list[str]:
+    """View `genotypes` (person_id, gene, phenotype) from PGX_GENOTYPES, else <raw root>/genotypes/*.parquet
+    when it exists, else empty. Phenotypes are CPIC terms ('Poor Metabolizer'); a gene name written in
+    front ('CYP2D6 Poor Metabolizer') is taken off. Returns the files read."""
+    pattern = lake.genotypes or f"{lake.raw_roots()[0]}/genotypes/*.parquet"
+    files = lake.files(pattern)
+    if lake.genotypes and not files:
+        raise Failure(f"PGX_GENOTYPES={lake.genotypes}: no such file", allow_retries=False)
+    if not files:
+        s.view(
+            "genotypes",
+            "(SELECT NULL::VARCHAR AS person_id, NULL::VARCHAR AS gene, NULL::VARCHAR AS phenotype LIMIT 0)",
+        )
+        return []
+    relation = _reader(files, Source("genotypes"))
+    present = {name for name, _ in s.columns(relation)}
+    if missing := [c for c in GENOTYPE_COLUMNS if c not in present]:
+        raise Failure(
+            f"genotypes ({files[0]}) lack column(s) {', '.join(missing)}: expected {', '.join(GENOTYPE_COLUMNS)}",
+            allow_retries=False,
+        )
+    s.view(
+        "genotypes",
+        f"(SELECT DISTINCT clean_text(person_id) AS person_id, upper(clean_text(gene)) AS gene, "
+        f"trim(regexp_replace(clean_text(phenotype), '(?i)^' || upper(clean_text(gene)) || '\\s+', '')) AS phenotype "
+        f"FROM {relation} WHERE clean_text(phenotype) IS NOT NULL)",
+    )
+    return files

@@ -41,6 +41,8 @@ def build_resources(raw_root: str | None = None, lake_root: str | None = None) -
             lake_root=lake_root or _env("PGX_LAKE_ROOT", DEFAULT_LAKE_ROOT),
             raw_format=_env("PGX_RAW_FORMAT", "pgx"),
             opioid_ndc_file=_env("PGX_OPIOID_NDC_FILE", ""),
+            ndc_ingredient_file=_env("PGX_NDC_INGREDIENT_FILE", ""),
+            genotypes=_env("PGX_GENOTYPES", ""),
             extract_date=_env("PGX_EXTRACT_DATE", ""),
             raw_overrides={table: os.environ[var] for table, var in RAW_OVERRIDE_VARS.items() if os.environ.get(var)},
         ),

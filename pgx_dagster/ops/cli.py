@@ -7,6 +7,7 @@ pgx materialize      the same backfill on whatever PGX_RAW_ROOT / PGX_LAKE_ROOT 
 pgx backfill         an asset backfill through a running webserver and daemon (ops/backfill.py)
 pgx daemon           `dagster-daemon run` with a short loop, so backfills advance every second
 pgx validate-inputs  which raw files would be read
+pgx build-ndc-map    the NDC -> ingredient map and opioid NDC / MME file from the FDA NDC Directory
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     bf.add_argument("--no-wait", action="store_true", help="submit and return")
     sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
     sub.add_parser(
+        "build-ndc-map", help="NDC -> ingredient and opioid MME files from the FDA NDC Directory", add_help=False
+    )
+    sub.add_parser(
         "daemon",
         help="`dagster-daemon run` (options passed on) looping every PGX_DAEMON_TICK_SECONDS (default 1; Dagster's 30)",
     )
@@ -100,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
 
         daemon_main(extra)
         return
+    if a.command == "build-ndc-map":
+        from pgx_dagster.ops.ndc_map import main as ndc_map_main
+
+        sys.exit(ndc_map_main(extra))
     if extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
     if a.command == "validate-inputs":

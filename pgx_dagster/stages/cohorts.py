@@ -259,7 +259,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         return verdict(all(v == 0 for k, v in f.items() if k not in figures_only), f)
 
     contract = contract_check(
-        cohort, dataset, lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design)
+        cohort, dataset.path, lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design)
     )
 
     return cohort, [ratio_check, observation_check, design_check, contract]

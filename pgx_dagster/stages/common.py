@@ -35,11 +35,10 @@ from dagster import (
 )
 
 from pgx_dagster.contracts import Contract
-from pgx_dagster.datasets import Dataset
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import claims_partitions, split_key
+from pgx_dagster.partitions import claims_partitions, cohort_partitions, split_key
 from pgx_dagster.quality import contract_result
 from pgx_dagster.reporting import peak_rss_mb
 from pgx_dagster.settings import partitions_per_run
@@ -59,11 +58,24 @@ COHORT_POLICY = BackfillPolicy.single_run()
 
 @dataclass
 class Work:
-    """An asset's computation and checks as plain functions (see module docstring)."""
+    """An asset's computation and checks as plain functions (see module docstring). `partitions`:
+    "" for a global asset, "claims" (age_band x event_year) or "cohort" (one per cohort)."""
 
-    partitioned: bool
+    partitions: str
     run: Callable[..., dict[str, Any]]
     checks: list[Callable[..., AssetCheckResult]] = field(default_factory=list)
+
+    @property
+    def partitioned(self) -> bool:
+        return bool(self.partitions)
+
+
+PARTITIONS = {"claims": claims_partitions, "cohort": cohort_partitions()}
+
+
+def partition_args(partitions_def: Any, key: str) -> tuple:
+    """A partition key as the arguments of a stage's functions: (age_band, event_year), or (cohort,)."""
+    return split_key(key) if partitions_def is claims_partitions else (key,)
 
 
 WORK: dict[str, Work] = {}
@@ -73,7 +85,7 @@ def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[s
     """`run(log, lake, duckdb) -> metadata` as an unpartitioned asset (a step over the whole extract)."""
 
     def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
-        WORK[name] = Work(partitioned=False, run=run)
+        WORK[name] = Work(partitions="", run=run)
 
         @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, **asset_args)
         def whole_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
@@ -111,23 +123,30 @@ def global_check(asset_def: AssetsDefinition, name: str, description: str):
     return decorate
 
 
-def partitioned_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
-    """`run(log, lake, duckdb, age_band, event_year) -> metadata` as a partitioned asset."""
+def partitioned_asset(
+    name: str, partitions: str = "claims", with_instance: bool = False, **asset_args: Any
+) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
+    """`run(log, lake, duckdb, age_band, event_year) -> metadata` as an asset partitioned by claims, or
+    `run(log, lake, duckdb, cohort) -> metadata` as one partitioned by cohort (`partitions="cohort"`);
+    `with_instance`: run also gets `instance=` the Dagster instance (None outside Dagster)."""
+    partitions_def = PARTITIONS[partitions]
 
     def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
-        WORK[name] = Work(partitioned=True, run=run)
+        WORK[name] = Work(partitions=partitions, run=run)
 
         @asset(
             name=name,
-            partitions_def=claims_partitions,
+            partitions_def=partitions_def,
             retry_policy=STEP_RETRY,
             kinds=KINDS,
             backfill_policy=asset_args.pop("backfill_policy", PARTITION_POLICY),
             **{"owners": OWNERS, **asset_args},
         )
         def partition_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> None:
+            extra = {"instance": context.instance} if with_instance else {}
             for key in context.partition_keys:
-                context.add_asset_metadata(run(context.log, lake, duckdb, *split_key(key)), partition_key=key)
+                meta = run(context.log, lake, duckdb, *partition_args(partitions_def, key), **extra)
+                context.add_asset_metadata(meta, partition_key=key)
 
         return partition_asset
 
@@ -135,9 +154,11 @@ def partitioned_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., d
 
 
 def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
-    """`evaluate(session, lake, age_band, event_year) -> AssetCheckResult` as a blocking partitioned
-    check that records one evaluation per partition of the step."""
+    """`evaluate(session, lake, *partition) -> AssetCheckResult` - partition: (age_band, event_year) or
+    (cohort,), as the asset's - as a blocking partitioned check that records one evaluation per partition
+    of the step."""
     asset_name = asset_def.key.to_user_string()
+    partitions_def = asset_def.partitions_def
 
     def decorate(evaluate: Callable[..., AssetCheckResult]):
         run = _in_session(evaluate)
@@ -147,14 +168,14 @@ def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
             asset=asset_def,
             name=name,
             blocking=True,
-            partitions_def=claims_partitions,
+            partitions_def=partitions_def,
             retry_policy=STEP_RETRY,
             description=description,
         )
         def partition_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> Iterator:
             for key in context.partition_keys:
                 started = time.perf_counter()
-                result = run(lake, duckdb, *split_key(key))
+                result = run(lake, duckdb, *partition_args(partitions_def, key))
                 yield AssetCheckEvaluation(
                     asset_key=asset_def.key,
                     check_name=name,
@@ -184,15 +205,19 @@ def reason_counts(session: Session, table: str) -> dict[str, int]:
 
 
 def contract_check(
-    asset_def: AssetsDefinition, dataset: Dataset, contract_of: Callable[..., Contract], detail: str = ""
+    asset_def: AssetsDefinition,
+    path_of: Callable[..., str],
+    contract_of: Callable[..., Contract],
+    detail: str = "",
 ):
-    """`<asset>_contract`: the dataset's pandera contract on what was written - one partition, or the whole
-    dataset - blocking. `contract_of(age_band, event_year)` for a partitioned dataset, `contract_of()` else."""
+    """`<asset>_contract`: the pandera contract on what the asset wrote - per partition, or the whole
+    dataset - blocking. `path_of(lake, *partition)` is the file (a Dataset's `path`), `contract_of(*partition)`
+    the contract; the partition is (age_band, event_year), (cohort,) or nothing, as the asset's."""
     name = asset_def.key.to_user_string()
     description = f"The pandera contract of {name}: column types, value rules, unique key{detail}."
 
     def contract(s: Session, lake: LakeResource, *partition: Any) -> AssetCheckResult:
-        return contract_result(s, parquet_relation(dataset.path(lake, *partition)), contract_of(*partition))
+        return contract_result(s, parquet_relation(path_of(lake, *partition)), contract_of(*partition))
 
-    wrap = partitioned_check if dataset.partitioned else global_check
+    wrap = global_check if asset_def.partitions_def is None else partitioned_check
     return wrap(asset_def, name=f"{name}_contract", description=description)(contract)

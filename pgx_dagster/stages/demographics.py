@@ -63,7 +63,7 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
 
 
 member_demographics_contract = contract_check(
-    member_demographics, DEMOGRAPHICS, contracts.member_demographics, detail=" (complete fields, valid provenance)"
+    member_demographics, DEMOGRAPHICS.path, contracts.member_demographics, detail=" (complete fields, valid provenance)"
 )
 
 

@@ -80,6 +80,6 @@ def events_classification(s: Session, lake: LakeResource, band: str, year: int):
     return verdict(not problems, {**figures, "opioid_fills_by_mme_status": mme})
 
 
-events_contract = contract_check(events, EVENTS, contracts.events)
+events_contract = contract_check(events, EVENTS.path, contracts.events)
 
 defs = Definitions(assets=[events], asset_checks=[events_classification, events_contract])

@@ -96,7 +96,7 @@ def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
             },
         )
 
-    contract = contract_check(imputed, dataset, lambda band, year: contracts.imputed(kind, band, year))
+    contract = contract_check(imputed, dataset.path, lambda band, year: contracts.imputed(kind, band, year))
     return imputed, [coverage, completeness, contract]
 
 

@@ -108,7 +108,7 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
         )
 
     contract = contract_check(
-        silver, silver_ds, CONTRACTS[kind], detail=", every row in this partition's age band and event year"
+        silver, silver_ds.path, CONTRACTS[kind], detail=", every row in this partition's age band and event year"
     )
     return silver, [reconciles, contract]
 

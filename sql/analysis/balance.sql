@@ -1,0 +1,52 @@
+-- Covariate balance between targets and controls: the standardized mean difference (SMD) of every
+-- covariate - the matching keys (each age band, sex, each event year), birth year, prior opioid fills,
+-- the highest MME/day, prior OUD, and every exposure - with the matched-set weights of ratio matching:
+-- a target weighs 1, each control 1 / the controls of its set (MatchIt's weights for 1:k matching).
+-- Sets without a control are left out (they cannot be compared). SMD = (mean of targets - weighted mean
+-- of controls) / sqrt((variance of targets + weighted variance of controls) / 2); with no variance on
+-- either side it is 0 when the means agree, and NULL (undefined: the groups differ entirely) when not.
+-- Inputs: features, exposure_flags.
+WITH members AS (
+    SELECT f.*, CASE WHEN f.is_target THEN 1.0 ELSE 1.0 / f.n_controls END AS w
+    FROM features f WHERE f.n_controls > 0
+),
+bands AS (SELECT DISTINCT age_band FROM members),
+years AS (SELECT DISTINCT event_year FROM members),
+covariates AS (
+    SELECT m.is_target, m.w, 'matching_key' AS kind, 'age_band ' || b.age_band AS covariate,
+           (m.age_band = b.age_band)::DOUBLE AS value
+    FROM members m, bands b
+    UNION ALL
+    SELECT is_target, w, 'matching_key', 'sex F', (sex = 'F')::DOUBLE FROM members
+    UNION ALL
+    SELECT m.is_target, m.w, 'matching_key', 'event_year ' || y.event_year, (m.event_year = y.event_year)::DOUBLE
+    FROM members m, years y
+    UNION ALL
+    SELECT is_target, w, 'covariate', 'birth_year', birth_year::DOUBLE FROM members
+    UNION ALL
+    SELECT is_target, w, 'covariate', 'prior_opioid_fills', prior_opioid_fills::DOUBLE FROM members
+    UNION ALL
+    SELECT is_target, w, 'covariate', 'max_mme_per_day', max_mme_per_day FROM members
+    UNION ALL
+    SELECT is_target, w, 'covariate', 'prior_oud', prior_oud::DOUBLE FROM members
+    UNION ALL
+    SELECT m.is_target, m.w, 'exposure', x.exposure, x.exposed::DOUBLE
+    FROM members m
+    JOIN exposure_flags x USING (matched_set_id, person_id)
+    WHERE x.kind IN ('drug', 'group')
+),
+moments AS (
+    SELECT kind, covariate, is_target,
+           sum(w * value) / sum(w) AS mean,
+           sum(w * value * value) / sum(w) - (sum(w * value) / sum(w)) ^ 2 AS variance,
+           count(*) AS n
+    FROM covariates WHERE value IS NOT NULL GROUP BY ALL
+)
+SELECT t.kind, t.covariate, t.mean AS mean_targets, c.mean AS mean_controls, t.n AS targets, c.n AS controls,
+       CASE WHEN greatest(t.variance, 0) + greatest(c.variance, 0) > 0
+                THEN (t.mean - c.mean) / sqrt((greatest(t.variance, 0) + greatest(c.variance, 0)) / 2)
+            WHEN t.mean = c.mean THEN 0.0 END AS smd
+FROM moments t
+JOIN moments c ON c.kind = t.kind AND c.covariate = t.covariate AND NOT c.is_target
+WHERE t.is_target
+ORDER BY CASE t.kind WHEN 'matching_key' THEN 1 WHEN 'covariate' THEN 2 ELSE 3 END, t.covariate

@@ -1,0 +1,34 @@
+-- Every exposure the association is estimated for, for every member of every matched set: exposed or
+-- not. Exposures: each drug of pgx_drugs (`drug:<ingredient>`); the groups of features.sql; and, when
+-- genotypes are given, each drug x phenotype of a gene the drug has CPIC guidance for
+-- (`drug:<ingredient> x <GENE> <phenotype>`: the drug in the window and that phenotype).
+-- Inputs: features (analysis/features.sql), pgx_drugs, genotypes.
+WITH drugs AS (SELECT DISTINCT ingredient FROM pgx_drugs),
+drug_phenotypes AS (
+    SELECT DISTINCT d.ingredient, d.gene, g.phenotype
+    FROM pgx_drugs d JOIN genotypes g ON g.gene = d.gene
+    WHERE d.role = 'substrate'
+),
+member_phenotypes AS (
+    SELECT f.matched_set_id, f.person_id, g.gene, g.phenotype
+    FROM features f JOIN genotypes g USING (person_id)
+)
+SELECT f.matched_set_id, f.person_id, f.is_target, 'drug' AS kind, 'drug:' || d.ingredient AS exposure,
+       NULL::VARCHAR AS gene, NULL::VARCHAR AS phenotype, list_contains(f.cpic_drugs, d.ingredient) AS exposed
+FROM features f, drugs d
+UNION ALL
+SELECT f.matched_set_id, f.person_id, f.is_target, 'group', g.exposure, NULL, NULL, g.exposed
+FROM features f,
+     LATERAL (VALUES ('cyp2d6_opioid', f.cyp2d6_opioid),
+                     ('strong_cyp2d6_inhibitor', f.strong_cyp2d6_inhibitor),
+                     ('cyp2d6_opioid_with_inhibitor', f.cyp2d6_opioid_with_inhibitor),
+                     ('cyp2d6_opioid_functional_poor', f.cyp2d6_opioid_functional_poor)) g(exposure, exposed)
+UNION ALL
+SELECT f.matched_set_id, f.person_id, f.is_target, 'drug_phenotype',
+       'drug:' || dp.ingredient || ' x ' || dp.gene || ' ' || dp.phenotype, dp.gene, dp.phenotype,
+       list_contains(f.cpic_drugs, dp.ingredient) AND coalesce(mp.phenotype = dp.phenotype, FALSE)
+FROM features f
+CROSS JOIN drug_phenotypes dp
+LEFT JOIN member_phenotypes mp ON mp.matched_set_id = f.matched_set_id AND mp.person_id = f.person_id
+    AND mp.gene = dp.gene
+ORDER BY exposure, matched_set_id, is_target DESC, person_id
