@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baselines import STAGE_ASSETS, digest_differences, floor, lake_digest, legacy_pool
+from benchmarks.baselines import (
+    STAGE_ASSETS,
+    STAGES,
+    digest_differences,
+    floor,
+    lake_digest,
+    legacy_pool,
+    stage_assets,
+)
 from pgx_dagster import settings
 from pgx_dagster.settings import REPO_ROOT
 
@@ -178,9 +186,9 @@ def measure(raw: Path, work: Path, engines: list[str], workers: int, timeout: fl
 def rows_per_s(result: dict[str, Any]) -> dict[str, float]:
     """Output rows of a stage / wall seconds of that stage."""
     out = {}
-    for stage, assets in STAGE_ASSETS:
+    for stage in STAGES:
         seconds = result.get("stage_s", {}).get(stage)
-        n = sum(result.get("rows", {}).get(a, 0) for a in assets)
+        n = sum(result.get("rows", {}).get(a, 0) for a in stage_assets(stage))
         if seconds:
             out[stage] = round(n / seconds)
     return out
@@ -231,6 +239,10 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
     if "dagster" in engines:
         summary["peak_rss_mb_global_steps"] = one["results"]["dagster"]["peak_rss_mb_global_steps"]
     summary["rows_per_s"] = {e: rows_per_s(one["results"][e]) for e in engines}
+    # Issue 14's budget: the analysis stage adds at most 10% to the full backfill.
+    summary["analysis_share"] = {
+        e: round(one["results"][e]["stage_s"].get("analysis", 0.0) / one["results"][e]["seconds"], 4) for e in engines
+    }
     summary["identical_outputs"] = all(s["results"]["identical"] for s in scales.values())
     summary["differences"] = {name: s["results"]["differences"] for name, s in scales.items()}
     return summary
@@ -261,6 +273,7 @@ def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: l
         "no_run_executing_s",
         "peak_rss_mb_per_worker",
         "peak_rss_mb_global_steps",
+        "analysis_share",
     ):
         if key in summary:
             lines.append(f"{key:<28}{json.dumps(summary[key])}")

@@ -74,27 +74,35 @@ def estimate(exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed:
     cells = [np.bincount(sets, weights=(y == t) & (x == e), minlength=len(codes)) for t in (1, 0) for e in (1, 0)]
     tables = np.stack(cells).reshape(2, 2, -1)[:, :, discordant]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # separation and tiny strata warn; the note says what happened
+        warnings.simplefilter("ignore")  # a zero cell warns; the fields are None then
         mh = StratifiedTable(tables)
         mh_or = _finite(mh.oddsratio_pooled)
         mh_ci = mh.oddsratio_pooled_confint() if mh_or else (None, None)
-        mh_p = _finite(mh.test_null_odds().pvalue)
-        result = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=set_ids[keep]).fit(disp=0)
-    beta, se = float(result.params[0]), float(result.bse[0])
-    note = ""
-    if not (math.isfinite(beta) and math.isfinite(se)) or abs(beta) > 20:
-        note = "separation: the exposure is (almost) only in targets or only in controls of the sets that differ"
-        mh_fields = {"mh_odds_ratio": mh_or, "mh_ci_low": _finite(mh_ci[0]), "mh_ci_high": _finite(mh_ci[1])}
-        return Estimate(**base, **{**empty, **mh_fields, "mh_p_value": mh_p}, note=note)
+        mh_fields = {"mh_odds_ratio": mh_or, "mh_ci_low": _finite(mh_ci[0]), "mh_ci_high": _finite(mh_ci[1]),
+                     "mh_p_value": _finite(mh.test_null_odds().pvalue)}  # fmt: skip
+    # With one binary exposure the conditional likelihood has a finite maximum only if some discordant sets
+    # have the target exposed and some have it unexposed; otherwise the odds ratio is unbounded (0 or inf).
+    exposed_target = tables[0, 0, :]
+    if exposed_target.all() or not exposed_target.any():
+        side = "every" if exposed_target.all() else "no"
+        note = f"not estimable: separation - the target is exposed in {side} set whose members differ in exposure"
+        return Estimate(**base, **{**empty, **mh_fields}, note=note)
+    # Newton-Raphson to a tight tolerance: statsmodels' default (BFGS) stops ~1e-5 short of the maximum.
+    model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=set_ids[keep])
+    try:
+        result = model.fit(method="newton", tol=1e-12, maxiter=100, disp=0)
+        beta, se = float(result.params[0]), float(result.bse[0])
+        converged = abs(float(model.score(result.params)[0])) < 1e-6 * base["sets_used"]
+    except np.linalg.LinAlgError:  # a flat likelihood: the information matrix is singular
+        beta, se, converged = math.nan, math.nan, False
+    if not (converged and math.isfinite(beta) and math.isfinite(se)):
+        return Estimate(**base, **{**empty, **mh_fields}, note="not estimable: the fit did not converge")
     return Estimate(
         **base,
         odds_ratio=math.exp(beta),
         ci_low=math.exp(beta - Z_95 * se),
         ci_high=math.exp(beta + Z_95 * se),
         p_value=_finite(float(result.pvalues[0])),
-        mh_odds_ratio=mh_or,
-        mh_ci_low=_finite(mh_ci[0]),
-        mh_ci_high=_finite(mh_ci[1]),
-        mh_p_value=mh_p,
-        note=note,
+        **mh_fields,
+        note="",
     )

@@ -312,6 +312,7 @@ def features(name: str, controls_per_target: int = 5) -> Contract:
             "cyp2c19_phenotype": phenotype,
             "cyp2c9_phenotype": phenotype,
             "slco1b1_phenotype": phenotype,
+            "vkorc1_phenotype": phenotype,
             "cyp2d6_opioid_functional_poor": Col("BOOLEAN", False),
         },
         key=("matched_set_id", "person_id"),

@@ -19,6 +19,7 @@ table (raw_medical, raw_pharmacy, raw_eligibility, raw_enrollment, raw_linkage) 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from dagster import Failure
@@ -365,14 +366,26 @@ def _validate_format(lake: LakeResource) -> tuple[bool, list[str]]:
 GENOTYPE_COLUMNS = ("person_id", "gene", "phenotype")
 
 
+def genotype_files(lake: LakeResource) -> list[str]:
+    """PGX_GENOTYPES as a file, a glob or a folder (its *.parquet, else its *.csv); unset: the raw
+    root's genotypes/ folder."""
+    given = lake.genotypes.rstrip("/") or f"{lake.raw_roots()[0]}/genotypes"
+    if re.search(r"[*?\[]|\.(parquet|csv)$", given):
+        return lake.files(given)
+    return lake.files(f"{given}/*.parquet") or lake.files(f"{given}/*.csv")
+
+
 def register_genotypes(s: Session, lake: LakeResource) -> list[str]:
     """View `genotypes` (person_id, gene, phenotype) from PGX_GENOTYPES, else <raw root>/genotypes/*.parquet
     when it exists, else empty. Phenotypes are CPIC terms ('Poor Metabolizer'); a gene name written in
     front ('CYP2D6 Poor Metabolizer') is taken off. Returns the files read."""
-    pattern = lake.genotypes or f"{lake.raw_roots()[0]}/genotypes/*.parquet"
-    files = lake.files(pattern)
+    files = genotype_files(lake)
     if lake.genotypes and not files:
-        raise Failure(f"PGX_GENOTYPES={lake.genotypes}: no such file", allow_retries=False)
+        raise Failure(
+            f"PGX_GENOTYPES={lake.genotypes}: no genotype file there (a Parquet or CSV file, a glob, or a folder "
+            "of them, with columns person_id, gene, phenotype). Fix the path, or unset PGX_GENOTYPES to run without.",
+            allow_retries=False,
+        )
     if not files:
         s.view(
             "genotypes",

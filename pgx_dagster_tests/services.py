@@ -3,6 +3,7 @@ S3 server on loopback, stopped by process id."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 from pgx_dagster.ops.services import BIN, dagster_services, free_port, stop, wait_for_url
 from pgx_dagster.settings import REPO_ROOT as REPO
 
-__all__ = ["REPO", "apt_install", "dagster_services", "free_port", "moto_s3"]
+__all__ = ["ARTIFACTS", "REPO", "apt_install", "dagster_services", "free_port", "moto_s3", "render"]
+
+# Screenshots, DOM dumps and service logs of the tests, kept for a person (and CI) to look at.
+ARTIFACTS = REPO / "test-artifacts"
 
 
 def apt_install(package: str) -> None:
@@ -43,3 +47,33 @@ def moto_s3(logs: Path):
         }
     finally:
         stop(proc)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        # Debian's chromium; CI runs as root on a fresh machine.
+        apt_install("chromium")
+    return path
+
+
+def render(url: str, screenshot: Path, profile: Path, window: str = "1600,1200", offline: bool = False) -> str:
+    """Screenshot `url` in headless Chromium and return its DOM after scripts ran. `offline`: every
+    request other than the page itself goes to a closed port (what a page needs from the network fails)."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        f"--user-data-dir={profile}",
+        f"--window-size={window}",
+        "--virtual-time-budget=20000",
+        *(["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"] if offline else []),
+    ]
+    subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    return dom.stdout

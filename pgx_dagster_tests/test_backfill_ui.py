@@ -14,9 +14,8 @@ import pytest
 from pgx_dagster.datasets import SILVER
 from pgx_dagster.ops.backfill import Client
 from pgx_dagster_tests.helpers import path_of
-from pgx_dagster_tests.services import REPO, apt_install, dagster_services
+from pgx_dagster_tests.services import ARTIFACTS, REPO, dagster_services, render
 
-ARTIFACTS = REPO / "test-artifacts"
 ASSETS = ["imputed_medical", "imputed_pharmacy", "events"]
 PARTITIONS = ["65-74|2019", "45-54|2018", "18-34|2017"]
 BROKEN = "18-34|2017"
@@ -135,33 +134,6 @@ def test_one_failing_partition_does_not_stop_the_others_and_reexecute_failed_com
         ("imputed_medical", "imputed_medical_imputation_completeness"),
     ]:
         assert latest_check(client, asset, check, BROKEN)["status"] == "SUCCEEDED"
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        # Debian's chromium; CI runs as root on a fresh machine.
-        apt_install("chromium")
-    return path
-
-
-def render(url: str, screenshot: Path, profile: Path) -> str:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-quic",
-        f"--user-data-dir={profile}",
-        "--window-size=1600,1200",
-        "--virtual-time-budget=20000",
-    ]
-    subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
-    dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
-    return dom.stdout
 
 
 def test_checks_tab_renders_check_names_and_statuses_in_chromium(ui, tmp_path):

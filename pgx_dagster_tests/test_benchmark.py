@@ -29,14 +29,17 @@ def bench(tmp_path, name: str, *args: str) -> dict:
 def test_all_three_engines_produce_identical_lakes(tmp_path):
     r = bench(tmp_path, "all", "--members", "40", "--tiny-members", "0", "--no-2x")
     for key in ("members", "claim_rows", "dagster_s", "legacy_pool_s", "duckdb_single_s", "ratio_vs_legacy",
-                "ratio_vs_floor", "overhead_s_per_step", "peak_rss_mb_per_worker", "rows_per_s"):  # fmt: skip
+                "ratio_vs_floor", "overhead_s_per_step", "peak_rss_mb_per_worker", "rows_per_s",
+                "analysis_share"):  # fmt: skip
         assert key in r, key
     assert r["members"] == 40 and r["claim_rows"] > 0
     assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs legacy_pool": [],
                                                                           "dagster vs duckdb_single": []}}  # fmt: skip
-    # intake, 5 silver runs (one per event year), demographics, 5 imputed + events, 5 cohort, 1 attrition
+    # intake, 5 silver runs (one per event year), demographics, 5 imputed + events, 5 cohort, 1 analysis
     assert r["runs"] == 18
     assert r["dagster_s"] > 0 and r["ratio_vs_legacy"] > 0
+    assert set(r["analysis_share"]) == {"dagster", "legacy_pool", "duckdb_single"}
+    assert all(0 < share < 1 for share in r["analysis_share"].values())
 
 
 def test_fixed_and_marginal_cost_from_tiny_1x_and_2x(tmp_path):

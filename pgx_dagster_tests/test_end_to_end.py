@@ -40,11 +40,12 @@ def test_one_backfill_materialized_every_partition_and_every_check_passed(pipeli
     outcome = pipeline.report
     assert outcome.succeeded and outcome.status == "COMPLETED_SUCCESS"
     assert [c for c in outcome.checks if not c[3]] == []
-    # 1 intake check + 35 x (4 silver + 6 imputed + 2 events + 4 cohort) + 2 demographics
-    assert len(outcome.checks) == 1 + 35 * 16 + 2
+    # 1 intake check + 35 x (4 silver + 6 imputed + 2 events + 4 cohort) + 2 demographics + 7 analysis
+    assert len(outcome.checks) == 1 + 35 * 16 + 2 + 7
     assert {a: len(p) for a, p in outcome.rows.items()} == {
         "claims_intake": 1, "silver_medical": 35, "silver_pharmacy": 35, "member_demographics": 1,
         "imputed_medical": 35, "imputed_pharmacy": 35, "events": 35, "cohort_opioid_ed": 35, "cohort_attrition": 1,
+        "pgx_exposures": 1, "covariate_balance": 1, "matched_association": 1, "cohort_export": 1, "cohort_report": 1,
     }  # fmt: skip
 
 

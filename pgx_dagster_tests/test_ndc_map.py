@@ -56,7 +56,10 @@ def test_the_ingredient_map_and_the_opioid_file(tmp_path):
         "00591321254": ("fentanyl", 25.0, "mcg/hr", 7.2),  # a patch: the CDC file's per-patch factor
         "65162062710": ("tramadol", 50.0, "mg", 0.1),
     }
-    assert summary["left_out_of_the_opioid_file"] == {"morphine: intravenous mg/mL": 1}
+    assert summary["left_out_of_the_opioid_file"] == {
+        "morphine: intravenous mg/mL": 1,
+        "buprenorphine: opioid agonist (PHARM_CLASSES) without a CDC conversion factor": 1,
+    }
 
 
 def test_the_pipeline_computes_mme_with_the_built_file(tmp_path):
@@ -68,14 +71,17 @@ def test_the_pipeline_computes_mme_with_the_built_file(tmp_path):
                 "ndc": ndc, "quantity": qty, "days_supply": days}  # fmt: skip
 
     with DuckDBWorker().session() as s:
-        table(s, "imputed_medical", [{"payer_id": "A", "claim_id": "M", "age_band": "65-74", "event_year": 2019,
-                                      "person_id": "P", "member_id": "1", "sex": "F", "service_date": dt.date(2019, 1, 1),
-                                      "revenue_code": None, "place_of_service": None, "procedure_code": None,
-                                      "diagnosis_code_1": None, "diagnosis_code_2": None, "diagnosis_code_3": None,
-                                      "other_diagnosis_codes": None, "diagnosis_code_system": "ICD10CM"}],
-              schema={c: "VARCHAR" for c in ("revenue_code", "place_of_service", "procedure_code", "diagnosis_code_1",
-                                             "diagnosis_code_2", "diagnosis_code_3")}
-              | {"other_diagnosis_codes": "VARCHAR[]"})  # fmt: skip
+        text = ("revenue_code", "place_of_service", "procedure_code", "diagnosis_code_1", "diagnosis_code_2",
+                "diagnosis_code_3")  # fmt: skip
+        claim = {"payer_id": "A", "claim_id": "M", "age_band": "65-74", "event_year": 2019, "person_id": "P",
+                 "member_id": "1", "sex": "F", "service_date": dt.date(2019, 1, 1), **dict.fromkeys(text),
+                 "other_diagnosis_codes": None, "diagnosis_code_system": "ICD10CM"}  # fmt: skip
+        table(
+            s,
+            "imputed_medical",
+            [claim],
+            schema=dict.fromkeys(text, "VARCHAR") | {"other_diagnosis_codes": "VARCHAR[]"},
+        )
         table(
             s,
             "imputed_pharmacy",

@@ -84,6 +84,12 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
         "imputed_pharmacy": 3,
         "events": 2,
         "cohort_opioid_ed": 4,
+        "cohort_attrition": 1,
+        "pgx_exposures": 2,
+        "covariate_balance": 1,
+        "matched_association": 1,
+        "cohort_export": 1,
+        "cohort_report": 1,
     }
 
 

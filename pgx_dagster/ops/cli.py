@@ -71,7 +71,23 @@ def _materialize(partitions: list[str] | None, started: float) -> None:
         f"Wall time: {time.perf_counter() - started:.1f} s. "
         + ("All checks passed." if outcome.ok else "SOME RUNS OR CHECKS FAILED - see above, or `make dev`.")
     )
+    print("\n".join(_report_lines(outcome)))
     sys.exit(0 if outcome.ok else 1)
+
+
+def _report_lines(outcome) -> list[str]:
+    """Where each cohort's exports and report are (the report last: `pgx demo` ends with it)."""
+    from pgx_dagster import datasets
+
+    lake = build_resources()["lake"].process_config_and_initialize()
+    lines = []
+    for name in outcome.rows.get("cohort_report", {}):
+        report = datasets.report(name).path(lake)
+        lines += [
+            f"Exports of cohort {name}: {datasets.export(name).root(lake)}",
+            f"Report of cohort {name}: {report if report.startswith('s3://') else Path(report).resolve().as_uri()}",
+        ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,8 +13,8 @@ code-directory: `product.txt` and `package.txt`, tab-separated, Latin-1). Nothin
 - An opioid package gets a strength per unit and its CDC factor (mme_conversion.csv) when the units
   allow it: `mg/1` (a tablet, capsule), `mg/mL`, `mg/<n>mL` (per mL) for oral products; `ug/h` for a
   fentanyl patch (MME/day = mcg/hr x patches / days supply x 7.2, the CDC file's convention). Other
-  forms (injections, buccal or nasal fentanyl, buprenorphine: no factor) are left out of the opioid
-  file, and the command says how many and why.
+  forms (injections, buccal or nasal fentanyl) and opioid agonists by PHARM_CLASSES with no CDC factor
+  (buprenorphine) are left out of the opioid file, and the command says how many and why.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pathlib import Path
 from pgx_dagster.codesets import CODESET_DIR
 
 PRODUCT_COLUMNS = ("PRODUCTID", "PRODUCTNDC", "PROPRIETARYNAME", "NONPROPRIETARYNAME", "DOSAGEFORMNAME",
-                   "ROUTENAME", "SUBSTANCENAME", "ACTIVE_NUMERATOR_STRENGTH", "ACTIVE_INGRED_UNIT")  # fmt: skip
+                   "ROUTENAME", "SUBSTANCENAME", "ACTIVE_NUMERATOR_STRENGTH", "ACTIVE_INGRED_UNIT",
+                   "PHARM_CLASSES")  # fmt: skip
 PACKAGE_COLUMNS = ("PRODUCTID", "PRODUCTNDC", "NDCPACKAGECODE")
 SOURCE = "FDA NDC Directory (product.txt, package.txt); MME factors: sql/codesets/mme_conversion.csv"
 
@@ -84,6 +85,7 @@ def build(product: Path, package: Path, out: Path, version: str) -> dict[str, ob
     products = {r["PRODUCTID"]: r for r in _read(product, PRODUCT_COLUMNS)}
     packages = _read(package, PACKAGE_COLUMNS)
     names, factors = _known()
+    opioid_names = {i for i, _ in factors}
     mapped: list[list[str]] = []
     opioids: list[list[str]] = []
     skipped: Counter[str] = Counter()
@@ -99,8 +101,11 @@ def build(product: Path, package: Path, out: Path, version: str) -> dict[str, ob
         drug_name = " ".join(
             p for p in (prod["PROPRIETARYNAME"] or prod["NONPROPRIETARYNAME"], prod["DOSAGEFORMNAME"]) if p
         ).upper()
-        for i, substance in enumerate(substances):
-            ingredient = (substance.split() or [""])[0].lower()
+        ingredients = [(s.split() or [""])[0].lower() for s in substances]
+        if "OPIOID AGONIST" in prod["PHARM_CLASSES"].upper() and not any(i in opioid_names for i in ingredients):
+            # an opioid by its pharmacologic class, but no CDC factor for any of its substances
+            skipped[f"{ingredients[0]}: opioid agonist (PHARM_CLASSES) without a CDC conversion factor"] += 1
+        for i, ingredient in enumerate(ingredients):
             if ingredient not in names:
                 continue
             mapped.append([ndc, drug_name, ingredient, version, SOURCE])
@@ -109,7 +114,7 @@ def build(product: Path, package: Path, out: Path, version: str) -> dict[str, ob
                 "transdermal" if "TRANSDERMAL" in route or "PATCH" in form else "oral" if "ORAL" in route else ""
             )
             factor = factors.get((ingredient, dose_form))
-            if not any(i == ingredient for i, _ in factors):
+            if ingredient not in opioid_names:
                 continue  # not an opioid
             per_unit = _per_unit(strengths[i], units[i]) if len(strengths) == len(units) == len(substances) else None
             if factor is None or per_unit is None or per_unit[1] != factor["strength_unit"]:

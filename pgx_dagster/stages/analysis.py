@@ -108,6 +108,7 @@ def cohort_attrition(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name
     dataset = analysis(name, "attrition")
     with duckdb.session() as s:
         s.view("parts", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "attrition"))))
+        s.set_variables({"design": DEFINITIONS[name].design})
         s.model_table("total", "analysis/attrition")
         rows = s.rows("SELECT * FROM total")
         dataset.publish(s, lake, {dataset.filename: "SELECT * FROM total"}, metrics={"records": len(rows)})
@@ -237,20 +238,18 @@ def covariate_balance(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, nam
     covariate_balance,
     name="covariate_balance_matching_keys",
     description=f"Every matching key (age band, sex, event year) is balanced: |SMD| <= {SMD_LIMIT}. Exact matching "
-    "makes it 0; anything else means sets were built wrong.",
+    "makes it 0; anything else means sets were built wrong. Rows in = persons in the cohort: every covariate is "
+    "measured on the cohort's targets and controls (of sets with a control).",
 )
 def matching_keys_balanced(s: Session, lake: LakeResource, name: str):
     read_analysis(s, lake, name, "balance")
-    f = s.rows(
-        f"""SELECT count(*) AS matching_keys,
-                   count(*) FILTER (WHERE smd IS NULL OR abs(smd) > {SMD_LIMIT}) AS imbalanced_matching_keys,
-                   max(abs(smd)) AS max_abs_smd
-            FROM balance WHERE kind = 'matching_key'"""
-    )[0]
-    f["imbalanced"] = [r[0] for r in s.execute(
-        f"SELECT covariate FROM balance WHERE kind = 'matching_key' AND (smd IS NULL OR abs(smd) > {SMD_LIMIT})"
-    ).fetchall()]  # fmt: skip
-    return verdict(f["imbalanced_matching_keys"] == 0, f)
+    s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
+    s.set_variables({"smd_limit": SMD_LIMIT})
+    f = s.rows(sql_text("analysis/balance_check"))[0]
+    # no matching key measured only when no set has a control: nothing to balance
+    measured = f["matching_keys"] > 0 or f["cohort_targets"] == 0
+    passed = f["imbalanced_matching_keys"] == 0 and measured and not f["rows_not_the_cohort"]
+    return verdict(passed, f)
 
 
 # ---- matched association ---------------------------------------------------------------------------------
@@ -383,23 +382,14 @@ def cohort_export(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
 def export_reproducible(s: Session, lake: LakeResource, name: str):
     dataset = datasets.export(name)
     base = f"{dataset.root(lake)}/{name}_cohort_features"
-    s.view("exported", f"read_csv({quote(base + '.csv')}, header = true)")
+    # typed as the reproduction reads them (an empty CSV would otherwise be all VARCHAR)
+    s.view("exported", f"read_csv({quote(base + '.csv')}, header = true, types = {EXPORT_TYPES})")
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
     s.view("dictionary", f"read_csv({quote(dataset.root(lake) + '/data_dictionary.csv')}, header = true)")
     read_analysis(s, lake, name, "association")
-    read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
     validation = json.loads(_read_text(lake, f"{dataset.root(lake)}/validation.json"))
-    # The OR of every exposure again, from the exported CSV's columns (groups) and the flags of the drugs.
-    s.execute(
-        """CREATE OR REPLACE TEMP VIEW flags_from_export AS
-           SELECT x.matched_set_id, x.person_id, e.is_target, x.kind, x.exposure, x.gene, x.phenotype,
-                  CASE x.exposure WHEN 'cyp2d6_opioid' THEN e.cyp2d6_opioid
-                                  WHEN 'strong_cyp2d6_inhibitor' THEN e.strong_cyp2d6_inhibitor
-                                  WHEN 'cyp2d6_opioid_with_inhibitor' THEN e.cyp2d6_opioid_with_inhibitor
-                                  WHEN 'cyp2d6_opioid_functional_poor' THEN e.cyp2d6_opioid_functional_poor
-                                  ELSE x.exposed END AS exposed
-           FROM exposure_flags x JOIN exported e USING (matched_set_id, person_id)"""
-    )
+    # The OR of every exposure again, from the exported CSV alone.
+    s.model_view("flags_from_export", "analysis/flags_from_export")
     result = _reproduced(s.rows("SELECT * FROM association"), association_rows(s, "flags_from_export"))
     f = {
         "exported_rows": s.scalar("SELECT count(*) FROM exported"),
@@ -407,7 +397,7 @@ def export_reproducible(s: Session, lake: LakeResource, name: str):
         "columns_without_description": [
             c
             for c, _t in s.columns("exported")
-            if c not in {r[0] for r in s.execute("SELECT column FROM dictionary").fetchall()}
+            if c not in {r[0] for r in s.execute('SELECT "column" FROM dictionary').fetchall()}
         ],
         "validation_passed": validation["passed"],
         **{k: v.value for k, v in result.metadata.items()},
@@ -417,6 +407,16 @@ def export_reproducible(s: Session, lake: LakeResource, name: str):
         and f["validation_passed"]
     )  # fmt: skip
     return verdict(passed, f)
+
+
+EXPORT_TYPES = (
+    "{'matched_set_id': 'VARCHAR', 'person_id': 'VARCHAR', 'cpic_drugs': 'VARCHAR[]', "
+    + ", ".join(f"'{c}': 'BOOLEAN'" for c in ("is_target", "cyp2d6_opioid", "strong_cyp2d6_inhibitor",
+                                               "cyp2d6_opioid_with_inhibitor", "cyp2d6_opioid_functional_poor"))
+    + ", "
+    + ", ".join(f"'{g}_phenotype': 'VARCHAR'" for g in ("cyp2d6", "cyp2c19", "cyp2c9", "slco1b1", "vkorc1"))
+    + "}"
+)  # fmt: skip
 
 
 def _read_text(lake: LakeResource, path: str) -> str:
@@ -462,9 +462,9 @@ def qa_verdicts(instance: DagsterInstance | None) -> list[dict] | None:
         for record in instance.event_log_storage.get_asset_check_execution_history(
             AssetCheckKey(key.asset_key, key.name), limit=10_000
         ):
-            evaluation = record.evaluation
-            if evaluation is not None and (record.partition or "") not in latest:
-                latest[record.partition or ""] = evaluation.passed
+            # newest first; a check still planned (or never evaluated, its run failed) has no verdict
+            if record.status.value in ("SUCCEEDED", "FAILED") and (record.partition or "") not in latest:
+                latest[record.partition or ""] = record.status.value == "SUCCEEDED"
         verdicts += [{"asset": key.asset_key.to_user_string(), "check": key.name, "partition": p, "passed": bool(v)}
                      for p, v in latest.items()]  # fmt: skip
     return verdicts
@@ -524,6 +524,9 @@ def cohort_report(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
     }
 
 
+REPORT_SECTIONS = ("key-results", "attrition", "balance", "love-plot", "association", "forest-plot", "qa", "provenance")
+
+
 @partitioned_check(
     cohort_report,
     name="cohort_report_complete",
@@ -532,8 +535,7 @@ def cohort_report(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
 )
 def report_complete(s: Session, lake: LakeResource, name: str):
     page = _read_text(lake, datasets.report(name).path(lake))
-    sections = {k: f'id="{k}"' in page for k in ("attrition", "balance", "love-plot", "association", "forest-plot",
-                                                  "qa", "provenance")}  # fmt: skip
+    sections = {k: f'id="{k}"' in page for k in REPORT_SECTIONS}
     plots = {k: bool(re.search(rf'id="{k}"[^>]*>\s*<svg', page)) for k in ("love-plot", "forest-plot")}
     external = re.findall(r'(?:src|href)="(?:https?:)?//', page)
     f = {"sections": sections, "inline_plots": plots, "external_references": len(external), "bytes": len(page)}

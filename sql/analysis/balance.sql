@@ -42,10 +42,13 @@ moments AS (
            count(*) AS n
     FROM covariates WHERE value IS NOT NULL GROUP BY ALL
 )
-SELECT t.kind, t.covariate, t.mean AS mean_targets, c.mean AS mean_controls, t.n AS targets, c.n AS controls,
-       CASE WHEN greatest(t.variance, 0) + greatest(c.variance, 0) > 0
-                THEN (t.mean - c.mean) / sqrt((greatest(t.variance, 0) + greatest(c.variance, 0)) / 2)
-            WHEN t.mean = c.mean THEN 0.0 END AS smd
+-- rounded to 1e-10: weights of 1/k leave float noise (a balanced key would show |SMD| 1e-15)
+SELECT t.kind, t.covariate, round(t.mean, 10) AS mean_targets, round(c.mean, 10) AS mean_controls,
+       t.n AS targets, c.n AS controls,
+       round(CASE WHEN abs(t.mean - c.mean) < 1e-12 THEN 0.0
+                  WHEN greatest(t.variance, 0) + greatest(c.variance, 0) > 1e-12
+                      THEN (t.mean - c.mean) / sqrt((greatest(t.variance, 0) + greatest(c.variance, 0)) / 2)
+             END, 10) AS smd
 FROM moments t
 JOIN moments c ON c.kind = t.kind AND c.covariate = t.covariate AND NOT c.is_target
 WHERE t.is_target

@@ -8,6 +8,8 @@ drug_phenotypes AS (
     SELECT DISTINCT d.ingredient, d.gene, g.phenotype
     FROM pgx_drugs d JOIN genotypes g ON g.gene = d.gene
     WHERE d.role = 'substrate'
+      -- a gene the merged cohort has a phenotype column for (features.sql), so the export reproduces it
+      AND d.gene IN ('CYP2D6', 'CYP2C19', 'CYP2C9', 'SLCO1B1', 'VKORC1')
 ),
 member_phenotypes AS (
     SELECT f.matched_set_id, f.person_id, g.gene, g.phenotype

@@ -8,7 +8,8 @@
 --   strong_cyp2d6_inhibitor    a fill of paroxetine, fluoxetine, bupropion or quinidine in the window
 --   cyp2d6_opioid_with_inhibitor  the days supplied of the two overlap (phenoconversion)
 --   cpic_drugs                 every drug of sql/codesets/pgx_drugs.csv filled in the window
---   <gene>_phenotype           the person's CPIC phenotype, when genotypes are given
+--   <gene>_phenotype           the person's CPIC phenotype, when genotypes are given: one column per gene
+--                              of sql/codesets/pgx_drugs.csv (a new gene there needs its column here)
 --   cyp2d6_opioid_functional_poor  a CYP2D6 opioid with a poor-metaboliser phenotype or an overlapping
 --                              strong inhibitor: a genetic or drug-induced poor metaboliser on the drug
 -- Inputs: members, fills, opioid_fills, oud_events, demographics, genotypes. Variable: exposure_window_days.
@@ -32,7 +33,7 @@ grouped AS (
     SELECT f.*, d.exposure_group FROM fills f
     JOIN (SELECT DISTINCT ingredient, exposure_group FROM pgx_drugs) d USING (ingredient)
 ),
-overlaps AS (  -- a CYP2D6 opioid and a strong inhibitor supplied on a common day
+opioid_inhibitor_overlap AS (  -- a CYP2D6 opioid and a strong inhibitor supplied on a common day
     SELECT DISTINCT o.matched_set_id, o.person_id
     FROM grouped o
     JOIN grouped i ON i.matched_set_id = o.matched_set_id AND i.person_id = o.person_id
@@ -54,7 +55,8 @@ phenotypes AS (
            any_value(phenotype) FILTER (WHERE gene = 'CYP2D6') AS cyp2d6_phenotype,
            any_value(phenotype) FILTER (WHERE gene = 'CYP2C19') AS cyp2c19_phenotype,
            any_value(phenotype) FILTER (WHERE gene = 'CYP2C9') AS cyp2c9_phenotype,
-           any_value(phenotype) FILTER (WHERE gene = 'SLCO1B1') AS slco1b1_phenotype
+           any_value(phenotype) FILTER (WHERE gene = 'SLCO1B1') AS slco1b1_phenotype,
+           any_value(phenotype) FILTER (WHERE gene = 'VKORC1') AS vkorc1_phenotype
     FROM genotypes GROUP BY person_id
 )
 SELECT m.matched_set_id, m.person_id, m.role, m.role = 'target' AS is_target, m.index_date, m.age_band,
@@ -67,13 +69,13 @@ SELECT m.matched_set_id, m.person_id, m.role, m.role = 'target' AS is_target, m.
        coalesce(d.strong_cyp2d6_inhibitor, FALSE) AS strong_cyp2d6_inhibitor,
        o.person_id IS NOT NULL AS cyp2d6_opioid_with_inhibitor,
        coalesce(d.cpic_drugs, []::VARCHAR[]) AS cpic_drugs,
-       g.cyp2d6_phenotype, g.cyp2c19_phenotype, g.cyp2c9_phenotype, g.slco1b1_phenotype,
+       g.cyp2d6_phenotype, g.cyp2c19_phenotype, g.cyp2c9_phenotype, g.slco1b1_phenotype, g.vkorc1_phenotype,
        coalesce(d.cyp2d6_opioid, FALSE)
            AND (g.cyp2d6_phenotype = 'Poor Metabolizer' OR o.person_id IS NOT NULL) AS cyp2d6_opioid_functional_poor
 FROM members m
 LEFT JOIN events_per_member e USING (matched_set_id, person_id)
 LEFT JOIN drugs_per_member d USING (matched_set_id, person_id)
-LEFT JOIN overlaps o USING (matched_set_id, person_id)
+LEFT JOIN opioid_inhibitor_overlap o USING (matched_set_id, person_id)
 LEFT JOIN persons p USING (person_id)
 LEFT JOIN phenotypes g USING (person_id)
 ORDER BY m.matched_set_id, m.role DESC, m.person_id

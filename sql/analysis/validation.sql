@@ -13,8 +13,9 @@ SELECT
   (SELECT count(*) FROM sets WHERE c < getvariable('controls_per_target')) AS sets_short,
   (SELECT count(*) FROM sets WHERE t <> 1 OR c > getvariable('controls_per_target')) AS sets_malformed,
   -- exclusivity: the exclusive design allows a person once; the risk-set design once per set
-  (SELECT count(*) FROM (SELECT person_id FROM members GROUP BY 1 HAVING count(*) > 1))
-      FILTER (WHERE getvariable('design') = 'exclusive') AS persons_in_several_rows,
+  CASE WHEN getvariable('design') = 'exclusive'
+       THEN (SELECT count(*) FROM (SELECT person_id FROM members GROUP BY 1 HAVING count(*) > 1)) ELSE 0
+  END AS persons_in_several_rows,
   (SELECT count(*) FROM (SELECT matched_set_id, person_id FROM members GROUP BY ALL HAVING count(*) > 1))
       AS persons_twice_in_a_set,
   (SELECT count(*) FROM members m WHERE role = 'control' AND EXISTS (

@@ -1,0 +1,390 @@
+"""The analysis stage (pgx_dagster/stages/analysis.py, sql/analysis/): the statistics against hand-computed
+answers, the exposure window on hand-written fills, the planted gene-drug effect recovered through a real
+backfill, the exports, the report in headless Chromium, and every analysis check failing on damaged data."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from scipy.optimize import brentq
+
+from pgx_dagster import datasets
+from pgx_dagster.association import Z_95, estimate
+from pgx_dagster.codesets import register_pgx_drugs
+from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.lake import LakeResource
+from pgx_dagster_tests.helpers import evaluate_check, glob_of, meta, rewrite_parquet, table
+from pgx_dagster_tests.services import ARTIFACTS, render
+
+D = dt.date
+COHORT = "opioid_ed"
+
+
+# ---- the statistics, against answers worked out by hand ------------------------------------------------
+def sets_of(*kinds: tuple[int, bool, list[bool]]) -> tuple[list[str], list[bool], list[bool]]:
+    """(how many sets, target exposed, controls exposed) -> the long rows estimate() takes."""
+    ids, targets, exposed = [], [], []
+    for n, target_exposed, controls in kinds:
+        for _ in range(n):
+            sid = f"S{len(set(ids)):04d}"
+            ids += [sid] * (1 + len(controls))
+            targets += [True] + [False] * len(controls)
+            exposed += [target_exposed, *controls]
+    return ids, targets, exposed
+
+
+def test_matched_pairs_odds_ratio_is_the_ratio_of_discordant_pairs():
+    """1:1 matching: the conditional MLE is n10 / n01 with SE sqrt(1/n10 + 1/n01); Mantel-Haenszel agrees."""
+    rows = sets_of((30, True, [False]), (10, False, [True]), (15, True, [True]), (25, False, [False]))
+    e = estimate("x", *rows)
+    assert (e.sets, e.sets_used, e.exposed_targets, e.exposed_controls) == (80, 40, 45, 25)
+    se = math.sqrt(1 / 30 + 1 / 10)
+    assert e.odds_ratio == pytest.approx(3.0, rel=1e-6)
+    assert e.ci_low == pytest.approx(3.0 * math.exp(-Z_95 * se), rel=1e-5)
+    assert e.ci_high == pytest.approx(3.0 * math.exp(Z_95 * se), rel=1e-5)
+    assert e.mh_odds_ratio == pytest.approx(3.0, rel=1e-12)
+    # Wald p of log(3) / se
+    z = math.log(3.0) / se
+    assert e.p_value == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-4)
+    assert e.note == ""
+
+
+def test_one_to_two_sets_match_the_conditional_likelihood_and_the_mantel_haenszel_formula():
+    """1:2 sets, four discordant kinds. The conditional likelihood of a set with k of 3 exposed is
+    e^b / (k e^b + 3 - k) when the target is exposed and 1 / (k e^b + 3 - k) when not; its score is
+    (exposed targets) - sum over sets of k e^b / (k e^b + 3 - k). MH = sum(a d / n) / sum(b c / n)."""
+    t, u, v, w = 12, 6, 5, 3  # target exposed with 0 / 1 control exposed; unexposed with 1 / 2 exposed
+    rows = sets_of(
+        (t, True, [False, False]), (u, True, [True, False]), (v, False, [True, False]), (w, False, [True, True]),
+        (10, False, [False, False]), (4, True, [True, True]),  # concordant: no information
+    )  # fmt: skip
+    e = estimate("x", *rows)
+    assert (e.sets, e.sets_used) == (40, 26)
+    one, two = t + v, u + w  # sets with one exposed member; with two
+
+    def p(k, b):
+        return k * math.exp(b) / (k * math.exp(b) + 3 - k)
+
+    beta = brentq(lambda b: (t + u) - one * p(1, b) - two * p(2, b), -10, 10, xtol=1e-14)
+    information = one * p(1, beta) * (1 - p(1, beta)) + two * p(2, beta) * (1 - p(2, beta))
+    assert e.odds_ratio == pytest.approx(math.exp(beta), rel=1e-6)
+    assert e.ci_high == pytest.approx(math.exp(beta + Z_95 / math.sqrt(information)), rel=1e-5)
+    assert e.mh_odds_ratio == pytest.approx((t * 2 / 3 + u * 1 / 3) / (v * 1 / 3 + w * 2 / 3), rel=1e-12)
+    assert e.mh_odds_ratio == pytest.approx(30 / 11, rel=1e-12)
+
+
+def test_separation_and_no_discordant_set_are_not_estimable_and_say_why():
+    only_targets = estimate("x", *sets_of((8, True, [False, False]), (5, False, [False, False])))
+    assert only_targets.odds_ratio is None and only_targets.sets_used == 8
+    assert "separation" in only_targets.note and "every set" in only_targets.note
+    assert only_targets.mh_odds_ratio is None  # unbounded
+    only_controls = estimate("x", *sets_of((8, False, [True, False])))
+    assert only_controls.odds_ratio is None and "no set" in only_controls.note
+    concordant = estimate("x", *sets_of((6, True, [True]), (6, False, [False])))
+    assert concordant.odds_ratio is None and concordant.sets_used == 0
+    assert concordant.note == "not estimable: no set whose members differ in exposure"
+
+
+def test_sets_without_a_control_take_no_part():
+    with_lonely = sets_of((30, True, [False]), (10, False, [True]), (7, True, []))
+    e = estimate("x", *with_lonely)
+    assert e.sets == 40 and e.exposed_targets == 30
+    assert e.odds_ratio == pytest.approx(3.0, rel=1e-6)
+
+
+# ---- exposures in the window, on hand-written fills ----------------------------------------------------
+INDEX = D(2019, 6, 30)
+
+
+def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
+    """365 days before the index date, the index date itself excluded; a CYP2D6 opioid with an inhibitor
+    counts only when their days supplied overlap; the phenotype makes a poor metaboliser on the drug."""
+    with DuckDBWorker().session() as s:
+        register_pgx_drugs(s)
+        ndc = dict(s.execute("SELECT ingredient, min(ndc) FROM ndc_ingredient GROUP BY 1").fetchall())
+        members = [("P1", "target"), ("P2", "control"), ("P3", "control"), ("P4", "control")]
+        table(s, "members", [
+            {"matched_set_id": "opioid_ed:65-74:2019:F:000001", "person_id": p, "role": r, "index_date": INDEX,
+             "age_band": "65-74", "event_year": 2019, "sex": "F", "n_controls": 3} for p, r in members
+        ])  # fmt: skip
+        fills = [  # person, claim, drug, fill date, days supply
+            ("P1", "c1", "codeine", D(2018, 6, 30), 30),  # the window's first day
+            ("P1", "c2", "codeine", D(2019, 5, 20), 30),  # supplied to 2019-06-18 ...
+            ("P1", "c3", "paroxetine", D(2019, 6, 1), 30),  # ... overlapping the inhibitor
+            ("P2", "c4", "codeine", D(2018, 6, 29), 30),  # a day before the window
+            ("P2", "c5", "tramadol", INDEX, 30),  # on the index date: not before it
+            ("P3", "c6", "oxycodone", D(2019, 1, 1), 10),  # to 2019-01-10 ...
+            ("P3", "c7", "fluoxetine", D(2019, 2, 1), 30),  # ... no overlap
+            ("P4", "c8", "clopidogrel", D(2019, 3, 1), 30),
+        ]
+        table(s, "pharmacy", [
+            {"person_id": p, "payer_id": "A", "claim_id": c, "claim_line": 1, "fill_date": d, "days_supply": n,
+             "ndc": ndc[drug]} for p, c, drug, d, n in fills
+        ])  # fmt: skip
+        opioids = [(p, c, d) for p, c, drug, d, _ in fills if drug in ("codeine", "tramadol", "oxycodone")]
+        table(s, "opioid_fills", [
+            {"event_id": f"opioid_fill:A:{c}:1", "person_id": p, "event_date": d,
+             "mme_per_day": 45.0 if c == "c2" else 9.0} for p, c, d in opioids
+        ])  # fmt: skip
+        table(s, "oud_events", [{"person_id": "P3", "event_date": D(2019, 3, 1)},
+                                {"person_id": "P4", "event_date": D(2019, 7, 1)}])  # fmt: skip
+        table(s, "demographics", [{"person_id": p, "birth_year": 1950} for p, _ in members])
+        table(s, "genotypes", [
+            {"person_id": "P3", "gene": "CYP2D6", "phenotype": "Poor Metabolizer"},
+            {"person_id": "P1", "gene": "CYP2D6", "phenotype": "Normal Metabolizer"},
+            {"person_id": "P4", "gene": "CYP2C19", "phenotype": "Poor Metabolizer"},
+        ])  # fmt: skip
+        s.set_variables({"exposure_window_days": 365})
+        s.model_table("fills", "analysis/fills")
+        s.model_table("exposures", "analysis/exposures")
+        s.model_table("features", "analysis/features")
+        s.model_table("exposure_flags", "analysis/exposure_flags")
+        f = {r["person_id"]: r for r in s.rows("SELECT * FROM features")}
+        flags = {(r["person_id"], r["exposure"]): r["exposed"] for r in s.rows("SELECT * FROM exposure_flags")}
+        exposures = s.rows("SELECT person_id, ingredient, fills, days_supplied, max_mme_per_day FROM exposures")
+
+    assert {(r["person_id"], r["ingredient"]): (r["fills"], r["days_supplied"]) for r in exposures} == {
+        ("P1", "codeine"): (2, 60), ("P1", "paroxetine"): (1, 30), ("P3", "oxycodone"): (1, 10),
+        ("P3", "fluoxetine"): (1, 30), ("P4", "clopidogrel"): (1, 30),
+    }  # fmt: skip
+    assert [r["max_mme_per_day"] for r in exposures if r["ingredient"] == "codeine"] == [45.0]
+    assert (f["P1"]["cyp2d6_opioid"], f["P1"]["strong_cyp2d6_inhibitor"], f["P1"]["cyp2d6_opioid_with_inhibitor"]) == (
+        True, True, True)  # fmt: skip
+    assert f["P1"]["cyp2d6_opioid_functional_poor"]  # phenoconversion, though a normal metaboliser
+    assert (f["P1"]["prior_opioid_fills"], f["P1"]["max_mme_per_day"]) == (2, 45.0)
+    assert not f["P2"]["cyp2d6_opioid"] and f["P2"]["prior_opioid_fills"] == 0 and f["P2"]["cpic_drugs"] == []
+    assert f["P3"]["cyp2d6_opioid"] and f["P3"]["strong_cyp2d6_inhibitor"]
+    assert not f["P3"]["cyp2d6_opioid_with_inhibitor"]
+    assert f["P3"]["cyp2d6_opioid_functional_poor"]  # a poor metaboliser on oxycodone
+    assert f["P3"]["prior_oud"] and not f["P4"]["prior_oud"]  # P4's OUD is after the index date
+    assert f["P4"]["cyp2c19_phenotype"] == "Poor Metabolizer" and f["P2"]["cyp2d6_phenotype"] is None
+    assert flags[("P4", "drug:clopidogrel x CYP2C19 Poor Metabolizer")]
+    assert flags[("P3", "drug:oxycodone x CYP2D6 Poor Metabolizer")]
+    assert not flags[("P1", "drug:codeine x CYP2D6 Poor Metabolizer")]
+    assert flags[("P1", "drug:codeine x CYP2D6 Normal Metabolizer")]
+    # every exposure flagged for every member
+    by_exposure: dict[str, int] = {}
+    for _person, exposure in flags:
+        by_exposure[exposure] = by_exposure.get(exposure, 0) + 1
+    assert set(by_exposure.values()) == {4}
+
+
+# ---- the planted effect, through a real backfill ---------------------------------------------------------
+def analysis_rows(lake: Path, kind: str, filename: str = "") -> list[dict]:
+    path = datasets.analysis(COHORT, kind).path(LakeResource(lake_root=str(lake)), filename=filename)
+    con = duckdb.connect()
+    return [dict(zip([d[0] for d in con.description], r, strict=True))
+            for r in con.execute(f"SELECT * FROM '{path}'").fetchall()]  # fmt: skip
+
+
+def test_the_planted_odds_ratio_is_recovered(boosted):
+    """pgx-synth plants OR = 3 for a CYP2D6 opioid with a poor-metaboliser phenotype or a strong inhibitor."""
+    assert boosted.manifest["planted_effect"]["odds_ratio"] == 3.0
+    rows = {r["exposure"]: r for r in analysis_rows(boosted.lake, "association")}
+    hit = rows["cyp2d6_opioid_functional_poor"]
+    assert hit["ci_low"] < 3.0 < hit["ci_high"], hit
+    assert hit["ci_low"] > 1.0 and hit["p_value"] < 0.001, hit
+    assert hit["mh_odds_ratio"] == pytest.approx(hit["odds_ratio"], rel=0.1)
+    # an exposure with no planted effect of its own: a drug no target's risk depends on
+    assert rows["drug:clopidogrel"]["odds_ratio"] is None or rows["drug:clopidogrel"]["ci_low"] < 1.0
+    # genotypes came from PGX_GENOTYPES (CSV, gene in front of the phenotype): per drug x phenotype estimates
+    assert any(r["kind"] == "drug_phenotype" and r["phenotype"] == "Poor Metabolizer" for r in rows.values())
+    features = analysis_rows(boosted.lake, "exposures", "features.parquet")
+    assert all(r["cyp2d6_phenotype"] for r in features)  # every person genotyped
+
+
+def test_matching_keys_balanced_and_covariates_measured(boosted):
+    balance = analysis_rows(boosted.lake, "balance")
+    keys = [r for r in balance if r["kind"] == "matching_key"]
+    assert keys and all(r["smd"] == 0 for r in keys)
+    covariates = {r["covariate"] for r in balance}
+    assert {"birth_year", "prior_opioid_fills", "max_mme_per_day", "prior_oud", "cyp2d6_opioid",
+            "strong_cyp2d6_inhibitor", "drug:codeine"} <= covariates  # fmt: skip
+    # the planted exposure is imbalanced: targets carry it more often
+    hit = next(r for r in balance if r["covariate"] == "cyp2d6_opioid_functional_poor")
+    assert hit["mean_targets"] > hit["mean_controls"] and hit["smd"] > 0.1
+
+
+def test_attrition_of_the_whole_cohort_matches_the_manifest(boosted):
+    truth = boosted.manifest["cohort_opioid_ed"]
+    steps = {(r["population"], r["step_order"]): r["persons"] for r in analysis_rows(boosted.lake, "attrition")}
+    assert steps[("targets", 1)] == truth["first_qualifying_events"]
+    assert steps[("targets", 3)] == truth["with_lookback"]
+    assert steps[("targets", 4)] == truth["incident_targets"]
+
+
+# ---- exports -------------------------------------------------------------------------------------------
+def export_dir(lake: Path) -> Path:
+    return Path(datasets.export(COHORT).root(LakeResource(lake_root=str(lake))))
+
+
+def test_exports_hold_the_merged_cohort_its_dictionary_and_the_validation_record(boosted):
+    folder = export_dir(boosted.lake)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("_")) == sorted([
+        f"{COHORT}_cohort_features.parquet", f"{COHORT}_cohort_features.csv", "data_dictionary.csv",
+        f"{COHORT}_association.csv", f"{COHORT}_balance.csv", f"{COHORT}_attrition.csv", "validation.json",
+    ])  # fmt: skip
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT count(*) FROM '{glob_of(boosted.lake, datasets.cohort(COHORT))}'").fetchone()[0]
+    with open(folder / f"{COHORT}_cohort_features.csv", newline="") as f:
+        exported = list(csv.DictReader(f))
+    assert len(exported) == rows > 0
+    parquet = con.execute(f"SELECT count(*) FROM '{folder}/{COHORT}_cohort_features.parquet'").fetchone()[0]
+    assert parquet == rows
+    with open(folder / "data_dictionary.csv", newline="") as f:
+        dictionary = {r["column"]: r for r in csv.DictReader(f)}
+    assert set(exported[0]) == set(dictionary)
+    assert all(r["description"] for r in dictionary.values())
+    validation = json.loads((folder / "validation.json").read_text())
+    assert validation["passed"] and validation["ratio"] == "5.00:1"
+    assert validation["cohort_rows"] == validation["feature_rows"] == rows
+    assert validation["persons_in_several_rows"] == 0 and validation["controls_with_a_disqualifying_event"] == 0
+
+
+def test_the_odds_ratio_is_reproduced_from_the_exported_csv_alone(boosted):
+    """A researcher with only the CSV gets the published OR: conditional logit on is_target by set."""
+    folder = export_dir(boosted.lake)
+    with open(folder / f"{COHORT}_cohort_features.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    e = estimate(
+        "cyp2d6_opioid_functional_poor",
+        [r["matched_set_id"] for r in rows],
+        [r["is_target"] == "true" for r in rows],
+        [r["cyp2d6_opioid_functional_poor"] == "true" for r in rows],
+    )
+    with open(folder / f"{COHORT}_association.csv", newline="") as f:
+        published = next(r for r in csv.DictReader(f) if r["exposure"] == "cyp2d6_opioid_functional_poor")
+    assert e.odds_ratio == pytest.approx(float(published["odds_ratio"]), rel=1e-9)
+
+
+# ---- the report ------------------------------------------------------------------------------------------
+def test_the_report_renders_offline_in_chromium_with_its_plots(boosted, tmp_path):
+    report = Path(datasets.report(COHORT).path(LakeResource(lake_root=str(boosted.lake))))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "cohort_report.png"
+    dom = render(report.as_uri(), shot, tmp_path / "profile", window="1280,2400", offline=True)
+    (ARTIFACTS / "cohort_report.html").write_text(dom)
+    assert shot.exists() and shot.stat().st_size > 50_000
+    for section in ("key-results", "attrition", "love-plot", "forest-plot", "qa", "provenance"):
+        assert f'id="{section}"' in dom, section
+    # the plots are inline SVG with their labels as text
+    love = re.search(r'id="love-plot".*?</svg>', dom, re.S).group(0)
+    forest = re.search(r'id="forest-plot".*?</svg>', dom, re.S).group(0)
+    assert "<svg" in love and "age_band 65-74" in love and "prior_opioid_fills" in love
+    assert "<svg" in forest and "cyp2d6_opioid_functional_poor" in forest
+    assert re.search(r"cyp2d6_opioid_functional_poor</b>: OR \d+\.\d\d \(95% CI", dom)
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', dom)  # nothing from the network
+    # provenance: the code version, code sets, seed and extract date
+    for item in ("code version", "code sets", "seed", "extract date"):
+        assert f"<td>{item}</td>" in dom, item
+    assert re.search(r"\d[\d,]* of \d[\d,]* check verdicts passed", dom)
+
+
+def test_the_report_is_linked_from_its_materialization(boosted):
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(boosted.home)) as instance:
+        record = instance.get_latest_materialization_event(AssetKey("cohort_report"))
+        meta = record.asset_materialization.metadata
+    assert meta["report"].value.startswith("file://") and Path(meta["path"].value).exists()
+    assert meta["qa_failed"].value == 0 and meta["qa_verdicts"].value > 500
+
+
+# ---- every analysis check fails on damaged data ------------------------------------------------------------
+def _copy(boosted, tmp_path) -> Path:
+    lake = tmp_path / "lake"
+    shutil.copytree(boosted.lake, lake)
+    return lake
+
+
+def _analysis_file(lake: Path, kind: str, filename: str = "") -> Path:
+    return Path(datasets.analysis(COHORT, kind).path(LakeResource(lake_root=str(lake)), filename=filename))
+
+
+# (asset, check, what is damaged, SQL over table t, figure that shows it)
+DAMAGE = [
+    ("cohort_attrition", "cohort_attrition_consistent", ("attrition", ""),
+     "SELECT * REPLACE (CASE WHEN population = 'targets' AND step_order = 3 THEN persons + 1000 ELSE persons END "
+     "AS persons) FROM t", "steps_that_grow"),
+    ("pgx_exposures", "pgx_exposures_complete", ("exposures", "features.parquet"),
+     "SELECT * FROM t LIMIT (SELECT count(*) - 1 FROM t)", "rows_without_features"),
+    ("pgx_exposures", "pgx_exposures_contract", ("exposures", "features.parquet"),
+     "SELECT * REPLACE ('case' AS role) FROM t", "value_failures"),
+    ("covariate_balance", "covariate_balance_matching_keys", ("balance", ""),
+     "SELECT * REPLACE (CASE WHEN covariate = 'sex F' THEN 0.3 ELSE smd END AS smd) FROM t",
+     "imbalanced_matching_keys"),
+    ("matched_association", "matched_association_reproducible", ("association", ""),
+     "SELECT * REPLACE (CASE WHEN exposure = 'cyp2d6_opioid' THEN odds_ratio * 1.01 ELSE odds_ratio END "
+     "AS odds_ratio) FROM t", "differing"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("asset,check,target,damage,figure", DAMAGE, ids=[d[1] for d in DAMAGE])
+def test_analysis_check_passes_on_good_data_and_fails_on_damaged(boosted, tmp_path, asset, check, target, damage,
+                                                               figure):  # fmt: skip
+    lake = _copy(boosted, tmp_path)
+    assert evaluate_check(boosted.raw, lake, asset, check, COHORT).passed
+    rewrite_parquet(_analysis_file(lake, *target), damage)
+    bad = evaluate_check(boosted.raw, lake, asset, check, COHORT)
+    assert not bad.passed
+    assert meta(bad, figure) not in (0, [], {}, None), (figure, meta(bad, figure))
+
+
+def test_export_check_fails_when_the_csv_loses_a_row_or_a_column_its_description(boosted, tmp_path):
+    lake = _copy(boosted, tmp_path)
+    folder = export_dir(lake)
+    assert evaluate_check(boosted.raw, lake, "cohort_export", "cohort_export_reproducible", COHORT).passed
+    features = folder / f"{COHORT}_cohort_features.csv"
+    lines = features.read_text().splitlines(keepends=True)
+    features.write_text("".join(lines[:-1]))
+    bad = evaluate_check(boosted.raw, lake, "cohort_export", "cohort_export_reproducible", COHORT)
+    assert not bad.passed and meta(bad, "exported_rows") == meta(bad, "cohort_rows") - 1
+    features.write_text("".join(lines))
+    dictionary = folder / "data_dictionary.csv"
+    dictionary.write_text("\n".join(line for line in dictionary.read_text().splitlines()
+                                    if not line.startswith("prior_oud,")) + "\n")  # fmt: skip
+    bad = evaluate_check(boosted.raw, lake, "cohort_export", "cohort_export_reproducible", COHORT)
+    assert not bad.passed and meta(bad, "columns_without_description") == ["prior_oud"]
+
+
+def test_export_check_fails_when_the_exported_flags_do_not_give_the_published_odds_ratio(boosted, tmp_path):
+    lake = _copy(boosted, tmp_path)
+    features = export_dir(lake) / f"{COHORT}_cohort_features.csv"
+    con = duckdb.connect()
+    con.execute(
+        f"COPY (SELECT * REPLACE (NOT cyp2d6_opioid AS cyp2d6_opioid) FROM read_csv('{features}', header = true)) "
+        f"TO '{features}' (FORMAT csv, HEADER true)"
+    )
+    bad = evaluate_check(boosted.raw, lake, "cohort_export", "cohort_export_reproducible", COHORT)
+    assert not bad.passed and "cyp2d6_opioid" in meta(bad, "differing")
+
+
+def test_report_check_fails_without_its_plots_or_with_a_network_reference(boosted, tmp_path):
+    lake = _copy(boosted, tmp_path)
+    report = Path(datasets.report(COHORT).path(LakeResource(lake_root=str(lake))))
+    page = report.read_text()
+    assert evaluate_check(boosted.raw, lake, "cohort_report", "cohort_report_complete", COHORT).passed
+    report.write_text(re.sub(r'(id="forest-plot">)<svg.*?</svg>', r"\1", page, flags=re.S))
+    bad = evaluate_check(boosted.raw, lake, "cohort_report", "cohort_report_complete", COHORT)
+    assert not bad.passed and meta(bad, "inline_plots") == {"love-plot": True, "forest-plot": False}
+    report.write_text(page.replace("</head>", '<script src="https://cdn.example.org/plot.js"></script></head>'))
+    bad = evaluate_check(boosted.raw, lake, "cohort_report", "cohort_report_complete", COHORT)
+    assert not bad.passed and meta(bad, "external_references") == 1
+
+
+def test_pgx_materialize_ends_with_the_report_path(boosted, monkeypatch):
+    from pgx_dagster.ops.cli import _report_lines
+
+    monkeypatch.setenv("PGX_LAKE_ROOT", str(boosted.lake))
+    lines = _report_lines(boosted.report)
+    report = Path(datasets.report(COHORT).path(LakeResource(lake_root=str(boosted.lake))))
+    assert lines[-1] == f"Report of cohort {COHORT}: {report.resolve().as_uri()}"
+    assert lines[0] == f"Exports of cohort {COHORT}: {export_dir(boosted.lake)}"
