@@ -110,10 +110,10 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
     with DuckDBWorker().session() as s:
         register_pgx_drugs(s)
         ndc = dict(s.execute("SELECT ingredient, min(ndc) FROM ndc_ingredient GROUP BY 1").fetchall())
-        members = [("P1", "target"), ("P2", "control"), ("P3", "control"), ("P4", "control")]
+        members = [("P1", "target"), ("P2", "control"), ("P3", "control"), ("P4", "control"), ("P5", "control")]
         table(s, "members", [
             {"matched_set_id": "opioid_ed:65-74:2019:F:000001", "person_id": p, "role": r, "index_date": INDEX,
-             "age_band": "65-74", "event_year": 2019, "sex": "F", "n_controls": 3} for p, r in members
+             "age_band": "65-74", "event_year": 2019, "sex": "F", "n_controls": 4} for p, r in members
         ])  # fmt: skip
         fills = [  # person, claim, drug, fill date, days supply
             ("P1", "c1", "codeine", D(2018, 6, 30), 30),  # the window's first day
@@ -124,6 +124,7 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
             ("P3", "c6", "oxycodone", D(2019, 1, 1), 10),  # to 2019-01-10 ...
             ("P3", "c7", "fluoxetine", D(2019, 2, 1), 30),  # ... no overlap
             ("P4", "c8", "clopidogrel", D(2019, 3, 1), 30),
+            ("P5", "c9", "tramadol", D(2019, 4, 1), 30),  # not genotyped, no inhibitor
         ]
         table(s, "pharmacy", [
             {"person_id": p, "payer_id": "A", "claim_id": c, "claim_line": 1, "fill_date": d, "days_supply": n,
@@ -153,7 +154,7 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
 
     assert {(r["person_id"], r["ingredient"]): (r["fills"], r["days_supplied"]) for r in exposures} == {
         ("P1", "codeine"): (2, 60), ("P1", "paroxetine"): (1, 30), ("P3", "oxycodone"): (1, 10),
-        ("P3", "fluoxetine"): (1, 30), ("P4", "clopidogrel"): (1, 30),
+        ("P3", "fluoxetine"): (1, 30), ("P4", "clopidogrel"): (1, 30), ("P5", "tramadol"): (1, 30),
     }  # fmt: skip
     assert [r["max_mme_per_day"] for r in exposures if r["ingredient"] == "codeine"] == [45.0]
     assert (f["P1"]["cyp2d6_opioid"], f["P1"]["strong_cyp2d6_inhibitor"], f["P1"]["cyp2d6_opioid_with_inhibitor"]) == (
@@ -166,6 +167,8 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
     assert f["P3"]["cyp2d6_opioid_functional_poor"]  # a poor metaboliser on oxycodone
     assert f["P3"]["prior_oud"] and not f["P4"]["prior_oud"]  # P4's OUD is after the index date
     assert f["P4"]["cyp2c19_phenotype"] == "Poor Metabolizer" and f["P2"]["cyp2d6_phenotype"] is None
+    # on a CYP2D6 opioid, not genotyped, no inhibitor: not a poor metaboliser on the drug (False, never NULL)
+    assert f["P5"]["cyp2d6_opioid"] and f["P5"]["cyp2d6_opioid_functional_poor"] is False
     assert flags[("P4", "drug:clopidogrel x CYP2C19 Poor Metabolizer")]
     assert flags[("P3", "drug:oxycodone x CYP2D6 Poor Metabolizer")]
     assert not flags[("P1", "drug:codeine x CYP2D6 Poor Metabolizer")]
@@ -174,7 +177,7 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
     by_exposure: dict[str, int] = {}
     for _person, exposure in flags:
         by_exposure[exposure] = by_exposure.get(exposure, 0) + 1
-    assert set(by_exposure.values()) == {4}
+    assert set(by_exposure.values()) == {5}
 
 
 # ---- the planted effect, through a real backfill ---------------------------------------------------------

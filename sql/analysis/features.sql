@@ -71,7 +71,8 @@ SELECT m.matched_set_id, m.person_id, m.role, m.role = 'target' AS is_target, m.
        coalesce(d.cpic_drugs, []::VARCHAR[]) AS cpic_drugs,
        g.cyp2d6_phenotype, g.cyp2c19_phenotype, g.cyp2c9_phenotype, g.slco1b1_phenotype, g.vkorc1_phenotype,
        coalesce(d.cyp2d6_opioid, FALSE)
-           AND (g.cyp2d6_phenotype = 'Poor Metabolizer' OR o.person_id IS NOT NULL) AS cyp2d6_opioid_functional_poor
+           AND (coalesce(g.cyp2d6_phenotype = 'Poor Metabolizer', FALSE) OR o.person_id IS NOT NULL)
+           AS cyp2d6_opioid_functional_poor  -- not genotyped: poor only by an inhibitor
 FROM members m
 LEFT JOIN events_per_member e USING (matched_set_id, person_id)
 LEFT JOIN drugs_per_member d USING (matched_set_id, person_id)
