@@ -44,8 +44,12 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def estimate(exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed: np.ndarray) -> Estimate:
-    """The odds ratio of `exposed` for being a target, conditional on the matched set."""
+def estimate(
+    exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed: np.ndarray, start: float | None = None
+) -> Estimate:
+    """The odds ratio of `exposed` for being a target, conditional on the matched set. The fit starts at
+    `start` (an odds ratio, e.g. one to reproduce), else at the Mantel-Haenszel estimate: the conditional
+    log-likelihood is concave with one maximum, so the start changes the steps taken, not the result."""
     from statsmodels.discrete.conditional_models import ConditionalLogit
     from statsmodels.stats.contingency_tables import StratifiedTable
 
@@ -90,7 +94,9 @@ def estimate(exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed:
     # Newton-Raphson to a tight tolerance: statsmodels' default (BFGS) stops ~1e-5 short of the maximum.
     model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=set_ids[keep])
     try:
-        result = model.fit(method="newton", tol=1e-12, maxiter=100, disp=0)
+        first = start or mh_fields["mh_odds_ratio"]  # close to the maximum: a few Newton steps
+        result = model.fit(start_params=[math.log(first) if first else 0.0], method="newton", tol=1e-12,
+                           maxiter=100, disp=0)  # fmt: skip
         beta, se = float(result.params[0]), float(result.bse[0])
         converged = abs(float(model.score(result.params)[0])) < 1e-6 * base["sets_used"]
     except np.linalg.LinAlgError:  # a flat likelihood: the information matrix is singular

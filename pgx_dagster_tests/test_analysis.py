@@ -324,13 +324,19 @@ DAMAGE = [
     ("covariate_balance", "covariate_balance_matching_keys", ("balance", ""),
      "SELECT * REPLACE (CASE WHEN covariate = 'sex F' THEN 0.3 ELSE smd END AS smd) FROM t",
      "imbalanced_matching_keys"),
-    ("matched_association", "matched_association_reproducible", ("association", ""),
-     "SELECT * REPLACE (CASE WHEN exposure = 'cyp2d6_opioid' THEN odds_ratio * 1.01 ELSE odds_ratio END "
-     "AS odds_ratio) FROM t", "differing"),
+    ("matched_association", "matched_association_consistent", ("association", ""),
+     "SELECT * REPLACE (CASE WHEN exposure = 'cyp2d6_opioid' THEN sets_used - 1 ELSE sets_used END AS sets_used) "
+     "FROM t", "counts_differing"),
+    ("matched_association", "matched_association_consistent", ("association", ""),
+     "SELECT * REPLACE (CASE WHEN exposure = 'cyp2d6_opioid' THEN ci_high * 0.1 ELSE ci_high END AS ci_high) "
+     "FROM t", "estimates_malformed"),
+    ("matched_association", "matched_association_consistent", ("exposures", "exposure_flags.parquet"),
+     "SELECT * REPLACE (CASE WHEN exposure = 'drug:codeine' AND is_target THEN NOT exposed ELSE exposed END "
+     "AS exposed) FROM t", "counts_differing"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("asset,check,target,damage,figure", DAMAGE, ids=[d[1] for d in DAMAGE])
+@pytest.mark.parametrize("asset,check,target,damage,figure", DAMAGE, ids=[f"{d[1]}-{d[4]}" for d in DAMAGE])
 def test_analysis_check_passes_on_good_data_and_fails_on_damaged(boosted, tmp_path, asset, check, target, damage,
                                                                figure):  # fmt: skip
     lake = _copy(boosted, tmp_path)

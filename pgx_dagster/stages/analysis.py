@@ -14,6 +14,7 @@ SQL: sql/analysis/; statistics: pgx_dagster/association.py; the report: pgx_dags
 import json
 import re
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from logging import Logger
@@ -34,11 +35,15 @@ from pgx_dagster.raw_inputs import register_genotypes
 from pgx_dagster.report import SMD_LIMIT, render
 from pgx_dagster.reporting import STAGES, attrition_markdown, table_metadata
 from pgx_dagster.settings import REPO_ROOT, SQL_DIR
-from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check
+from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check, session_threads
 
 DEFINITIONS = {d.name: d for d in load_all()}
 EVERY_COHORT = [AssetDep(f"cohort_{name}", partition_mapping=AllPartitionMapping()) for name in cohort_names()]
 DICTIONARY = SQL_DIR / "analysis" / "data_dictionary.csv"
+
+
+def cohort_session(duckdb: DuckDBWorker) -> AbstractContextManager[Session]:
+    return duckdb.session(threads=session_threads("cohort"))
 
 
 def analysis(name: str, kind: str) -> datasets.Dataset:
@@ -77,9 +82,9 @@ def read_analysis(s: Session, lake: LakeResource, name: str, kind: str, filename
     return view
 
 
-def association_rows(s: Session, flags: str) -> list[dict]:
+def association_rows(s: Session, flags: str, start: dict[str, float] | None = None) -> list[dict]:
     """One estimate per exposure of `flags` (matched_set_id, person_id, is_target, kind, exposure,
-    gene, phenotype, exposed), in the order of the exposures."""
+    gene, phenotype, exposed), in the order of the exposures; `start`: odds ratios to start the fits at."""
     data = s.execute(
         f"SELECT exposure, any_value(kind) AS kind, any_value(gene) AS gene, any_value(phenotype) AS phenotype, "
         f"list(matched_set_id ORDER BY matched_set_id, person_id) AS sets, "
@@ -88,7 +93,7 @@ def association_rows(s: Session, flags: str) -> list[dict]:
     ).fetchall()
     rows = []
     for exposure, kind, gene, phenotype, sets, targets, exposed in data:
-        row = estimate(exposure, sets, targets, exposed).row()
+        row = estimate(exposure, sets, targets, exposed, (start or {}).get(exposure)).row()
         rows.append({"kind": kind, "gene": gene, "phenotype": phenotype, **row})
     return rows
 
@@ -106,7 +111,7 @@ def association_rows(s: Session, flags: str) -> list[dict]:
 def cohort_attrition(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
     started = time.perf_counter()
     dataset = analysis(name, "attrition")
-    with duckdb.session() as s:
+    with cohort_session(duckdb) as s:
         s.view("parts", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "attrition"))))
         s.set_variables({"design": DEFINITIONS[name].design})
         s.model_table("total", "analysis/attrition")
@@ -150,7 +155,7 @@ def pgx_exposures(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
     started = time.perf_counter()
     d = DEFINITIONS[name]
     dataset = analysis(name, "exposures")
-    with duckdb.session() as s:
+    with cohort_session(duckdb) as s:
         register_cohort(s, lake, d)
         s.model_table("fills", "analysis/fills")
         exposures = s.model_table("exposures", "analysis/exposures")
@@ -222,7 +227,7 @@ features_contract = contract_check(
 def covariate_balance(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
     started = time.perf_counter()
     dataset = analysis(name, "balance")
-    with duckdb.session() as s:
+    with cohort_session(duckdb) as s:
         read_analysis(s, lake, name, "exposures", "features.parquet")
         read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
         n = s.model_table("balance", "analysis/balance")
@@ -265,7 +270,7 @@ def matching_keys_balanced(s: Session, lake: LakeResource, name: str):
 def matched_association(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
     started = time.perf_counter()
     dataset = analysis(name, "association")
-    with duckdb.session() as s:
+    with cohort_session(duckdb) as s:
         read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
         rows = association_rows(s, "exposure_flags")
         s.register_rows("association", rows, contracts.ASSOCIATION_TYPES)
@@ -285,14 +290,16 @@ def matched_association(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, n
 
 @partitioned_check(
     matched_association,
-    name="matched_association_reproducible",
-    description="The odds ratios are reproducible: re-estimated from the exposure flags as written, every "
-    "exposure's estimate is the same (to 1e-9), and the sets used never exceed the sets.",
+    name="matched_association_consistent",
+    description="The estimates fit the exposure flags as written: per exposure the sets, the discordant sets and "
+    "the exposed targets and controls recounted in SQL; an odds ratio exactly when there is no note, inside its "
+    "95% CI, p in [0, 1]. (The OR itself is re-estimated from the exported CSV by cohort_export's check.)",
 )
-def association_reproducible(s: Session, lake: LakeResource, name: str):
+def association_consistent(s: Session, lake: LakeResource, name: str):
     read_analysis(s, lake, name, "association")
     read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
-    return _reproduced(s.rows("SELECT * FROM association"), association_rows(s, "exposure_flags"))
+    f = s.rows(sql_text("analysis/association_check"))[0]
+    return verdict(not f["counts_differing"] and not f["estimates_malformed"], f)
 
 
 def _reproduced(written: list[dict], again: list[dict]) -> object:
@@ -327,7 +334,7 @@ def cohort_export(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
     started = time.perf_counter()
     d = DEFINITIONS[name]
     dataset = datasets.export(name)
-    with duckdb.session() as s:
+    with cohort_session(duckdb) as s:
         s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
         s.view("events_all", parquet_relation(EVENTS.glob(lake)))
         s.set_variables(
@@ -390,7 +397,11 @@ def export_reproducible(s: Session, lake: LakeResource, name: str):
     validation = json.loads(_read_text(lake, f"{dataset.root(lake)}/validation.json"))
     # The OR of every exposure again, from the exported CSV alone.
     s.model_view("flags_from_export", "analysis/flags_from_export")
-    result = _reproduced(s.rows("SELECT * FROM association"), association_rows(s, "flags_from_export"))
+    written = s.rows("SELECT * FROM association")
+    # each fit starts at the published OR: if that is the maximum, Newton stops at once; if not, it moves
+    result = _reproduced(
+        written, association_rows(s, "flags_from_export", {r["exposure"]: r["odds_ratio"] for r in written})
+    )
     f = {
         "exported_rows": s.scalar("SELECT count(*) FROM exported"),
         "cohort_rows": s.scalar("SELECT count(*) FROM members"),
@@ -484,7 +495,7 @@ def cohort_report(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
     started = time.perf_counter()
     d = DEFINITIONS[name]
     dataset = datasets.report(name)
-    with duckdb.session() as s:
+    with cohort_session(duckdb) as s:
         attrition = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'attrition')}")
         balance = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'balance')}")
         association = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'association')} ORDER BY kind, exposure")
@@ -553,5 +564,5 @@ ANALYSIS_ASSETS = [
 defs = Definitions(
     assets=ANALYSIS_ASSETS,
     asset_checks=[attrition_consistent, exposures_complete, features_contract, matching_keys_balanced,
-                  association_reproducible, export_reproducible, report_complete],
+                  association_consistent, export_reproducible, report_complete],
 )  # fmt: skip

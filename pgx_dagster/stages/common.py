@@ -14,6 +14,7 @@ partition's metadata and each partition's check verdict separately, so the UI sh
 partition exactly as a one-partition run would.
 """
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -96,11 +97,20 @@ def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[s
     return decorate
 
 
-def _in_session(evaluate: Callable[..., AssetCheckResult]) -> Callable[..., AssetCheckResult]:
+def session_threads(partitions: str) -> int | None:
+    """DuckDB threads of a partition's session: a claims partition runs beside many others (the legacy
+    pipeline's 1 thread per worker, the resource's default); a cohort's analysis runs after all of them,
+    alone or beside other cohorts, so it gets every core. Memory stays one worker's either way."""
+    return (os.cpu_count() or 1) if partitions == "cohort" else None
+
+
+def _in_session(
+    evaluate: Callable[..., AssetCheckResult], threads: int | None = None
+) -> Callable[..., AssetCheckResult]:
     """A check as a function of (lake, duckdb, *partition): its own DuckDB session around `evaluate`."""
 
     def check(lake: LakeResource, duckdb: DuckDBWorker, *partition: Any) -> AssetCheckResult:
-        with duckdb.session() as s:
+        with duckdb.session(threads=threads) as s:
             return evaluate(s, lake, *partition)
 
     check.__name__ = evaluate.__name__
@@ -161,7 +171,7 @@ def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
     partitions_def = asset_def.partitions_def
 
     def decorate(evaluate: Callable[..., AssetCheckResult]):
-        run = _in_session(evaluate)
+        run = _in_session(evaluate, session_threads(WORK[asset_name].partitions))
         WORK[asset_name].checks.append(run)
 
         @asset_check(
