@@ -8,6 +8,7 @@ Layout (kept from the legacy pipeline so existing consumers keep working):
   staging/{medical,pharmacy}/age_band=../event_year=../*.parquet       intake's placed rows
   staging/person_index/person_index.parquet                             member -> person, birth year
   quarantine/intake_{medical,pharmacy}/quarantine.parquet               rows intake could not place
+  quarantine/intake_eligibility/quarantine.parquet                      eligibility rows / values not used
   silver/observation_period/observation_period.parquet                  enrolment per person
   silver/{medical,pharmacy}/age_band=../event_year=../{kind}.parquet
   quarantine/silver_{medical,pharmacy}/age_band=../event_year=../quarantine.parquet
@@ -33,7 +34,7 @@ from urllib.parse import quote as urlquote
 from pgx_dagster.duck import Session, quote
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import all_keys, split_key
-from pgx_dagster.reporting import write_checkpoint
+from pgx_dagster.reporting import read_checkpoint, write_checkpoint
 
 KINDS = ("medical", "pharmacy")
 
@@ -91,12 +92,17 @@ class Dataset:
         """Write each `filename: SELECT ...` into the dataset's folder (the partition's, when partitioned),
         replacing it whole; with `metrics`, the stage's checkpoint beside them. Returns the folder."""
         final_dir = self.dir(lake, age_band, event_year)
+        replaced = read_checkpoint(lake, final_dir) if metrics is not None else None
         with lake.publish_dir(final_dir) as tmp:
             for filename, query in files.items():
                 s.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} (FORMAT parquet)")
             if metrics is not None:
-                write_checkpoint(tmp, self.stage, _entity(self, age_band, event_year), metrics)
+                write_checkpoint(tmp, self.stage, _entity(self, age_band, event_year), metrics, replaced)
         return final_dir
+
+    def checkpoint(self, lake: LakeResource, age_band: str | None = None, event_year: int | None = None) -> dict:
+        """The partition's (or dataset's) checkpoint as written; {} when there is none."""
+        return read_checkpoint(lake, self.dir(lake, age_band, event_year)) or {}
 
     def publish_partitioned(self, s: Session, lake: LakeResource, query: str) -> str:
         """Write `query` (with age_band and event_year columns) into every partition folder at once,
@@ -131,6 +137,10 @@ INTAKE_QUARANTINE = {
     kind: Dataset(f"quarantine/intake_{kind}", "quarantine.parquet", partitioned=False, stage="intake")
     for kind in KINDS
 }
+# Eligibility rows intake could not use, and values it rejected on rows it kept (sql/intake/eligibility.sql).
+ELIGIBILITY_QUARANTINE = Dataset(
+    "quarantine/intake_eligibility", "quarantine.parquet", partitioned=False, stage="intake"
+)
 SILVER = {kind: Dataset(f"silver/{kind}", f"{kind}.parquet", stage="silver") for kind in KINDS}
 SILVER_QUARANTINE = {kind: Dataset(f"quarantine/silver_{kind}", "quarantine.parquet", stage="silver") for kind in KINDS}
 CODE_QUARANTINE = Dataset("quarantine/silver_medical_codes", "quarantine.parquet", stage="silver")

@@ -63,14 +63,19 @@ def parquet_relation(paths: str | Sequence[str]) -> str:
 
 
 class DataDefect(Failure):
-    """SQL failed because of the data (unreadable file, wrong type, missing column): retrying cannot
-    help, so the step fails at once. I/O and network errors are left to the step's retry policy."""
+    """The data, not the code or the machine: an unreadable file, a missing column, a value that cannot
+    be what it must be. Retrying cannot help, so the step fails at once with one message - what, where,
+    and what to do - shown as the failure's description in the UI and in `pgx` output."""
 
-    def __init__(self, error: duckdb.Error):
-        super().__init__(
-            description=f"data defect, not retried: {type(error).__name__}: {redact(str(error))}",
-            allow_retries=False,
-        )
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
+
+
+class InternalError(Failure):
+    """SQL that cannot run whatever the data: a bug, or a lake written by another version. Not retried."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
 
 
 def redact(message: str) -> str:
@@ -79,8 +84,31 @@ def redact(message: str) -> str:
     return re.sub(r"'([^'/]*)'", "'<value>'", first)
 
 
-def is_data_defect(error: BaseException) -> bool:
-    return isinstance(error, duckdb.ProgrammingError | duckdb.DataError | duckdb.IntegrityError)
+# Network trouble on the way to S3 (or any remote file): the step's retry policy may get through.
+TRANSIENT = re.compile(r"HTTP|timed? ?out|connection|could not (?:connect|resolve)|unreachable|reset by peer", re.I)
+
+
+def failure_for(error: duckdb.Error, context: str) -> Exception:
+    """What a DuckDB error means for the step running `context` (a SQL model, a dataset read)."""
+    first = redact(str(error))
+    if isinstance(error, duckdb.HTTPException) or (isinstance(error, duckdb.IOException) and TRANSIENT.search(first)):
+        return error  # transient: left to the retry policy
+    if isinstance(error, duckdb.OutOfMemoryException):
+        return DataDefect(
+            f"{context}: out of memory within the worker's limit ({first}). Raise PGX_MEMORY_PER_WORKER "
+            "(and the machine's memory with it), or run fewer partitions at once (PGX_MAX_WORKERS)."
+        )
+    if isinstance(error, duckdb.ParserException | duckdb.BinderException | duckdb.CatalogException):
+        return InternalError(
+            f"{context}: {first}. The SQL does not fit its inputs: a bug, or lake files written by another "
+            "version of pgx-dagster - re-materialize the upstream assets; if it persists, report it with the run id."
+        )
+    if not isinstance(error, duckdb.InterruptException):  # reading bytes that are not what they claim
+        return DataDefect(
+            f"{context}: {first}. A file is missing, unreadable or holds values of the wrong kind: "
+            "`pgx validate-inputs` checks the raw files; replace a damaged file and re-run."
+        )
+    return error
 
 
 class Session:
@@ -89,17 +117,28 @@ class Session:
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
         self.sql_seconds = 0.0
+        self.context = "SQL"  # what runs: named in error messages
 
     def execute(self, statement: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         t0 = time.perf_counter()
         try:
             return self.con.execute(statement, params) if params is not None else self.con.execute(statement)
         except duckdb.Error as error:
-            if is_data_defect(error):
-                raise DataDefect(error) from None
-            raise
+            failure = failure_for(error, self.context)
+            if failure is error:
+                raise
+            raise failure from None
         finally:
             self.sql_seconds += time.perf_counter() - t0
+
+    @contextmanager
+    def doing(self, context: str) -> Iterator[None]:
+        """Name what runs inside (a SQL model, a read of a dataset) in the messages of its errors."""
+        before, self.context = self.context, context
+        try:
+            yield
+        finally:
+            self.context = before
 
     def set_variables(self, values: Mapping[str, Any]) -> None:
         for key, value in values.items():
@@ -111,11 +150,13 @@ class Session:
 
     def model_view(self, name: str, model: str) -> None:
         """Register `sql/<model>.sql` as a view called `name`."""
-        self.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql_text(model)}")
+        with self.doing(f"sql/{model}.sql"):
+            self.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql_text(model)}")
 
     def model_table(self, name: str, model: str) -> int:
         """Run `sql/<model>.sql` once into a temp table; returns its row count."""
-        self.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql_text(model)}")
+        with self.doing(f"sql/{model}.sql"):
+            self.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql_text(model)}")
         return self.scalar(f"SELECT count(*) FROM {name}")
 
     def scalar(self, query: str, params: Any = None) -> Any:

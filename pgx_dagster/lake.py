@@ -123,6 +123,16 @@ class LakeResource(ConfigurableResource):
         bucket, key = split_s3(path)
         return bool(s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
 
+    def read_text(self, path: str) -> str | None:
+        """A small file's text (a checkpoint, a report), local or on S3; None when it does not exist."""
+        if not is_s3(path):
+            return Path(path).read_text() if Path(path).is_file() else None
+        bucket, key = split_s3(path)
+        try:
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        except s3_client().exceptions.NoSuchKey:
+            return None
+
     def files(self, pattern: str) -> list[str]:
         """Paths matching a glob (`*` within one path segment), local or on S3."""
         if not is_s3(pattern):

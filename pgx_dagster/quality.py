@@ -52,6 +52,15 @@ def contract_violations(session: Session, relation: str, contract: Contract) -> 
                 failures[label] = failures.get(label, 0) + n
     else:
         rows = session.scalar(f"SELECT count(*) FROM {relation}")
+    # NaN and infinity pass pandera's dtype and range rules unnoticed (and pandas shows NULL as NaN):
+    # counted in SQL, for every floating-point column of every contract.
+    floating = [n for n, t in actual if t in ("DOUBLE", "FLOAT", "REAL")]
+    if floating:
+        tallies = ", ".join(f'count(*) FILTER (WHERE NOT isfinite("{n}"))' for n in floating)
+        counts = session.execute(f"SELECT {tallies} FROM {relation}").fetchone()
+        for name, n in zip(floating, counts, strict=True):
+            if n:
+                failures[f"{name}: finite"] = failures.get(f"{name}: finite", 0) + int(n)
     duplicates = 0
     if contract.key and all(k in actual_map for k in contract.key):
         keys = ", ".join(contract.key)

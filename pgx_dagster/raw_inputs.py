@@ -20,13 +20,15 @@ table (raw_medical, raw_pharmacy, raw_eligibility, raw_enrollment, raw_linkage) 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from dagster import Failure
+import duckdb
 
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import IMPUTED, KINDS, SILVER
-from pgx_dagster.duck import Session, quote
+from pgx_dagster.duck import DataDefect, Session, quote, redact
 from pgx_dagster.lake import LakeResource
 
 RAW_TABLES = ("medical_claims", "pharmacy_claims", "member_eligibility", "member_linkage")
@@ -139,14 +141,56 @@ FORMATS: dict[str, RawFormat] = {
     "pgx": RawFormat(
         "pgx",
         (
-            Source("src_medical_claims", pgx_table="medical_claims", optional={"other_diagnosis_codes": "VARCHAR[]"}),
-            Source("src_pharmacy_claims", pgx_table="pharmacy_claims"),
+            # Required: what a row cannot do without (guards.REQUIRED); the rest reads as NULL when absent.
+            Source(
+                "src_medical_claims",
+                pgx_table="medical_claims",
+                required=("payer_id", "member_id", "claim_id", "service_date", "diagnosis_code_1", "procedure_code"),
+                optional={
+                    **dict.fromkeys(
+                        (
+                            "claim_line",
+                            "claim_version",
+                            "claim_type",
+                            "revenue_code",
+                            "place_of_service",
+                            "diagnosis_code_2",
+                            "diagnosis_code_3",
+                            "patient_sex",
+                            "patient_zip",
+                            "paid_amount",
+                        ),
+                        "VARCHAR",
+                    ),
+                    "other_diagnosis_codes": "VARCHAR[]",
+                },  # fmt: skip
+            ),
+            Source(
+                "src_pharmacy_claims",
+                pgx_table="pharmacy_claims",
+                required=("payer_id", "member_id", "claim_id", "fill_date", "ndc"),
+                optional=dict.fromkeys(
+                    (
+                        "claim_line",
+                        "claim_version",
+                        "quantity",
+                        "days_supply",
+                        "patient_sex",
+                        "patient_zip",
+                        "paid_amount",
+                    ),
+                    "VARCHAR",
+                ),  # fmt: skip
+            ),
             Source(
                 "src_member_eligibility",
                 pgx_table="member_eligibility",
-                optional=dict.fromkeys(("state", "enrollment_start_date", "enrollment_end_date"), "VARCHAR"),
+                required=("payer_id", "member_id", "coverage_year", "birth_year"),
+                optional=dict.fromkeys(
+                    ("sex", "zip", "state", "enrollment_start_date", "enrollment_end_date"), "VARCHAR"
+                ),
             ),
-            Source("src_member_linkage", pgx_table="member_linkage"),
+            Source("src_member_linkage", pgx_table="member_linkage", required=("payer_id", "member_id", "person_id")),
         ),
     ),
     "tuva": RawFormat(
@@ -267,6 +311,78 @@ def _reader(files: list[str], source: Source) -> str:
     return f"read_csv([{listing}], header = true, all_varchar = true, union_by_name = true{filename})"
 
 
+def _with_aliases(column: str, source: Source) -> str:
+    return f"{column} (or {' / '.join(source.aliases[column])})" if column in source.aliases else column
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def file_columns(s: Session, files: list[str], source: Source) -> dict[str, set[str]]:
+    """The columns of each file (Parquet footers, CSV headers). A file that cannot be read as what it
+    claims to be stops here, named, before any query reads it."""
+    if all(f.endswith(".parquet") for f in files):
+        listing = ", ".join(quote(f) for f in files)
+        try:
+            with s.doing(f"{source.view}: reading the Parquet footers"):
+                rows = s.execute(f"SELECT file_name, name FROM parquet_schema([{listing}])").fetchall()
+        except DataDefect:
+            raise unreadable(s, files, source) from None
+        out: dict[str, set[str]] = {f: set() for f in files}
+        for path, name in rows:
+            out.setdefault(path, set()).add(name)
+        return out
+    out = {}
+    for path in files:
+        try:
+            with s.doing(f"{source.view}: reading the header of {path}"):
+                out[path] = {name for name, _type in s.columns(_reader([path], source))}
+        except DataDefect:
+            raise unreadable(s, [path], source) from None
+    return out
+
+
+def unreadable(s: Session, files: list[str], source: Source) -> DataDefect:
+    """The first of `files` that cannot be read whole, as a message naming it (each file read in full:
+    only on the way to an error)."""
+    for path in files:
+        try:
+            s.con.execute(f"SELECT sum(hash(t)) FROM {_reader([path], source)} t").fetchone()
+        except duckdb.Error as error:
+            kind = "Parquet" if path.endswith(".parquet") else "CSV"
+            return DataDefect(
+                f"{source.view} file {path} cannot be read as {kind}: {redact(str(error))}. The file is damaged "
+                "or not what its name says: replace it with a good copy (or remove it) and re-run."
+            )
+    return DataDefect(f"{source.view}: its files ({len(files)}) could not be read together; each reads alone.")
+
+
+def check_raw_readable(s: Session, used: dict[str, list[str]]) -> DataDefect | None:
+    """After a query over the raw views failed: the raw file that cannot be read whole, if any."""
+    fmt_sources = {src.view: src for fmt in FORMATS.values() for src in fmt.sources}
+    for view, files in used.items():
+        for path in files:
+            try:
+                s.con.execute(f"SELECT sum(hash(t)) FROM {_reader([path], fmt_sources[view])} t").fetchone()
+            except duckdb.Error:
+                return unreadable(s, [path], fmt_sources[view])
+    return None
+
+
+@contextmanager
+def reading_raw(s: Session, used: dict[str, list[str]]) -> Iterator[None]:
+    """Around SQL that reads the raw views: a damaged file found only when its pages are decoded (the
+    footer was fine) is named, not reported as a failure of the SQL model."""
+    try:
+        yield
+    except DataDefect:
+        culprit = check_raw_readable(s, used)
+        if culprit is not None:
+            raise culprit from None
+        raise
+
+
 def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple(RAW_VIEWS)) -> dict[str, list[str]]:
     """Views raw_medical / raw_pharmacy / raw_eligibility / raw_linkage in the raw layout, whatever
     the input format. Returns the files each source view reads (for logs and metadata)."""
@@ -285,36 +401,34 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
             used[source.view] = []
             continue
         if not files:
-            raise Failure(
-                f"PGX_RAW_FORMAT={fmt.name}: no files for {source.view}; tried {', '.join(tried)}",
-                allow_retries=False,
+            raise DataDefect(
+                f"PGX_RAW_FORMAT={fmt.name}: no {source.view} files; tried {', '.join(tried)}. Put the files there, "
+                "point PGX_RAW_ROOT (or a PGX_RAW_* override) at them, or set PGX_RAW_FORMAT to their layout "
+                "(`pgx validate-inputs` shows what is read)."
             )
+        per_file = file_columns(s, files, source)
+        for path, columns_of_file in per_file.items():
+            missing = [c for c in source.required if not {c, *source.aliases.get(c, ())} & columns_of_file]
+            if missing:
+                others = sum(1 for f, cols in per_file.items() if f != path and set(missing) - cols)
+                raise DataDefect(
+                    f"{source.view} file {path} has no column {', '.join(_with_aliases(c, source) for c in missing)}"
+                    + (f" (nor do {others} other file(s))" if others else "")
+                    + f": the {fmt.name} format needs {', '.join(_with_aliases(c, source) for c in source.required)} "
+                    '(README "Raw layout" / "Input formats"). Add or rename the column in the file and re-run.'
+                )
+        present = set().union(*per_file.values())
         relation = _reader(files, source)
-        present = {name for name, _type in s.columns(relation)}
-        renamed = {
-            current: next(old for old in olds if old in present)
-            for current, olds in source.aliases.items()
-            if current not in present and any(old in present for old in olds)
-        }
-        present |= set(renamed)
-        missing = [c for c in source.required if c not in present]
-        if missing:
-            raise Failure(
-                f"PGX_RAW_FORMAT={fmt.name}: {source.view} ({files[0]}{' and others' if len(files) > 1 else ''}) "
-                f"lacks required column(s) "
-                + ", ".join(f"{c} (or {' / '.join(source.aliases[c])})" if c in source.aliases else c for c in missing),
-                allow_retries=False,
-            )
         # Declared order (the SQL gathers numbered columns such as HCPCS_CD_1..45 by pattern).
         absent = {c: f'NULL::{t} AS "{c}"' for c, t in source.optional.items() if c not in present}
+        # A column under its current or an older name (files of both versions may be read together).
+        named = {c: f'coalesce({", ".join(quote_ident(n) for n in (c, *source.aliases[c]) if n in present)}) AS "{c}"'
+                 for c in source.aliases if {c, *source.aliases[c]} & present}  # fmt: skip
 
         if source.pgx_table:
             columns = ["*", *absent.values()]
         else:
-            columns = [
-                absent.get(c) or (f'"{renamed[c]}" AS "{c}"' if c in renamed else f'"{c}"')
-                for c in (*source.required, *source.optional)
-            ]
+            columns = [absent.get(c) or named.get(c) or f'"{c}"' for c in (*source.required, *source.optional)]
             columns += ["filename"] if source.with_filename else []
         s.view(source.view, f"(SELECT {', '.join(columns)} FROM {relation})")
         used[source.view] = files
@@ -381,10 +495,9 @@ def register_genotypes(s: Session, lake: LakeResource) -> list[str]:
     front ('CYP2D6 Poor Metabolizer') is taken off. Returns the files read."""
     files = genotype_files(lake)
     if lake.genotypes and not files:
-        raise Failure(
+        raise DataDefect(
             f"PGX_GENOTYPES={lake.genotypes}: no genotype file there (a Parquet or CSV file, a glob, or a folder "
-            "of them, with columns person_id, gene, phenotype). Fix the path, or unset PGX_GENOTYPES to run without.",
-            allow_retries=False,
+            "of them, with columns person_id, gene, phenotype). Fix the path, or unset PGX_GENOTYPES to run without."
         )
     if not files:
         s.view(
@@ -392,13 +505,14 @@ def register_genotypes(s: Session, lake: LakeResource) -> list[str]:
             "(SELECT NULL::VARCHAR AS person_id, NULL::VARCHAR AS gene, NULL::VARCHAR AS phenotype LIMIT 0)",
         )
         return []
-    relation = _reader(files, Source("genotypes"))
-    present = {name for name, _ in s.columns(relation)}
-    if missing := [c for c in GENOTYPE_COLUMNS if c not in present]:
-        raise Failure(
-            f"genotypes ({files[0]}) lack column(s) {', '.join(missing)}: expected {', '.join(GENOTYPE_COLUMNS)}",
-            allow_retries=False,
-        )
+    source = Source("genotypes")
+    for path, present in file_columns(s, files, source).items():
+        if missing := [c for c in GENOTYPE_COLUMNS if c not in present]:
+            raise DataDefect(
+                f"genotypes file {path} has no column {', '.join(missing)}: expected {', '.join(GENOTYPE_COLUMNS)} "
+                "(CPIC phenotype terms). Add or rename the column, or unset PGX_GENOTYPES to run without."
+            )
+    relation = _reader(files, source)
     # The gene in front of a phenotype is cut by position: a regular expression built per row from the
     # gene's name would be compiled per row (7 s per 1.5M rows).
     s.view(

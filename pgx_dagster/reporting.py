@@ -61,18 +61,46 @@ STAGES = {
 }
 
 
-def write_checkpoint(folder: str, stage: str, entity_id: str, metrics: dict[str, Any]) -> None:
+# Metrics that describe the run rather than the data: two checkpoints of the same data differ only in these.
+RUN_METRICS = frozenset({"duration_s", "peak_rss_mb", "written_at"})
+
+
+def write_checkpoint(
+    folder: str, stage: str, entity_id: str, metrics: dict[str, Any], replaced: dict[str, Any] | None = None
+) -> None:
     """The legacy pipeline's checkpoint record, written inside the partition folder before it is
-    published (so it appears atomically with the data it describes)."""
+    published (so it appears atomically with the data it describes). `replaced` is the checkpoint this
+    publish replaces: its metrics become `previous`, the baseline the guards compare against
+    (pgx_dagster/guards.py) - unless it described the same data (a re-run, a retry), when its own
+    `previous` is kept, so re-running a partition that failed a guard cannot make the failure its own
+    baseline."""
+    previous = None
+    if replaced:
+        same = _data_metrics(replaced.get("metrics") or {}) == _data_metrics(metrics)
+        previous = replaced.get("previous") if same else _data_metrics(replaced.get("metrics") or {})
     record = {
         "pipeline": STAGES[stage].pipeline,
         "entity_id": entity_id,
         "phase": STAGES[stage].phase,
         "status": "completed",
         "metrics": metrics,
+        "previous": previous,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(folder, CHECKPOINT).write_text(json.dumps(record, indent=2, default=str))
+
+
+def _data_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: v for k, v in metrics.items() if k not in RUN_METRICS}, default=str))
+
+
+def read_checkpoint(lake: Any, folder: str) -> dict[str, Any] | None:
+    """The checkpoint in a published folder, if any (a damaged one counts as none)."""
+    text = lake.read_text(f"{folder.rstrip('/')}/{CHECKPOINT}")
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
 
 
 def provenance_counts(session: Session, relation: str) -> dict[str, dict[str, int]]:

@@ -80,3 +80,33 @@ def path_of(lake: Path | str, dataset, partition: str | None = None, filename: s
 
     band, year = split_key(partition) if partition else (None, None)
     return Path(dataset.path(LakeResource(lake_root=str(lake)), band, year, filename))
+
+
+def run_work(raw: Path | str, lake: Path | str, assets: list[str], keys: list[str], **lake_args: Any) -> list[dict]:
+    """Each asset's work and then its checks, in this process, as the benchmark's legacy pool runs them
+    (pgx_dagster.stages.common.WORK): global assets once, partitioned ones for each of `keys`. Returns
+    every verdict as {asset, check, partition, passed, severity, metadata}; a failure (a DataDefect)
+    propagates."""
+    import logging
+
+    from pgx_dagster.definitions import defs  # noqa: F401  (registers every stage's work)
+    from pgx_dagster.duck import DuckDBWorker
+    from pgx_dagster.lake import LakeResource
+    from pgx_dagster.stages.common import PARTITIONS, WORK, partition_args
+
+    lake_resource = LakeResource(raw_root=str(raw), lake_root=str(lake), **lake_args)
+    duck = DuckDBWorker()
+    verdicts = []
+    for asset in assets:
+        work = WORK[asset]
+        partitions = [partition_args(PARTITIONS[work.partitions], k) for k in keys] if work.partitioned else [()]
+        for args in partitions:
+            work.run(logging.getLogger("pgx.test"), lake_resource, duck, *args)
+            for check in work.checks:
+                result = check(lake_resource, duck, *args)
+                verdicts.append({
+                    "asset": asset, "check": check.__name__, "partition": "|".join(map(str, args)),
+                    "passed": result.passed, "severity": result.severity.value,
+                    "metadata": {k: v.value for k, v in result.metadata.items()},
+                })  # fmt: skip
+    return verdicts

@@ -45,6 +45,9 @@ class Outcome:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # asset -> partition ('' if none) -> rows
     checks: list[tuple[str, str, str, bool]] = field(default_factory=list)  # asset, check, partition, passed
     failures: list[str] = field(default_factory=list)
+    # why: each failed step's message (a data defect's description, never a stack trace) and each
+    # failed check's figures, one line each
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -96,22 +99,80 @@ def backfill(
 
 
 def _read_results(home: Path, outcome: Outcome) -> None:
-    """Rows and check verdicts of the backfill's runs, from the instance's event log."""
-    types = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION}
+    """Rows, check verdicts and why anything failed, from the instance's event log."""
+    types = {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+        DagsterEventType.STEP_FAILURE,
+        DagsterEventType.RUN_FAILURE,
+    }
     with DagsterInstance.from_config(str(home)) as instance:
         for record in instance.get_run_records(RunsFilter(tags={"dagster/backfill": outcome.backfill_id})):
-            for entry in instance.all_logs(record.dagster_run.run_id, of_type=types):
+            run = record.dagster_run
+            where = run_partitions(run.tags)
+            step_failed = False
+            for entry in instance.all_logs(run.run_id, of_type=types):
                 event = entry.dagster_event
                 if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
                     mat = event.step_materialization_data.materialization
                     rows = mat.metadata.get("dagster/row_count")
                     asset = outcome.rows.setdefault(mat.asset_key.to_user_string(), {})
                     asset[mat.partition or ""] = int(rows.value) if rows is not None else 0
-                else:
+                elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
                     ev = event.event_specific_data
-                    outcome.checks.append(
-                        (ev.asset_key.to_user_string(), ev.check_name, ev.partition or "", bool(ev.passed))
-                    )
+                    key = (ev.asset_key.to_user_string(), ev.check_name, ev.partition or "", bool(ev.passed))
+                    outcome.checks.append(key)
+                    if not ev.passed:
+                        outcome.reasons.append(f"  check {ev.check_name} [{ev.partition or 'all'}] "
+                                               f"{ev.severity.value}: {check_figures(ev.metadata)}")  # fmt: skip
+                elif event.event_type == DagsterEventType.STEP_FAILURE:
+                    step_failed = True
+                    message = step_failure_message(event.event_specific_data)
+                    if message:
+                        outcome.reasons.append(f"  {event.step_key} [{where}]: {message}")
+                elif not step_failed:  # the run failed with no step failing: its process was lost
+                    outcome.reasons.append(f"  run {run.run_id[:8]} [{where}]: {first_line(entry.message)}")
+
+
+def run_partitions(tags: dict[str, str]) -> str:
+    """The partition(s) a run covered, from its tags."""
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return f"{start} .. {end}" if start else "all"
+
+
+def first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def step_failure_message(data) -> str:
+    """A failed step's message without Python frames: a Failure's description (data defects say what,
+    where and what to do), else the error's first line. A failed blocking check is shown by its figures."""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+        return ""
+    while error is not None and error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
+        error = error.cause
+    return first_line(f"{error.cls_name}: {error.message}" if error is not None else "")
+
+
+# Metadata of a failed check that is bookkeeping, not the reason.
+ROUTINE = {"duration_s", "peak_rss_mb", "threshold", "min_rows", "rates", "contract", "key", "rows_checked"}
+
+
+def check_figures(metadata) -> str:
+    """The figures behind a failed verdict, compact: every non-empty, non-zero item but the routine ones."""
+    items = []
+    for key, value in metadata.items():
+        v = getattr(value, "value", value)
+        if key in ROUTINE or v in (0, None, "", [], {}) or v is False:
+            continue
+        items.append(f"{key}={v}")
+    text = "; ".join(items)
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _stage_order() -> dict[str, int]:
@@ -134,4 +195,5 @@ def summary(outcome: Outcome) -> str:
         lines.append(f"{asset:<22}{len(parts):>11}{sum(parts.values()):>14,}{p:>15}{f:>8}")
     total_p, total_f = sum(v[0] for v in checks.values()), sum(v[1] for v in checks.values())
     lines.append(f"{'all checks':<22}{'':>11}{'':>14}{total_p:>15}{total_f:>8}")
-    return "\n".join(lines + outcome.failures)
+    why = ["What failed, and why:", *dict.fromkeys(outcome.reasons)] if outcome.reasons else []
+    return "\n".join(lines + outcome.failures + why)

@@ -394,7 +394,7 @@ def export_reproducible(s: Session, lake: LakeResource, name: str):
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
     s.view("dictionary", f"read_csv({quote(dataset.root(lake) + '/data_dictionary.csv')}, header = true)")
     read_analysis(s, lake, name, "association")
-    validation = json.loads(_read_text(lake, f"{dataset.root(lake)}/validation.json"))
+    validation = json.loads(lake.read_text(f"{dataset.root(lake)}/validation.json") or '{"passed": false}')
     # The OR of every exposure again, from the exported CSV alone.
     s.model_view("flags_from_export", "analysis/flags_from_export")
     written = s.rows("SELECT * FROM association")
@@ -428,15 +428,6 @@ EXPORT_TYPES = (
     + ", ".join(f"'{g}_phenotype': 'VARCHAR'" for g in ("cyp2d6", "cyp2c19", "cyp2c9", "slco1b1", "vkorc1"))
     + "}"
 )  # fmt: skip
-
-
-def _read_text(lake: LakeResource, path: str) -> str:
-    if not is_s3(path):
-        return Path(path).read_text()
-    from pgx_dagster.lake import s3_client, split_s3
-
-    bucket, key = split_s3(path)
-    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
 
 # ---- the report ------------------------------------------------------------------------------------------
@@ -545,7 +536,7 @@ REPORT_SECTIONS = ("key-results", "attrition", "balance", "love-plot", "associat
     "QA verdicts, the provenance - and loads nothing from the network.",
 )
 def report_complete(s: Session, lake: LakeResource, name: str):
-    page = _read_text(lake, datasets.report(name).path(lake))
+    page = lake.read_text(datasets.report(name).path(lake)) or ""
     sections = {k: f'id="{k}"' in page for k in REPORT_SECTIONS}
     plots = {k: bool(re.search(rf'id="{k}"[^>]*>\s*<svg', page)) for k in ("love-plot", "forest-plot")}
     external = re.findall(r'(?:src|href)="(?:https?:)?//', page)

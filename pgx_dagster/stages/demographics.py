@@ -14,7 +14,7 @@ from pgx_dagster.datasets import DEMOGRAPHICS, PERSON_INDEX, SILVER
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, sql_text
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
-from pgx_dagster.raw_inputs import register_raw
+from pgx_dagster.raw_inputs import reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, provenance_counts, table_metadata, zip3_draws
 from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import contract_check, global_asset, global_check
@@ -40,12 +40,14 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
     with duckdb.global_session() as s:
         s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
         s.view("silver_pharmacy_all", parquet_relation(SILVER["pharmacy"].glob(lake)))
-        register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
+        used = register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
+        s.model_view("eligibility", "intake/eligibility")  # typed as intake typed it
         s.view("person_index", parquet_relation(PERSON_INDEX.path(lake)))
         register_geography(s)
         years = event_years()
         s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
-        rows = s.model_table("demographics", "demographics/member_demographics")
+        with reading_raw(s, used):
+            rows = s.model_table("demographics", "demographics/member_demographics")
         DEMOGRAPHICS.publish(s, lake, {DEMOGRAPHICS.filename: "SELECT * FROM demographics"})
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")

@@ -9,10 +9,11 @@ from logging import Logger
 
 from dagster import Definitions
 
-from pgx_dagster import contracts
+from pgx_dagster import contracts, guards
 from pgx_dagster.codesets import register_codesets
 from pgx_dagster.datasets import EVENTS, IMPUTED
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, sql_text
+from pgx_dagster.guards import EVENT_COUNT_DROP
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, table_metadata
@@ -80,6 +81,20 @@ def events_classification(s: Session, lake: LakeResource, band: str, year: int):
     return verdict(not problems, {**figures, "opioid_fills_by_mme_status": mme})
 
 
+@partitioned_check(
+    events,
+    name="events_count_drop",
+    description=EVENT_COUNT_DROP.describe()
+    + " A warning: a new extract may truly have fewer events, but a code column gone empty looks the same.",
+)
+def events_count_drop(s: Session, lake: LakeResource, band: str, year: int):
+    relation = parquet_relation(EVENTS.path(lake, band, year))
+    counts = dict(s.execute(f"SELECT event_type, count(*) FROM {relation} GROUP BY 1").fetchall())
+    previous = EVENTS.checkpoint(lake, band, year).get("previous")
+    passed, meta = guards.event_count_drop(counts, previous)
+    return verdict(passed, meta, warn_only=EVENT_COUNT_DROP.warn_only)
+
+
 events_contract = contract_check(events, EVENTS.path, contracts.events)
 
-defs = Definitions(assets=[events], asset_checks=[events_classification, events_contract])
+defs = Definitions(assets=[events], asset_checks=[events_classification, events_count_drop, events_contract])

@@ -13,17 +13,47 @@ from logging import Logger
 
 from dagster import Definitions
 
-from pgx_dagster.datasets import INTAKE_QUARANTINE, KINDS, OBSERVATION_PERIOD, PERSON_INDEX, STAGED
+from pgx_dagster import guards
+from pgx_dagster.datasets import (
+    ELIGIBILITY_QUARANTINE,
+    INTAKE_QUARANTINE,
+    KINDS,
+    OBSERVATION_PERIOD,
+    PERSON_INDEX,
+    STAGED,
+)
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.guards import EXPECTED_COLUMNS, QUARANTINE_RATE, REQUIRED_COLUMNS
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import AGE_BANDS
 from pgx_dagster.quality import verdict
-from pgx_dagster.raw_inputs import RAW_ASSET_KEYS, register_raw
+from pgx_dagster.raw_inputs import RAW_ASSET_KEYS, reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, table_metadata
 from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import global_asset, global_check, reason_counts
 
 DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
+# Every eligibility row intake could not use (row-level reason), and every row it used with a value it
+# rejected (`rejected_value`): one quarantine file, each row with its reason.
+ELIGIBILITY_REJECTS = (
+    "SELECT * EXCLUDE (quarantine_reason, rejected_value), coalesce(quarantine_reason, rejected_value) AS "
+    "quarantine_reason, quarantine_reason IS NULL AS row_used FROM eligibility "
+    "WHERE quarantine_reason IS NOT NULL OR rejected_value IS NOT NULL"
+)
+
+
+def eligibility_figures(s: Session, rows_in: int) -> dict:
+    """Eligibility rows in = rows used + rows quarantined; values rejected on rows used."""
+    used = s.scalar("SELECT count(*) FROM eligibility WHERE quarantine_reason IS NULL")
+    return {
+        "rows_in": rows_in,
+        "used": used,
+        "quarantined": rows_in - used,
+        "quarantine_reasons": reason_counts(s, "eligibility"),
+        "values_rejected": dict(s.execute(
+            "SELECT rejected_value, count(*) FROM eligibility WHERE quarantine_reason IS NULL "
+            "AND rejected_value IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()),
+    }  # fmt: skip
 
 
 @global_asset(
@@ -46,41 +76,44 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
         raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
         for view, text in raw_inputs.items():
             log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
-        s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
-        n_members = s.model_table("person_index", "intake/person_index")
-        PERSON_INDEX.publish(s, lake, {PERSON_INDEX.filename: "SELECT * FROM person_index"})
-        n_periods = s.model_table("observation_period", "intake/observation_period")
-        OBSERVATION_PERIOD.publish(s, lake, {OBSERVATION_PERIOD.filename: "SELECT * FROM observation_period"})
-        facts = s.rows("""
-            SELECT count(DISTINCT person_id) AS persons,
-                   count(*) FILTER (WHERE conflicting_linkage) AS members_linked_to_several_persons,
-                   count(*) FILTER (WHERE NOT in_linkage) AS members_without_linkage,
-                   count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year
-            FROM person_index""")[0]
-        figures: dict[str, dict] = {}
-        for kind in KINDS:
-            table = f"intake_{kind}"
-            s.set_variables({"date_column": DATE_COLUMN[kind]})
-            s.model_view("typed", f"intake/{kind}")
-            n_in = s.model_table(table, "intake/placement")
-            STAGED[kind].publish_partitioned(
-                s, lake, f"SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL"
-            )
-            quarantine = INTAKE_QUARANTINE[kind]
-            quarantine.publish(
-                s, lake, {quarantine.filename: f"SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL"}
-            )
-            reasons = reason_counts(s, table)
-            figures[kind] = {
-                "rows_in": n_in,
-                "staged": n_in - sum(reasons.values()),
-                "quarantined": sum(reasons.values()),
-                "quarantine_reasons": reasons,
-            }
-            log.info(
-                f"{STAGES['intake'].log}: {n_in:,} raw {kind} rows -> {figures[kind]['staged']:,} placed in "
-                f"partitions, {figures[kind]['quarantined']:,} quarantined {reasons}"
-            )
+        with reading_raw(s, source_files):
+            s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
+            eligibility_in = s.model_table("eligibility", "intake/eligibility")
+            ELIGIBILITY_QUARANTINE.publish(s, lake, {ELIGIBILITY_QUARANTINE.filename: ELIGIBILITY_REJECTS})
+            n_members = s.model_table("person_index", "intake/person_index")
+            PERSON_INDEX.publish(s, lake, {PERSON_INDEX.filename: "SELECT * FROM person_index"})
+            n_periods = s.model_table("observation_period", "intake/observation_period")
+            OBSERVATION_PERIOD.publish(s, lake, {OBSERVATION_PERIOD.filename: "SELECT * FROM observation_period"})
+            facts = s.rows("""
+                SELECT count(DISTINCT person_id) AS persons,
+                       count(*) FILTER (WHERE conflicting_linkage) AS members_linked_to_several_persons,
+                       count(*) FILTER (WHERE NOT in_linkage) AS members_without_linkage,
+                       count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year
+                FROM person_index""")[0]
+            figures: dict[str, dict] = {"eligibility": eligibility_figures(s, eligibility_in)}
+            for kind in KINDS:
+                table = f"intake_{kind}"
+                s.set_variables({"date_column": DATE_COLUMN[kind]})
+                s.model_view("typed", f"intake/{kind}")
+                n_in = s.model_table(table, "intake/placement")
+                STAGED[kind].publish_partitioned(
+                    s, lake, f"SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL"
+                )
+                quarantine = INTAKE_QUARANTINE[kind]
+                quarantine.publish(
+                    s, lake, {quarantine.filename: f"SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL"}
+                )
+                reasons = reason_counts(s, table)
+                figures[kind] = {
+                    "rows_in": n_in,
+                    "staged": n_in - sum(reasons.values()),
+                    "quarantined": sum(reasons.values()),
+                    "quarantine_reasons": reasons,
+                }
+                log.info(
+                    f"{STAGES['intake'].log}: {n_in:,} raw {kind} rows -> {figures[kind]['staged']:,} placed in "
+                    f"partitions, {figures[kind]['quarantined']:,} quarantined {reasons}"
+                )
         return table_metadata(
             s,
             "person_index",
@@ -95,6 +128,7 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
             **facts,
             medical=figures["medical"],
             pharmacy=figures["pharmacy"],
+            eligibility=figures["eligibility"],
         )
 
 
@@ -102,7 +136,7 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
     claims_intake,
     name="intake_reconciles",
     description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "
-    "row sits in a configured age band and event year.",
+    "row sits in a configured age band and event year. Eligibility: rows in = rows used + rows quarantined.",
 )
 def intake_reconciles(s: Session, lake: LakeResource):
     years = event_years()
@@ -127,7 +161,77 @@ def intake_reconciles(s: Session, lake: LakeResource):
             "unaccounted": rows_in - placed - quarantined,
             "placed_outside_partitions": outside,
         }
+    # eligibility: rows in = rows used + rows quarantined (those not used)
+    s.set_variables({"extract_date": lake.extract_day()})
+    eligibility_in = s.model_table("eligibility", "intake/eligibility")
+    used = s.scalar("SELECT count(*) FROM eligibility WHERE quarantine_reason IS NULL")
+    written = s.scalar(
+        f"SELECT count(*) FILTER (WHERE NOT row_used) FROM {parquet_relation(ELIGIBILITY_QUARANTINE.path(lake))}"
+    )
+    figures["eligibility"] = {"rows_in": eligibility_in, "rows_used": used, "rows_quarantined": written,
+                              "unaccounted": eligibility_in - used - written}  # fmt: skip
+    passed &= eligibility_in == used + written
     return verdict(passed, {f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()})
 
 
-defs = Definitions(assets=[claims_intake], asset_checks=[intake_reconciles])
+def _null_counts(s: Session, relation: str, columns: tuple[str, ...]) -> tuple[int, dict[str, int]]:
+    tallies = ", ".join(f'count(*) FILTER (WHERE "{c}" IS NULL)' for c in columns)
+    rows, *nulls = s.execute(f"SELECT count(*), {tallies} FROM {relation}").fetchone()
+    return rows, dict(zip(columns, nulls, strict=True))
+
+
+def _intake_tables(s: Session, lake: LakeResource) -> dict[str, str]:
+    """Every typed row intake read, per table: placed and quarantined together (claims); eligibility
+    typed again from the raw files."""
+    register_raw(s, lake, tables=("raw_eligibility",))
+    s.set_variables({"extract_date": lake.extract_day()})
+    s.model_view("eligibility", "intake/eligibility")
+    tables = {"eligibility": "(SELECT * FROM eligibility WHERE quarantine_reason IS NULL)"}
+    for kind in KINDS:
+        placed = parquet_relation(STAGED[kind].glob(lake))
+        quarantined = parquet_relation(INTAKE_QUARANTINE[kind].path(lake))
+        tables[kind] = f"(SELECT * EXCLUDE (quarantine_reason) FROM {quarantined} UNION ALL BY NAME FROM {placed})"
+    return tables
+
+
+@global_check(
+    claims_intake,
+    name="claims_intake_quarantine_rate",
+    description=QUARANTINE_RATE.describe("per table and reason"),
+)
+def intake_quarantine_rate(s: Session, lake: LakeResource):
+    tables = _intake_tables(s, lake)
+    figures = {}
+    for kind in KINDS:
+        reasons = reason_counts(s, parquet_relation(INTAKE_QUARANTINE[kind].path(lake)))
+        figures[kind] = (s.scalar(f"SELECT count(*) FROM {tables[kind]}"), reasons)
+    # row-level reasons and values rejected on rows used, as written by intake
+    written = parquet_relation(ELIGIBILITY_QUARANTINE.path(lake))
+    figures["eligibility"] = (s.scalar("SELECT count(*) FROM eligibility"), reason_counts(s, written))
+    passed, meta = guards.quarantine_rate(figures, whole_tables=True)
+    return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)
+
+
+def _null_check(guard: guards.Guard, columns: dict[str, tuple[str, ...]], why: str):
+    """`claims_intake_<guard>`: no column of `columns` NULL on every row of its table."""
+
+    def check(s: Session, lake: LakeResource):
+        tables = _intake_tables(s, lake)
+        passed, meta = guards.entirely_null({t: _null_counts(s, tables[t], cols) for t, cols in columns.items()})
+        return verdict(passed, meta, warn_only=guard.warn_only)
+
+    check.__name__ = f"intake_{guard.name}"
+    name, scope = f"claims_intake_{guard.name}", "; ".join(f"{t}: {', '.join(c)}" for t, c in columns.items())
+    return global_check(claims_intake, name=name, description=guard.describe(scope) + why)(check)
+
+
+intake_required_columns = _null_check(
+    REQUIRED_COLUMNS, guards.REQUIRED, " An empty diagnosis or NDC column would silently lose every event."
+)
+intake_expected_columns = _null_check(EXPECTED_COLUMNS, guards.EXPECTED, " No fill would get an MME/day.")
+
+
+defs = Definitions(
+    assets=[claims_intake],
+    asset_checks=[intake_reconciles, intake_quarantine_rate, intake_required_columns, intake_expected_columns],
+)

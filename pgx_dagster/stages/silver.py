@@ -9,9 +9,10 @@ from logging import Logger
 
 from dagster import AssetsDefinition, Definitions
 
-from pgx_dagster import contracts
+from pgx_dagster import contracts, guards
 from pgx_dagster.datasets import CODE_QUARANTINE, KINDS, SILVER, SILVER_QUARANTINE, STAGED
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
+from pgx_dagster.guards import NULL_RATE_JUMP, QUARANTINE_RATE
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, table_metadata
@@ -69,7 +70,13 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
                 {silver_ds.filename: good},
                 band,
                 year,
-                metrics={"records": n_out, "rows_in": n_in, "quarantined": reasons, "codes_rejected": code_rejects},
+                metrics={
+                    "records": n_out,
+                    "rows_in": n_in,
+                    "quarantined": reasons,
+                    "codes_rejected": code_rejects,
+                    "null_rates": null_rates(s, good, guards.REQUIRED[kind]),
+                },  # fmt: skip
             )
             log.info(
                 f"{STAGES['silver'].log}: {n_out:,} {kind} records loaded for {band}|{year} "
@@ -107,10 +114,42 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
             },
         )
 
+    @partitioned_check(
+        silver,
+        name=f"{name}_quarantine_rate",
+        description=QUARANTINE_RATE.describe("per reason in this partition"),
+    )
+    def quarantine_rate(s: Session, lake: LakeResource, band: str, year: int):
+        rows_in = s.count_parquet(STAGED[kind].path(lake, band, year))
+        reasons = reason_counts(s, parquet_relation(quarantine_ds.path(lake, band, year)))
+        passed, meta = guards.quarantine_rate({kind: (rows_in, reasons)}, whole_tables=False)
+        return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)
+
+    @partitioned_check(
+        silver,
+        name=f"{name}_null_rates",
+        description=NULL_RATE_JUMP.describe(
+            f"monitored: {', '.join(guards.MONITORED[kind])}; required: {', '.join(guards.REQUIRED[kind])}"
+        ),
+    )
+    def null_rate_jump(s: Session, lake: LakeResource, band: str, year: int):
+        path = silver_ds.path(lake, band, year)
+        rates = null_rates(s, f"SELECT * FROM {parquet_relation(path)}", guards.MONITORED[kind])
+        previous = silver_ds.checkpoint(lake, band, year).get("previous")
+        passed, meta = guards.null_rate_jump(s.count_parquet(path), rates, previous, guards.REQUIRED[kind])
+        return verdict(passed, meta, warn_only=NULL_RATE_JUMP.warn_only)
+
     contract = contract_check(
         silver, silver_ds.path, CONTRACTS[kind], detail=", every row in this partition's age band and event year"
     )
-    return silver, [reconciles, contract]
+    return silver, [reconciles, quarantine_rate, null_rate_jump, contract]
+
+
+def null_rates(s: Session, query: str, columns: tuple[str, ...]) -> dict[str, float]:
+    """Share of NULLs per column among the rows of `query` (0 for no rows)."""
+    tallies = ", ".join(f'avg(CASE WHEN "{c}" IS NULL THEN 1.0 ELSE 0.0 END)' for c in columns)
+    values = s.execute(f"SELECT {tallies} FROM ({query})").fetchone()
+    return {c: round(v or 0.0, 6) for c, v in zip(columns, values, strict=True)}
 
 
 SILVER_ASSETS = {kind: build_silver(kind) for kind in KINDS}

@@ -20,6 +20,24 @@ CREATE OR REPLACE MACRO age_band(age) AS
 CREATE OR REPLACE MACRO clean_text(x) AS
     nullif(regexp_replace(CAST(x AS VARCHAR), '^[\p{Z}\p{Cc}\p{Cf}]+|[\p{Z}\p{Cc}\p{Cf}]+$', '', 'g'), '');
 
+-- Typed values from raw text (or an already typed column): NULL when absent (NULL or blank). A value
+-- that is present but does not parse - or a number that is NaN or infinite - is *invalid*
+-- (`is_invalid`): intake quarantines its row as `invalid_<column>`, never a silent NULL.
+CREATE OR REPLACE MACRO number_value(x) AS
+    CASE WHEN isfinite(TRY_CAST(clean_text(x) AS DOUBLE)) THEN TRY_CAST(clean_text(x) AS DOUBLE) END;
+-- A whole number ('30', '30.0', 30.0); 30.5 is invalid.
+CREATE OR REPLACE MACRO integer_value(x) AS
+    CASE WHEN number_value(x) = trunc(number_value(x)) AND abs(number_value(x)) < 2147483648
+         THEN CAST(number_value(x) AS INTEGER) END;
+-- A date: ISO (2019-03-15, also with a time), yyyymmdd as text or number (20190315, 20190315.0),
+-- US mm/dd/yyyy, yyyy/mm/dd; a DATE or TIMESTAMP column as is. Day-first (15/03/2019) is invalid:
+-- 03/04/2019 would be ambiguous, and US claims write month first.
+CREATE OR REPLACE MACRO date_value(x) AS
+    coalesce(TRY_CAST(clean_text(x) AS DATE),
+             CAST(try_strptime(regexp_replace(clean_text(x), '^([0-9]{8})\.0*$', '\1'),
+                               ['%Y%m%d', '%m/%d/%Y', '%Y/%m/%d', '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S']) AS DATE));
+CREATE OR REPLACE MACRO is_invalid(raw, typed) AS clean_text(raw) IS NOT NULL AND typed IS NULL;
+
 -- A code (diagnosis, procedure, revenue, place of service, NDC): every whitespace character removed,
 -- wherever it is, upper case; NULL when nothing is left.
 CREATE OR REPLACE MACRO code_text(x) AS

@@ -1,7 +1,7 @@
 -- member_demographics: one row per active member-year - a member with a silver claim in the year, or
 -- enrolled in it (an enrolled person without claims is still part of the population a control is
 -- drawn from) - with the person's consensus demographics and where each value came from.
--- Inputs: silver_medical_all, silver_pharmacy_all, raw_eligibility, raw_enrollment, person_index,
+-- Inputs: silver_medical_all, silver_pharmacy_all, eligibility (intake/eligibility.sql), raw_enrollment, person_index,
 -- zip3_state. Variables: seed, min_year, max_year.
 --
 -- Consensus (per person, across all member ids, all years, eligibility and claims):
@@ -25,7 +25,7 @@ WITH enrolled AS (  -- member-years of enrolment in the event years, for members
                               least(year(e.enrollment_end), getvariable('max_year')) + 1)) AS event_year
           FROM raw_enrollment e
           JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
-          WHERE p.birth_year IS NOT NULL AND p.in_eligibility)
+          WHERE p.birth_year IS NOT NULL AND p.in_eligibility AND NOT p.conflicting_linkage)
 ),
 active AS (
     SELECT DISTINCT payer_id, member_id, person_id, event_year, age_band FROM silver_medical_all
@@ -34,15 +34,15 @@ active AS (
     UNION
     SELECT payer_id, member_id, person_id, event_year, age_band FROM enrolled
 ),
-eligibility AS (
-    SELECT p.person_id, p.payer_id, p.member_id, TRY_CAST(e.coverage_year AS INTEGER) AS year,
-           normalize_sex(e.sex) AS sex, zip3_of(e.zip) AS zip3, TRY_CAST(e.birth_year AS INTEGER) AS birth_year,
-           upper(clean_text(e.state)) AS state
-    FROM raw_eligibility e
-    JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
+eligibility_used AS (  -- usable eligibility rows of attributable members
+    SELECT p.person_id, p.payer_id, p.member_id, e.coverage_year AS year,
+           normalize_sex(e.sex) AS sex, zip3_of(e.zip) AS zip3, e.birth_year, upper(clean_text(e.state)) AS state
+    FROM eligibility e
+    JOIN person_index p ON p.payer_id = e.payer_id AND p.member_id = e.member_id
+    WHERE e.quarantine_reason IS NULL AND NOT p.conflicting_linkage
 ),
 obs AS (
-    SELECT person_id, payer_id, member_id, year, sex, zip3 FROM eligibility
+    SELECT person_id, payer_id, member_id, year, sex, zip3 FROM eligibility_used
     UNION ALL
     SELECT person_id, payer_id, member_id, event_year, patient_sex, patient_zip3 FROM silver_medical_all
     UNION ALL
@@ -77,7 +77,7 @@ zip_observed AS (
 -- statistical imputation where nothing was observed for the person ------------------------------
 person_state AS (  -- the state in the person's eligibility, most frequent (then latest year)
     SELECT person_id, state
-    FROM (SELECT person_id, state, count(*) AS n, max(year) AS latest FROM eligibility WHERE state IS NOT NULL GROUP BY ALL)
+    FROM (SELECT person_id, state, count(*) AS n, max(year) AS latest FROM eligibility_used WHERE state IS NOT NULL GROUP BY ALL)
     QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY n DESC, latest DESC NULLS LAST, state) = 1
 ),
 zip_dist AS (  -- observed zip3 shares by the age band of the person's first active year
@@ -166,7 +166,7 @@ person_sex AS (
 member_obs AS (  -- which values each member showed, and in which years
     SELECT payer_id, member_id, year, sex, zip3, NULL::INTEGER AS birth_year FROM obs
     UNION ALL
-    SELECT payer_id, member_id, year, NULL, NULL, birth_year FROM eligibility WHERE birth_year IS NOT NULL
+    SELECT payer_id, member_id, year, NULL, NULL, birth_year FROM eligibility_used WHERE birth_year IS NOT NULL
 ),
 resolved AS (
     SELECT a.payer_id, a.member_id, a.person_id, a.event_year, a.age_band,
@@ -179,10 +179,12 @@ resolved AS (
 flags AS (
     SELECT r.*,
            bool_or(mo.sex = r.sex AND mo.year = r.event_year) AS sex_same_year,
+           bool_or(mo.sex <> r.sex AND mo.year = r.event_year) AS sex_conflict_same_year,
            bool_or(mo.zip3 = r.zip3 AND mo.year = r.event_year) AS zip_same_year,
            bool_or(mo.sex IS NOT NULL) AS member_any_sex,
            bool_or(mo.zip3 IS NOT NULL) AS member_any_zip,
            bool_or(mo.birth_year = r.birth_year AND mo.year = r.event_year) AS birth_same_year,
+           bool_or(mo.birth_year <> r.birth_year AND mo.year = r.event_year) AS birth_conflict_same_year,
            bool_or(mo.birth_year = r.birth_year) AS birth_same_member
     FROM resolved r
     LEFT JOIN member_obs mo ON mo.payer_id = r.payer_id AND mo.member_id = r.member_id
@@ -198,12 +200,14 @@ person_flags AS (
 )
 SELECT f.person_id, f.payer_id, f.member_id, f.event_year, f.age_band,
        f.birth_year,
-       CASE WHEN f.birth_same_year THEN 'observed'
+       -- observed only when the member's own records of the year agree; a conflict among them is
+       -- resolved by the person's consensus, and says so
+       CASE WHEN f.birth_same_year AND NOT coalesce(f.birth_conflict_same_year, FALSE) THEN 'observed'
             WHEN f.birth_same_member THEN 'member_consensus'
             ELSE 'linked_person' END AS birth_year_source,
        f.sex,
        CASE WHEN NOT coalesce(pf.any_sex, FALSE) THEN 'statistical'
-            WHEN f.sex_same_year THEN 'observed'
+            WHEN f.sex_same_year AND NOT coalesce(f.sex_conflict_same_year, FALSE) THEN 'observed'
             WHEN f.member_any_sex THEN 'member_consensus'
             ELSE 'linked_person' END AS sex_source,
        f.zip3,

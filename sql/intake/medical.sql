@@ -1,15 +1,28 @@
 -- typed_medical: raw medical claim lines with their columns typed; `claim_date` (the service date)
--- is what intake/placement.sql places them by. Input: raw_medical.
+-- is what intake/placement.sql places them by, `type_defect` the first column whose value is present
+-- but does not parse (`invalid_<column>`), which quarantines the row. Codes stay text here: silver
+-- normalizes them (whitespace of every kind removed, upper case). Input: raw_medical.
+WITH parsed AS (
+    SELECT *,
+           date_value(service_date) AS service_date_v, integer_value(claim_line) AS claim_line_v,
+           integer_value(claim_version) AS claim_version_v, number_value(paid_amount) AS paid_amount_v
+    FROM raw_medical
+)
 SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
-       clean_text(claim_id) AS claim_id, TRY_CAST(claim_line AS INTEGER) AS claim_line,
-       TRY_CAST(claim_version AS INTEGER) AS claim_version, clean_text(claim_type) AS claim_type,
-       TRY_CAST(service_date AS DATE) AS service_date,
+       clean_text(claim_id) AS claim_id, claim_line_v AS claim_line,
+       claim_version_v AS claim_version, clean_text(claim_type) AS claim_type,
+       service_date_v AS service_date,
        CAST(revenue_code AS VARCHAR) AS revenue_code, CAST(place_of_service AS VARCHAR) AS place_of_service,
        CAST(procedure_code AS VARCHAR) AS procedure_code,
        CAST(diagnosis_code_1 AS VARCHAR) AS diagnosis_code_1, CAST(diagnosis_code_2 AS VARCHAR) AS diagnosis_code_2,
        CAST(diagnosis_code_3 AS VARCHAR) AS diagnosis_code_3,
        CAST(other_diagnosis_codes AS VARCHAR[]) AS other_diagnosis_codes,
        CAST(patient_sex AS VARCHAR) AS patient_sex, CAST(patient_zip AS VARCHAR) AS patient_zip,
-       TRY_CAST(paid_amount AS DOUBLE) AS paid_amount,
-       TRY_CAST(service_date AS DATE) AS claim_date
-FROM raw_medical
+       paid_amount_v AS paid_amount,
+       service_date_v AS claim_date,
+       CASE WHEN is_invalid(service_date, service_date_v) THEN 'invalid_service_date'
+            WHEN is_invalid(claim_line, claim_line_v) THEN 'invalid_claim_line'
+            WHEN is_invalid(claim_version, claim_version_v) THEN 'invalid_claim_version'
+            WHEN is_invalid(paid_amount, paid_amount_v) THEN 'invalid_paid_amount'
+       END AS type_defect
+FROM parsed

@@ -9,6 +9,7 @@ WITH spans AS (
            least(e.enrollment_end, getvariable('extract_date')) AS period_end
     FROM raw_enrollment e
     JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
+    WHERE NOT p.conflicting_linkage  -- a member of several persons is nobody's observation
 ),
 valid AS (
     SELECT * FROM spans WHERE period_start IS NOT NULL AND period_end IS NOT NULL AND period_start <= period_end

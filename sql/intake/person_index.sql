@@ -1,13 +1,14 @@
 -- person_index: one row per member (payer_id, member_id) seen in eligibility or linkage, with the
 -- person it belongs to and the person's consensus birth year.
--- Inputs: raw_eligibility, raw_linkage.
+-- Inputs: eligibility (intake/eligibility.sql: its usable rows), raw_linkage.
 -- A member absent from the linkage table is a person of its own ("member:<payer>:<member>").
--- A member linked to several persons keeps the first person id in sort order; the count of such
--- members is reported in the asset's metadata.
+-- A member the linkage gives to several persons cannot be attributed: it is marked
+-- `conflicting_linkage` (its claims are quarantined as member_linked_to_several_persons by
+-- placement.sql) and its eligibility rows count for nobody's consensus.
 -- Birth year: the most frequent value over all eligibility rows of all the person's members;
 -- ties go to the value seen in the latest coverage year, then the earliest birth year.
 WITH members AS (
-    SELECT DISTINCT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id FROM raw_eligibility
+    SELECT DISTINCT payer_id, member_id FROM eligibility WHERE quarantine_reason IS NULL
     UNION
     SELECT DISTINCT clean_text(payer_id), clean_text(member_id) FROM raw_linkage
 ),
@@ -19,7 +20,7 @@ links AS (
     GROUP BY ALL
 ),
 eligible AS (
-    SELECT DISTINCT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id FROM raw_eligibility
+    SELECT DISTINCT payer_id, member_id FROM eligibility WHERE quarantine_reason IS NULL
 ),
 linked AS (
     SELECT m.payer_id, m.member_id,
@@ -33,11 +34,10 @@ linked AS (
     WHERE m.payer_id IS NOT NULL AND m.member_id IS NOT NULL
 ),
 birth_obs AS (
-    SELECT k.person_id, TRY_CAST(e.birth_year AS INTEGER) AS birth_year,
-           count(*) AS n, max(TRY_CAST(e.coverage_year AS INTEGER)) AS latest
-    FROM raw_eligibility e
-    JOIN linked k ON k.payer_id = clean_text(e.payer_id) AND k.member_id = clean_text(e.member_id)
-    WHERE TRY_CAST(e.birth_year AS INTEGER) BETWEEN 1880 AND 2100
+    SELECT k.person_id, e.birth_year, count(*) AS n, max(e.coverage_year) AS latest
+    FROM eligibility e
+    JOIN linked k ON k.payer_id = e.payer_id AND k.member_id = e.member_id
+    WHERE e.quarantine_reason IS NULL AND e.birth_year IS NOT NULL AND NOT k.conflicting_linkage
     GROUP BY ALL
 ),
 birth AS (

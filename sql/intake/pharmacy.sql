@@ -1,12 +1,28 @@
 -- typed_pharmacy: raw pharmacy claims with their columns typed; `claim_date` (the fill date) is
--- what intake/placement.sql places them by. Input: raw_pharmacy.
+-- what intake/placement.sql places them by, `type_defect` the first column whose value is present but
+-- does not parse (`invalid_<column>`: text in a number, NaN or infinity, an unreadable date), which
+-- quarantines the row. A claim without a line number is line 1. Input: raw_pharmacy.
+WITH parsed AS (
+    SELECT *,
+           date_value(fill_date) AS fill_date_v, integer_value(claim_line) AS claim_line_v,
+           integer_value(claim_version) AS claim_version_v, number_value(quantity) AS quantity_v,
+           integer_value(days_supply) AS days_supply_v, number_value(paid_amount) AS paid_amount_v
+    FROM raw_pharmacy
+)
 SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
-       clean_text(claim_id) AS claim_id, coalesce(TRY_CAST(claim_line AS INTEGER), 1) AS claim_line,
-       TRY_CAST(claim_version AS INTEGER) AS claim_version,
-       TRY_CAST(fill_date AS DATE) AS fill_date,
+       clean_text(claim_id) AS claim_id, coalesce(claim_line_v, 1) AS claim_line,
+       claim_version_v AS claim_version,
+       fill_date_v AS fill_date,
        CAST(ndc AS VARCHAR) AS ndc,
-       TRY_CAST(quantity AS DOUBLE) AS quantity, TRY_CAST(days_supply AS INTEGER) AS days_supply,
+       quantity_v AS quantity, days_supply_v AS days_supply,
        CAST(patient_sex AS VARCHAR) AS patient_sex, CAST(patient_zip AS VARCHAR) AS patient_zip,
-       TRY_CAST(paid_amount AS DOUBLE) AS paid_amount,
-       TRY_CAST(fill_date AS DATE) AS claim_date
-FROM raw_pharmacy
+       paid_amount_v AS paid_amount,
+       fill_date_v AS claim_date,
+       CASE WHEN is_invalid(fill_date, fill_date_v) THEN 'invalid_fill_date'
+            WHEN is_invalid(claim_line, claim_line_v) THEN 'invalid_claim_line'
+            WHEN is_invalid(claim_version, claim_version_v) THEN 'invalid_claim_version'
+            WHEN is_invalid(quantity, quantity_v) THEN 'invalid_quantity'
+            WHEN is_invalid(days_supply, days_supply_v) THEN 'invalid_days_supply'
+            WHEN is_invalid(paid_amount, paid_amount_v) THEN 'invalid_paid_amount'
+       END AS type_defect
+FROM parsed

@@ -1,5 +1,7 @@
 -- Every typed claim row (medical or pharmacy), the person it belongs to, its partition
--- (age_band x event_year of its claim's first date) or the reason it cannot be placed.
+-- (age_band x event_year of its claim's first date) or the reason it cannot be placed: the first
+-- that applies, in the order of the CASE below. A member id the linkage gives to several persons
+-- cannot be attributed: its rows are quarantined (`member_linked_to_several_persons`), never guessed.
 -- Inputs: typed (intake/medical.sql or intake/pharmacy.sql), person_index.
 -- Variables: extract_date, min_year, max_year.
 -- Claims may carry several adjudication versions: only the highest claim_version of a
@@ -20,15 +22,17 @@ claim_dates AS (
     WHERE version_rank = 1 AND claim_date <= getvariable('extract_date')
     GROUP BY ALL
 )
-SELECT r.* EXCLUDE (version_rank, claim_date),
+SELECT r.* EXCLUDE (version_rank, claim_date, type_defect),
        p.person_id,
        year(c.claim_first_date) AS event_year,
        age_band(year(c.claim_first_date) - p.birth_year) AS age_band,
        CASE
            WHEN r.claim_id IS NULL OR r.payer_id IS NULL OR r.member_id IS NULL THEN 'missing_claim_key'
+           WHEN r.type_defect IS NOT NULL THEN r.type_defect
            WHEN r.version_rank > 1 THEN 'superseded_claim_version'
            WHEN p.person_id IS NULL OR NOT p.in_eligibility THEN 'member_not_in_eligibility'
-           WHEN r.claim_date IS NULL THEN 'invalid_' || getvariable('date_column')
+           WHEN p.conflicting_linkage THEN 'member_linked_to_several_persons'
+           WHEN r.claim_date IS NULL THEN 'missing_' || getvariable('date_column')
            WHEN r.claim_date > getvariable('extract_date') THEN getvariable('date_column') || '_after_extract'
            WHEN year(c.claim_first_date) NOT BETWEEN getvariable('min_year') AND getvariable('max_year')
                THEN 'outside_event_years'

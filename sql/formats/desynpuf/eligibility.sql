@@ -5,7 +5,7 @@
 -- stays unknown). Input: desynpuf_beneficiary, state_codes.
 SELECT 'cms' AS payer_id, clean_text(b.DESYNPUF_ID) AS member_id, clean_text(b.DESYNPUF_ID) AS person_id,
        TRY_CAST(regexp_extract(b.filename, '([0-9]{4})_Beneficiary_Summary', 1) AS INTEGER) AS coverage_year,
-       TRY_CAST(left(clean_text(b.BENE_BIRTH_DT), 4) AS INTEGER) AS birth_year,
+       coalesce(CAST(year(date_value(b.BENE_BIRTH_DT)) AS VARCHAR), clean_text(b.BENE_BIRTH_DT)) AS birth_year,
        CASE clean_text(b.BENE_SEX_IDENT_CD) WHEN '1' THEN 'M' WHEN '2' THEN 'F' END AS sex,
        NULL::VARCHAR AS zip,
        sc.state

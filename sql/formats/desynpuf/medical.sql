@@ -38,7 +38,7 @@ institutional AS (
 )
 SELECT 'cms' AS payer_id, clean_text(c.DESYNPUF_ID) AS member_id, 'carrier:' || clean_text(c.CLM_ID) AS claim_id,
        k AS claim_line, NULL::INTEGER AS claim_version, 'professional' AS claim_type,
-       TRY_STRPTIME(clean_text(c.CLM_FROM_DT), '%Y%m%d')::DATE AS service_date,
+       clean_text(c.CLM_FROM_DT) AS service_date,
        NULL::VARCHAR AS revenue_code, NULL::VARCHAR AS place_of_service, c.hcpcs[k] AS procedure_code,
        c.dx[1] AS diagnosis_code_1, c.dx[2] AS diagnosis_code_2, c.dx[3] AS diagnosis_code_3,
        list_filter(c.dx[4:] || [c.line_dx[k]], d -> clean_text(d) IS NOT NULL) AS other_diagnosis_codes,
@@ -48,7 +48,7 @@ WHERE clean_text(c.hcpcs[k]) IS NOT NULL OR clean_text(c.line_dx[k]) IS NOT NULL
 UNION ALL
 SELECT 'cms', clean_text(i.DESYNPUF_ID), i.file_type || ':' || clean_text(i.CLM_ID),
        (coalesce(TRY_CAST(i.SEGMENT AS INTEGER), 1) - 1) * 100 + k, NULL::INTEGER, 'institutional',
-       TRY_STRPTIME(clean_text(i.CLM_FROM_DT), '%Y%m%d')::DATE,
+       clean_text(i.CLM_FROM_DT),
        NULL, NULL, i.hcpcs[k],
        i.dx[1], i.dx[2], i.dx[3],
        list_filter([i.ADMTNG_ICD9_DGNS_CD] || i.dx[4:], d -> clean_text(d) IS NOT NULL),

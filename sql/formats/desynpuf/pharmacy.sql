@@ -3,7 +3,7 @@
 -- TOT_RX_CST_AMT. Payer 'cms'; member = DESYNPUF_ID. Input: desynpuf_pde.
 SELECT 'cms' AS payer_id, clean_text(DESYNPUF_ID) AS member_id, clean_text(PDE_ID) AS claim_id,
        1 AS claim_line, NULL::INTEGER AS claim_version,
-       TRY_STRPTIME(clean_text(SRVC_DT), '%Y%m%d')::DATE AS fill_date,
+       clean_text(SRVC_DT) AS fill_date,
        PROD_SRVC_ID AS ndc, QTY_DSPNSD_NUM AS quantity, DAYS_SUPLY_NUM AS days_supply,
        NULL::VARCHAR AS patient_sex, NULL::VARCHAR AS patient_zip, TOT_RX_CST_AMT AS paid_amount
 FROM desynpuf_pde

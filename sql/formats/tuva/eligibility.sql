@@ -8,13 +8,14 @@ WITH spans AS (
     SELECT coalesce(clean_text(payer), 'tuva') AS payer_id,
            coalesce(clean_text(member_id), clean_text(person_id)) AS member_id,
            clean_text(person_id) AS person_id,
-           year(TRY_CAST(birth_date AS DATE)) AS birth_year,
+           -- the year of the birth date; the text as written when it is no date (intake rejects it)
+           coalesce(CAST(year(date_value(birth_date)) AS VARCHAR), clean_text(birth_date)) AS birth_year,
            gender AS sex, zip_code AS zip,
            -- CMS-derived names may carry a note: 'Ohio (eff. 10/2005)'
            upper(trim(regexp_replace(clean_text(state), '\s*\(.*\)$', ''))) AS state_text,
-           year(TRY_CAST(enrollment_start_date AS DATE)) AS first_year,
-           coalesce(year(TRY_CAST(enrollment_end_date AS DATE)),
-                    greatest(year(TRY_CAST(enrollment_start_date AS DATE)), year(getvariable('extract_date')))) AS last_year
+           year(date_value(enrollment_start_date)) AS first_year,
+           coalesce(year(date_value(enrollment_end_date)),
+                    greatest(year(date_value(enrollment_start_date)), year(getvariable('extract_date')))) AS last_year
     FROM tuva_eligibility
 )
 SELECT s.payer_id, s.member_id, s.person_id, y.coverage_year, s.birth_year, s.sex, s.zip, sc.state

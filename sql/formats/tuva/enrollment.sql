@@ -3,6 +3,6 @@
 -- Input: tuva_eligibility. Variable: extract_date.
 SELECT coalesce(clean_text(payer), 'tuva') AS payer_id,
        coalesce(clean_text(member_id), clean_text(person_id)) AS member_id,
-       TRY_CAST(clean_text(enrollment_start_date) AS DATE) AS enrollment_start,
-       coalesce(TRY_CAST(clean_text(enrollment_end_date) AS DATE), getvariable('extract_date')) AS enrollment_end
+       date_value(enrollment_start_date) AS enrollment_start,
+       coalesce(date_value(enrollment_end_date), getvariable('extract_date')) AS enrollment_end
 FROM tuva_eligibility
