@@ -36,8 +36,8 @@ from dagster import Failure
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from pgx_dagster import forksafe  # noqa: F401  (closes the default connection `import duckdb` opens)
-from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, SQL_DIR, max_workers
+from pgx_dagster.forksafe import remove_stale_temp  # also closes the default connection `import duckdb` opens
+from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, SQL_DIR, max_workers, s3_timeouts
 
 
 def sql_text(name: str) -> str:
@@ -92,7 +92,12 @@ def failure_for(error: duckdb.Error, context: str) -> Exception:
     """What a DuckDB error means for the step running `context` (a SQL model, a dataset read)."""
     first = redact(str(error))
     if isinstance(error, duckdb.HTTPException) or (isinstance(error, duckdb.IOException) and TRANSIENT.search(first)):
-        return error  # transient: left to the retry policy
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "S3"
+        return Failure(  # transient: left to the step's retries
+            description=f"{context}: {first} (endpoint {endpoint}). Check AWS_ENDPOINT_URL, the network and the "
+            "credentials; the step is retried.",
+            allow_retries=True,
+        )
     if isinstance(error, duckdb.OutOfMemoryException):
         return DataDefect(
             f"{context}: out of memory within the worker's limit ({first}). Raise PGX_MEMORY_PER_WORKER "
@@ -303,6 +308,7 @@ def _process_database(worker: DuckDBWorker) -> duckdb.DuckDBPyConnection:
 
 
 def _open_database(worker: DuckDBWorker, secret: str) -> duckdb.DuckDBPyConnection:
+    remove_stale_temp(worker.temp_root, "pgx_duckdb_")
     tmp = tempfile.mkdtemp(prefix=f"pgx_duckdb_{os.getpid()}_{uuid.uuid4().hex[:8]}_", dir=worker.temp_root)
     db = duckdb.connect(
         ":memory:",
@@ -322,6 +328,10 @@ def _open_database(worker: DuckDBWorker, secret: str) -> duckdb.DuckDBPyConnecti
         for name in ("httpfs", "aws"):
             db.execute(f"LOAD {quote(str(extension_path(name)))}")
         db.execute(secret)
+        # A request to an endpoint that does not answer fails within the deadline (settings.s3_timeouts).
+        connect, read, attempts = s3_timeouts()
+        db.execute(f"SET http_timeout = {int(max(connect, read))}")
+        db.execute(f"SET http_retries = {attempts - 1}")
     pid = os.getpid()
 
     def close() -> None:

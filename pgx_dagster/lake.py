@@ -9,23 +9,27 @@ AWS_ENDPOINT_URL honoured).
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import functools
 import glob
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
-from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT
+from pgx_dagster.forksafe import remove_stale_temp
+from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT, s3_timeouts
 
 CHECKPOINT = "_checkpoint.json"
 
@@ -43,16 +47,52 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 @functools.cache
 def s3_client():
-    """boto3's S3 client through dagster-aws (default credential chain; AWS_ENDPOINT_URL honoured)."""
-    from dagster_aws.s3 import S3Resource
+    """boto3's S3 client: the default credential chain, AWS_ENDPOINT_URL honoured, and timeouts so an
+    endpoint that does not answer fails a request in under 30 s (settings.s3_timeouts)."""
+    import boto3
+    from botocore.config import Config
 
-    return S3Resource().get_client()
+    connect, read, attempts = s3_timeouts()
+    config = Config(connect_timeout=connect, read_timeout=read, retries={"max_attempts": attempts, "mode": "standard"})
+    return boto3.client("s3", config=config)
+
+
+def s3_endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+
+
+class S3Unavailable(Failure):
+    """S3 did not answer or refused: one line naming the endpoint, the object and the cause. Transient
+    causes (no connection, a timeout) are left to the step's retries."""
+
+    def __init__(self, what: str, error: Exception, transient: bool):
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        super().__init__(
+            description=f"S3 at {s3_endpoint()}: {what}: {cause}. Check AWS_ENDPOINT_URL, the network and the "
+            "credentials (`pgx validate-inputs` tries the raw paths).",
+            allow_retries=transient,
+        )
+
+
+@contextmanager
+def s3_errors(what: str) -> Iterator[None]:
+    """boto3 / botocore errors as one-line S3Unavailable failures."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    try:
+        yield
+    except BotoConnectionError as error:  # connect or read timeout, endpoint unreachable
+        raise S3Unavailable(what, error, transient=True) from None
+    except (ClientError, BotoCoreError) as error:  # denied, no such bucket, no credentials
+        raise S3Unavailable(what, error, transient=False) from None
 
 
 def _list_keys(bucket: str, prefix: str) -> list[str]:
     keys: list[str] = []
-    for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
+    with s3_errors(f"listing s3://{bucket}/{prefix}"):
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
     return keys
 
 
@@ -61,14 +101,63 @@ def _replace_prefix(local_dir: str, final_uri: str) -> None:
     old = set(_list_keys(bucket, prefix))
     files = sorted(Path(local_dir).rglob("*"), key=lambda p: (p.name == CHECKPOINT, str(p)))
     new = set()
-    for f in files:
-        if f.is_file():
-            key = prefix + f.relative_to(local_dir).as_posix()
-            s3_client().upload_file(str(f), bucket, key)
-            new.add(key)
-    stale = sorted(old - new)
-    for i in range(0, len(stale), 1000):
-        s3_client().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i : i + 1000]]})
+    with s3_errors(f"publishing s3://{bucket}/{prefix}"):
+        for f in files:
+            if f.is_file():
+                key = prefix + f.relative_to(local_dir).as_posix()
+                s3_client().upload_file(str(f), bucket, key)
+                new.add(key)
+        stale = sorted(old - new)
+        for i in range(0, len(stale), 1000):
+            s3_client().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i : i + 1000]]})
+
+
+LOCK_STALE_SECONDS = 600  # an S3 publish lock older than this was left by a process that died
+LOCK_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict")  # S3's answers to a conditional PUT that lost
+
+
+@contextmanager
+def _publish_lock(final_dir: str) -> Iterator[None]:
+    """One publisher of a folder at a time. Two runs materializing the same partition at once (two
+    backfills, a re-run racing a retry) then each replace it whole, one after the other: readers see
+    one complete version, never files of both. Local: an exclusive flock on a lock file beside the
+    folder. S3: a lock object beside the folder's prefix, created only if absent (a conditional PUT);
+    one older than LOCK_STALE_SECONDS is taken over."""
+    if not is_s3(final_dir):
+        final = Path(final_dir)
+        with open(final.parent / f".{final.name}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    bucket, key = split_s3(final_dir.rstrip("/") + ".lock")
+    client = s3_client()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    with s3_errors(f"locking s3://{bucket}/{key}"):
+        while True:
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=owner.encode(), IfNoneMatch="*")
+                break
+            except client.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in (
+                    "PreconditionFailed",
+                    "ConditionalRequestConflict",
+                ):
+                    raise
+                try:
+                    held = client.head_object(Bucket=bucket, Key=key)
+                    if time.time() - held["LastModified"].timestamp() > LOCK_STALE_SECONDS:
+                        client.delete_object(Bucket=bucket, Key=key)
+                except client.exceptions.ClientError:
+                    pass  # released meanwhile
+                time.sleep(0.2)
+    try:
+        yield
+    finally:
+        with s3_errors(f"unlocking s3://{bucket}/{key}"):
+            client.delete_object(Bucket=bucket, Key=key)
 
 
 class LakeResource(ConfigurableResource):
@@ -121,17 +210,19 @@ class LakeResource(ConfigurableResource):
         if not is_s3(path):
             return Path(path).exists()
         bucket, key = split_s3(path)
-        return bool(s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
+        with s3_errors(f"looking for {path}"):
+            return bool(s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
 
     def read_text(self, path: str) -> str | None:
         """A small file's text (a checkpoint, a report), local or on S3; None when it does not exist."""
         if not is_s3(path):
             return Path(path).read_text() if Path(path).is_file() else None
         bucket, key = split_s3(path)
-        try:
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-        except s3_client().exceptions.NoSuchKey:
-            return None
+        with s3_errors(f"reading {path}"):
+            try:
+                return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            except s3_client().exceptions.NoSuchKey:
+                return None
 
     def files(self, pattern: str) -> list[str]:
         """Paths matching a glob (`*` within one path segment), local or on S3."""
@@ -151,25 +242,32 @@ class LakeResource(ConfigurableResource):
         S3: every file is uploaded as one object (a PUT, or a multipart upload that appears only
         when complete), `_checkpoint.json` last as the commit marker, then objects of an earlier
         run that the new one does not have are deleted. On error nothing under `final_dir` changes."""
+        pid = os.getpid()
         if is_s3(final_dir):
-            staging = tempfile.mkdtemp(prefix="pgx_publish_")
+            remove_stale_temp(None, "pgx_publish_")
+            staging = tempfile.mkdtemp(prefix=f"pgx_publish_{pid}_")
             try:
                 yield staging
-                _replace_prefix(staging, final_dir)
+                with _publish_lock(final_dir):
+                    _replace_prefix(staging, final_dir)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             return
         final = Path(final_dir)
         final.parent.mkdir(parents=True, exist_ok=True)
-        staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex}"
+        # what killed publishers of this folder left behind (their staging and trash folders)
+        remove_stale_temp(str(final.parent), f".{final.name}.staging-")
+        remove_stale_temp(str(final.parent), f".{final.name}.old-")
+        staging = final.parent / f".{final.name}.staging-{pid}_{uuid.uuid4().hex}"
         staging.mkdir()
         try:
             yield str(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
-        if final.exists():
-            os.replace(final, trash)
-        os.replace(staging, final)
+        trash = final.parent / f".{final.name}.old-{pid}_{uuid.uuid4().hex}"
+        with _publish_lock(final_dir):  # the swap, one publisher at a time
+            if final.exists():
+                os.replace(final, trash)
+            os.replace(staging, final)
         shutil.rmtree(trash, ignore_errors=True)

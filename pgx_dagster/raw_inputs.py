@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import duckdb
+from dagster import Failure
 
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import IMPUTED, KINDS, SILVER
@@ -445,7 +446,11 @@ def validate_inputs(lake: LakeResource) -> tuple[bool, list[str]]:
     ok = True
     for table in RAW_TABLES:
         candidates = raw_candidates(lake, table)
-        found = [(path, why, len(lake.files(path))) for path, why in candidates]
+        try:
+            found = [(path, why, len(lake.files(path))) for path, why in candidates]
+        except Failure as error:  # S3 unreachable or refusing: trying the other tables would only wait again
+            lines += [f"  {table}:", f"     ERROR: {error.description}", "  (the other tables were not tried)"]
+            return False, lines
         chosen = next(((p, w, n) for p, w, n in found if n), None)
         lines.append(f"  {table}:")
         for path, why, n in found:
@@ -466,7 +471,11 @@ def _validate_format(lake: LakeResource) -> tuple[bool, list[str]]:
     lines = [f"Raw inputs ({fmt.name} format) under {lake.raw_root}:"]
     ok = True
     for source in fmt.sources:
-        files, tried = source_files(lake, source)
+        try:
+            files, tried = source_files(lake, source)
+        except Failure as error:
+            lines += [f"  {source.view}:", f"     ERROR: {error.description}", "  (the other sources were not tried)"]
+            return False, lines
         lines.append(f"  {source.view}: {len(files)} file(s)")
         lines += [f"    -> {f}" for f in files]
         if not files:

@@ -99,3 +99,15 @@ def partitions_per_run() -> int:
 
     default = -(-len(AGE_BANDS) * len(event_years()) // max_workers())
     return max(1, _int_env("PGX_PARTITIONS_PER_RUN", default))
+
+
+# S3: every request fails within S3_DEADLINE_S when the endpoint does not answer - connect and read
+# timeouts per attempt, and the attempts (boto3 and DuckDB's httpfs alike).
+def s3_timeouts() -> tuple[float, float, int]:
+    """(connect timeout s, read timeout s, attempts): PGX_S3_CONNECT_TIMEOUT (default 5),
+    PGX_S3_READ_TIMEOUT (default 8), PGX_S3_ATTEMPTS (default 2): at most 2 x (5 + 8) = 26 s."""
+    return (
+        float(_int_env("PGX_S3_CONNECT_TIMEOUT", 5)),
+        float(_int_env("PGX_S3_READ_TIMEOUT", 8)),
+        max(1, _int_env("PGX_S3_ATTEMPTS", 2)),
+    )

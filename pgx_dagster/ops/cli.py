@@ -91,6 +91,30 @@ def _report_lines(outcome) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`pgx`: a failure ends with one line saying what and what to do - never a Python traceback
+    (PGX_DEBUG=1 shows it)."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        sys.exit("pgx: interrupted")
+    except Exception as error:  # noqa: BLE001  (the one place every error becomes a message)
+        if os.environ.get("PGX_DEBUG"):
+            raise
+        sys.exit(f"pgx: {one_line(error)}")
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: a Dagster Failure's description (data defects say what, where and what to
+    do), else the error's type and first line."""
+    from dagster import Failure
+
+    if isinstance(error, Failure) and error.description:
+        return error.description
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="pgx", description="pgx-dagster command line")
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="synthetic data + every asset, every partition, with a summary")

@@ -26,6 +26,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def reap_on_death(proc: subprocess.Popen) -> subprocess.Popen:
+    """A watchdog (ops/reaper.py) that kills `proc`'s process group, with everything in it, if this
+    process dies without stopping it - a SIGKILL runs no cleanup."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgx_dagster.ops.reaper", str(os.getpid()), str(proc.pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM the process group (the daemon and webserver have children), then SIGKILL."""
     if proc.poll() is not None:
@@ -87,6 +99,7 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
     env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     logs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
+    reapers: list[subprocess.Popen] = []
 
     def start(name: str, command: list[str]) -> subprocess.Popen:
         proc = subprocess.Popen(
@@ -98,6 +111,7 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
             start_new_session=True,
         )
         procs.append(proc)
+        reapers.append(reap_on_death(proc))
         return proc
 
     try:
@@ -111,3 +125,5 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
     finally:
         for proc in reversed(procs):
             stop(proc)
+        for reaper in reapers:  # each exits once its group is gone
+            reaper.wait(timeout=10)
