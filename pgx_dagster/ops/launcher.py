@@ -166,7 +166,20 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
             latest = self._instance.get_run_by_id(run.run_id)
             if latest is not None and latest.is_finished:
                 return CheckRunHealthResult(WorkerStatus.SUCCESS, run_worker_id=str(pid))
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"run process {pid} exited", run_worker_id=str(pid))
+            tags = run.tags
+            where = tags.get("dagster/partition") or (
+                f"{tags['dagster/asset_partition_range_start']} .. {tags['dagster/asset_partition_range_end']}"
+                if "dagster/asset_partition_range_start" in tags else "every partition of the run"
+            )  # fmt: skip
+            again = f"pgx backfill --reexecute-failed {tags['dagster/backfill']}" if "dagster/backfill" in tags else (
+                "re-execute the run from the UI")  # fmt: skip
+            return CheckRunHealthResult(
+                WorkerStatus.FAILED,
+                f"the run's process ({pid}) died before the run finished - killed, or out of memory - while on "
+                f"partition(s) {where}: their assets are not (or only partly) materialized, nothing half-written is "
+                f"published. Re-run them: {again}",
+                run_worker_id=str(pid),
+            )
         except PermissionError:
             pass  # alive, owned by another user
         return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
