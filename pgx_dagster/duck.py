@@ -110,8 +110,9 @@ def failure_for(error: duckdb.Error, context: str) -> Exception:
         )
     if not isinstance(error, duckdb.InterruptException):  # reading bytes that are not what they claim
         return DataDefect(
-            f"{context}: {first}. A file is missing, unreadable or holds values of the wrong kind: "
-            "`pgx validate-inputs` checks the raw files; replace a damaged file and re-run."
+            f"{context}: {first}. A file is missing, unreadable or holds values of the wrong kind. A raw file: "
+            "`pgx validate-inputs` checks them all - replace the damaged one and re-run. A lake file: "
+            "re-materialize the asset that writes it (its folder names it), then re-run this one."
         )
     return error
 
@@ -151,7 +152,8 @@ class Session:
 
     def view(self, name: str, relation: str) -> None:
         """Register an input: `relation` is a table expression such as parquet_relation(...)."""
-        self.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {relation}")
+        with self.doing(f"reading {name}"):
+            self.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {relation}")
 
     def model_view(self, name: str, model: str) -> None:
         """Register `sql/<model>.sql` as a view called `name`."""

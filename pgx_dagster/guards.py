@@ -146,12 +146,13 @@ def null_rate_jump(
     rows: int, rates: dict[str, float], previous: dict[str, Any] | None, required: tuple[str, ...]
 ) -> tuple[bool, dict]:
     """This partition's NULL share per monitored column against the previous materialization's; a
-    required column NULL on every row fails whatever came before."""
+    required column NULL on every row fails whatever came before (partitions of at least min_rows() rows:
+    one inpatient line without a procedure code is no lost column)."""
     limit, floor = NULL_RATE_JUMP.threshold(), min_rows()
     before = (previous or {}).get("null_rates") or {}
     breaches = []
     for column, rate in rates.items():
-        if rows and rate == 1.0 and column in required:
+        if rows >= floor and rate == 1.0 and column in required:
             breaches.append(f"{column}: NULL on every one of {rows:,} rows")
         elif column in before and rows >= floor and rate - before[column] > limit:
             breaches.append(f"{column}: NULL share {before[column]:.1%} -> {rate:.1%}")

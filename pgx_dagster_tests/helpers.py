@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,10 @@ import duckdb
 import pyarrow as pa
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
 
-from pgx_dagster.duck import Session
+from benchmarks.baselines import DIGEST_DATASETS
+from pgx_dagster.datasets import DEMOGRAPHICS, INTAKE_QUARANTINE, SILVER_QUARANTINE
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
+from pgx_dagster.lake import LakeResource
 
 
 def table(s: Session, name: str, rows: list[dict[str, Any]], schema: dict[str, str] | None = None) -> None:
@@ -21,6 +25,17 @@ def table(s: Session, name: str, rows: list[dict[str, Any]], schema: dict[str, s
     exclude = f"EXCLUDE ({', '.join(schema)})" if schema else ""
     select = f"SELECT * {exclude}{', ' + casts if casts else ''} FROM {name}__arrow"
     s.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+
+
+def eligibility(s: Session, rows: list[dict[str, Any]], schema: dict[str, str] | None = None) -> None:
+    """Register raw eligibility rows as `raw_eligibility` and, as intake does, their typed view `eligibility`
+    (birth years judged against the extract date: set `extract_date`, 2021-06-30 when unset)."""
+    optional = {"sex": "VARCHAR", "zip": "VARCHAR", "state": "VARCHAR"}  # the raw layer adds absent ones as NULL
+    rows = [{**dict.fromkeys(optional), **r} for r in rows]
+    table(s, "raw_eligibility", rows, schema={**optional, **(schema or {})})
+    if s.scalar("SELECT getvariable('extract_date') IS NULL"):
+        s.set_variables({"extract_date": date(2021, 6, 30)})
+    s.model_view("eligibility", "intake/eligibility")
 
 
 def rewrite_parquet(path: str | Path, select_sql: str) -> None:
@@ -110,3 +125,27 @@ def run_work(raw: Path | str, lake: Path | str, assets: list[str], keys: list[st
                     "metadata": {k: v.value for k, v in result.metadata.items()},
                 })  # fmt: skip
     return verdicts
+
+
+def lake_fingerprint(root: str) -> dict:
+    """Rows and an order-independent content hash per dataset and partition."""
+    out = {}
+    lake = LakeResource(lake_root=root)
+    with DuckDBWorker(s3=True).session() as s:
+        for dataset in [*DIGEST_DATASETS, SILVER_QUARANTINE["pharmacy"]]:
+            rel = parquet_relation(dataset.glob(lake))
+            for band, year, rows, digest in s.execute(
+                f"SELECT age_band, event_year, count(*), sum(hash(t)::HUGEINT) FROM {rel} t GROUP BY ALL"
+            ).fetchall():
+                out[(dataset.folder, band, year)] = (rows, digest)
+        for dataset in (DEMOGRAPHICS, INTAKE_QUARANTINE["medical"]):
+            out[dataset.folder] = s.execute(
+                f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(dataset.path(lake))} t"
+            ).fetchone()
+    return out
+
+
+def instance_events(home: str | Path, event_type: Any) -> list[Any]:
+    """Every event of one DagsterEventType in the instance at `home`, run by run (EventLogEntry objects)."""
+    with DagsterInstance.from_config(str(home)) as instance:
+        return [e for run in instance.get_runs() for e in instance.all_logs(run.run_id, of_type=event_type)]

@@ -19,7 +19,7 @@ import pytest
 from pgx_dagster import datasets
 from pgx_dagster.duck import DataDefect
 from pgx_dagster.ops.synth import generate
-from pgx_dagster_tests.helpers import run_work
+from pgx_dagster_tests.helpers import instance_events, run_work
 
 YEAR = 2019
 KEYS = [f"{band}|{YEAR}" for band in ("0-17", "18-34", "35-44", "45-54", "55-64", "65-74", "75+")]
@@ -409,3 +409,32 @@ def test_conflicting_birth_years_resolve_by_consensus_and_say_so(extract, tmp_pa
         f"SELECT DISTINCT birth_year, birth_year_source FROM '{lake}/{datasets.DEMOGRAPHICS.folder}/*.parquet' "
         "WHERE payer_id = ? AND member_id = ?", [payer, member]).fetchall()  # fmt: skip
     assert rows == [(born - 7, "member_consensus")]
+
+
+def test_a_damaged_file_ends_pgx_materialize_with_one_message_also_shown_in_dagster(extract, tmp_path):
+    """Through the real command: the message names the file, it is what the Dagster UI shows as the step's
+    failure, no Python frame is printed, and the step was not retried (a damaged file is no transient)."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster import DagsterEventType
+
+    from pgx_dagster_tests.services import REPO
+
+    raw, home = tmp_path / "raw", tmp_path / "dagster_home"
+    shutil.copytree(extract["raw"], raw)
+    damage(raw, next(c for c in CASES if c.name == "parquet_truncated"), extract["picks"])
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PGX_RAW_ROOT": str(raw), "PGX_LAKE_ROOT": str(tmp_path / "lake"),
+           "PGX_MIN_YEAR": str(YEAR), "PGX_MAX_YEAR": str(YEAR), "PGX_EXTRACT_DATE": EXTRACT_DATE}  # fmt: skip
+    done = subprocess.run([str(Path(sys.executable).parent / "pgx"), "materialize"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and 'File "' not in out
+    failures = [e.dagster_event for e in instance_events(home, DagsterEventType.STEP_FAILURE)]
+    retries = instance_events(home, DagsterEventType.STEP_UP_FOR_RETRY)
+    assert [f.step_key for f in failures] == ["claims_intake"] and retries == []
+    description = failures[0].event_specific_data.user_failure_data.description
+    assert "pharmacy_claims_000.parquet" in description and "cannot be read" in description
+    assert f"claims_intake [all]: {description}" in out  # the same words in the shell and in the UI

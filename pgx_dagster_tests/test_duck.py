@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from benchmarks.baselines import process_pool
-from pgx_dagster.duck import DataDefect, DuckDBWorker, scale_memory
+from pgx_dagster.duck import DuckDBWorker, InternalError, scale_memory
 
 
 def test_sessions_do_not_share_temp_objects_or_variables():
@@ -22,7 +22,7 @@ def test_sessions_do_not_share_temp_objects_or_variables():
         s.set_variables({"event_year": 2019})
         assert s.scalar("SELECT age_band(40)") == "35-44"  # the macros are there
     with worker.session() as s:
-        with pytest.raises(DataDefect, match="partition_rows does not exist"):
+        with pytest.raises(InternalError, match="partition_rows does not exist.*a bug, or lake files"):
             s.execute("SELECT * FROM partition_rows")
         assert s.scalar("SELECT getvariable('event_year')") is None
 

@@ -40,8 +40,8 @@ def test_one_backfill_materialized_every_partition_and_every_check_passed(pipeli
     outcome = pipeline.report
     assert outcome.succeeded and outcome.status == "COMPLETED_SUCCESS"
     assert [c for c in outcome.checks if not c[3]] == []
-    # 1 intake check + 35 x (4 silver + 6 imputed + 2 events + 4 cohort) + 2 demographics + 7 analysis
-    assert len(outcome.checks) == 1 + 35 * 16 + 2 + 7
+    # 4 intake checks + 35 x (8 silver + 6 imputed + 3 events + 4 cohort) + 2 demographics + 7 analysis
+    assert len(outcome.checks) == 4 + 35 * 21 + 2 + 7
     assert {a: len(p) for a, p in outcome.rows.items()} == {
         "claims_intake": 1, "silver_medical": 35, "silver_pharmacy": 35, "member_demographics": 1,
         "imputed_medical": 35, "imputed_pharmacy": 35, "events": 35, "cohort_opioid_ed": 35, "cohort_attrition": 1,

@@ -37,12 +37,13 @@ def test_missing_required_column_is_a_clear_error(tmp_path):
         f"COPY (SELECT * EXCLUDE (birth_date) FROM read_csv('{DATA}/tuva_demo/eligibility.csv', all_varchar = true)) "
         f"TO '{elig}' (HEADER)"
     )
-    with pytest.raises(Failure, match=r"tuva_eligibility .*eligibility\.csv.* lacks required column\(s\) birth_date"):
+    expected = r"tuva_eligibility file .*eligibility\.csv has no column birth_date: the tuva format needs"
+    with pytest.raises(Failure, match=expected):
         raw_counts(LakeResource(raw_root=str(tmp_path / "tuva"), raw_format="tuva"))
 
 
 def test_missing_files_name_every_place_tried(tmp_path):
-    with pytest.raises(Failure, match=r"no files for desynpuf_beneficiary; tried .*Beneficiary_Summary_File"):
+    with pytest.raises(Failure, match=r"no desynpuf_beneficiary files; tried .*Beneficiary_Summary_File"):
         raw_counts(LakeResource(raw_root=str(tmp_path), raw_format="desynpuf"))
 
 
@@ -147,8 +148,16 @@ def test_pgx_coverage_years_or_explicit_enrolment_dates(tmp_path):
         f"COPY (SELECT 'A' AS payer_id, '1' AS member_id, 'P1' AS person_id LIMIT 0) "
         f"TO '{tmp_path}/member_linkage/l.parquet' (FORMAT parquet)"
     )
-    for table in ("medical_claims", "pharmacy_claims"):
-        shutil.copy(tmp_path / "member_linkage/l.parquet", tmp_path / table / "c.parquet")
+    claims = {  # empty claim files with the required columns
+        "medical_claims": "claim_id, service_date, diagnosis_code_1, procedure_code",
+        "pharmacy_claims": "claim_id, fill_date, ndc",
+    }
+    for table, columns in claims.items():
+        nulls = ", ".join(f"NULL::VARCHAR AS {c.strip()}" for c in columns.split(","))
+        duckdb.connect().execute(
+            f"COPY (SELECT 'A' AS payer_id, '1' AS member_id, {nulls} LIMIT 0) "
+            f"TO '{tmp_path}/{table}/c.parquet' (FORMAT parquet)"
+        )
     folder = tmp_path / "member_eligibility"
     duckdb.connect().execute(
         f"""COPY (SELECT * FROM (VALUES ('A', '1', 2017, 1950, 'F', NULL, NULL, NULL),
@@ -161,3 +170,60 @@ def test_pgx_coverage_years_or_explicit_enrolment_dates(tmp_path):
         ("1", date(2017, 1, 1), date(2017, 12, 31)),
         ("2", date(2018, 3, 1), date(2018, 8, 31)),
     ]
+
+
+# The Tuva Project's claims input layer as documented per version (tuva-health/tuva, docs "Input Layer"):
+# 0.13.0 replaced `patient_id` with `person_id` and the eligibility table has gained columns since.
+TUVA_V013_EXTRA = {
+    "eligibility": ["subscriber_id", "subscriber_relation", "plan", "original_reason_entitlement_code",
+                    "group_id", "group_name", "social_security_number", "file_name", "file_date",
+                    "ingest_datetime"],
+    "medical_claim": ["plan", "file_name", "file_date", "ingest_datetime"],
+    "pharmacy_claim": ["plan", "file_name", "file_date", "ingest_datetime"],
+}  # fmt: skip
+
+
+def tuva_as_version(folder: Path, version: str) -> Path:
+    """The demo extract (written in the <= 0.12 layout) rewritten in `version`'s columns."""
+    folder.mkdir()
+    con = duckdb.connect()
+    for table, extra in TUVA_V013_EXTRA.items():
+        source = f"read_csv('{DATA}/tuva_demo/{table}.csv', all_varchar = true)"
+        if version == "0.12":
+            select = f"SELECT * FROM {source}"
+        else:
+            added = ", ".join(f"NULL::VARCHAR AS {c}" for c in extra)
+            select = f"SELECT * EXCLUDE (patient_id), patient_id AS person_id, {added} FROM {source}"
+        con.execute(f"COPY ({select}) TO '{folder}/{table}.csv' (HEADER)")
+    return folder
+
+
+def raw_tables(lake: LakeResource) -> dict[str, list[tuple]]:
+    with DuckDBWorker().session() as s:
+        register_raw(s, lake)
+        return {view: s.execute(f"SELECT * FROM {view} ORDER BY ALL").fetchall() for view in RAW_VIEWS}
+
+
+@pytest.mark.parametrize("version", ["0.12", "0.13"])
+def test_both_tuva_input_layer_versions_map_to_the_same_raw_tables(tmp_path, version):
+    reference = raw_tables(LakeResource(raw_root=str(DATA / "tuva_demo"), raw_format="tuva"))
+    assert {view: len(rows) for view, rows in reference.items()} == {
+        "raw_eligibility": 395, "raw_enrollment": 219, "raw_linkage": 100, "raw_medical": 6075, "raw_pharmacy": 612,
+    }  # fmt: skip
+    folder = tuva_as_version(tmp_path / f"tuva_{version}", version)
+    header = (folder / "eligibility.csv").read_text().splitlines()[0].split(",")
+    assert ("person_id" in header, "patient_id" in header) == ((True, False) if version == "0.13" else (False, True))
+    assert raw_tables(LakeResource(raw_root=str(folder), raw_format="tuva")) == reference
+
+
+def test_tuva_open_span_written_as_9999_12_31_runs_to_the_extract_date(tmp_path):
+    (tmp_path / "eligibility.csv").write_text(
+        "person_id,member_id,birth_date,gender,enrollment_start_date,enrollment_end_date,payer\n"
+        "1,,1950-01-01,female,2018-01-01,9999-12-31,medicare\n"
+    )
+    (tmp_path / "medical_claim.csv").write_text("claim_id,claim_line_number,person_id,claim_start_date\n")
+    (tmp_path / "pharmacy_claim.csv").write_text("claim_id,person_id,dispensing_date,ndc_code\n")
+    lake = LakeResource(raw_root=str(tmp_path), raw_format="tuva", extract_date="2019-06-30")
+    with DuckDBWorker().session() as s:
+        register_raw(s, lake)
+        assert s.execute("SELECT coverage_year FROM raw_eligibility ORDER BY 1").fetchall() == [(2018,), (2019,)]

@@ -47,7 +47,7 @@ def test_one_run_over_a_year_reports_every_partition_separately(pipeline, tmp_pa
         assert meta["dagster/row_count"].value == con.execute(f"SELECT count(*) FROM '{file}'").fetchone()[0], key
     evaluations = result.get_asset_check_evaluations()
     assert sorted((e.check_name, e.partition) for e in evaluations) == sorted(
-        (c, k) for c in ("silver_medical_reconciles", "silver_medical_contract") for k in keys
+        (f"silver_medical_{c}", k) for c in ("reconciles", "contract", "quarantine_rate", "null_rates") for k in keys
     )
     assert all(e.passed for e in evaluations)
 
@@ -76,13 +76,13 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
     assert PARTITION_POLICY != COHORT_POLICY
     # every asset's work is registered for the legacy-style baselines, with its checks
     assert {name: len(w.checks) for name, w in WORK.items()} == {
-        "claims_intake": 1,
-        "silver_medical": 2,
-        "silver_pharmacy": 2,
+        "claims_intake": 4,
+        "silver_medical": 4,
+        "silver_pharmacy": 4,
         "member_demographics": 2,
         "imputed_medical": 3,
         "imputed_pharmacy": 3,
-        "events": 2,
+        "events": 3,
         "cohort_opioid_ed": 4,
         "cohort_attrition": 1,
         "pgx_exposures": 2,

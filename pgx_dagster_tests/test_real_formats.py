@@ -252,7 +252,11 @@ def tuva(tmp_path_factory) -> SimpleNamespace:
 
 def test_tuva_pipeline_runs_and_every_check_passes(tuva):
     assert tuva.run.returncode == 0, tuva.run.stdout[-3000:] + tuva.run.stderr[-3000:]
-    assert "All checks passed." in tuva.run.stdout
+    # the demo's days supply is blank on every fill: a warning (no fill gets an MME/day), not a failure
+    assert "All blocking checks passed; 1 warning(s) above." in tuva.run.stdout
+    assert "check claims_intake_expected_columns [all] WARN: columns_entirely_null=['pharmacy.days_supply']" in (
+        tuva.run.stdout
+    )
 
 
 def test_tuva_persons_claims_and_fills_match_the_source(tuva):

@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.baselines import DIGEST_DATASETS
-from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, INTAKE_QUARANTINE, SILVER_QUARANTINE
-from pgx_dagster.duck import DuckDBWorker, parquet_relation
+from pgx_dagster.datasets import EVENTS
 from pgx_dagster.lake import LakeResource, s3_client
 from pgx_dagster.raw_inputs import validate_inputs
 from pgx_dagster_tests.conftest import run_backfill
+from pgx_dagster_tests.helpers import lake_fingerprint
 from pgx_dagster_tests.services import REPO, moto_s3
 
 BUCKET = "pgxdatalake"
-DATASETS = [*DIGEST_DATASETS, SILVER_QUARANTINE["pharmacy"]]
 
 
 @pytest.fixture(scope="module")
@@ -47,27 +45,9 @@ def s3_pipeline(pipeline, s3_env, tmp_path_factory):
     return run_backfill(f"s3://{BUCKET}/raw", f"s3://{BUCKET}/lake", home, env=s3_env)
 
 
-def fingerprint(root: str) -> dict:
-    """Rows and an order-independent content hash per dataset and partition."""
-    out = {}
-    lake = LakeResource(lake_root=root)
-    with DuckDBWorker(s3=True).session() as s:
-        for dataset in DATASETS:
-            rel = parquet_relation(dataset.glob(lake))
-            for band, year, rows, digest in s.execute(
-                f"SELECT age_band, event_year, count(*), sum(hash(t)::HUGEINT) FROM {rel} t GROUP BY ALL"
-            ).fetchall():
-                out[(dataset.folder, band, year)] = (rows, digest)
-        for dataset in (DEMOGRAPHICS, INTAKE_QUARANTINE["medical"]):
-            out[dataset.folder] = s.execute(
-                f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(dataset.path(lake))} t"
-            ).fetchone()
-    return out
-
-
 def test_whole_pipeline_on_s3_matches_the_local_run(pipeline, s3_pipeline):
     assert s3_pipeline.succeeded and all(passed for *_, passed in s3_pipeline.checks)
-    local, remote = fingerprint(str(pipeline.lake)), fingerprint(f"s3://{BUCKET}/lake")
+    local, remote = lake_fingerprint(str(pipeline.lake)), lake_fingerprint(f"s3://{BUCKET}/lake")
     assert len(local) > 6 * 35
     assert remote == local
 

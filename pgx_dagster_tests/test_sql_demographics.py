@@ -4,7 +4,7 @@ import pytest
 
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster_tests.helpers import table
+from pgx_dagster_tests.helpers import eligibility, table
 
 BIRTH = {"P1": 1950, "P2": 1980, "P3": 1985, "P4": 1970, "P5": 1982}
 
@@ -45,7 +45,7 @@ def claim(payer, member, pid, year, band, sex=None, zip3=None):
     }
 
 
-def run(s, eligibility, medical):
+def run(s, eligibility_rows, medical):
     persons = [
         person("A", "1", "P1"),
         person("A", "2", "P2"),
@@ -56,7 +56,7 @@ def run(s, eligibility, medical):
     ]
     table(s, "person_index", persons)
     schema = {"birth_year": "INTEGER", "sex": "VARCHAR", "zip": "VARCHAR", "state": "VARCHAR"}
-    table(s, "raw_eligibility", eligibility, schema=schema)
+    eligibility(s, eligibility_rows, schema=schema)
     cols = {"patient_sex": "VARCHAR", "patient_zip3": "VARCHAR"}
     table(s, "silver_medical_all", medical, schema=cols)
     s.execute("CREATE OR REPLACE TEMP VIEW silver_pharmacy_all AS SELECT * FROM silver_medical_all LIMIT 0")

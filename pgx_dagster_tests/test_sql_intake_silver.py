@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster_tests.helpers import table
+from pgx_dagster_tests.helpers import eligibility, table
 
 D = dt.date
 
@@ -74,7 +74,7 @@ def medical(claim, member, version, date, payer="A", line=1, **extra):
 
 
 def run_intake(s, medical_rows):
-    table(s, "raw_eligibility", eligibility_rows())
+    eligibility(s, eligibility_rows())
     table(s, "raw_linkage", LINKAGE)
     table(s, "raw_medical", medical_rows, schema=LIST_DX)
     s.set_variables({"extract_date": D(2021, 6, 30), "min_year": 2016, "max_year": 2020, "date_column": "service_date"})
@@ -88,7 +88,7 @@ def run_intake(s, medical_rows):
 
 
 def test_person_index_links_members_and_takes_consensus_birth_year(s):
-    table(s, "raw_eligibility", eligibility_rows())
+    eligibility(s, eligibility_rows())
     table(s, "raw_linkage", LINKAGE)
     rows = s.rows("SELECT payer_id, member_id, person_id, birth_year FROM (" + open_sql("intake/person_index") + ")")
     assert rows == [
@@ -155,7 +155,7 @@ def test_rows_that_fit_no_partition_are_quarantined_with_their_reason(s):
         ("C5", "P2", None, "birth_year_unknown"),
         ("C6", "P1", "65-74", None),
         ("C7", "P9", "18-34", None),
-        ("C8", "P1", None, "invalid_service_date"),
+        ("C8", "P1", None, "missing_service_date"),  # absent, not malformed
     ]
 
 
@@ -347,7 +347,7 @@ def test_observation_periods_merge_a_persons_member_ids_within_the_claim_window(
             {"payer_id": "B", "member_id": "1", "enrollment_start": D(2019, 1, 1), "enrollment_end": None},
         ],
     )
-    table(s, "raw_eligibility", eligibility_rows())
+    eligibility(s, eligibility_rows())
     table(s, "raw_linkage", LINKAGE)
     s.set_variables({"min_year": 2016, "extract_date": D(2021, 6, 30)})
     s.model_table("person_index", "intake/person_index")

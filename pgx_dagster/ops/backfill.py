@@ -71,6 +71,16 @@ query Runs($id: String!) {
   }
 }"""
 
+REQUESTED = """
+query Requested { partitionBackfillsOrError(status: REQUESTED) { ... on PartitionBackfills { results { id title } } } }
+"""
+CANCEL = """
+mutation Cancel($id: String!) {
+  cancelPartitionBackfill(backfillId: $id) {
+    __typename ... on PythonError { message } ... on UnauthorizedError { message }
+  }
+}
+"""
 ASSET_KEYS = """
 query Keys { assetNodes { assetKey { path } isExecutable isPartitioned } }
 """
@@ -117,6 +127,15 @@ class Client:
         if title:
             params["title"] = title
         return _backfill_id(self.query(LAUNCH, {"params": params})["launchPartitionBackfill"])
+
+    def requested(self) -> list[dict[str, Any]]:
+        """The backfills still in progress: id and title."""
+        return self.query(REQUESTED)["partitionBackfillsOrError"].get("results") or []
+
+    def cancel(self, backfill_id: str) -> None:
+        result = self.query(CANCEL, {"id": backfill_id})["cancelPartitionBackfill"]
+        if result["__typename"] != "CancelBackfillSuccess":
+            raise GraphQLError(f"backfill {backfill_id} could not be cancelled: {result.get('message', result)}")
 
     def reexecute_failed(self, backfill_id: str) -> str:
         params = {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}

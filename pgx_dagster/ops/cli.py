@@ -69,7 +69,13 @@ def _materialize(partitions: list[str] | None, started: float) -> None:
     print(summary(outcome))
     print(
         f"Wall time: {time.perf_counter() - started:.1f} s. "
-        + ("All checks passed." if outcome.ok else "SOME RUNS OR CHECKS FAILED - see above, or `make dev`.")
+        + (
+            "SOME RUNS OR CHECKS FAILED - see above, or `make dev`."
+            if not outcome.ok
+            else f"All blocking checks passed; {len(outcome.warnings)} warning(s) above."
+            if outcome.warnings
+            else "All checks passed."
+        )
     )
     print("\n".join(_report_lines(outcome)))
     sys.exit(0 if outcome.ok else 1)

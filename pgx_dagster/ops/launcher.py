@@ -148,8 +148,8 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
             return False
         try:
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return False
+        except ProcessLookupError:  # nothing runs: no process would ever report the cancel
+            self._instance.report_run_canceled(run, f"the run's process ({pid}) was already gone")
         return True
 
     @property

@@ -48,10 +48,12 @@ class Outcome:
     # why: each failed step's message (a data defect's description, never a stack trace) and each
     # failed check's figures, one line each
     reasons: list[str] = field(default_factory=list)
+    # failed checks of WARN severity (asset, check, partition): shown, but they do not fail the command
+    warnings: set[tuple[str, str, str]] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
-        return self.succeeded and all(passed for *_, passed in self.checks)
+        return self.succeeded and all(passed or c[:3] in self.warnings for *c, passed in self.checks)
 
 
 def ensure_instance(home: Path) -> None:
@@ -86,6 +88,14 @@ def backfill(
         echo(f"Using the pgx daemon already running on this instance (pid {daemon[0]})")
     with dagster_services(home, env, logs or home / "logs", daemon=daemon is None) as url:
         client = Client(url)
+        if daemon is None:
+            # No daemon served this instance, so a backfill of ours still in progress lost its command (killed)
+            # and its processes with it: cancel it, or the new daemon would resume it alongside this one.
+            for left in client.requested():
+                if left.get("title") == title:
+                    client.cancel(left["id"])
+                    echo(f"Backfill {left['id']} was left in progress by a `{title}` that died: cancelled (this one "
+                         "redoes its work)")  # fmt: skip
         started = time.perf_counter()
         backfill_id = client.launch(client.executable_assets(), partitions, title=title)
         scope = f"{len(partitions)} partition(s)" if partitions else "every partition"
@@ -123,6 +133,8 @@ def _read_results(home: Path, outcome: Outcome) -> None:
                     key = (ev.asset_key.to_user_string(), ev.check_name, ev.partition or "", bool(ev.passed))
                     outcome.checks.append(key)
                     if not ev.passed:
+                        if ev.severity.value == "WARN":
+                            outcome.warnings.add(key[:3])
                         outcome.reasons.append(f"  check {ev.check_name} [{ev.partition or 'all'}] "
                                                f"{ev.severity.value}: {check_figures(ev.metadata)}")  # fmt: skip
                 elif event.event_type == DagsterEventType.STEP_FAILURE:

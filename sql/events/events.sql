@@ -30,18 +30,27 @@ WITH line_codes AS (
           FROM imputed_medical)
     WHERE dx IS NOT NULL
 ),
--- Every prefix of a code, so exact and prefix code sets both match by equality (a hash join).
-code_keys AS (
-    SELECT DISTINCT payer_id, claim_id, age_band, event_year, code_system, code, left(code, k) AS code_key,
-                    k = length(code) AS is_full
-    FROM line_codes, range(1, 8) AS r(k)
-    WHERE k <= length(code)
+-- The partition's code vocabulary is small (distinct codes, not lines): classify it once. A code set's
+-- prefix entries match by equality against the vocabulary's prefixes of the lengths they have, so the
+-- lines themselves are never expanded - they join the classified vocabulary on (system, code).
+vocabulary AS (
+    SELECT DISTINCT code_system, code FROM line_codes
+),
+classified AS (  -- (system, code) -> every concept whose code set holds it
+    SELECT DISTINCT v.code_system, v.code, c.concept, c.version
+    FROM vocabulary v
+    JOIN (SELECT DISTINCT code_system, length(code) AS k FROM codes WHERE match = 'prefix') lengths
+      ON lengths.code_system = v.code_system AND lengths.k < length(v.code)
+    JOIN codes c ON c.code_system = v.code_system AND c.match = 'prefix' AND c.code = left(v.code, lengths.k)
+    UNION
+    SELECT v.code_system, v.code, c.concept, c.version
+    FROM vocabulary v JOIN codes c ON c.code_system = v.code_system AND c.code = v.code
 ),
 matched AS (  -- (claim, concept, code) for every code of a code set on the claim
-    SELECT DISTINCT ck.payer_id, ck.claim_id, ck.age_band, ck.event_year, c.concept, c.version,
-           ck.code_system || ':' || ck.code AS matched_code
-    FROM code_keys ck
-    JOIN codes c ON c.code_system = ck.code_system AND c.code = ck.code_key AND (c.match = 'prefix' OR ck.is_full)
+    SELECT DISTINCT lc.payer_id, lc.claim_id, lc.age_band, lc.event_year, k.concept, k.version,
+           lc.code_system || ':' || lc.code AS matched_code
+    FROM line_codes lc
+    JOIN classified k ON k.code_system = lc.code_system AND k.code = lc.code
 ),
 claims AS (
     SELECT payer_id, claim_id, age_band, event_year, any_value(person_id) AS person_id,

@@ -1,5 +1,5 @@
 -- raw_eligibility from the Tuva input layer's `eligibility`: one row per enrollment span and
--- calendar year it covers (an open span runs to the extract date). The member is
+-- calendar year it covers, up to the extract date (an open span runs to it). The member is
 -- (payer, member_id), member_id falling back to the person id where blank (payer 'tuva' if blank);
 -- the person is person_id (patient_id before Tuva 0.13, read under the new name by formats.py).
 -- State may be a name or a USPS code; zip_code is often blank.
@@ -14,8 +14,9 @@ WITH spans AS (
            -- CMS-derived names may carry a note: 'Ohio (eff. 10/2005)'
            upper(trim(regexp_replace(clean_text(state), '\s*\(.*\)$', ''))) AS state_text,
            year(date_value(enrollment_start_date)) AS first_year,
-           coalesce(year(date_value(enrollment_end_date)),
-                    greatest(year(date_value(enrollment_start_date)), year(getvariable('extract_date')))) AS last_year
+           -- open (NULL, or Tuva 1.0's 9999-12-31) or ending after the extract: covered until the extract date
+           least(coalesce(year(date_value(enrollment_end_date)), 9999),
+                 greatest(year(date_value(enrollment_start_date)), year(getvariable('extract_date')))) AS last_year
     FROM tuva_eligibility
 )
 SELECT s.payer_id, s.member_id, s.person_id, y.coverage_year, s.birth_year, s.sex, s.zip, sc.state

@@ -1,0 +1,234 @@
+"""Fault injection (slow; `make test-slow`): kill -9 of run processes and of `pgx materialize` itself at
+random moments, and the S3 server going silent mid-backfill. After each: no partial partition, nothing
+left running, and a re-run converges on exactly the content of an undisturbed run."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from pgx_dagster.lake import s3_client
+from pgx_dagster.ops.launcher import WORKER_TAG
+from pgx_dagster.ops.synth import generate
+from pgx_dagster.reporting import CHECKPOINT
+from pgx_dagster.settings import event_years
+from pgx_dagster_tests.helpers import instance_events, lake_fingerprint
+from pgx_dagster_tests.services import ARTIFACTS, REPO, moto_s3
+
+pytestmark = pytest.mark.slow
+
+PERSONS = 600
+TRIALS = 5
+PGX = str(Path(sys.executable).parent / "pgx")
+ORPHAN_GRACE_SECONDS = 10  # "within a few seconds": the watchdogs poll every 0.5 s
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fault_raw")
+    generate(PERSONS, event_years(), 15, out)
+    return out
+
+
+def home_for(base: Path) -> Path:
+    """An instance whose run monitor looks every 2 s (30 s in dagster.yaml), so a dead run is noticed soon."""
+    home = base / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = (REPO / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(config.replace("poll_interval_seconds: 30", "poll_interval_seconds: 2"))
+    return home
+
+
+def start(home: Path, raw: str, lake: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    environ = {**os.environ, "DAGSTER_HOME": str(home), "PGX_RAW_ROOT": raw, "PGX_LAKE_ROOT": lake,
+               "PGX_TEMP_DIR": str(home.parent / "tmp"), **(env or {})}  # fmt: skip
+    (home.parent / "tmp").mkdir(exist_ok=True)
+    return subprocess.Popen([PGX, "materialize"], env=environ, cwd=REPO, stdout=log.open("a"),
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def materialize(home: Path, raw: str, lake: str, log: Path, env: dict | None = None) -> tuple[int, str]:
+    offset = log.stat().st_size if log.exists() else 0
+    proc = start(home, raw, lake, log, env)
+    proc.wait(timeout=900)
+    return proc.returncode, log.read_text()[offset:]
+
+
+def processes_of(home: Path) -> list[str]:
+    """Every process started for the instance at `home` (DAGSTER_HOME in its environment)."""
+    marker = f"DAGSTER_HOME={home}\0".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(proc.name) != os.getpid() and marker in (proc / "environ").read_bytes():
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append(f"{proc.name}: {command[:160]}")
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def assert_nothing_left_running(home: Path) -> None:
+    deadline = time.monotonic() + ORPHAN_GRACE_SECONDS
+    while processes_of(home) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    left = processes_of(home)
+    for line in left:  # never leak into the next trial, whatever the verdict
+        os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+    assert left == []
+
+
+def lake_state(lake: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(lake).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in lake.rglob("*")}
+
+
+def assert_no_partial_partition(lake: Path) -> None:
+    """Every visible folder that holds data was published whole: its checkpoint is there (written last,
+    inside the staging folder). Staging and trash folders are hidden (a leading dot)."""
+    for folder in {p.parent for p in lake.rglob("*.parquet")}:
+        if any(part.startswith(".") for part in folder.relative_to(lake).parts):
+            continue
+        assert (folder / CHECKPOINT).exists(), folder
+
+
+def assert_clean_after_rerun(lake: Path, home: Path) -> None:
+    assert not [p for p in lake.rglob(".*") if ".staging-" in p.name or ".old-" in p.name]
+    assert not list((home.parent / "tmp").glob("pgx_duckdb_*"))  # temp folders of killed processes removed
+
+
+def running_workers(home: Path) -> list[tuple[str, int]]:
+    with DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    return [(r.run_id, int(r.tags[WORKER_TAG].rpartition(":")[2])) for r in runs if WORKER_TAG in r.tags]
+
+
+def engine_messages(home: Path, run_id: str) -> str:
+    kinds = (DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT)
+    entries = [e for kind in kinds for e in instance_events(home, kind)]
+    return " ".join(e.message or "" for e in entries if e.run_id == run_id)
+
+
+@pytest.fixture(scope="module")
+def reference(raw, tmp_path_factory):
+    """An undisturbed run: the content every disturbed one must converge on, and how long it takes."""
+    base = tmp_path_factory.mktemp("fault_reference")
+    lake, home = base / "lake", home_for(base)
+    started = time.monotonic()
+    code, out = materialize(home, str(raw), str(lake), base / "pgx.log")
+    assert code == 0, out[-3000:]
+    return {"fingerprint": lake_fingerprint(str(lake)), "seconds": time.monotonic() - started}
+
+
+def test_kill_9_of_pgx_materialize_leaves_nothing_running_and_a_rerun_converges(raw, reference, tmp_path):
+    rng = random.Random(1)
+    lake, home, log = tmp_path / "lake", home_for(tmp_path), tmp_path / "pgx.log"
+    for trial in range(TRIALS):
+        proc = start(home, str(raw), str(lake), log)
+        time.sleep(rng.uniform(0.2, 0.8) * reference["seconds"])  # a random moment, mid-run
+        assert proc.poll() is None, f"trial {trial}: ended before the kill"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert_nothing_left_running(home)  # daemon, webserver, forkserver, runs: all gone
+        before = lake_state(lake)
+        time.sleep(2)
+        assert lake_state(lake) == before, f"trial {trial}: written after the parent died"
+        assert_no_partial_partition(lake)
+
+        code, out = materialize(home, str(raw), str(lake), log)  # the re-run
+        assert code == 0, out[-3000:]
+        assert "left in progress by a `pgx materialize` that died: cancelled" in out
+        assert_nothing_left_running(home)
+        assert_clean_after_rerun(lake, home)
+        assert lake_fingerprint(str(lake)) == reference["fingerprint"], f"trial {trial}"
+
+
+def test_kill_9_of_run_processes_is_reported_retried_and_converges(raw, reference, tmp_path):
+    rng = random.Random(2)
+    lake, home, log = tmp_path / "lake", home_for(tmp_path), tmp_path / "pgx.log"
+    for trial in range(TRIALS):
+        proc = start(home, str(raw), str(lake), log)
+        time.sleep(rng.uniform(0.1, 0.6) * reference["seconds"])
+        workers: list[tuple[str, int]] = []
+        while not workers and proc.poll() is None:
+            workers = running_workers(home)
+            time.sleep(0.1)
+        assert workers, f"trial {trial}: no run process seen"
+        run_id, pid = rng.choice(workers)
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=900)
+        # the run monitor reported the lost process with its partitions and what to do; run retries
+        # relaunched the run, so the backfill still completes
+        message = engine_messages(home, run_id)
+        assert f"the run's process ({pid}) died before the run finished" in message, message[-2000:]
+        assert re.search(r"while on partition\(s\) \S+", message) and "Re-run them: pgx backfill" in message
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        assert_nothing_left_running(home)
+        assert_no_partial_partition(lake)
+        assert_clean_after_rerun(lake, home)
+        assert lake_fingerprint(str(lake)) == reference["fingerprint"], f"trial {trial}"
+
+
+def test_s3_server_silent_mid_backfill_fails_cleanly_and_a_rerun_converges(raw, reference, tmp_path):
+    bucket = "faults"
+    env_timeouts = {"PGX_S3_CONNECT_TIMEOUT": "2", "PGX_S3_READ_TIMEOUT": "3", "PGX_S3_ATTEMPTS": "1"}
+    with moto_s3(ARTIFACTS / "logs" / "faults") as aws:
+        saved = {k: os.environ.get(k) for k in aws}
+        os.environ.update(aws)
+        s3_client.cache_clear()
+        try:
+            s3_client().create_bucket(Bucket=bucket)
+            for f in raw.rglob("*.parquet"):
+                s3_client().upload_file(str(f), bucket, f"raw/{f.relative_to(raw).as_posix()}")
+            moto = moto_pid(aws["AWS_ENDPOINT_URL"])
+            home, log = home_for(tmp_path), tmp_path / "pgx.log"
+            env = {**aws, **env_timeouts}
+            proc = start(home, f"s3://{bucket}/raw", f"s3://{bucket}/lake", log, env)
+            while materializations(home) < 40 and proc.poll() is None:  # intake, silver and more done
+                time.sleep(0.5)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            os.kill(moto, signal.SIGSTOP)  # accepts connections, never answers
+            try:
+                proc.wait(timeout=900)
+            finally:
+                os.kill(moto, signal.SIGCONT)
+            out = log.read_text()
+            assert proc.returncode == 1, out[-3000:]
+            assert "What failed, and why:" in out and aws["AWS_ENDPOINT_URL"] in out
+            assert "Traceback" not in out and 'File "' not in out
+            assert_nothing_left_running(home)
+
+            code, again = materialize(home, f"s3://{bucket}/raw", f"s3://{bucket}/lake", log, env)
+            assert code == 0, again[-3000:]
+            assert lake_fingerprint(f"s3://{bucket}/lake") == reference["fingerprint"]
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            s3_client.cache_clear()
+
+
+def moto_pid(url: str) -> int:
+    port = url.rsplit(":", 1)[1]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"moto_server" in part for part in cmdline) and port.encode() in cmdline:
+            return int(proc.name)
+    raise AssertionError(f"no moto_server on port {port}")
+
+
+def materializations(home: Path) -> int:
+    return len(instance_events(home, DagsterEventType.ASSET_MATERIALIZATION))
