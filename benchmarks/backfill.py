@@ -9,7 +9,9 @@ generates three extracts once (tiny, 1x = --members, 2x = twice that), then for 
                      submission to the backfill's completion;
   (b) legacy_pool    a ProcessPoolExecutor over partitions, stage by stage (benchmarks/baselines.py);
   (c) duckdb_single  one process, one DuckDB connection with every thread (benchmarks/baselines.py);
-checks that the three lakes are identical (rows and a content hash per dataset and partition), and
+  (d) lean           the engine's limit: minimal SQL for the essential work, one DuckDB process
+                     (benchmarks/lean.py) - timed only, every engine reported as a ratio to it;
+checks that the lakes of (a)-(c) are identical (rows and a content hash per dataset and partition), and
 prints a table and writes JSON. Nothing here is a test; `pgx_dagster_tests/test_benchmark.py` runs
 it at a tiny scale to keep it working.
 """
@@ -35,10 +37,12 @@ from benchmarks.baselines import (
     legacy_pool,
     stage_assets,
 )
+from benchmarks.lean import lean
 from pgx_dagster import settings
 from pgx_dagster.settings import REPO_ROOT
 
-ENGINES = ("dagster", "legacy_pool", "duckdb_single")
+ENGINES = ("dagster", "legacy_pool", "duckdb_single", "lean")
+COMPARED = ("dagster", "legacy_pool", "duckdb_single")  # (d) writes less: timed, never compared
 GLOBAL_ASSETS = {"claims_intake", "member_demographics"}
 
 
@@ -170,14 +174,19 @@ def measure(raw: Path, work: Path, engines: list[str], workers: int, timeout: fl
         elif engine == "legacy_pool":
             shutil.rmtree(lake, ignore_errors=True)
             results[engine] = legacy_pool(str(raw), str(lake), workers)
+        elif engine == "lean":
+            years = settings.event_years()
+            results[engine] = lean(str(raw), str(lake), min(years), max(years))
         else:
             shutil.rmtree(lake, ignore_errors=True)
             results[engine] = floor(str(raw), str(lake))
-        results[engine]["digest"] = lake_digest(str(lake))
+        if engine in COMPARED:
+            results[engine]["digest"] = lake_digest(str(lake))
         print(f"    {engine}: {results[engine]['seconds']:.1f} s", flush=True)
-    first = engines[0]
+    compared = [e for e in engines if e in COMPARED]
     results["differences"] = {
-        f"{first} vs {e}": digest_differences(results[first]["digest"], results[e]["digest"]) for e in engines[1:]
+        f"{compared[0]} vs {e}": digest_differences(results[compared[0]]["digest"], results[e]["digest"])
+        for e in compared[1:]
     }
     results["identical"] = not any(results["differences"].values())
     return results
@@ -204,9 +213,11 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
         "partitions_per_run": settings.partitions_per_run(),
         "daemon_tick_s": settings.daemon_tick_seconds(),
     }
-    names = {"dagster": "dagster_s", "legacy_pool": "legacy_pool_s", "duckdb_single": "duckdb_single_s"}
     for e in engines:
-        summary[names[e]] = one["results"][e]["seconds"]
+        summary[f"{e}_s"] = one["results"][e]["seconds"]
+    if "lean" in engines:  # every engine against the engine's limit, measured in this run
+        summary["ratio_vs_lean"] = {e: round(summary[f"{e}_s"] / summary["lean_s"], 2) for e in engines}
+        summary["stage_s"] = {e: one["results"][e].get("stage_s", {}) for e in engines}
     if "dagster" in engines and "legacy_pool" in engines:
         summary["ratio_vs_legacy"] = round(summary["dagster_s"] / summary["legacy_pool_s"], 2)
     if "dagster" in engines and "duckdb_single" in engines:
@@ -234,14 +245,16 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
         for key in ("runs", "steps", "overhead_s_per_step", "launch_overhead_s_per_run", "no_run_executing_s"):
             summary[key] = d[key]
     summary["peak_rss_mb_per_worker"] = {
-        e: one["results"][e].get("peak_rss_mb_per_worker") for e in engines if e != "duckdb_single"
+        e: one["results"][e].get("peak_rss_mb_per_worker") for e in engines if e in ("dagster", "legacy_pool")
     }
     if "dagster" in engines:
         summary["peak_rss_mb_global_steps"] = one["results"]["dagster"]["peak_rss_mb_global_steps"]
     summary["rows_per_s"] = {e: rows_per_s(one["results"][e]) for e in engines}
     # Issue 14's budget: the analysis stage adds at most 10% to the full backfill.
     summary["analysis_share"] = {
-        e: round(one["results"][e]["stage_s"].get("analysis", 0.0) / one["results"][e]["seconds"], 4) for e in engines
+        e: round(one["results"][e]["stage_s"].get("analysis", 0.0) / one["results"][e]["seconds"], 4)
+        for e in engines
+        if e in COMPARED
     }
     summary["identical_outputs"] = all(s["results"]["identical"] for s in scales.values())
     summary["differences"] = {name: s["results"]["differences"] for name, s in scales.items()}
@@ -260,6 +273,8 @@ def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: l
     for key in (
         "ratio_vs_legacy",
         "ratio_vs_floor",
+        "ratio_vs_lean",
+        "stage_s",
         "fixed_cost_s",
         "fixed_cost_all_s",
         "marginal_s_per_million_rows",

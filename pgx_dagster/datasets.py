@@ -27,14 +27,16 @@ whole: written elsewhere, then swapped in (LakeResource.publish_dir), with `_che
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote as urlquote
 
 from pgx_dagster.duck import Session, quote
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import all_keys, split_key
-from pgx_dagster.reporting import read_checkpoint, write_checkpoint
+from pgx_dagster.reporting import PROFILE, read_checkpoint, write_checkpoint
 
 KINDS = ("medical", "pharmacy")
 
@@ -98,6 +100,8 @@ class Dataset:
                 s.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} (FORMAT parquet)")
             if metrics is not None:
                 write_checkpoint(tmp, self.stage, _entity(self, age_band, event_year), metrics, replaced)
+            if s.profiles is not None:  # PGX_PROFILE=1: the step's queries so far, beside the checkpoint
+                Path(tmp, PROFILE).write_text(json.dumps(s.profiles, indent=1))
         return final_dir
 
     def checkpoint(self, lake: LakeResource, age_band: str | None = None, event_year: int | None = None) -> dict:

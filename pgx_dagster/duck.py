@@ -17,6 +17,7 @@ does - to this process's database rather than a new one per call, which is the o
 from __future__ import annotations
 
 import importlib
+import json
 import multiprocessing.util
 import os
 import re
@@ -37,7 +38,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from pgx_dagster.forksafe import remove_stale_temp  # also closes the default connection `import duckdb` opens
-from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, SQL_DIR, max_workers, s3_timeouts
+from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, SQL_DIR, max_workers, profiling, s3_timeouts
 
 
 def sql_text(name: str) -> str:
@@ -123,12 +124,17 @@ class Session:
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
         self.sql_seconds = 0.0
+        self.cpu_started = time.process_time()  # this process's CPU (all threads) when the step began
+        self.profiles: list[dict] | None = None  # DuckDB's JSON profile per query, with PGX_PROFILE=1
         self.context = "SQL"  # what runs: named in error messages
 
     def execute(self, statement: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         t0 = time.perf_counter()
         try:
-            return self.con.execute(statement, params) if params is not None else self.con.execute(statement)
+            cursor = self.con.execute(statement, params) if params is not None else self.con.execute(statement)
+            if self.profiles is not None:
+                self.profiles.append(json.loads(self.con.get_profiling_information(format="json")))
+            return cursor
         except duckdb.Error as error:
             failure = failure_for(error, self.context)
             if failure is error:
@@ -280,7 +286,13 @@ class DuckDBWorker(DuckDBResource):
             # Both are database-wide settings: set them for every connection, as steps take turns.
             con.execute(f"SET threads = {int(threads or self.threads)}")
             con.execute(f"SET memory_limit = {quote(memory_limit or self.memory_limit)}")
-            yield Session(con)
+            session = Session(con)
+            if profiling():
+                # per connection; the output file only keeps DuckDB from printing each profile
+                con.execute("SET enable_profiling = 'json'")
+                con.execute(f"SET profiling_output = {quote(os.devnull)}")
+                session.profiles = []
+            yield session
         finally:
             con.close()
 

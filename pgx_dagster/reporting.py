@@ -16,21 +16,29 @@ from pgx_dagster.contracts import DEMOGRAPHIC_FIELDS
 from pgx_dagster.duck import Session
 from pgx_dagster.lake import CHECKPOINT
 
+PROFILE = "_profile.json"
+
 
 def table_metadata(
     session: Session, relation: str, *, rows: int, path: str, started: float, **extra: Any
 ) -> dict[str, Any]:
     """dagster/row_count, the column schema, duration, location, plus the stage's own figures."""
     schema = TableSchema(columns=[TableColumn(name=n, type=t) for n, t in session.columns(relation)])
+    seconds = time.perf_counter() - started
     meta: dict[str, Any] = {
         "dagster/row_count": rows,
         "dagster/column_schema": schema,
         "records": rows,
-        "duration_s": round(time.perf_counter() - started, 3),
+        # the legacy pipeline's dashboard figures, per partition (the UI plots them; `pgx status` sums them)
+        "duration_s": round(seconds, 3),
+        "cpu_s": round(time.process_time() - session.cpu_started, 3),
+        "rows_per_s": round(rows / seconds) if seconds > 0 else 0,
         "sql_s": round(session.sql_seconds, 3),
         "peak_rss_mb": peak_rss_mb(),
         "path": MetadataValue.path(path),
     }
+    if session.profiles is not None:  # PGX_PROFILE=1: the queries' JSON profiles, beside the checkpoint
+        meta["profile"] = MetadataValue.path(f"{path.rsplit('/', 1)[0]}/{PROFILE}")
     for key, value in extra.items():
         meta[key] = MetadataValue.json(value) if isinstance(value, dict | list) else value
     return meta
@@ -62,7 +70,7 @@ STAGES = {
 
 
 # Metrics that describe the run rather than the data: two checkpoints of the same data differ only in these.
-RUN_METRICS = frozenset({"duration_s", "peak_rss_mb", "written_at"})
+RUN_METRICS = frozenset({"duration_s", "cpu_s", "rows_per_s", "peak_rss_mb", "written_at", "profile"})
 
 
 def write_checkpoint(

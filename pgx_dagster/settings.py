@@ -111,3 +111,10 @@ def s3_timeouts() -> tuple[float, float, int]:
         float(_int_env("PGX_S3_READ_TIMEOUT", 8)),
         max(1, _int_env("PGX_S3_ATTEMPTS", 2)),
     )
+
+
+def profiling() -> bool:
+    """PGX_PROFILE=1: every step keeps DuckDB's JSON profile of each query it runs, written beside the
+    partition's checkpoint as `_profile.json` and linked from the materialization (the legacy pipeline's
+    "profile first runs: DuckDB profiling in JSON mode")."""
+    return os.environ.get("PGX_PROFILE", "").strip().lower() in ("1", "true", "yes")

@@ -26,12 +26,14 @@ def apt_install(package: str) -> None:
 
 @contextmanager
 def moto_s3(logs: Path):
-    """moto's S3-compatible server on loopback; yields the AWS environment that points at it."""
+    """moto's server on loopback (S3, and every other AWS API it mocks: ECS, EC2); yields the AWS
+    environment that points at it."""
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / "moto.log"
     proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [str(BIN / "python"), "-m", "pgx_dagster_tests.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -26,7 +26,7 @@ def bench(tmp_path, name: str, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
-def test_all_three_engines_produce_identical_lakes(tmp_path):
+def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_engine(tmp_path):
     r = bench(tmp_path, "all", "--members", "40", "--tiny-members", "0", "--no-2x")
     for key in ("members", "claim_rows", "dagster_s", "legacy_pool_s", "duckdb_single_s", "ratio_vs_legacy",
                 "ratio_vs_floor", "overhead_s_per_step", "peak_rss_mb_per_worker", "rows_per_s",
@@ -40,6 +40,11 @@ def test_all_three_engines_produce_identical_lakes(tmp_path):
     assert r["dagster_s"] > 0 and r["ratio_vs_legacy"] > 0
     assert set(r["analysis_share"]) == {"dagster", "legacy_pool", "duckdb_single"}
     assert all(0 < share < 1 for share in r["analysis_share"].values())
+    # (d), the engine's limit: timed in the same run, every engine as a ratio to it, per stage too
+    assert set(r["ratio_vs_lean"]) == {"dagster", "legacy_pool", "duckdb_single", "lean"}
+    assert r["ratio_vs_lean"]["lean"] == 1.0 and r["lean_s"] > 0
+    assert set(r["stage_s"]["lean"]) == {"demographics", "imputed", "events"}
+    assert r["scales"]["1x"]["results"]["lean"]["rows"]["events"] > 0
 
 
 def test_fixed_and_marginal_cost_from_tiny_1x_and_2x(tmp_path):

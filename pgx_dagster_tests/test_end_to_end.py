@@ -3,6 +3,7 @@ exactly, every check passes, the ratio is 5.0:1 and nobody is in two matched set
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -169,3 +170,52 @@ def test_dagster_cli_materializes_one_partition(pipeline, tmp_path):
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr + done.stdout
+
+
+def test_pgx_status_is_the_legacy_dashboard_per_stage(pipeline):
+    """`pgx status`: per stage, partitions done / failed / retried, completion, rows/s, CPU, peak RSS."""
+    from dagster import DagsterInstance
+
+    from pgx_dagster.ops.status import collect
+
+    with DagsterInstance.from_config(str(pipeline.home)) as instance:
+        backfill, stages = collect(instance)
+    assert backfill.backfill_id == pipeline.report.backfill_id
+    assert list(stages) == ["intake", "silver", "demographics", "imputed", "events", "cohorts", "analysis"]
+    expected = {"intake": 1, "silver": 70, "demographics": 1, "imputed": 70, "events": 35, "cohorts": 35,
+                "analysis": 6}  # fmt: skip
+    assert {name: (len(f.targeted), len(f.done), len(f.failed)) for name, f in stages.items()} == {
+        name: (n, n, 0) for name, n in expected.items()
+    }
+    rows = pipeline.report.rows
+    assert stages["silver"].rows == sum(rows["silver_medical"].values()) + sum(rows["silver_pharmacy"].values())
+    for name, figures in stages.items():
+        assert figures.cpu_s > 0 and 0 < figures.peak_rss_mb < 2048 and figures.completion == 100.0, name
+    done = subprocess.run([str(Path(sys.executable).parent / "pgx"), "status"], capture_output=True, text=True,
+                          env={**os.environ, "DAGSTER_HOME": str(pipeline.home)}, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"Backfill {backfill.backfill_id}: COMPLETED_SUCCESS"
+    silver = next(line.split() for line in lines if line.startswith("silver "))
+    assert silver[:6] == ["silver", "70", "70", "0", "0", "100.0%"]
+    assert int(silver[6].replace(",", "")) == stages["silver"].rows
+
+
+def test_pgx_profile_writes_duckdb_json_profiles_beside_the_checkpoint(pipeline, tmp_path, monkeypatch):
+    from pgx_dagster.lake import LakeResource
+    from pgx_dagster.partitions import split_key
+    from pgx_dagster.reporting import PROFILE
+    from pgx_dagster_tests.helpers import run_work
+
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    key = "65-74|2019"
+    monkeypatch.setenv("PGX_PROFILE", "1")
+    run_work(pipeline.raw, lake, ["events"], [key])
+    profile = Path(EVENTS.dir(LakeResource(lake_root=str(lake)), *split_key(key))) / PROFILE
+    queries = json.loads(profile.read_text())
+    assert any(q["query_name"].startswith("COPY") for q in queries)  # the partition's write, profiled
+    assert all({"latency", "cpu_time", "children"} <= q.keys() for q in queries)
+    monkeypatch.delenv("PGX_PROFILE")
+    run_work(pipeline.raw, lake, ["events"], [key])  # off by default: the folder is replaced without one
+    assert not profile.exists()

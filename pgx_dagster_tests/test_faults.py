@@ -225,7 +225,7 @@ def moto_pid(url: str) -> int:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(b"moto_server" in part for part in cmdline) and port.encode() in cmdline:
+        if any(b"moto_server" in part for part in cmdline) and port.encode() in cmdline:  # the -m module
             return int(proc.name)
     raise AssertionError(f"no moto_server on port {port}")
 

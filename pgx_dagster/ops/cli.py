@@ -137,6 +137,8 @@ def _main(argv: list[str] | None = None) -> None:
     bf.add_argument("--timeout", type=float, default=3600 * 6, help="seconds to follow it (default 6 h)")
     bf.add_argument("--no-wait", action="store_true", help="submit and return")
     sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
+    st = sub.add_parser("status", help="per stage: partitions done / failed / retried, rows/s, CPU, peak RSS")
+    st.add_argument("backfill_id", nargs="?", help="a backfill id (default: the latest)")
     sub.add_parser(
         "build-ndc-map", help="NDC -> ingredient and opioid MME files from the FDA NDC Directory", add_help=False
     )
@@ -163,6 +165,12 @@ def _main(argv: list[str] | None = None) -> None:
         ok, lines = validate_inputs(build_resources()["lake"].process_config_and_initialize())
         print("\n".join(lines))
         sys.exit(0 if ok else 2)
+    if a.command == "status":
+        from pgx_dagster.ops.status import main as status_main
+
+        _dagster_home()
+        print(status_main(a.backfill_id))
+        return
     if a.command == "backfill":
         sys.exit(run_cli(a.url, _split(a.partitions), _split(a.assets), a.reexecute_failed, a.timeout, not a.no_wait))
     started = time.perf_counter()

@@ -53,7 +53,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.succeeded and all(passed or c[:3] in self.warnings for *c, passed in self.checks)
+        return self.succeeded and all(passed or tuple(c[:3]) in self.warnings for *c, passed in self.checks)
 
 
 def ensure_instance(home: Path) -> None:

@@ -71,12 +71,14 @@ def wait_for_url(url: str, timeout: float, proc: subprocess.Popen, log: Path) ->
 DAEMON_HEALTH = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
 
 
-def wait_for_daemon(url: str, timeout: float, log: Path) -> None:
+def wait_for_daemon(url: str, timeout: float, log: Path, proc: subprocess.Popen | None = None) -> None:
     """Until the backfill and run-queue daemons report healthy heartbeats (a backfill submitted
     before that waits for the daemon to start, which is not the backfill's time)."""
     deadline = time.monotonic() + timeout
     needed = {"BACKFILL", "QUEUED_RUN_COORDINATOR"}
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:  # it died starting: say why at once
+            raise RuntimeError(f"the daemon exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
         request = urllib.request.Request(
             f"{url}/graphql",
             data=json.dumps({"query": DAEMON_HEALTH}).encode(),
@@ -116,11 +118,10 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
 
     try:
         web = start("dagster-webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)])
-        if daemon:
-            start("dagster-daemon", [str(BIN / "pgx"), "daemon"])
+        daemon_proc = start("dagster-daemon", [str(BIN / "pgx"), "daemon"]) if daemon else None
         url = f"http://127.0.0.1:{port}"
         wait_for_url(f"{url}/server_info", 120, web, logs / "dagster-webserver.log")
-        wait_for_daemon(url, 120, logs / "dagster-daemon.log")
+        wait_for_daemon(url, 120, logs / "dagster-daemon.log", daemon_proc)
         yield url
     finally:
         for proc in reversed(procs):

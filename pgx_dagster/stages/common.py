@@ -46,6 +46,12 @@ from pgx_dagster.settings import partitions_per_run
 
 OWNERS = ["team:pgx-data-engineering"]
 KINDS = {"duckdb", "parquet"}
+# The task an asset's run needs on ECS (vCPU units, MiB), read by ops/ecs.py - sized here, never by hand
+# at launch. A partition: one worker, DuckDB's 2 GB plus 1 GB for Python and Dagster. A global step reads
+# the whole extract with every core and the pool's memory (DuckDBWorker.global_session): 4 vCPU is 6
+# workers' worth, 12 GB for DuckDB plus 4 GB.
+PARTITION_TASK = {"pgx/task_cpu": "1024", "pgx/task_memory": "3072"}
+GLOBAL_TASK = {"pgx/task_cpu": "4096", "pgx/task_memory": "16384"}
 
 # Backfills put up to PGX_PARTITIONS_PER_RUN partitions of a stage in one run (Dagster also splits a
 # multi-partition range by event year). Cohorts get a different policy on purpose: the backfill
@@ -88,7 +94,7 @@ def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[s
     def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
         WORK[name] = Work(partitions="", run=run)
 
-        @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, **asset_args)
+        @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, tags=GLOBAL_TASK, **asset_args)
         def whole_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
             return MaterializeResult(metadata=run(context.log, lake, duckdb))
 
@@ -150,7 +156,7 @@ def partitioned_asset(
             retry_policy=STEP_RETRY,
             kinds=KINDS,
             backfill_policy=asset_args.pop("backfill_policy", PARTITION_POLICY),
-            **{"owners": OWNERS, **asset_args},
+            **{"owners": OWNERS, "tags": PARTITION_TASK, **asset_args},
         )
         def partition_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> None:
             extra = {"instance": context.instance} if with_instance else {}
