@@ -343,9 +343,11 @@ def _open_database(worker: DuckDBWorker, secret: str) -> duckdb.DuckDBPyConnecti
             db.execute(f"LOAD {quote(str(extension_path(name)))}")
         db.execute(secret)
         # A request to an endpoint that does not answer fails within the deadline (settings.s3_timeouts).
+        # GLOBAL: steps run on cursors of this database, and a plain SET would stay on this connection
+        # (measured: a silent endpoint took DuckDB's default 4 x 30 s per request).
         connect, read, attempts = s3_timeouts()
-        db.execute(f"SET http_timeout = {int(max(connect, read))}")
-        db.execute(f"SET http_retries = {attempts - 1}")
+        db.execute(f"SET GLOBAL http_timeout = {int(max(connect, read))}")
+        db.execute(f"SET GLOBAL http_retries = {attempts - 1}")
     pid = os.getpid()
 
     def close() -> None:

@@ -131,7 +131,7 @@ def lake_fingerprint(root: str) -> dict:
     """Rows and an order-independent content hash per dataset and partition."""
     out = {}
     lake = LakeResource(lake_root=root)
-    with DuckDBWorker(s3=True).session() as s:
+    with DuckDBWorker(s3=root.startswith("s3://")).session() as s:
         for dataset in [*DIGEST_DATASETS, SILVER_QUARANTINE["pharmacy"]]:
             rel = parquet_relation(dataset.glob(lake))
             for band, year, rows, digest in s.execute(

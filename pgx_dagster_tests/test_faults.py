@@ -13,12 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from pgx_dagster.lake import s3_client
+from pgx_dagster.datasets import STAGED
+from pgx_dagster.lake import LakeResource, s3_client
 from pgx_dagster.ops.launcher import WORKER_TAG
 from pgx_dagster.ops.synth import generate
+from pgx_dagster.partitions import all_keys
 from pgx_dagster.reporting import CHECKPOINT
 from pgx_dagster.settings import event_years
 from pgx_dagster_tests.helpers import instance_events, lake_fingerprint
@@ -92,12 +95,26 @@ def lake_state(lake: Path) -> dict[str, tuple[int, int]]:
 
 
 def assert_no_partial_partition(lake: Path) -> None:
-    """Every visible folder that holds data was published whole: its checkpoint is there (written last,
-    inside the staging folder). Staging and trash folders are hidden (a leading dot)."""
-    for folder in {p.parent for p in lake.rglob("*.parquet")}:
-        if any(part.startswith(".") for part in folder.relative_to(lake).parts):
-            continue
-        assert (folder / CHECKPOINT).exists(), folder
+    """Every visible file and folder was published whole. Each file reads to its end (a half-written one
+    would not). A dataset with checkpoints has one in every partition folder (written inside the staging
+    folder, before the rename); intake's staged datasets are swapped in whole, a file in every partition.
+    Staging and trash folders are hidden (a leading dot)."""
+    lake_resource = LakeResource(lake_root=str(lake))
+    staged = {Path(d.root(lake_resource)) for d in STAGED.values()}
+    for root in staged:
+        if root.exists():
+            assert len(list(root.glob("age_band=*/event_year=*"))) == len(all_keys()), root
+    files = [p for p in lake.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(lake).parts)]
+    con = duckdb.connect()
+    for path in files:
+        con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()
+    datasets: dict[Path, set[Path]] = {}
+    for folder in {p.parent for p in files}:
+        if "age_band=" in str(folder) and not staged & {*folder.parents}:
+            datasets.setdefault(folder.parent.parent, set()).add(folder)
+    for root, folders in datasets.items():
+        with_checkpoint = {f for f in folders if (f / CHECKPOINT).exists()}
+        assert with_checkpoint in (set(), folders), (root, folders - with_checkpoint)
 
 
 def assert_clean_after_rerun(lake: Path, home: Path) -> None:
