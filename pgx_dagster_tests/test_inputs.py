@@ -81,3 +81,34 @@ def test_cli_fails_clearly_when_neither_exists(tmp_path):
     assert done.returncode == 2
     assert "ERROR: no files for medical_claims; tried" in done.stdout
     assert partitioned_glob(tmp_path / "empty", "medical") in done.stdout and "silver/medical/*.parquet" in done.stdout
+
+
+def _validate_on(endpoint: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PGX_RAW_ROOT": "s3://pgx/raw", "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "DAGSTER_HOME": str(tmp_path),
+           "PGX_S3_CONNECT_TIMEOUT": "1", "PGX_S3_READ_TIMEOUT": "2", "PGX_S3_ATTEMPTS": "1"}  # fmt: skip
+    pgx = str(Path(sys.executable).parent / "pgx")
+    # the subprocess timeout only catches a hang: the timeouts above end it in seconds
+    return subprocess.run([pgx, "validate-inputs"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_validate_inputs_with_s3_refusing_or_silent_prints_one_line_not_a_traceback(tmp_path):
+    import socket
+
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))
+    closed_port = refused.getsockname()[1]
+    refused.close()  # nothing listens there: connections are refused
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts connections (the kernel's backlog) and never answers
+    try:
+        for endpoint in (f"http://127.0.0.1:{closed_port}", f"http://127.0.0.1:{silent.getsockname()[1]}"):
+            done = _validate_on(endpoint, tmp_path)
+            out = done.stdout + done.stderr
+            assert done.returncode != 0, out
+            assert "Traceback" not in out and 'File "' not in out, out
+            errors = [line for line in out.splitlines() if endpoint in line]
+            assert len(errors) == 1 and "Check AWS_ENDPOINT_URL" in errors[0], out
+    finally:
+        silent.close()
