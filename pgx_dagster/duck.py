@@ -133,7 +133,9 @@ class Session:
         try:
             cursor = self.con.execute(statement, params) if params is not None else self.con.execute(statement)
             if self.profiles is not None:
-                self.profiles.append(json.loads(self.con.get_profiling_information(format="json")))
+                profile = json.loads(self.con.get_profiling_information(format="json") or "{}")
+                if profile.get("query_name"):  # statements with no plan (SET, a view's definition) have none
+                    self.profiles.append(profile)
             return cursor
         except duckdb.Error as error:
             failure = failure_for(error, self.context)
@@ -288,9 +290,9 @@ class DuckDBWorker(DuckDBResource):
             con.execute(f"SET memory_limit = {quote(memory_limit or self.memory_limit)}")
             session = Session(con)
             if profiling():
-                # per connection; the output file only keeps DuckDB from printing each profile
-                con.execute("SET enable_profiling = 'json'")
-                con.execute(f"SET profiling_output = {quote(os.devnull)}")
+                # per connection; 'no_output' keeps each profile for get_profiling_information (JSON)
+                # instead of printing it
+                con.execute("SET enable_profiling = 'no_output'")
                 session.profiles = []
             yield session
         finally:
