@@ -19,9 +19,7 @@ from typing import Any
 import duckdb
 
 from pgx_dagster.codesets import CLINICAL, CODESET_DIR
-
-BAND = """CASE WHEN a < 18 THEN '0-17' WHEN a < 35 THEN '18-34' WHEN a < 45 THEN '35-44' WHEN a < 55 THEN '45-54'
-               WHEN a < 65 THEN '55-64' WHEN a < 75 THEN '65-74' ELSE '75+' END"""
+from pgx_dagster.duck import sql_text
 
 STAGES: list[tuple[str, str]] = [
     ("demographics", """
@@ -42,18 +40,18 @@ WITH latest AS (
 ),
 first AS (SELECT payer_id, claim_id, min(service_date) AS first_date FROM latest GROUP BY ALL)
 SELECT l.*, f.first_date, m.person_id, m.birth_year, m.sex AS person_sex, m.zip3,
-       year(f.first_date) AS event_year, band(year(f.first_date) - m.birth_year) AS age_band
+       year(f.first_date) AS event_year, age_band(year(f.first_date) - m.birth_year) AS age_band
 FROM latest l JOIN first f USING (payer_id, claim_id) JOIN member m USING (payer_id, member_id)
-WHERE year(f.first_date) BETWEEN {min_year} AND {max_year};
+WHERE year(f.first_date) BETWEEN {min_year} AND {max_year} AND m.birth_year IS NOT NULL;
 CREATE TABLE pharmacy AS
 WITH latest AS (
     SELECT unnest(arg_max(f, coalesce(f.claim_version, 0))) FROM read_parquet('{raw}/pharmacy_claims/*.parquet') f
     GROUP BY f.payer_id, f.claim_id, f.claim_line
 )
 SELECT l.*, m.person_id, m.birth_year, m.sex AS person_sex, m.zip3,
-       year(l.fill_date) AS event_year, band(year(l.fill_date) - m.birth_year) AS age_band
+       year(l.fill_date) AS event_year, age_band(year(l.fill_date) - m.birth_year) AS age_band
 FROM latest l JOIN member m USING (payer_id, member_id)
-WHERE year(l.fill_date) BETWEEN {min_year} AND {max_year};
+WHERE year(l.fill_date) BETWEEN {min_year} AND {max_year} AND m.birth_year IS NOT NULL;
 COPY medical TO '{out}/imputed_medical' (FORMAT parquet, PARTITION_BY (age_band, event_year));
 COPY pharmacy TO '{out}/imputed_pharmacy' (FORMAT parquet, PARTITION_BY (age_band, event_year));
 """),
@@ -99,7 +97,7 @@ def lean(raw_root: str, lake_root: str, min_year: int, max_year: int) -> dict[st
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     con = duckdb.connect(config={"threads": os.cpu_count() or 1, "temp_directory": str(out / ".tmp")})
-    con.execute(f"CREATE MACRO band(a) AS {BAND}")
+    con.execute(sql_text("common/macros"))  # age_band(), as the pipeline bands ages
     values = {
         "raw": raw_root,
         "out": str(out),

@@ -102,6 +102,8 @@ class Dataset:
                 write_checkpoint(tmp, self.stage, _entity(self, age_band, event_year), metrics, replaced)
             if s.profiles is not None:  # PGX_PROFILE=1: the step's queries so far, beside the checkpoint
                 Path(tmp, PROFILE).write_text(json.dumps(s.profiles, indent=1))
+        if s.profiles is not None:
+            s.profile_path = f"{final_dir}/{PROFILE}"
         return final_dir
 
     def checkpoint(self, lake: LakeResource, age_band: str | None = None, event_year: int | None = None) -> dict:

@@ -126,6 +126,7 @@ class Session:
         self.sql_seconds = 0.0
         self.cpu_started = time.process_time()  # this process's CPU (all threads) when the step began
         self.profiles: list[dict] | None = None  # DuckDB's JSON profile per query, with PGX_PROFILE=1
+        self.profile_path: str | None = None  # where the last publish wrote them (datasets.Dataset.publish)
         self.context = "SQL"  # what runs: named in error messages
 
     def execute(self, statement: str, params: Any = None) -> duckdb.DuckDBPyConnection:

@@ -37,8 +37,8 @@ def table_metadata(
         "peak_rss_mb": peak_rss_mb(),
         "path": MetadataValue.path(path),
     }
-    if session.profiles is not None:  # PGX_PROFILE=1: the queries' JSON profiles, beside the checkpoint
-        meta["profile"] = MetadataValue.path(f"{path.rsplit('/', 1)[0]}/{PROFILE}")
+    if session.profile_path:  # PGX_PROFILE=1: the queries' JSON profiles, beside the checkpoint
+        meta["profile"] = MetadataValue.path(session.profile_path)
     for key, value in extra.items():
         meta[key] = MetadataValue.json(value) if isinstance(value, dict | list) else value
     return meta

@@ -129,9 +129,9 @@ def running_workers(home: Path) -> list[tuple[str, int]]:
 
 
 def engine_messages(home: Path, run_id: str) -> str:
-    kinds = (DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT)
-    entries = [e for kind in kinds for e in instance_events(home, kind)]
-    return " ".join(e.message or "" for e in entries if e.run_id == run_id)
+    with DagsterInstance.from_config(str(home)) as instance:
+        entries = instance.all_logs(run_id, of_type={DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT})
+    return " ".join(e.message or "" for e in entries)
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,18 @@ def wait_for_daemon(url: str, timeout: float, log: Path, proc: subprocess.Popen 
     raise TimeoutError(f"the daemon is not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+def prepare_storage(home: Path) -> None:
+    """Create the instance's storage here, once, before the services start: a webserver and a daemon
+    creating a fresh SQLite instance at the same moment can both stamp its schema version and leave it
+    unusable ("alembic_version has more than one head")."""
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)  # run storage
+        instance.fetch_materializations(AssetKey("none"), limit=1)  # the event log's index
+        instance.all_instigator_state()  # schedule storage
+
+
 @contextmanager
 def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool = True) -> Iterator[str]:
     """Yield the webserver URL with `dagster-webserver` and (unless `daemon` is False: one already
@@ -100,6 +112,7 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
     port = free_port()
     env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     logs.mkdir(parents=True, exist_ok=True)
+    prepare_storage(home)
     procs: list[subprocess.Popen] = []
     reapers: list[subprocess.Popen] = []
 

@@ -12,11 +12,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, PartitionKeyRange, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, PartitionKeyRange, RunsFilter
+
+from pgx_dagster.stages import ALL
 
 GLOBAL = ""  # the partition key of an unpartitioned asset
-# stages in the order data flows (asset group names, pgx_dagster/stages/__init__.py ALL)
-STAGE_ORDER = ["raw", "intake", "silver", "demographics", "imputed", "events", "cohorts", "analysis"]
+# stages in the order data flows: each stage module's assets are the group of its name
+STAGE_ORDER = [module.__name__.rsplit(".", 1)[1] for module in ALL]
 
 
 @dataclass
@@ -35,8 +37,8 @@ class StageFigures:
         return 100.0 * len(self.done) / len(self.targeted) if self.targeted else 0.0
 
 
-def _asset_layout() -> tuple[dict[str, str], dict[str, Any]]:
-    """Asset -> stage (its group), and asset -> partitions definition (None if unpartitioned)."""
+def _asset_layout() -> tuple[dict[str, str], dict[str, Any], Any]:
+    """Asset -> stage (its group), asset -> partitions definition (None if unpartitioned), the asset graph."""
     from pgx_dagster.definitions import defs
 
     stage, partitions = {}, {}
@@ -44,7 +46,11 @@ def _asset_layout() -> tuple[dict[str, str], dict[str, Any]]:
         name = spec.key.to_user_string()
         stage[name] = spec.group_name or "default"
         partitions[name] = spec.partitions_def
-    return stage, partitions
+    return stage, partitions, defs.resolve_asset_graph()
+
+
+def _pair(asset_partition: Any) -> tuple[str, str]:
+    return asset_partition.asset_key.to_user_string(), asset_partition.partition_key or GLOBAL
 
 
 def _run_partitions(tags: dict[str, str], partitions_def: Any) -> list[str]:
@@ -59,49 +65,47 @@ def _run_partitions(tags: dict[str, str], partitions_def: Any) -> list[str]:
 
 
 def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[Any, dict[str, StageFigures]]:
-    """The backfill (latest if None) and its figures per stage, in the order stages first appear."""
+    """The backfill (latest if None) and its figures per stage, in the order data flows."""
     backfills = [instance.get_backfill(backfill_id)] if backfill_id else instance.get_backfills(limit=1)
     if not backfills or backfills[0] is None:
         raise LookupError(f"no backfill {backfill_id}" if backfill_id else "no backfill in this instance yet")
     backfill = backfills[0]
-    stage_of, partitions_of = _asset_layout()
-    wanted = set(backfill.partition_names or [])
+    stage_of, partitions_of, graph = _asset_layout()
     stages: dict[str, StageFigures] = defaultdict(StageFigures)
-    for asset in backfill.asset_selection or []:
-        name = asset.to_user_string()
-        pdef = partitions_of.get(name)
-        keys = [GLOBAL] if pdef is None else [k for k in pdef.get_partition_keys() if not wanted or k in wanted]
-        stages[stage_of.get(name, "default")].targeted |= {(name, k) for k in keys}
+    # What the backfill targets and what Dagster counts as failed (a failed step, a lost run process, and
+    # what could not run after them), from the backfill's own record
+    data = backfill.get_asset_backfill_data(graph)
+    failed = {_pair(ap) for ap in data.failed_and_downstream_subset.iterate_asset_partitions()}
+    for ap in data.target_subset.iterate_asset_partitions():
+        name, key = _pair(ap)
+        stages[stage_of.get(name, "default")].targeted.add((name, key))
 
     runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
-    kinds = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE,
-             DagsterEventType.STEP_UP_FOR_RETRY}  # fmt: skip
-    failed: set[tuple[str, str]] = set()
-    for run in sorted(runs, key=lambda r: r.run_id):
+    kinds = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_UP_FOR_RETRY}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}  # a partition written twice counts once: its last write
+    for run in runs:
         retry_run = int(run.tags.get("dagster/retry_number", "0") or 0) > 0
         for entry in instance.all_logs(run.run_id, of_type=kinds):
             event = entry.dagster_event
-            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-                mat = event.step_materialization_data.materialization
-                name, key = mat.asset_key.to_user_string(), mat.partition or GLOBAL
-                figures = stages[stage_of.get(name, "default")]
-                figures.done.add((name, key))
-                if retry_run:
-                    figures.retried.add((name, key))
-                meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-                figures.rows += int(meta.get("dagster/row_count") or 0)
-                figures.seconds += float(meta.get("duration_s") or 0)
-                figures.cpu_s += float(meta.get("cpu_s") or 0)
-                figures.peak_rss_mb = max(figures.peak_rss_mb, float(meta.get("peak_rss_mb") or 0))
-                continue
-            name = event.step_key  # a step is named after the asset it materializes (its checks run in it)
-            if name not in stage_of:
-                continue
-            hit = {(name, k) for k in _run_partitions(run.tags, partitions_of.get(name))}
             if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY:
-                stages[stage_of.get(name, "default")].retried |= hit
-            elif run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-                failed |= hit
+                name = event.step_key  # a step is named after the asset it materializes (its checks run in it)
+                if name in stage_of:
+                    hit = {(name, k) for k in _run_partitions(run.tags, partitions_of.get(name))}
+                    stages[stage_of[name]].retried |= hit
+                continue
+            mat = event.step_materialization_data.materialization
+            pair = (mat.asset_key.to_user_string(), mat.partition or GLOBAL)
+            if retry_run:
+                stages[stage_of.get(pair[0], "default")].retried.add(pair)
+            if pair not in latest or entry.timestamp >= latest[pair]["at"]:
+                latest[pair] = {"at": entry.timestamp, **{k: getattr(v, "value", v) for k, v in mat.metadata.items()}}
+    for (name, key), meta in latest.items():
+        figures = stages[stage_of.get(name, "default")]
+        figures.done.add((name, key))
+        figures.rows += int(meta.get("dagster/row_count") or 0)
+        figures.seconds += float(meta.get("duration_s") or 0)
+        figures.cpu_s += float(meta.get("cpu_s") or 0)
+        figures.peak_rss_mb = max(figures.peak_rss_mb, float(meta.get("peak_rss_mb") or 0))
     for figures in stages.values():
         figures.failed = (failed & figures.targeted) - figures.done
     order = {name: i for i, name in enumerate(STAGE_ORDER)}
