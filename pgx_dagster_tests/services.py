@@ -3,11 +3,14 @@ S3 server on loopback, stopped by process id."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from pgx_dagster.lake import s3_client
 from pgx_dagster.ops.services import BIN, dagster_services, free_port, stop, wait_for_url
 from pgx_dagster.settings import REPO_ROOT as REPO
 
@@ -25,9 +28,26 @@ def apt_install(package: str) -> None:
 
 
 @contextmanager
-def moto_s3(logs: Path):
+def adopted(env: dict[str, str]) -> Iterator[None]:
+    """This process's environment (boto3, DuckDB) set to `env` until the end, then restored."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3_client.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        s3_client.cache_clear()
+
+
+@contextmanager
+def moto_s3(logs: Path, adopt: bool = False):
     """moto's server on loopback (S3, and every other AWS API it mocks: ECS, EC2); yields the AWS
-    environment that points at it."""
+    environment that points at it - with `adopt`, this process's environment too, until the end."""
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / "moto.log"
@@ -41,12 +61,14 @@ def moto_s3(logs: Path):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_url(f"{url}/moto-api/", 60, proc, log)
-        yield {
+        env = {
             "AWS_ENDPOINT_URL": url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": "us-east-1",
         }
+        with adopted(env) if adopt else nullcontext():
+            yield env
     finally:
         stop(proc)
 

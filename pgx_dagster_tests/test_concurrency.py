@@ -112,17 +112,9 @@ def test_two_writers_of_one_local_partition_never_mix(tmp_path):
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with moto_s3(REPO / "test-artifacts" / "logs") as env:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        s3_client.cache_clear()
-        try:
-            s3_client().create_bucket(Bucket="concurrent")
-            yield env
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-            s3_client.cache_clear()
+    with moto_s3(REPO / "test-artifacts" / "logs", adopt=True) as env:
+        s3_client().create_bucket(Bucket="concurrent")
+        yield env
 
 
 def s3_state(prefix: str) -> tuple[set[str], set[tuple[str, int]]]:

@@ -197,42 +197,31 @@ def test_kill_9_of_run_processes_is_reported_retried_and_converges(raw, referenc
 def test_s3_server_silent_mid_backfill_fails_cleanly_and_a_rerun_converges(raw, reference, tmp_path):
     bucket = "faults"
     env_timeouts = {"PGX_S3_CONNECT_TIMEOUT": "2", "PGX_S3_READ_TIMEOUT": "3", "PGX_S3_ATTEMPTS": "1"}
-    with moto_s3(ARTIFACTS / "logs" / "faults") as aws:
-        saved = {k: os.environ.get(k) for k in aws}
-        os.environ.update(aws)
-        s3_client.cache_clear()
+    with moto_s3(ARTIFACTS / "logs" / "faults", adopt=True) as aws:
+        s3_client().create_bucket(Bucket=bucket)
+        for f in raw.rglob("*.parquet"):
+            s3_client().upload_file(str(f), bucket, f"raw/{f.relative_to(raw).as_posix()}")
+        moto = moto_pid(aws["AWS_ENDPOINT_URL"])
+        home, log = home_for(tmp_path), tmp_path / "pgx.log"
+        env = {**aws, **env_timeouts}
+        proc = start(home, f"s3://{bucket}/raw", f"s3://{bucket}/lake", log, env)
+        while materializations(home) < 40 and proc.poll() is None:  # intake, silver and more done
+            time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        os.kill(moto, signal.SIGSTOP)  # accepts connections, never answers
         try:
-            s3_client().create_bucket(Bucket=bucket)
-            for f in raw.rglob("*.parquet"):
-                s3_client().upload_file(str(f), bucket, f"raw/{f.relative_to(raw).as_posix()}")
-            moto = moto_pid(aws["AWS_ENDPOINT_URL"])
-            home, log = home_for(tmp_path), tmp_path / "pgx.log"
-            env = {**aws, **env_timeouts}
-            proc = start(home, f"s3://{bucket}/raw", f"s3://{bucket}/lake", log, env)
-            while materializations(home) < 40 and proc.poll() is None:  # intake, silver and more done
-                time.sleep(0.5)
-            assert proc.poll() is None, log.read_text()[-3000:]
-            os.kill(moto, signal.SIGSTOP)  # accepts connections, never answers
-            try:
-                proc.wait(timeout=900)
-            finally:
-                os.kill(moto, signal.SIGCONT)
-            out = log.read_text()
-            assert proc.returncode == 1, out[-3000:]
-            assert "What failed, and why:" in out and aws["AWS_ENDPOINT_URL"] in out
-            assert "Traceback" not in out and 'File "' not in out
-            assert_nothing_left_running(home)
-
-            code, again = materialize(home, f"s3://{bucket}/raw", f"s3://{bucket}/lake", log, env)
-            assert code == 0, again[-3000:]
-            assert lake_fingerprint(f"s3://{bucket}/lake") == reference["fingerprint"]
+            proc.wait(timeout=900)
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            s3_client.cache_clear()
+            os.kill(moto, signal.SIGCONT)
+        out = log.read_text()
+        assert proc.returncode == 1, out[-3000:]
+        assert "What failed, and why:" in out and aws["AWS_ENDPOINT_URL"] in out
+        assert "Traceback" not in out and 'File "' not in out
+        assert_nothing_left_running(home)
+
+        code, again = materialize(home, f"s3://{bucket}/raw", f"s3://{bucket}/lake", log, env)
+        assert code == 0, again[-3000:]
+        assert lake_fingerprint(f"s3://{bucket}/lake") == reference["fingerprint"]
 
 
 def moto_pid(url: str) -> int:

@@ -20,20 +20,9 @@ BUCKET = "pgxdatalake"
 
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
-    with moto_s3(REPO / "test-artifacts" / "logs") as env:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        s3_client.cache_clear()
-        try:
-            s3_client().create_bucket(Bucket=BUCKET)
-            yield env
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            s3_client.cache_clear()
+    with moto_s3(REPO / "test-artifacts" / "logs", adopt=True) as env:
+        s3_client().create_bucket(Bucket=BUCKET)
+        yield env
 
 
 @pytest.fixture(scope="module")
