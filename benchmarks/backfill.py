@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.baselines import (
-    STAGE_ASSETS,
-    STAGES,
     digest_differences,
     floor,
     lake_digest,
     legacy_pool,
     stage_assets,
+    stage_waves,
+    stages,
 )
 from benchmarks.lean import lean
 from pgx_dagster import settings
@@ -90,7 +90,7 @@ def analyze_runs(home: Path, backfill_id: str, t_start: float, t_end: float) -> 
     """Where the time of the backfill went, from the instance's run records and event logs."""
     from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
-    stage_of = {a: stage for stage, assets in STAGE_ASSETS for a in assets}
+    stage_of = {a: stage for stage, assets in stage_waves() for a in assets}
     with DagsterInstance.from_config(str(home)) as instance:
         records = instance.get_run_records(RunsFilter(tags={"dagster/backfill": backfill_id}))
         intervals, stage_intervals = [], {}
@@ -195,7 +195,7 @@ def measure(raw: Path, work: Path, engines: list[str], workers: int, timeout: fl
 def rows_per_s(result: dict[str, Any]) -> dict[str, float]:
     """Output rows of a stage / wall seconds of that stage."""
     out = {}
-    for stage in STAGES:
+    for stage in stages():
         seconds = result.get("stage_s", {}).get(stage)
         n = sum(result.get("rows", {}).get(a, 0) for a in stage_assets(stage))
         if seconds:

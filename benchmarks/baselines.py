@@ -18,6 +18,7 @@ the pool's memory (PGX_MEMORY_PER_WORKER x workers; DuckDBWorker.global_session)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -42,35 +43,48 @@ LOG = logging.getLogger("pgx.benchmark")
 
 # Partitioned datasets compared between engines.
 DIGEST_DATASETS: list[Dataset] = datasets.compared(cohort_names())
-# The stages in order, with imputed and events timed apart (they share runs only in Dagster).
-STAGE_ASSETS = [
-    ("intake", ["claims_intake"]),
-    ("silver", ["silver_medical", "silver_pharmacy"]),
-    ("demographics", ["member_demographics"]),
-    ("imputed", ["imputed_medical", "imputed_pharmacy"]),
-    ("events", ["events"]),
-    ("cohorts", ["cohort_opioid_ed"]),
-    # one partition per cohort; each entry waits for the one before (a stage may be listed in waves)
-    ("analysis", ["cohort_attrition", "pgx_exposures"]),
-    ("analysis", ["covariate_balance", "matched_association"]),
-    ("analysis", ["cohort_export"]),
-    ("analysis", ["cohort_report"]),
-]
-STAGES = list(dict.fromkeys(stage for stage, _ in STAGE_ASSETS))
+
+
+@functools.cache
+def stage_waves() -> list[tuple[str, list[str]]]:
+    """The stages in data-flow order, read from the code location's asset graph (so a new stage needs
+    no edit here): each wave holds the assets whose parents all sit in earlier waves, labelled by their
+    group; a stage may take several waves (analysis: attrition and exposures, then balance and
+    association, then the export, then the report)."""
+    graph = _defs().resolve_asset_graph()
+    level: dict[Any, int] = {}
+    waves: dict[tuple[int, str], list[str]] = {}
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if not node.is_materializable:  # the raw inputs
+            continue
+        level[key] = 1 + max((level[p] for p in node.parent_keys if p in level), default=-1)
+        waves.setdefault((level[key], node.group_name), []).append(key.to_user_string())
+    return [(group, assets) for (_, group), assets in sorted(waves.items(), key=lambda w: w[0][0])]
+
+
+def stages() -> list[str]:
+    return list(dict.fromkeys(stage for stage, _ in stage_waves()))
 
 
 def stage_assets(stage: str) -> list[str]:
-    return [a for s, assets in STAGE_ASSETS if s == stage for a in assets]
+    return [a for s, assets in stage_waves() if s == stage for a in assets]
 
 
 def partition_keys(work) -> list[str]:
     return all_keys() if work.partitions == "claims" else cohort_names()
 
 
+def _defs() -> Any:
+    from pgx_dagster.definitions import defs  # imported late: it also registers every stage's WORK
+
+    return defs
+
+
 def _work():
-    from pgx_dagster.definitions import defs  # noqa: F401  (registers every stage's work)
     from pgx_dagster.stages.common import WORK
 
+    _defs()
     return WORK
 
 
@@ -130,7 +144,7 @@ def legacy_pool(raw_root: str, lake_root: str, workers: int) -> dict[str, Any]:
     rss = 0.0
     t_all = time.perf_counter()
     with process_pool(workers) as pool:
-        for stage, assets in STAGE_ASSETS:
+        for stage, assets in stage_waves():
             t0 = time.perf_counter()
             for asset in assets:
                 if not _work()[asset].partitioned:

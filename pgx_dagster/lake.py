@@ -3,8 +3,9 @@ object operations on them, and atomic publishing of a folder. Which datasets liv
 `datasets.py`; which raw files are read is `raw_inputs.py`.
 
 DuckDB reads and writes S3 through httpfs; the object work here (listing, existence, replacing a
-folder's objects) goes through dagster-aws's S3Resource (boto3: the AWS default credential chain,
-AWS_ENDPOINT_URL honoured).
+folder's objects) goes through boto3 directly (the AWS default credential chain, AWS_ENDPOINT_URL
+honoured): dagster-aws's S3Resource sets retries but no connect or read timeout, and an endpoint that
+stops answering must fail a request in seconds, not hang a step.
 """
 
 from __future__ import annotations

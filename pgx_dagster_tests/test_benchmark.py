@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+from dagster import AssetKey
+
 from pgx_dagster_tests.services import REPO
 
 
@@ -54,3 +56,17 @@ def test_fixed_and_marginal_cost_from_tiny_1x_and_2x(tmp_path):
     assert set(r["scales"]) == {"tiny", "1x", "2x"}
     assert r["scales"]["2x"]["claim_rows"] > r["scales"]["1x"]["claim_rows"] > r["scales"]["tiny"]["claim_rows"]
     assert r["identical_outputs"] is True
+
+
+def test_the_baselines_take_their_stage_order_from_the_asset_graph():
+    from benchmarks.baselines import stage_waves, stages
+    from pgx_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    wave_of = {a: i for i, (_, assets) in enumerate(stage_waves()) for a in assets}
+    materializable = {k.to_user_string() for k in graph.materializable_asset_keys}
+    assert set(wave_of) == materializable  # every asset once
+    for asset, wave in wave_of.items():  # after all its parents
+        parents = {p.to_user_string() for p in graph.get(AssetKey(asset)).parent_keys} & materializable
+        assert all(wave_of[p] < wave for p in parents), asset
+    assert stages() == ["intake", "silver", "demographics", "imputed", "events", "cohorts", "analysis"]

@@ -161,6 +161,15 @@ def test_a_private_api_that_moved_fails_with_one_clear_message(monkeypatch):
         dagster_private._private("dagster._nowhere", "thing", "the fallback")
 
 
+def test_a_dagster_outside_the_tested_minor_is_warned_about(monkeypatch):
+    from pgx_dagster.ops import dagster_private
+
+    assert dagster_private.untested_version() is None  # the pinned range is the tested one
+    monkeypatch.setattr(dagster_private.dagster, "__version__", "1.14.0")
+    with pytest.warns(UserWarning, match=r"Dagster 1\.14\.0 is not the tested 1\.13\.x"):
+        dagster_private.check()
+
+
 def test_the_duckdb_resource_is_dagster_duckdbs():
     from dagster_duckdb import DuckDBResource
 

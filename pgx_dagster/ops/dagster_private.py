@@ -20,6 +20,7 @@ so a Dagster upgrade shows at once what moved (README "Upgrading Dagster").
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -121,9 +122,22 @@ def validate_workspace_yaml(raw: dict) -> list[str]:
     return [e.message for e in result.errors or []]
 
 
+def untested_version() -> str | None:
+    """Why the installed Dagster is outside the tested minor, or None: names that still resolve may
+    still behave differently."""
+    if dagster.__version__.startswith(f"{TESTED_MINOR}."):
+        return None
+    return (
+        f"Dagster {dagster.__version__} is not the tested {TESTED_MINOR}.x: the private APIs in "
+        "pgx_dagster/ops/dagster_private.py resolve, but run the full test suite before trusting it"
+    )
+
+
 def check() -> list[str]:
     """Resolve every private name above; the names that work (raises DagsterUpgradeError on the first
-    that does not)."""
+    that does not). Warns when the installed Dagster is outside the tested minor."""
+    if (why := untested_version()) is not None:
+        warnings.warn(why, stacklevel=2)
     resolved = ["RunLauncher", "LaunchRunContext", "CheckRunHealthResult", "WorkerStatus", "ConfigurableClass",
                 "ConfigurableClassData"]  # fmt: skip
     execute_run_command_body()

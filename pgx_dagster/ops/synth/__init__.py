@@ -203,43 +203,10 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
     tables = {"medical_claims": medical_tbl, "pharmacy_claims": pharmacy_tbl, "member_eligibility": eligibility,
               "member_linkage": linkage_table(pop), "genotypes": genotypes}  # fmt: skip
     _write(out, tables)
-    elapsed = time.perf_counter() - t0
-    parts = tally.sorted_parts()
-    metrics = sorted({k for p in parts.values() for k in p})
-    manifest = {
-        "generator": "pgx-synth",
-        "seed": seed,
-        "years": years,
-        "persons": members,
-        "members": len(pop.m_person),
-        "linked_persons": int(pop.linked.sum()),
-        "persons_without_birth_year": int(pop.no_birth.sum()),
-        "persons_without_sex": int(pop.no_sex.sum()),
-        "persons_without_zip": int(pop.no_zip.sum()),
-        "raw_rows": {
-            "medical_claims": medical_tbl.num_rows,
-            "pharmacy_claims": pharmacy_tbl.num_rows,
-            "member_eligibility": eligibility.num_rows,
-            "member_linkage": len(pop.m_person),
-            "genotypes": genotypes.num_rows,
-        },
-        "quarantine": quarantine,
-        "cohort_opioid_ed": {
-            "first_qualifying_events": len(cohort["first_events"]),
-            "with_lookback": len(cohort["with_lookback"]),
-            "incident_targets": len(cohort["incident"]),
-        },
-        "planted_effect": {
-            "outcome": "opioid_ed_visit",
-            "exposure": "CYP2D6 opioid with CYP2D6 Poor Metabolizer or a strong CYP2D6 inhibitor",
-            "odds_ratio": r.planted_odds_ratio,
-            "high_risk_persons": int(high_risk.sum()),
-        },
-        "totals": {k: round(sum(p.get(k, 0) for p in parts.values()), 6) for k in metrics},
-        "partitions": parts,
-        "seconds": round(elapsed, 3),
-        "claim_rows_per_second": round((medical_tbl.num_rows + pharmacy_tbl.num_rows) / max(elapsed, 1e-9)),
-    }
+    manifest = truth.manifest(
+        seed=seed, years=years, persons=members, pop=pop, rates=r, tally=tally, tables=tables,
+        quarantine=quarantine, cohort=cohort, high_risk_persons=int(high_risk.sum()), seconds=time.perf_counter() - t0,
+    )  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

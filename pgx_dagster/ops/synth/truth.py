@@ -3,9 +3,13 @@ pipeline's counting grain (README "Events"), MME, and the cohort's targets with 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pyarrow as pa
 
 from pgx_dagster.ops.synth.population import Population
+from pgx_dagster.ops.synth.rates import Rates
 from pgx_dagster.ops.synth.vocab import band_index, year_start
 from pgx_dagster.partitions import AGE_BANDS
 
@@ -82,4 +86,58 @@ def targets(pop: Population, events: dict[str, tuple[np.ndarray, np.ndarray]]) -
         "first_events": first_my,
         "with_lookback": first_my[with_lookback],
         "incident": first_my[with_lookback & ~prevalent],
+    }
+
+
+def manifest(
+    *,
+    seed: int,
+    years: list[int],
+    persons: int,
+    pop: Population,
+    rates: Rates,
+    tally: Tally,
+    tables: dict[str, pa.Table],
+    quarantine: dict[str, dict[str, int]],
+    cohort: dict[str, np.ndarray],
+    high_risk_persons: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """manifest.json: what was generated, and every figure the pipeline must reproduce."""
+    parts = tally.sorted_parts()
+    metrics = sorted({k for p in parts.values() for k in p})
+    claim_rows = tables["medical_claims"].num_rows + tables["pharmacy_claims"].num_rows
+    return {
+        "generator": "pgx-synth",
+        "seed": seed,
+        "years": years,
+        "persons": persons,
+        "members": len(pop.m_person),
+        "linked_persons": int(pop.linked.sum()),
+        "persons_without_birth_year": int(pop.no_birth.sum()),
+        "persons_without_sex": int(pop.no_sex.sum()),
+        "persons_without_zip": int(pop.no_zip.sum()),
+        "raw_rows": {
+            "medical_claims": tables["medical_claims"].num_rows,
+            "pharmacy_claims": tables["pharmacy_claims"].num_rows,
+            "member_eligibility": tables["member_eligibility"].num_rows,
+            "member_linkage": len(pop.m_person),
+            "genotypes": tables["genotypes"].num_rows,
+        },
+        "quarantine": quarantine,
+        "cohort_opioid_ed": {
+            "first_qualifying_events": len(cohort["first_events"]),
+            "with_lookback": len(cohort["with_lookback"]),
+            "incident_targets": len(cohort["incident"]),
+        },
+        "planted_effect": {
+            "outcome": "opioid_ed_visit",
+            "exposure": "CYP2D6 opioid with CYP2D6 Poor Metabolizer or a strong CYP2D6 inhibitor",
+            "odds_ratio": rates.planted_odds_ratio,
+            "high_risk_persons": high_risk_persons,
+        },
+        "totals": {k: round(sum(p.get(k, 0) for p in parts.values()), 6) for k in metrics},
+        "partitions": parts,
+        "seconds": round(seconds, 3),
+        "claim_rows_per_second": round(claim_rows / max(seconds, 1e-9)),
     }
