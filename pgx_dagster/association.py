@@ -45,18 +45,20 @@ def _finite(x: float) -> float | None:
 
 
 def estimate(
-    exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed: np.ndarray, start: float | None = None
+    exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed: np.ndarray, published: float | None = None
 ) -> Estimate:
-    """The odds ratio of `exposed` for being a target, conditional on the matched set. The fit starts at
-    `start` (an odds ratio, e.g. one to reproduce), else at the Mantel-Haenszel estimate: the conditional
-    log-likelihood is concave with one maximum, so the start changes the steps taken, not the result."""
+    """The odds ratio of `exposed` for being a target, conditional on the matched set: statsmodels'
+    Newton-Raphson from the Mantel-Haenszel estimate. With `published` (an odds ratio to reproduce) no fit
+    starts: statsmodels' score and Hessian of the conditional likelihood at that odds ratio give one Newton
+    step from it, and the odds ratio returned is where that step lands. The log-likelihood is concave, so
+    the step is ~0 exactly when `published` is its maximum; a wrong one moves (see _reproduced)."""
     from statsmodels.discrete.conditional_models import ConditionalLogit
     from statsmodels.stats.contingency_tables import StratifiedTable
 
-    set_ids = np.asarray(set_ids)
+    # integer set codes: np.unique and statsmodels' grouping are much faster on them than on strings
+    codes, sets = np.unique(np.asarray(set_ids), return_inverse=True)
     y = np.asarray(is_target, dtype=float)
     x = np.asarray(exposed, dtype=float)
-    codes, sets = np.unique(set_ids, return_inverse=True)
     targets = np.bincount(sets, weights=y, minlength=len(codes))
     members = np.bincount(sets, minlength=len(codes))
     exposed_per_set = np.bincount(sets, weights=x, minlength=len(codes))
@@ -91,24 +93,41 @@ def estimate(
         side = "every" if exposed_target.all() else "no"
         note = f"not estimable: separation - the target is exposed in {side} set whose members differ in exposure"
         return Estimate(**base, **{**empty, **mh_fields}, note=note)
-    # Newton-Raphson to a tight tolerance: statsmodels' default (BFGS) stops ~1e-5 short of the maximum.
-    model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=set_ids[keep])
+    model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=sets[keep])
     try:
-        first = start or mh_fields["mh_odds_ratio"]  # close to the maximum: a few Newton steps
-        result = model.fit(start_params=[math.log(first) if first else 0.0], method="newton", tol=1e-12,
-                           maxiter=100, disp=0)  # fmt: skip
-        beta, se = float(result.params[0]), float(result.bse[0])
-        converged = abs(float(model.score(result.params)[0])) < 1e-6 * base["sets_used"]
+        if published:
+            beta, se, converged = _newton_step(model, math.log(published))
+        else:
+            beta, se, converged = _fit(model, mh_fields["mh_odds_ratio"], base["sets_used"])
     except np.linalg.LinAlgError:  # a flat likelihood: the information matrix is singular
         beta, se, converged = math.nan, math.nan, False
-    if not (converged and math.isfinite(beta) and math.isfinite(se)):
+    if not (converged and math.isfinite(beta) and math.isfinite(se) and se > 0):
         return Estimate(**base, **{**empty, **mh_fields}, note="not estimable: the fit did not converge")
     return Estimate(
         **base,
         odds_ratio=math.exp(beta),
         ci_low=math.exp(beta - Z_95 * se),
         ci_high=math.exp(beta + Z_95 * se),
-        p_value=_finite(float(result.pvalues[0])),
+        p_value=_finite(math.erfc(abs(beta / se) / math.sqrt(2))),  # Wald, two-sided
         **mh_fields,
         note="",
     )
+
+
+def _fit(model, start: float | None, sets_used: int) -> tuple[float, float, bool]:
+    """(log OR, its SE, converged): Newton-Raphson from `start` (an odds ratio close to the maximum, so a
+    few steps), not statsmodels' default BFGS, which stops ~1e-5 short of the maximum. ConditionalLogit.fit
+    passes no `tol` on: Newton stops after a step under 1e-8, which leaves an error of order its square
+    (quadratic convergence); the score at the result says whether it got there."""
+    result = model.fit(start_params=[math.log(start) if start else 0.0], method="newton", maxiter=100, disp=0)
+    converged = abs(float(model.score(result.params)[0])) < 1e-6 * sets_used
+    return float(result.params[0]), float(result.bse[0]), converged
+
+
+def _newton_step(model, beta: float) -> tuple[float, float, bool]:
+    """(log OR, SE, True): one Newton step from `beta` with statsmodels' score and Hessian there."""
+    at = np.array([beta])
+    score, hessian = float(model.score(at)[0]), float(model.hessian(at)[0, 0])
+    if not hessian < 0:  # not concave at beta: no step to take
+        return math.nan, math.nan, False
+    return beta - score / hessian, math.sqrt(-1 / hessian), True

@@ -16,7 +16,7 @@ Layout (kept from the legacy pipeline so existing consumers keep working):
   silver/member_demographics/member_demographics.parquet
   silver/imputed/{medical,pharmacy}_partitioned/age_band=../event_year=../{kind}.parquet
   gold/events/age_band=../event_year=../events.parquet
-  gold/cohorts/{cohort}/age_band=../event_year=../{cohort}_{cohort,strata,attrition}.parquet
+  gold/cohorts/{cohort}/age_band=../event_year=../{cohort}_{cohort,strata,attrition,excluded}.parquet
   gold/analysis/{cohort}/{analysis}/...                                 the analysis stage
   gold/exports/{cohort}/data/...                                        merged export, dictionary, validation
   gold/exports/{cohort}/report/{cohort}_report.html                     the report
@@ -90,14 +90,19 @@ class Dataset:
         age_band: str | None = None,
         event_year: int | None = None,
         metrics: dict | None = None,
+        texts: dict[str, str] | None = None,
     ) -> str:
         """Write each `filename: SELECT ...` into the dataset's folder (the partition's, when partitioned),
-        replacing it whole; with `metrics`, the stage's checkpoint beside them. Returns the folder."""
+        as Parquet, or CSV with a header when the name ends in .csv, and each of `texts` (`filename:
+        content`, e.g. a JSON record or an HTML page) as it is, replacing the folder whole; with `metrics`,
+        the stage's checkpoint beside them. Returns the folder."""
         final_dir = self.dir(lake, age_band, event_year)
         replaced = read_checkpoint(lake, final_dir) if metrics is not None else None
         with lake.publish_dir(final_dir) as tmp:
             for filename, query in files.items():
-                s.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} (FORMAT parquet)")
+                s.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} ({copy_format(filename)})")
+            for filename, text in (texts or {}).items():
+                Path(tmp, filename).write_text(text)
             if metrics is not None:
                 write_checkpoint(tmp, self.stage, _entity(self, age_band, event_year), metrics, replaced)
             if s.profiles is not None:  # PGX_PROFILE=1: the step's queries so far, beside the checkpoint
@@ -125,6 +130,18 @@ class Dataset:
                 os.makedirs(folder, exist_ok=True)
                 s.execute(f"COPY ({query} LIMIT 0) TO {quote(folder + '/empty.parquet')} (FORMAT parquet)")
         return root
+
+
+COPY_FORMATS = {".parquet": "FORMAT parquet", ".csv": "FORMAT csv, HEADER true"}
+
+
+def copy_format(filename: str) -> str:
+    """DuckDB's COPY options for a file of a dataset, by its extension (a typo must not write Parquet
+    under another name)."""
+    try:
+        return COPY_FORMATS[Path(filename).suffix]
+    except KeyError:
+        raise ValueError(f"{filename}: a dataset's query is written as {' or '.join(COPY_FORMATS)}") from None
 
 
 def _entity(d: Dataset, age_band: str | None, event_year: int | None) -> str:
@@ -158,13 +175,14 @@ EVENTS = Dataset("gold/events", "events.parquet", stage="events")
 
 
 def cohort(name: str) -> Dataset:
-    """A cohort's matched sets; each partition folder also holds `<name>_strata.parquet` and
-    `<name>_attrition.parquet` (cohort_file)."""
+    """A cohort's matched sets; each partition folder also holds `<name>_strata.parquet`,
+    `<name>_attrition.parquet` and `<name>_excluded.parquet` - the excluded targets with their reasons
+    (cohort_file)."""
     return Dataset(f"gold/cohorts/{name}", f"{name}_cohort.parquet", stage="cohorts")
 
 
 def cohort_file(name: str, part: str) -> str:
-    """The file name of a cohort partition's `part`: cohort | strata | attrition."""
+    """The file name of a cohort partition's `part`: cohort | strata | attrition | excluded."""
     return f"{name}_{part}.parquet"
 
 
@@ -173,10 +191,31 @@ def analysis(name: str, kind: str) -> Dataset:
     return Dataset(f"gold/analysis/{name}/{kind}", f"{kind}.parquet", partitioned=False, stage="analysis")
 
 
+# Beside exposures.parquet in analysis(<cohort>, 'exposures'): the merged cohort and every exposure flag.
+FEATURES_FILE = "features.parquet"
+EXPOSURE_FLAGS_FILE = "exposure_flags.parquet"
+
+# The files of a cohort's export, by part ({cohort}: the cohort's name); `export_file` names them.
+EXPORT_FILES = {
+    "features": "{cohort}_cohort_features.parquet",
+    "features_csv": "{cohort}_cohort_features.csv",
+    "dictionary": "data_dictionary.csv",
+    "association": "{cohort}_association.csv",
+    "balance": "{cohort}_balance.csv",
+    "attrition": "{cohort}_attrition.csv",
+    "validation": "validation.json",
+}
+
+
 def export(name: str) -> Dataset:
     """A cohort's merged export: the cohort with its features as Parquet and CSV, the data dictionary, the
-    association and balance tables, and the validation record."""
-    return Dataset(f"gold/exports/{name}/data", f"{name}_cohort_features.parquet", partitioned=False, stage="analysis")
+    association, balance and attrition tables, and the validation record (EXPORT_FILES)."""
+    return Dataset(f"gold/exports/{name}/data", export_file(name, "features"), partitioned=False, stage="analysis")
+
+
+def export_file(name: str, part: str) -> str:
+    """The file name of `part` (a key of EXPORT_FILES) of cohort `name`'s export."""
+    return EXPORT_FILES[part].format(cohort=name)
 
 
 def report(name: str) -> Dataset:

@@ -115,6 +115,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_a_stage_imports_shared_modules_only_never_another_stage():
+    """Nor the code location (pgx_dagster.definitions imports every stage: a cycle), even inside a function."""
     stage_modules = {p.stem for p in (PACKAGE / "stages").glob("*.py")} - {"__init__", "common"}
     for path in (PACKAGE / "stages").glob("*.py"):
         others = {f"pgx_dagster.stages.{m}" for m in stage_modules - {path.stem}}
@@ -122,6 +123,15 @@ def test_a_stage_imports_shared_modules_only_never_another_stage():
             continue
         assert not (_imports(path) & others), (path.name, _imports(path) & others)
         assert not [m for m in _imports(path) if m.startswith("pgx_dagster.ops")], path.name
+        assert "pgx_dagster.definitions" not in _imports(path), path.name
+
+
+def test_the_import_rule_sees_the_code_location_imported_inside_a_function(tmp_path):
+    for source in ("def f():\n    from pgx_dagster.definitions import defs\n",
+                   "def f():\n    from pgx_dagster import definitions\n",
+                   "import pgx_dagster.definitions\n"):  # fmt: skip
+        (tmp_path / "stage.py").write_text(source)
+        assert "pgx_dagster.definitions" in _imports(tmp_path / "stage.py"), source
 
 
 def test_lake_paths_are_written_in_one_module():

@@ -119,5 +119,9 @@ def test_the_command_line(tmp_path):
          "--package", str(FDA / "package.txt"), "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert wrong.returncode == 2 and "not an FDA NDC Directory file, no column(s) PRODUCTTYPENAME" not in wrong.stderr
-    assert "no column(s)" in wrong.stderr and "Traceback" not in wrong.stderr
+    # package.txt given as the product file: the product columns it lacks, named, and nothing else
+    missing = ("PROPRIETARYNAME, NONPROPRIETARYNAME, DOSAGEFORMNAME, ROUTENAME, SUBSTANCENAME, "
+               "ACTIVE_NUMERATOR_STRENGTH, ACTIVE_INGRED_UNIT, PHARM_CLASSES")  # fmt: skip
+    assert wrong.returncode == 2
+    assert f"{FDA / 'package.txt'}: not an FDA NDC Directory file, no column(s) {missing}\n" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

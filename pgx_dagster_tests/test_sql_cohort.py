@@ -3,13 +3,22 @@ drawn, on hand-written events, demographics and observation periods."""
 
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import replace
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from pgx_dagster import datasets
 from pgx_dagster.cohort_definitions import CohortDefinition
+from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, OBSERVATION_PERIOD, cohort_file
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster.stages.cohorts import match_partition, prepare_matching
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import all_keys, split_key
+from pgx_dagster.stages.cohorts import design_verdict, match_partition, prepare_matching
+from pgx_dagster.stages.common import WORK
 from pgx_dagster_tests.helpers import table
 
 D = dt.date
@@ -144,6 +153,12 @@ def test_targets_need_enrolment_look_back_and_no_washout_event(s):
     }
     assert [r[0] for r in s.execute("SELECT person_id FROM targets ORDER BY 1").fetchall()] == [
         "T_OK", "T_OLD_POISONING", "T_SAME_DAY"]  # fmt: skip
+    # the partition's excluded targets, each with its reason (T_RECURS's first event is another partition's)
+    assert s.execute("SELECT person_id, index_date, exclusion_reason FROM excluded").fetchall() == [
+        ("T_NOT_ENROLLED", D(2019, 6, 1), "not_enrolled_at_index"),
+        ("T_PREVALENT", D(2019, 6, 1), "washout_event_in_lookback"),
+        ("T_SHORT", D(2019, 6, 1), "insufficient_lookback"),
+    ]
     steps = s.execute("SELECT step_order, persons FROM attrition WHERE population = 'targets' ORDER BY 1").fetchall()
     assert steps == [(1, 6), (2, 5), (3, 4), (4, 3), (5, 0), (6, 0), (7, 3)]  # no controls at all here
 
@@ -215,18 +230,25 @@ def test_a_shortage_is_reported_against_the_whole_eligible_stratum(s):
     assert strata["eligible_at_short_index"] == 20 and strata["candidates_at_short_index"] == len(here)
 
 
+RISK_SET_PEOPLE = ["LATER_CASE", "EARLIER_CASE", "C1", "C2"]
+RISK_SET_EVENTS = [
+    event("T1", D(2019, 3, 1)),
+    event("T2", D(2019, 4, 1)),
+    event("LATER_CASE", D(2019, 9, 1)),  # a case later: at risk at T1's and T2's index dates
+    event("EARLIER_CASE", D(2016, 1, 5), band="65-74"),  # a case before: never at risk
+]
+
+
+def risk_set_cohort(s) -> list[dict]:
+    """Targets T1 (Mar 1), T2 (Apr 1) and LATER_CASE (Sep 1), up to 3 controls each by risk-set sampling."""
+    demographics = [r for p in ["T1", "T2", *RISK_SET_PEOPLE] for r in demo(p, [2019])]
+    periods = [period(p, D(2015, 1, 1)) for p in ["T1", "T2", *RISK_SET_PEOPLE]]
+    return run(s, demographics, RISK_SET_EVENTS, periods, years=[2019], design="risk_set", controls_per_target=3)
+
+
 def test_risk_set_sampling_reuses_controls_and_lets_future_cases_serve(s):
     """Incidence-density sampling: controls at risk at the index date, each set drawn on its own."""
-    people = ["LATER_CASE", "EARLIER_CASE", "C1", "C2"]
-    demographics = demo("T1", [2019]) + demo("T2", [2019]) + [r for p in people for r in demo(p, [2019])]
-    events = [
-        event("T1", D(2019, 3, 1)),
-        event("T2", D(2019, 4, 1)),
-        event("LATER_CASE", D(2019, 9, 1)),  # a case later: at risk at T1's and T2's index dates
-        event("EARLIER_CASE", D(2016, 1, 5), band="65-74"),  # a case before: never at risk
-    ]
-    periods = [period(p, D(2015, 1, 1)) for p in ["T1", "T2", *people]]
-    rows = run(s, demographics, events, periods, years=[2019], design="risk_set", controls_per_target=3)
+    rows = risk_set_cohort(s)
     sets = {}
     for r in rows:
         sets.setdefault(r["matched_set_id"], []).append((r["role"], r["person_id"]))
@@ -245,3 +267,128 @@ def test_risk_set_sampling_reuses_controls_and_lets_future_cases_serve(s):
 def test_no_targets_is_an_empty_cohort_not_an_error(s):
     assert run(s, demo("C1", [2016], band="0-17"), [event("Z", D(2019, 1, 1), band="75+")], [period("C1")],
                band="0-17", year=2016) == []  # fmt: skip
+
+
+RISK_SET_VIOLATIONS = (
+    "controls_with_prior_qualifying_event",
+    "persons_twice_in_a_set",
+    "targets_in_several_sets",
+)
+
+
+def risk_set_check(rows: list[dict]) -> tuple[bool, dict]:
+    """cohort_<name>_risk_set's verdict and figures on these matched-set rows, as the check computes them
+    from the published partition (stages/cohorts.py design_verdict; no other partition)."""
+    with DuckDBWorker().session() as check:
+        table(check, "c", rows)
+        table(check, "events_all", RISK_SET_EVENTS)
+        return design_verdict(check, replace(COHORT, design="risk_set"), [])
+
+
+def test_the_risk_set_check_passes_a_correct_risk_set_cohort(s):
+    rows = risk_set_cohort(s)
+    passed, figures = risk_set_check(rows)
+    used = controls(rows)
+    assert passed and {k: figures[k] for k in RISK_SET_VIOLATIONS} == dict.fromkeys(RISK_SET_VIOLATIONS, 0)
+    assert figures["rows_checked"] == len(rows) == 11 and figures["other_partitions_compared"] == 0
+    # reuse is this design's right, counted but not a violation: 8 control rows, 4 persons
+    assert figures["control_rows_reusing_a_person"] == len(used) - len(set(used)) == 4
+
+
+def _plant_earlier_case(rows: list[dict]) -> list[dict]:
+    """T1's first control replaced by EARLIER_CASE, a case since 2016: at risk at no index date."""
+    first = next(i for i, r in enumerate(rows) if r["role"] == "control")
+    return [*rows[:first], {**rows[first], "person_id": "EARLIER_CASE"}, *rows[first + 1 :]]
+
+
+def _plant_control_twice(rows: list[dict]) -> list[dict]:
+    return [*rows, next(r for r in rows if r["role"] == "control")]
+
+
+def _plant_target_twice(rows: list[dict]) -> list[dict]:
+    """T2's set given T1 as its target too."""
+    t2 = next(r for r in rows if r["person_id"] == "T2" and r["role"] == "target")
+    return [*rows, {**t2, "person_id": "T1"}]
+
+
+@pytest.mark.parametrize(
+    "plant, violation",
+    [
+        (_plant_earlier_case, "controls_with_prior_qualifying_event"),
+        (_plant_control_twice, "persons_twice_in_a_set"),
+        (_plant_target_twice, "targets_in_several_sets"),
+    ],
+)
+def test_the_risk_set_check_fails_a_planted_violation_and_counts_it(s, plant, violation):
+    passed, figures = risk_set_check(plant(risk_set_cohort(s)))
+    assert not passed
+    assert {k: figures[k] for k in RISK_SET_VIOLATIONS} == {k: int(k == violation) for k in RISK_SET_VIOLATIONS}
+
+
+def test_control_attrition_starts_from_the_persons_enrolled_in_the_stratum_year(s):
+    """CLAIM_ONLY has a member-year here by a claim but no enrolment in 2019, so could never be a control:
+    a person of the stratum (strata), not of the control attrition. CASE_LATER is enrolled but, a future
+    case, not eligible under the exclusive design."""
+    people = ["T", "C1", "C2", "C3", "CLAIM_ONLY", "CASE_LATER"]
+    periods = [period(p) for p in people if p != "CLAIM_ONLY"] + [period("CLAIM_ONLY", end=D(2018, 12, 31))]
+    events = [event("T", D(2019, 6, 1)), event("CASE_LATER", D(2020, 2, 1))]
+    run(s, [r for p in people for r in demo(p, [2019])], events, periods, years=[2019])
+    steps = s.execute("SELECT step_order, step, persons FROM attrition WHERE population = 'controls' ORDER BY 1")
+    assert steps.fetchall() == [
+        (1, "enrolled in the stratum year", 5),
+        (2, "eligible by design", 3),
+        (3, "candidates (home year here; risk set: all eligible)", 3),
+        (4, "used as controls", 3),
+    ]
+    strata = s.rows("SELECT persons, eligible, candidates FROM strata WHERE sex = 'F'")[0]
+    assert strata == {"persons": 6, "eligible": 4, "candidates": 4}
+
+
+def _write(path: str, rows: list[dict], schema: pa.Schema) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+EVENT_SCHEMA = pa.schema(
+    [("person_id", pa.string()), ("event_date", pa.date32()), ("age_band", pa.string()),
+     ("event_year", pa.int64()), ("sex", pa.string()), ("event_type", pa.string())]
+)  # fmt: skip
+
+
+def test_the_cohort_step_writes_its_excluded_targets_with_their_reasons_to_the_lake(tmp_path):
+    """The cohort asset's work on a hand-made lake: the partition folder holds
+    <cohort>_excluded.parquet, one row per excluded target with its index date and reason; no person id
+    reaches the materialization's metadata."""
+    lake = LakeResource(lake_root=str(tmp_path / "lake"))
+    events = [
+        event("T_OK", D(2019, 6, 1)),
+        event("T_SHORT", D(2019, 6, 1)),
+        event("T_GONE", D(2019, 6, 1)),
+        event("T_PREV", D(2019, 6, 1)),
+        event("T_PREV", D(2019, 2, 1), etype="opioid_poisoning"),
+        event("T_2018", D(2018, 6, 1)),  # excluded too (no look-back), but in another partition
+    ]
+    for key in all_keys():
+        band, year = split_key(key)
+        here = [e for e in events if (e["age_band"], e["event_year"]) == (band, year)]
+        _write(EVENTS.path(lake, band, year), here, EVENT_SCHEMA)
+    people = ["T_OK", "T_SHORT", "T_GONE", "T_PREV", *(f"C{i}" for i in range(6))]
+    _write(DEMOGRAPHICS.path(lake), [r for p in people for r in demo(p, [2019])], None)
+    periods = [period(p) for p in people if p not in ("T_SHORT", "T_GONE")]
+    periods += [period("T_SHORT", start=D(2019, 1, 1)), period("T_GONE", end=D(2019, 5, 31))]
+    periods += [period("T_2018", start=D(2018, 1, 1))]
+    _write(OBSERVATION_PERIOD.path(lake), periods, None)
+
+    work, duck = WORK["cohort_opioid_ed"], DuckDBWorker()
+    metadata = work.run(logging.getLogger("pgx.test"), lake, duck, "65-74", 2019)
+    # the partition's checks (ratio, observation, no_overlap through design_verdict, contract) all pass
+    assert {check.__name__: check(lake, duck, "65-74", 2019).passed for check in work.checks} == {
+        "ratio_check": True, "observation_check": True, "design_check": True, "contract": True}  # fmt: skip
+
+    path = datasets.cohort("opioid_ed").path(lake, "65-74", 2019, cohort_file("opioid_ed", "excluded"))
+    assert pq.read_table(path).select(["person_id", "index_date", "exclusion_reason"]).to_pylist() == [
+        {"person_id": "T_GONE", "index_date": D(2019, 6, 1), "exclusion_reason": "not_enrolled_at_index"},
+        {"person_id": "T_PREV", "index_date": D(2019, 6, 1), "exclusion_reason": "washout_event_in_lookback"},
+        {"person_id": "T_SHORT", "index_date": D(2019, 6, 1), "exclusion_reason": "insufficient_lookback"},
+    ]
+    assert metadata["targets"] == 1 and not any(p in repr(metadata) for p in ["T_", "C0", "C1"])

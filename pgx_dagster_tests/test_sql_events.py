@@ -203,6 +203,23 @@ def test_claims_with_overlapping_dates_are_one_visit_and_the_visit_spans_them():
     ]
 
 
+def test_overlapping_claims_split_by_the_year_boundary_stay_two_visits():
+    """README "Events", a known limitation: episodes are formed per partition, so a stay billed on a
+    Dec 30 - Jan 2 facility claim (filed under December's year) and a Jan 1 professional claim (the new
+    year's partition) is two ED visits though the claims overlap."""
+    rows, _ = grain(
+        [
+            {**line("FAC", date=D(2018, 12, 30), rev="0450", person="P"), "event_year": 2018},
+            {**line("FAC", date=D(2019, 1, 2), rev="0450", line_no=2, person="P"), "event_year": 2018},
+            line("PRO", date=D(2019, 1, 1), pos="23", cpt="99284", person="P"),
+        ]
+    )
+    assert [(r["event_date"], r["event_end_date"], r["n_claims"], r["claim_id"]) for r in rows] == [
+        (D(2018, 12, 30), D(2019, 1, 2), 1, "FAC"),
+        (D(2019, 1, 1), D(2019, 1, 1), 1, "PRO"),
+    ]
+
+
 def test_a_corrupted_code_set_makes_the_classification_check_fail(tmp_path):
     """The check re-derives events from its own definitions, not from sql/codesets/: events built
     with a code set that lost T40.2 miss the poisoning, and the check says so."""

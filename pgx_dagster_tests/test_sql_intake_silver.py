@@ -135,6 +135,32 @@ def test_a_claim_is_one_unit_filed_under_its_first_service_date(s):
         (2018, None), (2018, None), (2018, "service_date_after_extract")]  # fmt: skip
 
 
+def test_rows_tied_on_the_highest_version_keep_the_smallest_row_in_any_input_order(s):
+    """Rows sharing a line's highest version are ordered by their own values, not by hash(): the same row
+    is current whatever the input order or DuckDB version. Eight claims each carry two version-2 rows
+    that differ only in paid amount; a hash order would keep the smaller one in all eight 1 time in 256."""
+    tied = [medical(f"T{i}", "1", 2, D(2019, 3, 1), paid_amount=a) for i in range(8) for a in (20.0 + i, 10.0 + i)]
+    rows_in = [
+        *tied,
+        medical("T0", "1", 1, D(2019, 3, 1), paid_amount=1.0),
+        *[medical("DUP", "1", 1, D(2019, 3, 1))] * 2,
+    ]
+    expected = sorted(
+        [(f"T{i}", 2, 10.0 + i, None) for i in range(8)]
+        + [(f"T{i}", 2, 20.0 + i, "superseded_claim_version") for i in range(8)]
+        + [
+            ("T0", 1, 1.0, "superseded_claim_version"),
+            ("DUP", 1, 10.0, None),
+            ("DUP", 1, 10.0, "superseded_claim_version"),
+        ],
+        key=str,
+    )
+    for order in (rows_in, rows_in[::-1]):
+        run_intake(s, order)
+        got = s.execute("SELECT claim_id, claim_version, paid_amount, quarantine_reason FROM intake_medical").fetchall()
+        assert sorted(got, key=str) == expected
+
+
 def test_rows_that_fit_no_partition_are_quarantined_with_their_reason(s):
     rows = run_intake(
         s,

@@ -11,22 +11,40 @@ SQL: sql/analysis/; statistics: pgx_dagster/association.py; the report: pgx_dags
   cohort_report        one self-contained HTML report, linked from the materialization
 """
 
+import functools
 import json
 import re
 import time
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from logging import Logger
 from pathlib import Path
 
-from dagster import AllPartitionMapping, AssetCheckKey, AssetDep, DagsterInstance, Definitions, MetadataValue
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckKey,
+    AssetDep,
+    AssetsDefinition,
+    DagsterInstance,
+    Definitions,
+    MetadataValue,
+)
 
 from pgx_dagster import contracts, datasets
 from pgx_dagster.association import estimate
 from pgx_dagster.codesets import register_codesets, register_pgx_drugs, versions
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
-from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, cohort_file
+from pgx_dagster.datasets import (
+    DEMOGRAPHICS,
+    EVENTS,
+    EXPOSURE_FLAGS_FILE,
+    FEATURES_FILE,
+    IMPUTED,
+    cohort_file,
+    export_file,
+)
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.lake import LakeResource, is_s3
 from pgx_dagster.partitions import cohort_names
@@ -48,6 +66,26 @@ def cohort_session(duckdb: DuckDBWorker) -> AbstractContextManager[Session]:
 
 def analysis(name: str, kind: str) -> datasets.Dataset:
     return datasets.analysis(name, kind)
+
+
+def analysis_asset(
+    name: str, deps: list, description: str, **asset_args: object
+) -> Callable[[Callable[..., dict]], AssetsDefinition]:
+    """`run(log, lake, s, cohort, started) -> metadata` as an analysis asset, one partition per cohort: `s` a
+    cohort session (every core) opened for it, `started` when it began (for the duration metadata)."""
+
+    def decorate(run: Callable[..., dict]) -> AssetsDefinition:
+        @functools.wraps(run)
+        def in_session(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, cohort: str, **extra: object) -> dict:
+            started = time.perf_counter()
+            with cohort_session(duckdb) as s:
+                return run(log, lake, s, cohort, started, **extra)
+
+        return partitioned_asset(
+            name, partitions="cohort", group_name="analysis", deps=deps, description=description, **asset_args
+        )(in_session)
+
+    return decorate
 
 
 def register_cohort(s: Session, lake: LakeResource, d: CohortDefinition) -> None:
@@ -75,6 +113,14 @@ def register_cohort(s: Session, lake: LakeResource, d: CohortDefinition) -> None
     )
 
 
+def publish_table(s: Session, lake: LakeResource, name: str, kind: str, started: float, **extra: object) -> dict:
+    """Publish the session's table `kind` as analysis(name, kind), with its checkpoint; the asset's metadata."""
+    dataset = analysis(name, kind)
+    n = s.scalar(f"SELECT count(*) FROM {kind}")
+    dataset.publish(s, lake, {dataset.filename: f"SELECT * FROM {kind}"}, metrics={"records": n})
+    return table_metadata(s, kind, rows=n, path=dataset.path(lake), started=started, **extra)
+
+
 def read_analysis(s: Session, lake: LakeResource, name: str, kind: str, filename: str = "") -> str:
     """View `kind` (or `filename`'s stem) of an analysis already written; returns the view's name."""
     view = Path(filename).stem if filename else kind
@@ -82,44 +128,44 @@ def read_analysis(s: Session, lake: LakeResource, name: str, kind: str, filename
     return view
 
 
-def association_rows(s: Session, flags: str, start: dict[str, float] | None = None) -> list[dict]:
+def association_rows(s: Session, flags: str, published: dict[str, float] | None = None) -> list[dict]:
     """One estimate per exposure of `flags` (matched_set_id, person_id, is_target, kind, exposure,
-    gene, phenotype, exposed), in the order of the exposures; `start`: odds ratios to start the fits at."""
+    gene, phenotype, exposed), in the order of the exposures; `published`: odds ratios to reproduce, each
+    checked with one Newton step from it instead of a fit (association.estimate)."""
+    # sets numbered in SQL and fetched as Arrow: numpy arrays without a Python object per member
     data = s.execute(
+        f"WITH numbered AS (SELECT matched_set_id, row_number() OVER (ORDER BY matched_set_id) AS set_no "
+        f"FROM (SELECT DISTINCT matched_set_id FROM {flags})) "
         f"SELECT exposure, any_value(kind) AS kind, any_value(gene) AS gene, any_value(phenotype) AS phenotype, "
-        f"list(matched_set_id ORDER BY matched_set_id, person_id) AS sets, "
-        f"list(is_target ORDER BY matched_set_id, person_id) AS targets, "
-        f"list(exposed ORDER BY matched_set_id, person_id) AS exposed FROM {flags} GROUP BY exposure ORDER BY exposure"
-    ).fetchall()
+        f"list(set_no ORDER BY set_no, person_id) AS sets, list(is_target ORDER BY set_no, person_id) AS targets, "
+        f"list(exposed ORDER BY set_no, person_id) AS exposed "
+        f"FROM {flags} JOIN numbered USING (matched_set_id) GROUP BY exposure ORDER BY exposure"
+    ).to_arrow_table()
     rows = []
-    for exposure, kind, gene, phenotype, sets, targets, exposed in data:
-        row = estimate(exposure, sets, targets, exposed, (start or {}).get(exposure)).row()
+    for i, (exposure, kind, gene, phenotype) in enumerate(
+        zip(*(data.column(c).to_pylist() for c in ("exposure", "kind", "gene", "phenotype")), strict=True)
+    ):
+        sets, targets, exposed = (data.column(c)[i].values.to_numpy(zero_copy_only=False)
+                                  for c in ("sets", "targets", "exposed"))  # fmt: skip
+        row = estimate(exposure, sets, targets, exposed, (published or {}).get(exposure)).row()
         rows.append({"kind": kind, "gene": gene, "phenotype": phenotype, **row})
     return rows
 
 
 # ---- attrition ------------------------------------------------------------------------------------------
-@partitioned_asset(
+@analysis_asset(
     "cohort_attrition",
-    partitions="cohort",
-    group_name="analysis",
     deps=EVERY_COHORT,
     description="CONSORT-style attrition of a whole cohort (one partition per cohorts/*.toml): targets from "
     "first qualifying event to matched sets, controls from the stratum to those used, summed over every "
     "age band x event year partition of the cohort.",
 )
-def cohort_attrition(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
-    started = time.perf_counter()
-    dataset = analysis(name, "attrition")
-    with cohort_session(duckdb) as s:
-        s.view("parts", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "attrition"))))
-        s.set_variables({"design": DEFINITIONS[name].design})
-        s.model_table("total", "analysis/attrition")
-        rows = s.rows("SELECT * FROM total")
-        dataset.publish(s, lake, {dataset.filename: "SELECT * FROM total"}, metrics={"records": len(rows)})
-        meta = table_metadata(s, "total", rows=len(rows), path=dataset.path(lake), started=started)
-    meta["attrition"] = MetadataValue.md(attrition_markdown(rows))
-    return meta
+def cohort_attrition(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    s.view("parts", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "attrition"))))
+    s.set_variables({"design": DEFINITIONS[name].design})
+    s.model_table("attrition", "analysis/attrition")
+    steps = MetadataValue.md(attrition_markdown(s.rows("SELECT * FROM attrition")))
+    return publish_table(s, lake, name, "attrition", started, attrition=steps)
 
 
 @partitioned_check(
@@ -136,10 +182,8 @@ def attrition_consistent(s: Session, lake: LakeResource, name: str):
 
 
 # ---- exposures and features ------------------------------------------------------------------------------
-@partitioned_asset(
+@analysis_asset(
     "pgx_exposures",
-    partitions="cohort",
-    group_name="analysis",
     deps=[
         *EVERY_COHORT,
         AssetDep("events", partition_mapping=AllPartitionMapping()),
@@ -151,36 +195,38 @@ def attrition_consistent(s: Session, lake: LakeResource, name: str):
     "and the merged cohort with its features (CYP2D6 opioids, inhibitors and their overlap, prior opioid fills, "
     "prior OUD, phenotypes when genotypes are given) and every exposure flag the association uses.",
 )
-def pgx_exposures(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
-    started = time.perf_counter()
+def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
     d = DEFINITIONS[name]
     dataset = analysis(name, "exposures")
-    with cohort_session(duckdb) as s:
-        register_cohort(s, lake, d)
-        s.model_table("fills", "analysis/fills")
-        exposures = s.model_table("exposures", "analysis/exposures")
-        n = s.model_table("features", "analysis/features")
-        s.model_table("exposure_flags", "analysis/exposure_flags")
-        genotyped = s.scalar("SELECT count(*) FROM features WHERE cyp2d6_phenotype IS NOT NULL")
-        dataset.publish(
-            s,
-            lake,
-            {f"{t}.parquet": f"SELECT * FROM {t}" for t in ("features", "exposures", "exposure_flags")},
-            metrics={"records": n, "exposures": exposures},
-        )
-        by_group = dict(s.execute("SELECT exposure_group, count(*) FROM exposures GROUP BY 1 ORDER BY 1").fetchall())
-        log.info(f"{STAGES['analysis'].log}: {n:,} cohort rows of {name} with features, {exposures:,} exposures")
-        return table_metadata(
-            s,
-            "features",
-            rows=n,
-            path=dataset.path(lake, filename="features.parquet"),
-            started=started,
-            exposure_rows=exposures,
-            exposures_by_group=by_group,
-            members_with_a_cyp2d6_phenotype=genotyped,
-            exposure_window_days=d.exposure_window_days,
-        )
+    register_cohort(s, lake, d)
+    s.model_table("fills", "analysis/fills")
+    exposures = s.model_table("exposures", "analysis/exposures")
+    n = s.model_table("features", "analysis/features")
+    s.model_table("exposure_flags", "analysis/exposure_flags")
+    genotyped = s.scalar("SELECT count(*) FROM features WHERE cyp2d6_phenotype IS NOT NULL")
+    dataset.publish(
+        s,
+        lake,
+        {
+            dataset.filename: "SELECT * FROM exposures",
+            FEATURES_FILE: "SELECT * FROM features",
+            EXPOSURE_FLAGS_FILE: "SELECT * FROM exposure_flags",
+        },
+        metrics={"records": n, "exposures": exposures},
+    )
+    by_group = dict(s.execute("SELECT exposure_group, count(*) FROM exposures GROUP BY 1 ORDER BY 1").fetchall())
+    log.info(f"{STAGES['analysis'].log}: {n:,} cohort rows of {name} with features, {exposures:,} exposures")
+    return table_metadata(
+        s,
+        "features",
+        rows=n,
+        path=dataset.path(lake, filename=FEATURES_FILE),
+        started=started,
+        exposure_rows=exposures,
+        exposures_by_group=by_group,
+        members_with_a_cyp2d6_phenotype=genotyped,
+        exposure_window_days=d.exposure_window_days,
+    )
 
 
 @partitioned_check(
@@ -191,8 +237,8 @@ def pgx_exposures(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
 )
 def exposures_complete(s: Session, lake: LakeResource, name: str):
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
-    read_analysis(s, lake, name, "exposures", "features.parquet")
-    read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
+    read_analysis(s, lake, name, "exposures", FEATURES_FILE)
+    read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     f = s.rows(sql_text("analysis/exposures_check"))[0]
     passed = f["cohort_rows"] == f["feature_rows"] and all(
         f[k] == 0
@@ -208,35 +254,29 @@ def exposures_complete(s: Session, lake: LakeResource, name: str):
 
 features_contract = contract_check(
     pgx_exposures,
-    lambda lake, name: analysis(name, "exposures").path(lake, filename="features.parquet"),
+    lambda lake, name: analysis(name, "exposures").path(lake, filename=FEATURES_FILE),
     lambda name: contracts.features(name, DEFINITIONS[name].controls_per_target),
     detail=" of the merged cohort and its features",
 )
 
 
 # ---- covariate balance -----------------------------------------------------------------------------------
-@partitioned_asset(
+@analysis_asset(
     "covariate_balance",
-    partitions="cohort",
-    group_name="analysis",
     deps=["pgx_exposures"],
     description="Standardized mean difference between targets and controls for every covariate - the matching "
     "keys, birth year, prior opioid fills, highest MME/day, prior OUD and every exposure - with the matched-set "
     "weights of ratio matching (a control weighs 1 / the controls of its set). Drawn as a love plot in the report.",
 )
-def covariate_balance(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
-    started = time.perf_counter()
-    dataset = analysis(name, "balance")
-    with cohort_session(duckdb) as s:
-        read_analysis(s, lake, name, "exposures", "features.parquet")
-        read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
-        n = s.model_table("balance", "analysis/balance")
-        dataset.publish(s, lake, {dataset.filename: "SELECT * FROM balance"}, metrics={"records": n})
-        worst = s.rows(
-            "SELECT kind, max(abs(smd)) AS max_abs_smd, count(*) FILTER (WHERE abs(smd) > 0.1) AS above_0_1 "
-            "FROM balance GROUP BY 1 ORDER BY 1"
-        )
-        return table_metadata(s, "balance", rows=n, path=dataset.path(lake), started=started, by_kind=worst)
+def covariate_balance(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    read_analysis(s, lake, name, "exposures", FEATURES_FILE)
+    read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
+    s.model_table("balance", "analysis/balance")
+    worst = s.rows(
+        "SELECT kind, max(abs(smd)) AS max_abs_smd, count(*) FILTER (WHERE abs(smd) > 0.1) AS above_0_1 "
+        "FROM balance GROUP BY 1 ORDER BY 1"
+    )
+    return publish_table(s, lake, name, "balance", started, by_kind=worst)
 
 
 @partitioned_check(
@@ -258,34 +298,21 @@ def matching_keys_balanced(s: Session, lake: LakeResource, name: str):
 
 
 # ---- matched association ---------------------------------------------------------------------------------
-@partitioned_asset(
+@analysis_asset(
     "matched_association",
-    partitions="cohort",
-    group_name="analysis",
     deps=["pgx_exposures"],
     description="Conditional logistic regression on the matched sets, per exposure and, when genotypes are "
-    "given, per drug x phenotype: odds ratio, 95% CI, p and the sets used (statsmodels ConditionalLogit), with "
-    "the Mantel-Haenszel odds ratio as the cross-check (statsmodels StratifiedTable).",
+    "given, per drug x phenotype (members on the drug with that phenotype against every other member of their "
+    "sets): odds ratio, 95% CI, p and the sets used (statsmodels ConditionalLogit), with the Mantel-Haenszel "
+    "odds ratio as the cross-check (statsmodels StratifiedTable).",
 )
-def matched_association(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
-    started = time.perf_counter()
-    dataset = analysis(name, "association")
-    with cohort_session(duckdb) as s:
-        read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
-        rows = association_rows(s, "exposure_flags")
-        s.register_rows("association", rows, contracts.ASSOCIATION_TYPES)
-        dataset.publish(s, lake, {dataset.filename: "SELECT * FROM association"}, metrics={"records": len(rows)})
-        estimable = [r for r in rows if r["odds_ratio"] is not None]
-        log.info(f"{STAGES['analysis'].log}: {len(estimable)} of {len(rows)} exposures of {name} estimable")
-        return table_metadata(
-            s,
-            "association",
-            rows=len(rows),
-            path=dataset.path(lake),
-            started=started,
-            estimable=len(estimable),
-            odds_ratios={r["exposure"]: round(r["odds_ratio"], 3) for r in estimable},
-        )
+def matched_association(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
+    rows = association_rows(s, "exposure_flags")
+    s.register_rows("association", rows, contracts.ASSOCIATION_TYPES)
+    estimable = {r["exposure"]: round(r["odds_ratio"], 3) for r in rows if r["odds_ratio"] is not None}
+    log.info(f"{STAGES['analysis'].log}: {len(estimable)} of {len(rows)} exposures of {name} estimable")
+    return publish_table(s, lake, name, "association", started, estimable=len(estimable), odds_ratios=estimable)
 
 
 @partitioned_check(
@@ -293,13 +320,23 @@ def matched_association(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, n
     name="matched_association_consistent",
     description="The estimates fit the exposure flags as written: per exposure the sets, the discordant sets and "
     "the exposed targets and controls recounted in SQL; an odds ratio exactly when there is no note, inside its "
-    "95% CI, p in [0, 1]. (The OR itself is re-estimated from the exported CSV by cohort_export's check.)",
+    "95% CI, p in [0, 1]; and every odds ratio reproduced from those flags (within 1e-9: statsmodels' score and "
+    "Hessian of the conditional likelihood there move it by less). cohort_export's check does the same from the "
+    "exported CSV.",
 )
 def association_consistent(s: Session, lake: LakeResource, name: str):
     read_analysis(s, lake, name, "association")
-    read_analysis(s, lake, name, "exposures", "exposure_flags.parquet")
+    read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     f = s.rows(sql_text("analysis/association_check"))[0]
-    return verdict(not f["counts_differing"] and not f["estimates_malformed"], f)
+    reproduced = _reproduced_from(s, "exposure_flags")
+    passed = not f["counts_differing"] and not f["estimates_malformed"] and reproduced.passed
+    return verdict(passed, {**f, **{k: v.value for k, v in reproduced.metadata.items()}})
+
+
+def _reproduced_from(s: Session, flags: str) -> object:
+    """A verdict: the exposure flags `flags` give the odds ratios of the `association` view."""
+    written = s.rows("SELECT * FROM association")
+    return _reproduced(written, association_rows(s, flags, {r["exposure"]: r["odds_ratio"] for r in written}))
 
 
 def _reproduced(written: list[dict], again: list[dict]) -> object:
@@ -321,63 +358,68 @@ def _reproduced(written: list[dict], again: list[dict]) -> object:
 
 
 # ---- exports ---------------------------------------------------------------------------------------------
-@partitioned_asset(
+RATIO_FAULTS = ("sets_without_a_target", "sets_with_several_targets", "sets_over_the_ratio",
+                "sets_with_a_wrong_recorded_shortage")  # fmt: skip
+EXCLUSIVITY_FAULTS = ("persons_in_several_rows", "persons_twice_in_a_set", "controls_with_a_disqualifying_event")
+COMPLETENESS_FAULTS = ("rows_without_features", "rows_missing_demographics")
+
+
+def validation_record(v: dict) -> dict:
+    """sql/analysis/validation.sql's figures with a verdict per part (README "Analysis and exports"). A
+    short set is legitimate when its stratum ran out of eligible controls: the cohort stage records and
+    audits each one, so ratio accuracy asks that the short sets be exactly those recorded, not that there
+    be none."""
+    v["ratio"] = f"{v['controls'] / v['targets']:.2f}:1" if v["targets"] else ""
+    v["short_set_share"] = round(v["sets_short"] / v["matched_sets"], 4) if v["matched_sets"] else 0.0
+    v["ratio_accurate"] = all(v[k] == 0 for k in RATIO_FAULTS) and v["sets_short"] == v["short_sets_recorded"]
+    v["exclusive"] = all(v[k] == 0 for k in EXCLUSIVITY_FAULTS)
+    v["complete"] = all(v[k] == 0 for k in COMPLETENESS_FAULTS) and v["cohort_rows"] == v["feature_rows"]
+    v["passed"] = v["ratio_accurate"] and v["exclusive"] and v["complete"]
+    return v
+
+
+@analysis_asset(
     "cohort_export",
-    partitions="cohort",
-    group_name="analysis",
     deps=["pgx_exposures", "matched_association", "covariate_balance", "cohort_attrition"],
     description="The merged cohort with its features as Parquet and CSV with a data dictionary, the association, "
     "balance and attrition tables as CSV, and the validation record (ratio accuracy, exclusivity, completeness: "
     "the legacy pipeline's validation report), in gold/exports/<cohort>/data/.",
 )
-def cohort_export(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str) -> dict:
-    started = time.perf_counter()
+def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
     d = DEFINITIONS[name]
     dataset = datasets.export(name)
-    with cohort_session(duckdb) as s:
-        s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
-        s.view("events_all", parquet_relation(EVENTS.glob(lake)))
-        s.set_variables(
-            {"target_event_types": list(d.target_event_types), "controls_per_target": d.controls_per_target,
-             "design": d.design}
-        )  # fmt: skip
-        s.model_view("qualifying", "cohort/qualifying")
-        for kind, filename in (("exposures", "features.parquet"), ("association", ""), ("balance", ""),
-                               ("attrition", "")):  # fmt: skip
-            read_analysis(s, lake, name, kind, filename)
-        validation = s.rows(sql_text("analysis/validation"))[0]
-        validation["passed"] = (
-            validation["sets_malformed"] == 0
-            and not validation["persons_in_several_rows"]
-            and validation["persons_twice_in_a_set"] == 0
-            and validation["controls_with_a_disqualifying_event"] == 0
-            and validation["rows_without_features"] == 0
-            and validation["cohort_rows"] == validation["feature_rows"]
-        )
-        validation["ratio"] = f"{validation['controls'] / validation['targets']:.2f}:1" if validation["targets"] else ""
-        s.set_variables({"dictionary_file": str(DICTIONARY)})
-        s.model_table("dictionary", "analysis/dictionary")
-        base = f"{name}_cohort_features"
-        with lake.publish_dir(dataset.root(lake)) as tmp:
-            for query, filename, options in (
-                ("SELECT * FROM features", f"{base}.parquet", "FORMAT parquet"),
-                ("SELECT * FROM features", f"{base}.csv", "FORMAT csv, HEADER true"),
-                ("SELECT * FROM dictionary", "data_dictionary.csv", "FORMAT csv, HEADER true"),
-                ("SELECT * FROM association", f"{name}_association.csv", "FORMAT csv, HEADER true"),
-                ("SELECT * FROM balance", f"{name}_balance.csv", "FORMAT csv, HEADER true"),
-                ("SELECT * FROM attrition", f"{name}_attrition.csv", "FORMAT csv, HEADER true"),
-            ):
-                s.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} ({options})")
-            Path(tmp, "validation.json").write_text(json.dumps({"cohort": name, **validation}, indent=2, default=str))
-        log.info(f"{STAGES['analysis'].log}: final outputs of {name} written to {dataset.root(lake)}")
-        return table_metadata(
-            s,
-            "features",
-            rows=validation["feature_rows"],
-            path=dataset.root(lake),
-            started=started,
-            validation=validation,
-        )
+    s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
+    s.view("events_all", parquet_relation(EVENTS.glob(lake)))
+    s.set_variables(
+        {"target_event_types": list(d.target_event_types), "controls_per_target": d.controls_per_target,
+         "design": d.design}
+    )  # fmt: skip
+    s.model_view("qualifying", "cohort/qualifying")
+    s.view("strata", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "strata"))))
+    for kind, filename in (("exposures", FEATURES_FILE), ("association", ""), ("balance", ""),
+                           ("attrition", "")):  # fmt: skip
+        read_analysis(s, lake, name, kind, filename)
+    validation = validation_record(s.rows(sql_text("analysis/validation"))[0])
+    s.set_variables({"dictionary_file": str(DICTIONARY)})
+    s.model_table("dictionary", "analysis/dictionary")
+    tables = {"features": "features", "features_csv": "features", "dictionary": "dictionary",
+              "association": "association", "balance": "balance", "attrition": "attrition"}  # fmt: skip
+    dataset.publish(
+        s,
+        lake,
+        {export_file(name, part): f"SELECT * FROM {table}" for part, table in tables.items()},
+        metrics={"records": validation["feature_rows"], "validation_passed": validation["passed"]},
+        texts={export_file(name, "validation"): json.dumps({"cohort": name, **validation}, indent=2, default=str)},
+    )
+    log.info(f"{STAGES['analysis'].log}: final outputs of {name} written to {dataset.root(lake)}")
+    return table_metadata(
+        s,
+        "features",
+        rows=validation["feature_rows"],
+        path=dataset.root(lake),
+        started=started,
+        validation=validation,
+    )
 
 
 @partitioned_check(
@@ -388,20 +430,19 @@ def cohort_export(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: s
 )
 def export_reproducible(s: Session, lake: LakeResource, name: str):
     dataset = datasets.export(name)
-    base = f"{dataset.root(lake)}/{name}_cohort_features"
+    csv = dataset.path(lake, filename=export_file(name, "features_csv"))
     # typed as the reproduction reads them (an empty CSV would otherwise be all VARCHAR)
-    s.view("exported", f"read_csv({quote(base + '.csv')}, header = true, types = {EXPORT_TYPES})")
+    s.view("exported", f"read_csv({quote(csv)}, header = true, types = {EXPORT_TYPES})")
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
-    s.view("dictionary", f"read_csv({quote(dataset.root(lake) + '/data_dictionary.csv')}, header = true)")
+    s.view(
+        "dictionary", f"read_csv({quote(dataset.path(lake, filename=export_file(name, 'dictionary')))}, header = true)"
+    )
     read_analysis(s, lake, name, "association")
-    validation = json.loads(lake.read_text(f"{dataset.root(lake)}/validation.json") or '{"passed": false}')
+    validation = json.loads(lake.read_text(dataset.path(lake, filename=export_file(name, "validation")))
+                            or '{"passed": false}')  # fmt: skip
     # The OR of every exposure again, from the exported CSV alone.
     s.model_view("flags_from_export", "analysis/flags_from_export")
-    written = s.rows("SELECT * FROM association")
-    # each fit starts at the published OR: if that is the maximum, Newton stops at once; if not, it moves
-    result = _reproduced(
-        written, association_rows(s, "flags_from_export", {r["exposure"]: r["odds_ratio"] for r in written})
-    )
+    result = _reproduced_from(s, "flags_from_export")
     f = {
         "exported_rows": s.scalar("SELECT count(*) FROM exported"),
         "cohort_rows": s.scalar("SELECT count(*) FROM members"),
@@ -450,16 +491,13 @@ def code_version() -> str:
     return f"pgx-dagster {package_version('pgx-dagster')}" + (f", commit {commit[:12]}" if commit else "")
 
 
-def qa_verdicts(instance: DagsterInstance | None) -> list[dict] | None:
-    """The latest verdict of every check of the code location, per partition (from the instance)."""
+def qa_verdicts(instance: DagsterInstance | None, check_keys: Iterable[AssetCheckKey]) -> list[dict] | None:
+    """The latest verdict of each of `check_keys` (every check of the run's code location), per partition,
+    from the instance."""
     if instance is None:
         return None
-    from pgx_dagster.definitions import defs
-
     verdicts = []
-    for key in sorted(
-        defs.resolve_asset_graph().asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)
-    ):
+    for key in sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
         latest: dict[str, object] = {}
         for record in instance.event_log_storage.get_asset_check_execution_history(
             AssetCheckKey(key.asset_key, key.name), limit=10_000
@@ -472,49 +510,52 @@ def qa_verdicts(instance: DagsterInstance | None) -> list[dict] | None:
     return verdicts
 
 
-@partitioned_asset(
+@analysis_asset(
     "cohort_report",
-    partitions="cohort",
-    group_name="analysis",
     with_instance=True,
     deps=["cohort_export"],
     description="One self-contained HTML report per cohort, readable in a browser with no network: attrition, the "
     "balance love plot, a forest plot of the odds ratios, the per-partition QA verdicts and the run's provenance "
     "(code version, code-set versions, seed, extract date). The materialization links to it.",
 )
-def cohort_report(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, name: str, instance=None) -> dict:
-    started = time.perf_counter()
+def cohort_report(
+    log: Logger,
+    lake: LakeResource,
+    s: Session,
+    name: str,
+    started: float,
+    instance: DagsterInstance | None = None,
+    check_keys: Iterable[AssetCheckKey] = (),
+) -> dict:
     d = DEFINITIONS[name]
     dataset = datasets.report(name)
-    with cohort_session(duckdb) as s:
-        attrition = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'attrition')}")
-        balance = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'balance')}")
-        association = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'association')} ORDER BY kind, exposure")
-        verdicts = qa_verdicts(instance)
-        provenance = {
-            "cohort definition": f"{d.source.rsplit('/', 2)[-2]}/{d.source.rsplit('/', 1)[-1]}",
-            "design": f"{d.design}, 1 : {d.controls_per_target}, look-back {d.lookback_days} days, exposure window "
-            f"{d.exposure_window_days} days",
-            "seed": d.seed,
-            "code version": code_version(),
-            "code sets": "; ".join(
-                f"{k} {', '.join(v)}" for k, v in versions(lake.opioid_ndc_file, lake.ndc_ingredient_file).items()
-            ),  # fmt: skip
-            "extract date": str(lake.extract_day()),
-            "input format": lake.raw_format,
-            "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        }
-        targets = next((r["persons"] for r in attrition if r["population"] == "targets" and r["step_order"] == 4), 0)
-        page = render(
-            title=f"Cohort {name}: matched case-control study",
-            lead=f"{d.description} {targets:,} incident targets; matched sets of 1 target : {d.controls_per_target} "
-            "controls, exact on age band, calendar year and sex (README \"Cohorts\").",
-            attrition=attrition, balance=balance, association=association, verdicts=verdicts, provenance=provenance,
-        )  # fmt: skip
-        with lake.publish_dir(dataset.root(lake)) as tmp:
-            Path(tmp, dataset.filename).write_text(page)
-        path = dataset.path(lake)
-        log.info(f"{STAGES['analysis'].log}: report of {name}: {path}")
+    attrition = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'attrition')}")
+    balance = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'balance')}")
+    association = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'association')} ORDER BY kind, exposure")
+    verdicts = qa_verdicts(instance, check_keys)
+    provenance = {
+        "cohort definition": f"{d.source.rsplit('/', 2)[-2]}/{d.source.rsplit('/', 1)[-1]}",
+        "design": f"{d.design}, 1 : {d.controls_per_target}, look-back {d.lookback_days} days, exposure window "
+        f"{d.exposure_window_days} days",
+        "seed": d.seed,
+        "code version": code_version(),
+        "code sets": "; ".join(
+            f"{k} {', '.join(v)}" for k, v in versions(lake.opioid_ndc_file, lake.ndc_ingredient_file).items()
+        ),  # fmt: skip
+        "extract date": str(lake.extract_day()),
+        "input format": lake.raw_format,
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    targets = next((r["persons"] for r in attrition if r["population"] == "targets" and r["step_order"] == 4), 0)
+    page = render(
+        title=f"Cohort {name}: matched case-control study",
+        lead=f"{d.description} {targets:,} incident targets; matched sets of 1 target : {d.controls_per_target} "
+        "controls, exact on age band, calendar year and sex (README \"Cohorts\").",
+        attrition=attrition, balance=balance, association=association, verdicts=verdicts, provenance=provenance,
+    )  # fmt: skip
+    dataset.publish(s, lake, {}, metrics={"bytes": len(page.encode())}, texts={dataset.filename: page})
+    path = dataset.path(lake)
+    log.info(f"{STAGES['analysis'].log}: report of {name}: {path}")
     url = path if is_s3(path) else Path(path).resolve().as_uri()
     return {
         "report": MetadataValue.url(url),

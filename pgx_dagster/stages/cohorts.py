@@ -8,10 +8,20 @@ a control (exclusive design). README "Cohorts" states the design in epidemiologi
 
 import os
 import time
+from collections.abc import Callable
 from logging import Logger
+from typing import Any
 
 import numpy as np
-from dagster import AllPartitionMapping, AssetDep, AssetsDefinition, Definitions, Failure, MetadataValue
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetDep,
+    AssetsDefinition,
+    Definitions,
+    Failure,
+    MetadataValue,
+)
 
 from pgx_dagster import contracts, datasets, matching
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
@@ -94,12 +104,18 @@ def assign_controls(s: Session, d: CohortDefinition) -> None:
     s.con.unregister("short_sets_arrow")
 
 
+# The tables of a cohort partition, each published as its cohort_file (datasets.py).
+PARTITION_FILES = ("cohort", "strata", "attrition", "excluded")
+
+
 def match_partition(s: Session, d: CohortDefinition) -> int:
-    """After prepare_matching: tables cohort, strata and attrition of the partition; the cohort's rows."""
+    """After prepare_matching: the partition's PARTITION_FILES tables (matched sets, strata, attrition,
+    excluded targets with their reasons); returns the cohort's rows."""
     assign_controls(s, d)
     n = s.model_table("cohort", "cohort/match")
     s.model_table("strata", "cohort/strata")
     s.model_table("attrition", "cohort/attrition")
+    s.model_table("excluded", "cohort/excluded")
     return n
 
 
@@ -133,6 +149,18 @@ DESIGN_CHECKS = {
 }
 
 
+def design_verdict(s: Session, d: CohortDefinition, other_files: list[str]) -> tuple[bool, dict]:
+    """The check of `d.design`'s rules (DESIGN_CHECKS) over views c (the partition's matched sets) and
+    events_all, against `other_files` (every other partition of the cohort): passed, and its figures."""
+    _, _, model, figures_only = DESIGN_CHECKS[d.design]
+    s.view("o", parquet_relation(other_files) if other_files else "(SELECT * FROM c LIMIT 0)")
+    s.set_variables({"target_event_types": list(d.target_event_types)})
+    s.model_view("qualifying", "cohort/qualifying")
+    f = s.rows(sql_text(model))[0]
+    f["other_partitions_compared"] = len(other_files)
+    return all(v == 0 for k, v in f.items() if k not in figures_only), f
+
+
 def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
     name = f"cohort_{d.name}"
     dataset = datasets.cohort(d.name)
@@ -151,7 +179,8 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
             f"event year and sex. Index date = first {' / '.join(d.target_event_types)}; targets and controls "
             f"enrolled at it with {d.lookback_days} days of continuous enrolment before it and no "
             f"{' / '.join(d.washout_event_types)} in that window; {_design_text(d)}. Beside each partition: "
-            f"strata (shortages against the whole eligible stratum) and attrition. "
+            f"strata (shortages against the whole eligible stratum), attrition, and the excluded targets "
+            f"with their reasons. "
             f"Defined in {d.source.rsplit('/', 2)[-2]}/{d.source.rsplit('/', 1)[-1]}."
         ),
         metadata={
@@ -173,7 +202,7 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
             dataset.publish(
                 s,
                 lake,
-                {cohort_file(d.name, which): f"SELECT * FROM {which}" for which in ("cohort", "strata", "attrition")},
+                {cohort_file(d.name, which): f"SELECT * FROM {which}" for which in PARTITION_FILES},
                 band,
                 year,
                 {"records": n, "targets": targets, "controls": controls, "ratio": ratio, "control_shortage": shortage},
@@ -201,10 +230,13 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
                 attrition=MetadataValue.md(attrition_markdown(s.rows("SELECT * FROM attrition"))),
             )
 
-    @partitioned_check(
-        cohort,
-        name=f"{name}_ratio",
-        description=f"QA 3: every matched set has one target and {d.controls_per_target} controls, or a "
+    def check(suffix: str, description: str) -> Callable[[Callable[..., AssetCheckResult]], Any]:
+        """A blocking check of this cohort's partitions, named cohort_<name>_<suffix>."""
+        return partitioned_check(cohort, name=f"{name}_{suffix}", description=description)
+
+    @check(
+        "ratio",
+        f"QA 3: every matched set has one target and {d.controls_per_target} controls, or a "
         "recorded shortage that is real: no candidate who could have served the set at its index date "
         "was left unused (recomputed here, independently of the matching).",
     )
@@ -226,10 +258,9 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         )
         return verdict(passed, f)
 
-    @partitioned_check(
-        cohort,
-        name=f"{name}_observation",
-        description=f"Every target and control is enrolled at the index date with {d.lookback_days} days of "
+    @check(
+        "observation",
+        f"Every target and control is enrolled at the index date with {d.lookback_days} days of "
         "continuous enrolment before it; no target has a washout event in that window (incident) and no "
         "control has one in it or on the index date.",
     )
@@ -243,20 +274,13 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         passed = all(v == 0 for key, v in f.items() if key != "rows_checked")
         return verdict(passed, {**f, "lookback_days": d.lookback_days})
 
-    check_name, check_text, model, figures_only = DESIGN_CHECKS[d.design]
-
-    @partitioned_check(cohort, name=f"{name}_{check_name}", description=check_text)
+    @check(*DESIGN_CHECKS[d.design][:2])
     def design_check(s: Session, lake: LakeResource, band: str, year: int):
         this_file = part(lake, band, year)
         s.view("c", parquet_relation(this_file))
-        others = [p for p in lake.files(dataset.glob(lake)) if os.path.normpath(p) != os.path.normpath(this_file)]
-        s.view("o", parquet_relation(others) if others else "(SELECT * FROM c LIMIT 0)")
         s.view("events_all", parquet_relation(EVENTS.glob(lake)))
-        s.set_variables({"target_event_types": list(d.target_event_types)})
-        s.model_view("qualifying", "cohort/qualifying")
-        f = s.rows(sql_text(model))[0]
-        f["other_partitions_compared"] = len(others)
-        return verdict(all(v == 0 for k, v in f.items() if k not in figures_only), f)
+        others = [p for p in lake.files(dataset.glob(lake)) if os.path.normpath(p) != os.path.normpath(this_file)]
+        return verdict(*design_verdict(s, d, others))
 
     contract = contract_check(
         cohort, dataset.path, lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design)

@@ -144,7 +144,8 @@ def partitioned_asset(
 ) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
     """`run(log, lake, duckdb, age_band, event_year) -> metadata` as an asset partitioned by claims, or
     `run(log, lake, duckdb, cohort) -> metadata` as one partitioned by cohort (`partitions="cohort"`);
-    `with_instance`: run also gets `instance=` the Dagster instance (None outside Dagster)."""
+    `with_instance`: run also gets `instance=` the Dagster instance and `check_keys=` every asset check of
+    the run's code location (neither outside Dagster) - so a stage never imports the code location."""
     partitions_def = PARTITIONS[partitions]
 
     def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
@@ -159,7 +160,11 @@ def partitioned_asset(
             **{"owners": OWNERS, "tags": PARTITION_TASK, **asset_args},
         )
         def partition_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> None:
-            extra = {"instance": context.instance} if with_instance else {}
+            extra = (
+                {"instance": context.instance, "check_keys": context.repository_def.asset_graph.asset_check_keys}
+                if with_instance
+                else {}
+            )
             for key in context.partition_keys:
                 meta = run(context.log, lake, duckdb, *partition_args(partitions_def, key), **extra)
                 context.add_asset_metadata(meta, partition_key=key)

@@ -6,15 +6,25 @@
 -- Variables: extract_date, min_year, max_year.
 -- Claims may carry several adjudication versions: only the highest claim_version of a
 -- (payer, claim, line) is kept; the others are quarantined as superseded. Versions are ranked here,
--- over the whole extract, because an adjustment may move a line's date into another year.
+-- over the whole extract, because an adjustment may move a line's date into another year. Rows that
+-- share the highest version are told apart by their own values, compared column by column (the
+-- smallest row is current): an order of values, never the engine's hash(), so every DuckDB version
+-- keeps the same row. Byte-identical rows are interchangeable, so which of them is kept cannot matter.
 -- A claim is one unit: all its current lines go to the partition of the claim's first service date
 -- (a claim from Dec 30 to Jan 2 is one claim of the December year, never two).
-WITH ranked AS (
-    SELECT t.*,
-           row_number() OVER (
-               PARTITION BY payer_id, claim_id, claim_line
-               ORDER BY claim_version DESC NULLS LAST, hash(t) ) AS version_rank
+WITH versions AS (  -- version_rank 1: the highest version; top_peers, on those rows: how many share it
+    SELECT t.*, rank() OVER w AS version_rank, count(*) OVER w AS top_peers
     FROM typed t
+    WINDOW w AS (PARTITION BY payer_id, claim_id, claim_line ORDER BY claim_version DESC NULLS LAST)
+),
+ranked AS (
+    SELECT * EXCLUDE (top_peers) FROM versions WHERE version_rank > 1 OR top_peers = 1
+    UNION ALL
+    -- Only the few tied rows are sorted by value: sorting every row so would double the window's time.
+    SELECT * EXCLUDE (version_rank, top_peers),
+           row_number() OVER (PARTITION BY payer_id, claim_id, claim_line ORDER BY v) AS version_rank
+    FROM versions v
+    WHERE version_rank = 1 AND top_peers > 1
 ),
 claim_dates AS (
     SELECT payer_id, claim_id, min(claim_date) AS claim_first_date
