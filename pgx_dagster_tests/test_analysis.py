@@ -360,31 +360,31 @@ def _analysis_file(lake: Path, kind: str, filename: str = "") -> Path:
     return Path(datasets.analysis(COHORT, kind).path(LakeResource(lake_root=str(lake)), filename=filename))
 
 
+def where(condition: str, column: str, value: str) -> str:
+    """SQL over table t: `column` set to `value` on the rows where `condition` holds."""
+    return f"SELECT * REPLACE (CASE WHEN {condition} THEN {value} ELSE {column} END AS {column}) FROM t"
+
+
+ASSOCIATION = ("association", "")
+FEATURES = ("exposures", "features.parquet")
 # (asset, check, what is damaged, SQL over table t, figure that shows it)
 DAMAGE = [
     ("cohort_attrition", "cohort_attrition_consistent", ("attrition", ""),
-     "SELECT * REPLACE (CASE WHEN population = 'targets' AND step_order = 3 THEN persons + 1000 ELSE persons END "
-     "AS persons) FROM t", "steps_that_grow"),
-    ("pgx_exposures", "pgx_exposures_complete", ("exposures", "features.parquet"),
+     where("population = 'targets' AND step_order = 3", "persons", "persons + 1000"), "steps_that_grow"),
+    ("pgx_exposures", "pgx_exposures_complete", FEATURES,
      "SELECT * FROM t LIMIT (SELECT count(*) - 1 FROM t)", "rows_without_features"),
-    ("pgx_exposures", "pgx_exposures_contract", ("exposures", "features.parquet"),
-     "SELECT * REPLACE ('case' AS role) FROM t", "value_failures"),
+    ("pgx_exposures", "pgx_exposures_contract", FEATURES, "SELECT * REPLACE ('case' AS role) FROM t", "value_failures"),
     ("covariate_balance", "covariate_balance_matching_keys", ("balance", ""),
-     "SELECT * REPLACE (CASE WHEN covariate = 'sex F' THEN 0.3 ELSE smd END AS smd) FROM t",
-     "imbalanced_matching_keys"),
-    ("matched_association", "matched_association_consistent", ("association", ""),
-     "SELECT * REPLACE (CASE WHEN exposure = 'cyp2d6_opioid' THEN sets_used - 1 ELSE sets_used END AS sets_used) "
-     "FROM t", "counts_differing"),
-    ("matched_association", "matched_association_consistent", ("association", ""),
-     "SELECT * REPLACE (CASE WHEN exposure = 'cyp2d6_opioid' THEN ci_high * 0.1 ELSE ci_high END AS ci_high) "
-     "FROM t", "estimates_malformed"),
+     where("covariate = 'sex F'", "smd", "0.3"), "imbalanced_matching_keys"),
+    ("matched_association", "matched_association_consistent", ASSOCIATION,
+     where("exposure = 'cyp2d6_opioid'", "sets_used", "sets_used - 1"), "counts_differing"),
+    ("matched_association", "matched_association_consistent", ASSOCIATION,
+     where("exposure = 'cyp2d6_opioid'", "ci_high", "ci_high * 0.1"), "estimates_malformed"),
     ("matched_association", "matched_association_consistent", ("exposures", "exposure_flags.parquet"),
-     "SELECT * REPLACE (CASE WHEN exposure = 'drug:codeine' AND is_target THEN NOT exposed ELSE exposed END "
-     "AS exposed) FROM t", "counts_differing"),
+     where("exposure = 'drug:codeine' AND is_target", "exposed", "NOT exposed"), "counts_differing"),
     # the counts and the CI still fit: only re-estimating from the flags shows the odds ratio is not theirs
-    ("matched_association", "matched_association_consistent", ("association", ""),
-     "SELECT * REPLACE (CASE WHEN exposure = 'cyp2d6_opioid_functional_poor' THEN odds_ratio * (1 + 1e-6) "
-     "ELSE odds_ratio END AS odds_ratio) FROM t", "differing"),
+    ("matched_association", "matched_association_consistent", ASSOCIATION,
+     where("exposure = 'cyp2d6_opioid_functional_poor'", "odds_ratio", "odds_ratio * (1 + 1e-6)"), "differing"),
 ]  # fmt: skip
 
 

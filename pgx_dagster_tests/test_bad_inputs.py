@@ -4,10 +4,11 @@ outcome - a quarantine row with the expected reason for exactly the damaged rows
 undamaged extract (what must be normalized), a clear error naming the file and the column, or a guard
 failing - and, whenever the run goes through, rows in = rows out + rows quarantined.
 
-The corpus is the table CASES; `damage()` applies one case to a raw folder."""
+The corpus is the table bad_inputs.csv, read into CASES; `damage()` applies one case to a raw folder."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -34,199 +35,42 @@ TABLES = {"medical": "medical_claims", "pharmacy": "pharmacy_claims", "eligibili
 class Case:
     name: str
     table: str  # medical | pharmacy | eligibility | linkage
-    sql: str  # over the raw file as table t; {pick} is true on the K rows picked
+    sql: str  # over the raw file as table t ({pick} is true on the K rows picked), or one of FILE_DAMAGE
     expect: str  # reason:<reason> | same | error | check:<check name>
     detail: tuple[str, ...] = ()  # error: fragments the message must hold
     assets: tuple[str, ...] = tuple(STAGES)
 
 
-def text(column: str, value: str) -> str:
-    """The column as text, `value` (a SQL expression) on the picked rows."""
-    return f"SELECT * REPLACE (CASE WHEN {{pick}} THEN {value} ELSE CAST({column} AS VARCHAR) END AS {column}) FROM t"
+FILE_DAMAGE = ("truncate", "corrupt", "text", "remove")  # done to the file's bytes, not through SQL
 
 
-def number(column: str, value: str) -> str:
-    return f"SELECT * REPLACE (CASE WHEN {{pick}} THEN {value} ELSE {column} END AS {column}) FROM t"
+def damage_sql(column: str, value: str, rows: str) -> str:
+    """The SQL that writes `value` (a SQL expression) into `column` of the raw table t.
+
+    `column::text` first turns the column into text; `rows` is empty (the K picked rows), a SQL
+    predicate (a guard needs more than K rows), or `retype` (a plain replace on every row, which may
+    change the column's type). No column: `value` is the whole query, or one of FILE_DAMAGE."""
+    if not column:
+        return value
+    name, _, as_text = column.partition("::")
+    if rows == "retype":
+        return f"SELECT * REPLACE ({value} AS {name}) FROM t"
+    kept = f"CAST({name} AS VARCHAR)" if as_text else name
+    return f"SELECT * REPLACE (CASE WHEN {rows or '{pick}'} THEN {value} ELSE {kept} END AS {name}) FROM t"
 
 
-CASES = [
-    # ---- numbers that are not numbers: quarantined with the column named ----
-    Case("quantity_text", "pharmacy", text("quantity", "'abc'"), "reason:invalid_quantity"),
-    Case("quantity_nan", "pharmacy", number("quantity", "'NaN'::DOUBLE"), "reason:invalid_quantity"),
-    Case("quantity_inf", "pharmacy", number("quantity", "'Infinity'::DOUBLE"), "reason:invalid_quantity"),
-    Case("quantity_minus_inf", "pharmacy", number("quantity", "'-Infinity'::DOUBLE"), "reason:invalid_quantity"),
-    Case("quantity_comma_decimal", "pharmacy", text("quantity", "'30,5'"), "reason:invalid_quantity"),
-    Case("days_supply_text", "pharmacy", text("days_supply", "'thirty'"), "reason:invalid_days_supply"),
-    Case("days_supply_fraction", "pharmacy", text("days_supply", "'30.5'"), "reason:invalid_days_supply"),
-    Case("days_supply_nan_text", "pharmacy", text("days_supply", "'nan'"), "reason:invalid_days_supply"),
-    Case("rx_paid_inf", "pharmacy", number("paid_amount", "'inf'::DOUBLE"), "reason:invalid_paid_amount"),
-    Case("med_paid_nan", "medical", number("paid_amount", "'NaN'::DOUBLE"), "reason:invalid_paid_amount"),
-    Case("med_paid_text", "medical", text("paid_amount", "'$12'"), "reason:invalid_paid_amount"),
-    Case("rx_claim_line_text", "pharmacy", text("claim_line", "'first'"), "reason:invalid_claim_line"),
-    Case("med_claim_line_fraction", "medical", text("claim_line", "'1.5'"), "reason:invalid_claim_line"),
-    Case("rx_claim_version_text", "pharmacy", text("claim_version", "'v2'"), "reason:invalid_claim_version"),
-    # ---- dates that are not dates ----
-    Case("fill_date_text", "pharmacy", text("fill_date", "'not a date'"), "reason:invalid_fill_date"),
-    Case("fill_date_feb_30", "pharmacy", text("fill_date", "'2019-02-30'"), "reason:invalid_fill_date"),
-    Case("fill_date_day_first", "pharmacy", text("fill_date", "'25/03/2019'"), "reason:invalid_fill_date"),
-    Case("fill_date_missing", "pharmacy", number("fill_date", "NULL"), "reason:missing_fill_date"),
-    Case(
-        "fill_date_after_extract",
-        "pharmacy",
-        number("fill_date", "DATE '2030-01-15'"),
-        "reason:fill_date_after_extract",
-    ),  # fmt: skip
-    Case("service_date_text", "medical", text("service_date", "'yesterday'"), "reason:invalid_service_date"),
-    Case("service_date_missing", "medical", number("service_date", "NULL"), "reason:missing_service_date"),
-    Case(
-        "service_date_other_year", "medical", number("service_date", "DATE '2015-06-01'"), "reason:outside_event_years"
-    ),  # fmt: skip
-    # ---- rows that cannot be attributed ----
-    Case("rx_claim_id_missing", "pharmacy", number("claim_id", "NULL"), "reason:missing_claim_key"),
-    Case("med_member_missing", "medical", number("member_id", "NULL"), "reason:missing_claim_key"),
-    Case(
-        "rx_member_unknown",
-        "pharmacy",
-        number("member_id", "'NOBODY-' || claim_id"),
-        "reason:member_not_in_eligibility",
-    ),  # fmt: skip
-    Case(
-        "med_exact_duplicate",
-        "medical",
-        "SELECT * FROM t UNION ALL SELECT * FROM t WHERE {pick}",
-        "reason:superseded_claim_version",
-    ),  # fmt: skip
-    Case(
-        "rx_resent_fill",
-        "pharmacy",
-        "SELECT * FROM t UNION ALL SELECT * REPLACE (claim_id || '-again' AS claim_id) FROM t WHERE {pick}",
-        "reason:duplicate_fill",
-    ),  # fmt: skip
-    # ---- values silver rejects ----
-    Case("days_supply_negative", "pharmacy", number("days_supply", "-30"), "reason:negative_days_supply"),
-    Case("quantity_negative", "pharmacy", number("quantity", "-5.0"), "reason:negative_quantity"),
-    Case("ndc_letters", "pharmacy", number("ndc", "'ABC-DEF'"), "reason:invalid_ndc"),
-    Case(
-        "ndc_ten_digits", "pharmacy", number("ndc", "left(replace(ndc, '-', ''), 10)"), "reason:ndc_10_digit_ambiguous"
-    ),  # fmt: skip
-    Case("ndc_missing", "pharmacy", number("ndc", "NULL"), "reason:missing_ndc"),
-    # ---- eligibility ----
-    Case("birth_year_text", "eligibility", text("birth_year", "'unknown'"), "reason:invalid_birth_year"),
-    Case("birth_year_1700", "eligibility", number("birth_year", "1700"), "reason:invalid_birth_year"),
-    Case("coverage_year_text", "eligibility", text("coverage_year", "'FY19'"), "reason:invalid_coverage_year"),
-    Case("eligibility_member_missing", "eligibility", number("member_id", "NULL"), "reason:missing_member_key"),
-    # ---- whitespace, case and types that must change nothing ----
-    Case("cpt_tab", "medical", number("procedure_code", "procedure_code || chr(9)"), "same"),
-    Case("dx_nbsp", "medical", number("diagnosis_code_1", "chr(160) || diagnosis_code_1 || chr(160)"), "same"),
-    Case(
-        "dx_zero_width_lower_dotted",
-        "medical",
-        number(
-            "diagnosis_code_1",
-            "lower(left(diagnosis_code_1, 3)) || '.' || chr(8203) || lower(substr(diagnosis_code_1, 4))",
-        ),
-        "same",
-    ),  # fmt: skip
-    Case("ndc_ideographic_space", "pharmacy", number("ndc", "chr(12288) || ndc || chr(10)"), "same"),
-    Case("revenue_code_crlf", "medical", number("revenue_code", "revenue_code || chr(13) || chr(10)"), "same"),
-    Case("member_id_padded", "pharmacy", number("member_id", "' ' || member_id || chr(9)"), "same"),
-    Case(
-        "fill_date_integer",
-        "pharmacy",
-        "SELECT * REPLACE (CAST(strftime(fill_date, '%Y%m%d') AS INTEGER) AS fill_date) FROM t",
-        "same",
-    ),
-    Case(
-        "fill_date_yyyymmdd_text",
-        "pharmacy",
-        "SELECT * REPLACE (strftime(fill_date, '%Y%m%d') AS fill_date) FROM t",
-        "same",
-    ),
-    Case(
-        "fill_date_us_text",
-        "pharmacy",
-        "SELECT * REPLACE (strftime(fill_date, '%m/%d/%Y') AS fill_date) FROM t",
-        "same",
-    ),  # fmt: skip
-    Case(
-        "service_date_timestamp",
-        "medical",
-        "SELECT * REPLACE (CAST(service_date AS TIMESTAMP) AS service_date) FROM t",
-        "same",
-    ),  # fmt: skip
-    Case(
-        "quantity_as_text", "pharmacy", "SELECT * REPLACE (CAST(quantity AS VARCHAR) || ' ' AS quantity) FROM t", "same"
-    ),  # fmt: skip
-    Case(
-        "birth_year_padded_text",
-        "eligibility",
-        "SELECT * REPLACE (' ' || CAST(birth_year AS VARCHAR) || chr(9) AS birth_year) FROM t",
-        "same",
-    ),
-    # ---- files that cannot be read, columns that are not there: one message naming them ----
-    Case(
-        "no_dx_column",
-        "medical",
-        "SELECT * EXCLUDE (diagnosis_code_1) FROM t",
-        "error",
-        ("medical_claims_000.parquet", "diagnosis_code_1"),
-    ),  # fmt: skip
-    Case(
-        "no_birth_year_column",
-        "eligibility",
-        "SELECT * EXCLUDE (birth_year) FROM t",
-        "error",
-        ("member_eligibility_000.parquet", "birth_year"),
-    ),  # fmt: skip
-    Case(
-        "no_person_column",
-        "linkage",
-        "SELECT * EXCLUDE (person_id) FROM t",
-        "error",
-        ("member_linkage_000.parquet", "person_id"),
-    ),  # fmt: skip
-    Case("parquet_truncated", "pharmacy", "truncate", "error", ("pharmacy_claims_000.parquet", "cannot be read")),
-    Case("parquet_pages_damaged", "pharmacy", "corrupt", "error", ("pharmacy_claims_000.parquet", "cannot be read")),
-    Case("not_parquet_at_all", "medical", "text", "error", ("medical_claims_000.parquet", "cannot be read")),
-    Case("no_linkage_files", "linkage", "remove", "error", ("member_linkage", "no src_member_linkage files")),
-    # ---- guards ----
-    Case(
-        "dx_column_empty",
-        "medical",
-        number("diagnosis_code_1", "NULL").replace("{pick}", "TRUE"),
-        "check:intake_required_columns",
-    ),  # fmt: skip
-    Case(
-        "cpt_column_empty",
-        "medical",
-        number("procedure_code", "NULL").replace("{pick}", "TRUE"),
-        "check:intake_required_columns",
-    ),  # fmt: skip
-    Case(
-        "all_fill_dates_unreadable",
-        "pharmacy",
-        text("fill_date", "'31.12.2019'").replace("{pick}", "TRUE"),
-        "check:intake_quarantine_rate",
-    ),  # fmt: skip
-    Case(
-        "quantity_all_text",
-        "pharmacy",
-        text("quantity", "'n/a'").replace("{pick}", "TRUE"),
-        "check:intake_quarantine_rate",
-    ),  # fmt: skip
-    Case(
-        "days_supply_column_empty",
-        "pharmacy",
-        number("days_supply", "NULL").replace("{pick}", "TRUE"),
-        "check:intake_expected_columns",
-    ),  # fmt: skip
-    Case(
-        "many_negative_days",
-        "pharmacy",
-        number("days_supply", "-1").replace("{pick}", "hash(claim_id) % 5 = 0"),
-        "check:quarantine_rate",
-    ),  # fmt: skip
-]
+def load_cases() -> list[Case]:
+    """The corpus, bad_inputs.csv: one row per kind of damage, `#` rows are section titles."""
+    with (Path(__file__).parent / "bad_inputs.csv").open(newline="") as f:
+        rows = [row for row in csv.DictReader(f) if not row["name"].startswith("#")]
+    return [
+        Case(row["name"], row["table"], damage_sql(row["column"], row["value"], row["rows"]), row["expect"],
+             tuple(filter(None, row["detail"].split(";"))))
+        for row in rows
+    ]  # fmt: skip
+
+
+CASES = load_cases()
 
 
 def quarantine_reasons(lake: Path) -> Counter:
@@ -314,12 +158,26 @@ def extract(tmp_path_factory):
                "picks": picks}  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(extract, tmp_path, monkeypatch, case):
+@pytest.fixture
+def fresh(extract, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A copy of the undamaged raw folder to damage, and an empty lake, with the extract's one year set."""
     monkeypatch.setenv("PGX_MIN_YEAR", str(YEAR))
     monkeypatch.setenv("PGX_MAX_YEAR", str(YEAR))
     raw, lake = tmp_path / "raw", tmp_path / "lake"
     shutil.copytree(extract["raw"], raw)
+    return raw, lake
+
+
+def first_member(extract) -> tuple[str, str]:
+    """(payer, member) of a member with staged medical claims in the undamaged run."""
+    return duckdb.connect().execute(
+        f"SELECT payer_id, member_id FROM '{extract['lake']}/{datasets.STAGED['medical'].folder}/*/*/*.parquet' "
+        "ORDER BY member_id LIMIT 1").fetchone()  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(extract, fresh, case):
+    raw, lake = fresh
     damage(raw, case, extract["picks"])
 
     if case.expect == "error":
@@ -366,15 +224,10 @@ def _staged_rows_of(lake: Path, payer: str, member: str) -> int:
     )  # fmt: skip
 
 
-def test_a_member_linked_to_two_persons_is_quarantined_not_guessed(extract, tmp_path, monkeypatch):
-    monkeypatch.setenv("PGX_MIN_YEAR", str(YEAR))
-    monkeypatch.setenv("PGX_MAX_YEAR", str(YEAR))
-    raw, lake = tmp_path / "raw", tmp_path / "lake"
-    shutil.copytree(extract["raw"], raw)
+def test_a_member_linked_to_two_persons_is_quarantined_not_guessed(extract, fresh):
+    raw, lake = fresh
     con = duckdb.connect()
-    payer, member = con.execute(
-        f"SELECT payer_id, member_id FROM '{extract['lake']}/{datasets.STAGED['medical'].folder}/*/*/*.parquet' "
-        "ORDER BY member_id LIMIT 1").fetchone()  # fmt: skip
+    payer, member = first_member(extract)
     claims = _staged_rows_of(extract["lake"], payer, member)
     path = next((raw / "member_linkage").glob("*.parquet"))
     con.execute(f"CREATE TABLE t AS SELECT * FROM '{path}'")
@@ -387,17 +240,12 @@ def test_a_member_linked_to_two_persons_is_quarantined_not_guessed(extract, tmp_
     assert _staged_rows_of(lake, payer, member) == 0
 
 
-def test_conflicting_birth_years_resolve_by_consensus_and_say_so(extract, tmp_path, monkeypatch):
+def test_conflicting_birth_years_resolve_by_consensus_and_say_so(extract, fresh):
     """Two birth years for one member in one year: the person's consensus decides (a tie goes to the
     earlier year of birth), and the provenance is member_consensus, not observed."""
-    monkeypatch.setenv("PGX_MIN_YEAR", str(YEAR))
-    monkeypatch.setenv("PGX_MAX_YEAR", str(YEAR))
-    raw, lake = tmp_path / "raw", tmp_path / "lake"
-    shutil.copytree(extract["raw"], raw)
+    raw, lake = fresh
     con = duckdb.connect()
-    payer, member = con.execute(
-        f"SELECT payer_id, member_id FROM '{extract['lake']}/{datasets.STAGED['medical'].folder}/*/*/*.parquet' "
-        "ORDER BY member_id LIMIT 1").fetchone()  # fmt: skip
+    payer, member = first_member(extract)
     path = next((raw / "member_eligibility").glob("*.parquet"))
     con.execute(f"CREATE TABLE t AS SELECT * FROM '{path}'")
     born = con.execute("SELECT birth_year FROM t WHERE payer_id = ? AND member_id = ?", [payer, member]).fetchone()[0]

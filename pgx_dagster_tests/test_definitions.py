@@ -48,6 +48,13 @@ def test_every_asset_has_description_owner_kind():
         assert spec.kinds, name
 
 
+def test_every_check_says_what_it_verifies():
+    graph = defs.resolve_asset_graph()
+    for key in graph.asset_check_keys:
+        description = graph.get(key).description or ""
+        assert len(description) > 40 and "\n\n" not in description, key  # a docstring is one paragraph
+
+
 def test_every_partitioned_asset_has_partitioned_blocking_checks_including_a_contract():
     graph = defs.resolve_asset_graph()
     for name in PARTITIONED:

@@ -68,9 +68,7 @@ def analysis(name: str, kind: str) -> datasets.Dataset:
     return datasets.analysis(name, kind)
 
 
-def analysis_asset(
-    name: str, deps: list, description: str, **asset_args: object
-) -> Callable[[Callable[..., dict]], AssetsDefinition]:
+def analysis_asset(name: str, deps: list, **asset_args: object) -> Callable[[Callable[..., dict]], AssetsDefinition]:
     """`run(log, lake, s, cohort, started) -> metadata` as an analysis asset, one partition per cohort: `s` a
     cohort session (every core) opened for it, `started` when it began (for the duration metadata)."""
 
@@ -81,9 +79,7 @@ def analysis_asset(
             with cohort_session(duckdb) as s:
                 return run(log, lake, s, cohort, started, **extra)
 
-        return partitioned_asset(
-            name, partitions="cohort", group_name="analysis", deps=deps, description=description, **asset_args
-        )(in_session)
+        return partitioned_asset(name, partitions="cohort", group_name="analysis", deps=deps, **asset_args)(in_session)
 
     return decorate
 
@@ -153,14 +149,11 @@ def association_rows(s: Session, flags: str, published: dict[str, float] | None 
 
 
 # ---- attrition ------------------------------------------------------------------------------------------
-@analysis_asset(
-    "cohort_attrition",
-    deps=EVERY_COHORT,
-    description="CONSORT-style attrition of a whole cohort (one partition per cohorts/*.toml): targets from "
-    "first qualifying event to matched sets, controls from the stratum to those used, summed over every "
-    "age band x event year partition of the cohort.",
-)
+@analysis_asset("cohort_attrition", deps=EVERY_COHORT)
 def cohort_attrition(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    """CONSORT-style attrition of a whole cohort (one partition per cohorts/*.toml): targets from first qualifying
+    event to matched sets, controls from the stratum to those used, summed over every age band x event year
+    partition of the cohort."""
     s.view("parts", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "attrition"))))
     s.set_variables({"design": DEFINITIONS[name].design})
     s.model_table("attrition", "analysis/attrition")
@@ -168,13 +161,10 @@ def cohort_attrition(log: Logger, lake: LakeResource, s: Session, name: str, sta
     return publish_table(s, lake, name, "attrition", started, attrition=steps)
 
 
-@partitioned_check(
-    cohort_attrition,
-    name="cohort_attrition_consistent",
-    description="The attrition adds up: every step keeps at most the persons of the step before, the matched "
-    "targets (all, fewer, no control) are the incident targets, and the targets match the cohort's rows.",
-)
+@partitioned_check(cohort_attrition, name="cohort_attrition_consistent")
 def attrition_consistent(s: Session, lake: LakeResource, name: str):
+    """The attrition adds up: every step keeps at most the persons of the step before, the matched targets (all, fewer,
+    no control) are the incident targets, and the targets match the cohort's rows."""
     read_analysis(s, lake, name, "attrition")
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
     f = s.rows(sql_text("analysis/attrition_check"))[0]
@@ -190,12 +180,12 @@ def attrition_consistent(s: Session, lake: LakeResource, name: str):
         AssetDep("imputed_pharmacy", partition_mapping=AllPartitionMapping()),
         "member_demographics",
     ],
-    description="For every member of every matched set: fills of drugs with CPIC gene-drug guidance (and strong "
-    "CYP2D6 inhibitors) in the exposure window before the set's index date - days supplied, highest MME/day - "
-    "and the merged cohort with its features (CYP2D6 opioids, inhibitors and their overlap, prior opioid fills, "
-    "prior OUD, phenotypes when genotypes are given) and every exposure flag the association uses.",
 )
 def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    """For every member of every matched set: fills of drugs with CPIC gene-drug guidance (and strong CYP2D6
+    inhibitors) in the exposure window before the set's index date - days supplied, highest MME/day - and the merged
+    cohort with its features (CYP2D6 opioids, inhibitors and their overlap, prior opioid fills, prior OUD,
+    phenotypes when genotypes are given) and every exposure flag the association uses."""
     d = DEFINITIONS[name]
     dataset = analysis(name, "exposures")
     register_cohort(s, lake, d)
@@ -229,13 +219,10 @@ def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, starte
     )
 
 
-@partitioned_check(
-    pgx_exposures,
-    name="pgx_exposures_complete",
-    description="Rows in = persons in the cohort: one feature row per cohort row (matched set and person), none "
-    "missing or extra, no row without its demographics, and every exposure flagged for every member.",
-)
+@partitioned_check(pgx_exposures, name="pgx_exposures_complete")
 def exposures_complete(s: Session, lake: LakeResource, name: str):
+    """Rows in = persons in the cohort: one feature row per cohort row (matched set and person), none missing or extra,
+    no row without its demographics, and every exposure flagged for every member."""
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
     read_analysis(s, lake, name, "exposures", FEATURES_FILE)
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
@@ -261,14 +248,11 @@ features_contract = contract_check(
 
 
 # ---- covariate balance -----------------------------------------------------------------------------------
-@analysis_asset(
-    "covariate_balance",
-    deps=["pgx_exposures"],
-    description="Standardized mean difference between targets and controls for every covariate - the matching "
-    "keys, birth year, prior opioid fills, highest MME/day, prior OUD and every exposure - with the matched-set "
-    "weights of ratio matching (a control weighs 1 / the controls of its set). Drawn as a love plot in the report.",
-)
+@analysis_asset("covariate_balance", deps=["pgx_exposures"])
 def covariate_balance(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    """Standardized mean difference between targets and controls for every covariate - the matching keys, birth year,
+    prior opioid fills, highest MME/day, prior OUD and every exposure - with the matched-set weights of ratio
+    matching (a control weighs 1 / the controls of its set). Drawn as a love plot in the report."""
     read_analysis(s, lake, name, "exposures", FEATURES_FILE)
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     s.model_table("balance", "analysis/balance")
@@ -298,15 +282,12 @@ def matching_keys_balanced(s: Session, lake: LakeResource, name: str):
 
 
 # ---- matched association ---------------------------------------------------------------------------------
-@analysis_asset(
-    "matched_association",
-    deps=["pgx_exposures"],
-    description="Conditional logistic regression on the matched sets, per exposure and, when genotypes are "
-    "given, per drug x phenotype (members on the drug with that phenotype against every other member of their "
-    "sets): odds ratio, 95% CI, p and the sets used (statsmodels ConditionalLogit), with the Mantel-Haenszel "
-    "odds ratio as the cross-check (statsmodels StratifiedTable).",
-)
+@analysis_asset("matched_association", deps=["pgx_exposures"])
 def matched_association(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    """Conditional logistic regression on the matched sets, per exposure and, when genotypes are given, per drug x
+    phenotype (members on the drug with that phenotype against every other member of their sets): odds ratio, 95%
+    CI, p and the sets used (statsmodels ConditionalLogit), with the Mantel-Haenszel odds ratio as the cross-check
+    (statsmodels StratifiedTable)."""
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     rows = association_rows(s, "exposure_flags")
     s.register_rows("association", rows, contracts.ASSOCIATION_TYPES)
@@ -315,16 +296,12 @@ def matched_association(log: Logger, lake: LakeResource, s: Session, name: str, 
     return publish_table(s, lake, name, "association", started, estimable=len(estimable), odds_ratios=estimable)
 
 
-@partitioned_check(
-    matched_association,
-    name="matched_association_consistent",
-    description="The estimates fit the exposure flags as written: per exposure the sets, the discordant sets and "
-    "the exposed targets and controls recounted in SQL; an odds ratio exactly when there is no note, inside its "
-    "95% CI, p in [0, 1]; and every odds ratio reproduced from those flags (within 1e-9: statsmodels' score and "
-    "Hessian of the conditional likelihood there move it by less). cohort_export's check does the same from the "
-    "exported CSV.",
-)
+@partitioned_check(matched_association, name="matched_association_consistent")
 def association_consistent(s: Session, lake: LakeResource, name: str):
+    """The estimates fit the exposure flags as written: per exposure the sets, the discordant sets and the exposed
+    targets and controls recounted in SQL; an odds ratio exactly when there is no note, inside its 95% CI,
+    p in [0, 1]; and every odds ratio reproduced from those flags (within 1e-9: statsmodels' score and Hessian of the
+    conditional likelihood there move it by less). cohort_export's check does the same from the exported CSV."""
     read_analysis(s, lake, name, "association")
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     f = s.rows(sql_text("analysis/association_check"))[0]
@@ -378,14 +355,11 @@ def validation_record(v: dict) -> dict:
     return v
 
 
-@analysis_asset(
-    "cohort_export",
-    deps=["pgx_exposures", "matched_association", "covariate_balance", "cohort_attrition"],
-    description="The merged cohort with its features as Parquet and CSV with a data dictionary, the association, "
-    "balance and attrition tables as CSV, and the validation record (ratio accuracy, exclusivity, completeness: "
-    "the legacy pipeline's validation report), in gold/exports/<cohort>/data/.",
-)
+@analysis_asset("cohort_export", deps=["pgx_exposures", "matched_association", "covariate_balance", "cohort_attrition"])
 def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    """The merged cohort with its features as Parquet and CSV with a data dictionary, the association, balance and
+    attrition tables as CSV, and the validation record (ratio accuracy, exclusivity, completeness: the legacy
+    pipeline's validation report), in gold/exports/<cohort>/data/."""
     d = DEFINITIONS[name]
     dataset = datasets.export(name)
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
@@ -422,13 +396,10 @@ def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, starte
     )
 
 
-@partitioned_check(
-    cohort_export,
-    name="cohort_export_reproducible",
-    description="Rows in = persons in the cohort, every column in the data dictionary, the validation record "
-    "passed, and every odds ratio reproduced from the exported CSV alone.",
-)
+@partitioned_check(cohort_export, name="cohort_export_reproducible")
 def export_reproducible(s: Session, lake: LakeResource, name: str):
+    """Rows in = persons in the cohort, every column in the data dictionary, the validation record passed, and every
+    odds ratio reproduced from the exported CSV alone."""
     dataset = datasets.export(name)
     csv = dataset.path(lake, filename=export_file(name, "features_csv"))
     # typed as the reproduction reads them (an empty CSV would otherwise be all VARCHAR)
@@ -510,14 +481,7 @@ def qa_verdicts(instance: DagsterInstance | None, check_keys: Iterable[AssetChec
     return verdicts
 
 
-@analysis_asset(
-    "cohort_report",
-    with_instance=True,
-    deps=["cohort_export"],
-    description="One self-contained HTML report per cohort, readable in a browser with no network: attrition, the "
-    "balance love plot, a forest plot of the odds ratios, the per-partition QA verdicts and the run's provenance "
-    "(code version, code-set versions, seed, extract date). The materialization links to it.",
-)
+@analysis_asset("cohort_report", with_instance=True, deps=["cohort_export"])
 def cohort_report(
     log: Logger,
     lake: LakeResource,
@@ -527,6 +491,9 @@ def cohort_report(
     instance: DagsterInstance | None = None,
     check_keys: Iterable[AssetCheckKey] = (),
 ) -> dict:
+    """One self-contained HTML report per cohort, readable in a browser with no network: attrition, the balance love
+    plot, a forest plot of the odds ratios, the per-partition QA verdicts and the run's provenance (code version,
+    code-set versions, seed, extract date). The materialization links to it."""
     d = DEFINITIONS[name]
     dataset = datasets.report(name)
     attrition = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'attrition')}")
@@ -570,13 +537,10 @@ def cohort_report(
 REPORT_SECTIONS = ("key-results", "attrition", "balance", "love-plot", "association", "forest-plot", "qa", "provenance")
 
 
-@partitioned_check(
-    cohort_report,
-    name="cohort_report_complete",
-    description="The report holds every section - attrition, the love plot and the forest plot as inline SVG, the "
-    "QA verdicts, the provenance - and loads nothing from the network.",
-)
+@partitioned_check(cohort_report, name="cohort_report_complete")
 def report_complete(s: Session, lake: LakeResource, name: str):
+    """The report holds every section - attrition, the love plot and the forest plot as inline SVG, the QA verdicts,
+    the provenance - and loads nothing from the network."""
     page = lake.read_text(datasets.report(name).path(lake)) or ""
     sections = {k: f'id="{k}"' in page for k in REPORT_SECTIONS}
     plots = {k: bool(re.search(rf'id="{k}"[^>]*>\s*<svg', page)) for k in ("love-plot", "forest-plot")}

@@ -14,6 +14,7 @@ partition's metadata and each partition's check verdict separately, so the UI sh
 partition exactly as a one-partition run would.
 """
 
+import inspect
 import os
 import time
 import warnings
@@ -89,10 +90,13 @@ WORK: dict[str, Work] = {}
 
 
 def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
-    """`run(log, lake, duckdb) -> metadata` as an unpartitioned asset (a step over the whole extract)."""
+    """`run(log, lake, duckdb) -> metadata` as an unpartitioned asset (a step over the whole extract). Here as
+    in every decorator of this module the description is `description=` or the docstring of `run`, as with
+    Dagster's own decorators."""
 
     def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
         WORK[name] = Work(partitions="", run=run)
+        asset_args.setdefault("description", inspect.getdoc(run))
 
         @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, tags=GLOBAL_TASK, **asset_args)
         def whole_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
@@ -123,14 +127,20 @@ def _in_session(
     return check
 
 
-def global_check(asset_def: AssetsDefinition, name: str, description: str):
+def global_check(asset_def: AssetsDefinition, name: str, description: str | None = None):
     """`evaluate(session, lake) -> AssetCheckResult` as a blocking check of an unpartitioned asset."""
 
     def decorate(evaluate: Callable[..., AssetCheckResult]):
         run = _in_session(evaluate)
         WORK[asset_def.key.to_user_string()].checks.append(run)
 
-        @asset_check(asset=asset_def, name=name, blocking=True, retry_policy=STEP_RETRY, description=description)
+        @asset_check(
+            asset=asset_def,
+            name=name,
+            blocking=True,
+            retry_policy=STEP_RETRY,
+            description=description or inspect.getdoc(evaluate),
+        )
         def whole_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
             return run(lake, duckdb)
 
@@ -150,6 +160,7 @@ def partitioned_asset(
 
     def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
         WORK[name] = Work(partitions=partitions, run=run)
+        asset_args.setdefault("description", inspect.getdoc(run))
 
         @asset(
             name=name,
@@ -174,7 +185,7 @@ def partitioned_asset(
     return decorate
 
 
-def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
+def partitioned_check(asset_def: AssetsDefinition, name: str, description: str | None = None):
     """`evaluate(session, lake, *partition) -> AssetCheckResult` - partition: (age_band, event_year) or
     (cohort,), as the asset's - as a blocking partitioned check that records one evaluation per partition
     of the step."""
@@ -191,7 +202,7 @@ def partitioned_check(asset_def: AssetsDefinition, name: str, description: str):
             blocking=True,
             partitions_def=partitions_def,
             retry_policy=STEP_RETRY,
-            description=description,
+            description=description or inspect.getdoc(evaluate),
         )
         def partition_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> Iterator:
             for key in context.partition_keys:

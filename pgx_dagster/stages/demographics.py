@@ -23,19 +23,13 @@ from pgx_dagster.stages.common import contract_check, global_asset, global_check
 IMPUTATION_SEED = 20240101
 
 
-@global_asset(
-    "member_demographics",
-    group_name="demographics",
-    deps=["silver_medical", "silver_pharmacy"],
-    description=(
-        "One row per active member-year (a claim or enrolment that year): the person's consensus sex, birth "
-        "year / age band and geography (zip3, state) across all years and all linked member ids, and per field "
-        "its provenance (observed / member_consensus / linked_person / statistical). Statistical values are "
-        "seeded draws from the observed distribution of the same age band and geography, used only where "
-        "nothing was observed for the person anywhere."
-    ),
-)
+@global_asset("member_demographics", group_name="demographics", deps=["silver_medical", "silver_pharmacy"])
 def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
+    """One row per active member-year (a claim or enrolment that year): the person's consensus sex, birth year / age
+    band and geography (zip3, state) across all years and all linked member ids, and per field its provenance
+    (observed / member_consensus / linked_person / statistical). Statistical values are seeded draws from the
+    observed distribution of the same age band and geography, used only where nothing was observed for the person
+    anywhere."""
     started = time.perf_counter()
     with duckdb.global_session() as s:
         s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
@@ -69,13 +63,10 @@ member_demographics_contract = contract_check(
 )
 
 
-@global_check(
-    member_demographics,
-    name="member_demographics_consensus",
-    description="Consensus holds: one sex and birth year per person, one zip3 per person-year "
-    "across all the person's member ids, and every member-year with a claim has a row.",
-)
+@global_check(member_demographics, name="member_demographics_consensus")
 def member_demographics_consensus(s: Session, lake: LakeResource):
+    """Consensus holds: one sex and birth year per person, one zip3 per person-year across all the person's member ids,
+    and every member-year with a claim has a row."""
     s.view("d", parquet_relation(DEMOGRAPHICS.path(lake)))
     medical, pharmacy = (parquet_relation(SILVER[k].glob(lake)) for k in ("medical", "pharmacy"))
     s.view(

@@ -26,18 +26,11 @@ def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: i
     register_codesets(s, lake.opioid_ndc_file)
 
 
-@partitioned_asset(
-    "events",
-    group_name="events",
-    deps=["imputed_medical", "imputed_pharmacy"],
-    description=(
-        "Classified clinical events of one partition: ed_visit, opioid_poisoning, opioid_ed_visit and "
-        "opioid_use_disorder (ICD-9 or ICD-10 by service date; one event per person-episode of overlapping "
-        "claims), and opioid_fill with MME/day (one per fill), each with the codes that classified it and "
-        "the code-set version."
-    ),
-)
+@partitioned_asset("events", group_name="events", deps=["imputed_medical", "imputed_pharmacy"])
 def events(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> dict:
+    """Classified clinical events of one partition: ed_visit, opioid_poisoning, opioid_ed_visit and opioid_use_disorder
+    (ICD-9 or ICD-10 by service date; one event per person-episode of overlapping claims), and opioid_fill with
+    MME/day (one per fill), each with the codes that classified it and the code-set version."""
     started = time.perf_counter()
     with duckdb.session() as s:
         register_partition_inputs(s, lake, band, year)
@@ -52,25 +45,15 @@ def events(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, yea
             s, lake, {EVENTS.filename: "SELECT * FROM events_out"}, band, year, {"records": n, "by_type": by_type}
         )
         log.info(f"{STAGES['events'].log}: {n:,} events generated for {band}|{year} {by_type}")
-        return table_metadata(
-            s,
-            "events_out",
-            rows=n,
-            path=EVENTS.path(lake, band, year),
-            started=started,
-            events_by_type=by_type,
-            opioid_fill_mme_status=mme,
-        )
+        figures = {"events_by_type": by_type, "opioid_fill_mme_status": mme}
+        return table_metadata(s, "events_out", rows=n, path=EVENTS.path(lake, band, year), started=started, **figures)
 
 
-@partitioned_check(
-    events,
-    name="events_classification",
-    description="QA 4: every event re-derives from its codes - events re-derived from definitions written "
-    "independently of sql/codesets/ match the written ones exactly - none is unclassified, and every code "
-    "an event names fits its type's definition.",
-)
+@partitioned_check(events, name="events_classification")
 def events_classification(s: Session, lake: LakeResource, band: str, year: int):
+    """QA 4: every event re-derives from its codes - events re-derived from definitions written independently of
+    sql/codesets/ match the written ones exactly - none is unclassified, and every code an event names fits its
+    type's definition."""
     register_partition_inputs(s, lake, band, year)
     s.view("events", parquet_relation(EVENTS.path(lake, band, year)))
     figures = s.rows(sql_text("events/verify_classification"))[0]

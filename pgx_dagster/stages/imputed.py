@@ -50,12 +50,9 @@ def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
                 provenance=provenance_counts(s, "imputed_out"),
             )
 
-    @partitioned_check(
-        imputed,
-        name=f"{name}_demographics_coverage",
-        description="QA 1: 100% demographics coverage - no row misses sex, birth year, age band or zip3.",
-    )
+    @partitioned_check(imputed, name=f"{name}_demographics_coverage")
     def coverage(s: Session, lake: LakeResource, band: str, year: int):
+        """QA 1: 100% demographics coverage - no row misses sex, birth year, age band or zip3."""
         rel = parquet_relation(dataset.path(lake, band, year))
         # One scan: rows, rows missing any field, and rows missing each field.
         any_missing = " OR ".join(f"{f} IS NULL" for f in REQUIRED)
@@ -70,13 +67,10 @@ def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
             {"rows": rows, "rows_incomplete": incomplete, "coverage_pct": pct, "missing_by_field": missing},
         )
 
-    @partitioned_check(
-        imputed,
-        name=f"{name}_imputation_completeness",
-        description="QA 5: rows in (silver) = rows out (imputed), and every demographic value has a "
-        "provenance (observed / member_consensus / linked_person / statistical).",
-    )
+    @partitioned_check(imputed, name=f"{name}_imputation_completeness")
     def completeness(s: Session, lake: LakeResource, band: str, year: int):
+        """QA 5: rows in (silver) = rows out (imputed), and every demographic value has a provenance (observed /
+        member_consensus / linked_person / statistical)."""
         rel = parquet_relation(dataset.path(lake, band, year))
         rows_in = s.count_parquet(SILVER[kind].path(lake, band, year))
         rows_out = s.scalar(f"SELECT count(*) FROM {rel}")

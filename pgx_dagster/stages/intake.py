@@ -56,19 +56,13 @@ def eligibility_figures(s: Session, rows_in: int) -> dict:
     }  # fmt: skip
 
 
-@global_asset(
-    "claims_intake",
-    group_name="intake",
-    deps=RAW_ASSET_KEYS,
-    description=(
-        "Links every member id to its person (linkage table) with the person's consensus birth year, "
-        "keeps the latest adjudication version of each claim line, and places each claim - all its lines - in "
-        "the age_band x event_year partition of its first date under staging/, or in quarantine/intake_* "
-        "with the reason it fits none (superseded version, member not in eligibility, date after the extract "
-        "date, outside the event years, no birth year). Writes each person's observation periods (enrolment)."
-    ),
-)
+@global_asset("claims_intake", group_name="intake", deps=RAW_ASSET_KEYS)
 def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
+    """Links every member id to its person (linkage table) with the person's consensus birth year, keeps the latest
+    adjudication version of each claim line, and places each claim - all its lines - in the age_band x event_year
+    partition of its first date under staging/, or in quarantine/intake_* with the reason it fits none (superseded
+    version, member not in eligibility, date after the extract date, outside the event years, no birth year). Writes
+    each person's observation periods (enrolment)."""
     started = time.perf_counter()
     years = event_years()
     with duckdb.global_session() as s:
@@ -132,13 +126,10 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
         )
 
 
-@global_check(
-    claims_intake,
-    name="intake_reconciles",
-    description="Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed "
-    "row sits in a configured age band and event year. Eligibility: rows in = rows used + rows quarantined.",
-)
+@global_check(claims_intake, name="intake_reconciles")
 def intake_reconciles(s: Session, lake: LakeResource):
+    """Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed row sits in a configured age
+    band and event year. Eligibility: rows in = rows used + rows quarantined."""
     years = event_years()
     register_raw(s, lake)
     figures = {}

@@ -83,24 +83,15 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
                 f"({n_in - n_out:,} quarantined {reasons})"
             )
             s.execute(f"CREATE TEMP VIEW silver_good AS {good}")
-            return table_metadata(
-                s,
-                "silver_good",
-                rows=n_out,
-                path=silver_ds.path(lake, band, year),
-                started=started,
-                rows_in=n_in,
-                rows_quarantined=n_in - n_out,
-                quarantine_reasons=reasons,
-                **({"codes_rejected": code_rejects} if kind == "medical" else {}),
-            )
+            figures = {"rows_in": n_in, "rows_quarantined": n_in - n_out, "quarantine_reasons": reasons}
+            if kind == "medical":
+                figures["codes_rejected"] = code_rejects
+            path = silver_ds.path(lake, band, year)
+            return table_metadata(s, "silver_good", rows=n_out, path=path, started=started, **figures)
 
-    @partitioned_check(
-        silver,
-        name=f"{name}_reconciles",
-        description="Rows in (staged by intake) = rows out + rows quarantined for this partition.",
-    )
+    @partitioned_check(silver, name=f"{name}_reconciles")
     def reconciles(s: Session, lake: LakeResource, band: str, year: int):
+        """Rows in (staged by intake) = rows out + rows quarantined for this partition."""
         rows_in = s.count_parquet(STAGED[kind].path(lake, band, year))
         rows_out = s.count_parquet(silver_ds.path(lake, band, year))
         quarantined = s.count_parquet(quarantine_ds.path(lake, band, year))

@@ -37,6 +37,10 @@ CREATE OR REPLACE MACRO date_value(x) AS
              CAST(try_strptime(regexp_replace(clean_text(x), '^([0-9]{8})\.0*$', '\1'),
                                ['%Y%m%d', '%m/%d/%Y', '%Y/%m/%d', '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S']) AS DATE));
 CREATE OR REPLACE MACRO is_invalid(raw, typed) AS clean_text(raw) IS NOT NULL AND typed IS NULL;
+-- The defect of one column, 'invalid_<column>', or NULL; a row's type_defect is the first of its columns'
+-- (coalesce in column order).
+CREATE OR REPLACE MACRO defect(raw, typed, column_name) AS
+    CASE WHEN is_invalid(raw, typed) THEN 'invalid_' || column_name END;
 
 -- A code (diagnosis, procedure, revenue, place of service, NDC): every whitespace character removed,
 -- wherever it is, upper case; NULL when nothing is left.

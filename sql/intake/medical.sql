@@ -20,9 +20,7 @@ SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
        CAST(patient_sex AS VARCHAR) AS patient_sex, CAST(patient_zip AS VARCHAR) AS patient_zip,
        paid_amount_v AS paid_amount,
        service_date_v AS claim_date,
-       CASE WHEN is_invalid(service_date, service_date_v) THEN 'invalid_service_date'
-            WHEN is_invalid(claim_line, claim_line_v) THEN 'invalid_claim_line'
-            WHEN is_invalid(claim_version, claim_version_v) THEN 'invalid_claim_version'
-            WHEN is_invalid(paid_amount, paid_amount_v) THEN 'invalid_paid_amount'
-       END AS type_defect
+       coalesce(defect(service_date, service_date_v, 'service_date'), defect(claim_line, claim_line_v, 'claim_line'),
+                defect(claim_version, claim_version_v, 'claim_version'),
+                defect(paid_amount, paid_amount_v, 'paid_amount')) AS type_defect
 FROM parsed

@@ -18,11 +18,8 @@ SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
        CAST(patient_sex AS VARCHAR) AS patient_sex, CAST(patient_zip AS VARCHAR) AS patient_zip,
        paid_amount_v AS paid_amount,
        fill_date_v AS claim_date,
-       CASE WHEN is_invalid(fill_date, fill_date_v) THEN 'invalid_fill_date'
-            WHEN is_invalid(claim_line, claim_line_v) THEN 'invalid_claim_line'
-            WHEN is_invalid(claim_version, claim_version_v) THEN 'invalid_claim_version'
-            WHEN is_invalid(quantity, quantity_v) THEN 'invalid_quantity'
-            WHEN is_invalid(days_supply, days_supply_v) THEN 'invalid_days_supply'
-            WHEN is_invalid(paid_amount, paid_amount_v) THEN 'invalid_paid_amount'
-       END AS type_defect
+       coalesce(defect(fill_date, fill_date_v, 'fill_date'), defect(claim_line, claim_line_v, 'claim_line'),
+                defect(claim_version, claim_version_v, 'claim_version'), defect(quantity, quantity_v, 'quantity'),
+                defect(days_supply, days_supply_v, 'days_supply'), defect(paid_amount, paid_amount_v, 'paid_amount'))
+           AS type_defect
 FROM parsed
