@@ -28,7 +28,6 @@ from dagster import (
     AssetDep,
     AssetsDefinition,
     DagsterInstance,
-    Definitions,
     MetadataValue,
 )
 
@@ -53,7 +52,13 @@ from pgx_dagster.raw_inputs import register_genotypes
 from pgx_dagster.report import SMD_LIMIT, render
 from pgx_dagster.reporting import STAGES, attrition_markdown, table_metadata
 from pgx_dagster.settings import REPO_ROOT, SQL_DIR
-from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check, session_threads
+from pgx_dagster.stages.common import (
+    contract_check,
+    partitioned_asset,
+    partitioned_check,
+    session_threads,
+    stage_definitions,
+)
 
 DEFINITIONS = {d.name: d for d in load_all()}
 EVERY_COHORT = [AssetDep(f"cohort_{name}", partition_mapping=AllPartitionMapping()) for name in cohort_names()]
@@ -239,7 +244,7 @@ def exposures_complete(s: Session, lake: LakeResource, name: str):
     return verdict(passed, f)
 
 
-features_contract = contract_check(
+contract_check(
     pgx_exposures,
     lambda lake, name: analysis(name, "exposures").path(lake, filename=FEATURES_FILE),
     lambda name: contracts.features(name, DEFINITIONS[name].controls_per_target),
@@ -557,8 +562,4 @@ ANALYSIS_ASSETS = [
     cohort_export,
     cohort_report,
 ]
-defs = Definitions(
-    assets=ANALYSIS_ASSETS,
-    asset_checks=[attrition_consistent, exposures_complete, features_contract, matching_keys_balanced,
-                  association_consistent, export_reproducible, report_complete],
-)  # fmt: skip
+defs = stage_definitions(ANALYSIS_ASSETS)

@@ -18,7 +18,6 @@ from dagster import (
     AssetCheckResult,
     AssetDep,
     AssetsDefinition,
-    Definitions,
     Failure,
     MetadataValue,
 )
@@ -32,7 +31,13 @@ from pgx_dagster.partitions import all_keys, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, attrition_markdown, table_metadata
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import COHORT_POLICY, contract_check, partitioned_asset, partitioned_check
+from pgx_dagster.stages.common import (
+    COHORT_POLICY,
+    contract_check,
+    partitioned_asset,
+    partitioned_check,
+    stage_definitions,
+)
 
 
 def ratio_text(targets: int, controls: int) -> str:
@@ -161,7 +166,7 @@ def design_verdict(s: Session, d: CohortDefinition, other_files: list[str]) -> t
     return all(v == 0 for k, v in f.items() if k not in figures_only), f
 
 
-def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
+def build_cohort(d: CohortDefinition) -> AssetsDefinition:
     name = f"cohort_{d.name}"
     dataset = datasets.cohort(d.name)
 
@@ -282,12 +287,12 @@ def build_cohort(d: CohortDefinition) -> tuple[AssetsDefinition, list]:
         others = [p for p in lake.files(dataset.glob(lake)) if os.path.normpath(p) != os.path.normpath(this_file)]
         return verdict(*design_verdict(s, d, others))
 
-    contract = contract_check(
+    contract_check(
         cohort, dataset.path, lambda band, year: contracts.cohort(d.name, band, year, d.controls_per_target, d.design)
     )
 
-    return cohort, [ratio_check, observation_check, design_check, contract]
+    return cohort
 
 
 COHORTS = [build_cohort(d) for d in load_all()]
-defs = Definitions(assets=[a for a, _ in COHORTS], asset_checks=[c for _, checks in COHORTS for c in checks])
+defs = stage_definitions(COHORTS)

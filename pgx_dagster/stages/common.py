@@ -3,8 +3,9 @@ contract check every partitioned dataset gets. Paths and publishing: `pgx_dagste
 
 A stage's work is a plain function of (log, lake, duckdb[, age_band, event_year]); its checks are
 plain functions of (session, lake[, age_band, event_year]) returning an AssetCheckResult - each
-check gets its own DuckDB session, opened here. The wrappers make them Dagster assets and checks;
-`WORK` keeps them by asset name, as functions of (lake, duckdb, ...), so the benchmark's legacy-style
+check gets its own DuckDB session, opened here. The wrappers make them Dagster assets and checks -
+all the checks of an asset in one step (`asset_checks`), each still its own check in the UI; `WORK`
+keeps them by asset name, as functions of (lake, duckdb, ...), so the benchmark's legacy-style
 baselines run exactly the same code without Dagster.
 
 One step may cover several partitions: a backfill groups up to PGX_PARTITIONS_PER_RUN partitions
@@ -25,15 +26,19 @@ from typing import Any
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
     BackfillPolicy,
     BetaWarning,
+    Definitions,
     MaterializeResult,
     Output,
     asset,
-    asset_check,
+    multi_asset_check,
 )
 
 from pgx_dagster.contracts import Contract
@@ -64,6 +69,15 @@ PARTITION_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=partitions_pe
 COHORT_POLICY = BackfillPolicy.single_run()
 
 
+@dataclass(frozen=True)
+class Check:
+    """One asset check: its name, what it verifies, and `run(lake, duckdb, *partition)`."""
+
+    name: str
+    description: str
+    run: Callable[..., AssetCheckResult]
+
+
 @dataclass
 class Work:
     """An asset's computation and checks as plain functions (see module docstring). `partitions`:
@@ -71,7 +85,12 @@ class Work:
 
     partitions: str
     run: Callable[..., dict[str, Any]]
-    checks: list[Callable[..., AssetCheckResult]] = field(default_factory=list)
+    registered: list[Check] = field(default_factory=list)
+
+    @property
+    def checks(self) -> list[Callable[..., AssetCheckResult]]:
+        """The checks as functions of (lake, duckdb, *partition), named as their evaluate functions."""
+        return [c.run for c in self.registered]
 
     @property
     def partitioned(self) -> bool:
@@ -127,26 +146,24 @@ def _in_session(
     return check
 
 
-def global_check(asset_def: AssetsDefinition, name: str, description: str | None = None):
-    """`evaluate(session, lake) -> AssetCheckResult` as a blocking check of an unpartitioned asset."""
+def register_check(asset_def: AssetsDefinition, name: str, description: str | None = None):
+    """`evaluate(session, lake, *partition) -> AssetCheckResult` - partition: (age_band, event_year),
+    (cohort,) or nothing, as the asset's - as a blocking check of the asset. Every check of an asset runs
+    in one step, `asset_checks` below, one evaluation per check and partition."""
+    work = WORK[asset_def.key.to_user_string()]
 
-    def decorate(evaluate: Callable[..., AssetCheckResult]):
-        run = _in_session(evaluate)
-        WORK[asset_def.key.to_user_string()].checks.append(run)
-
-        @asset_check(
-            asset=asset_def,
-            name=name,
-            blocking=True,
-            retry_policy=STEP_RETRY,
-            description=description or inspect.getdoc(evaluate),
+    def decorate(evaluate: Callable[..., AssetCheckResult]) -> Check:
+        entry = Check(
+            name, description or inspect.getdoc(evaluate) or "", _in_session(evaluate, session_threads(work.partitions))
         )
-        def whole_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker):
-            return run(lake, duckdb)
-
-        return whole_check
+        work.registered.append(entry)
+        return entry
 
     return decorate
+
+
+# A global asset's checks and a partitioned asset's are registered alike.
+global_check = partitioned_check = register_check
 
 
 def partitioned_asset(
@@ -185,32 +202,36 @@ def partitioned_asset(
     return decorate
 
 
-def partitioned_check(asset_def: AssetsDefinition, name: str, description: str | None = None):
-    """`evaluate(session, lake, *partition) -> AssetCheckResult` - partition: (age_band, event_year) or
-    (cohort,), as the asset's - as a blocking partitioned check that records one evaluation per partition
-    of the step."""
+def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
+    """Every check registered for the asset as one Dagster step (`<asset>_checks`): per partition of the
+    step, each selected check in its own DuckDB session, one verdict each - blocking, so a failed ERROR
+    verdict fails the step and keeps downstream assets from running. One step rather than one per check:
+    a step costs a process and its event-log writes whatever the data, and the checks of a partition
+    read the same files. The UI still shows and can re-run each check on its own (can_subset)."""
     asset_name = asset_def.key.to_user_string()
+    work = WORK[asset_name]
     partitions_def = asset_def.partitions_def
-
-    def decorate(evaluate: Callable[..., AssetCheckResult]):
-        run = _in_session(evaluate, session_threads(WORK[asset_name].partitions))
-        WORK[asset_name].checks.append(run)
-
-        @asset_check(
-            asset=asset_def,
-            name=name,
-            blocking=True,
-            partitions_def=partitions_def,
-            retry_policy=STEP_RETRY,
-            description=description or inspect.getdoc(evaluate),
+    specs = [
+        AssetCheckSpec(
+            c.name, asset=asset_def.key, description=c.description, blocking=True, partitions_def=partitions_def
         )
-        def partition_check(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> Iterator:
-            for key in context.partition_keys:
+        for c in work.registered
+    ]
+    outputs = {spec.key: spec.get_python_identifier() for spec in specs}
+
+    @multi_asset_check(name=f"{asset_name}_checks", specs=specs, can_subset=True, retry_policy=STEP_RETRY)
+    def checks(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> Iterator:
+        selected = [
+            c for c in work.registered if AssetCheckKey(asset_def.key, c.name) in context.selected_asset_check_keys
+        ]
+        for key in context.partition_keys if partitions_def else [None]:
+            args = partition_args(partitions_def, key) if key else ()
+            for c in selected:
                 started = time.perf_counter()
-                result = run(lake, duckdb, *partition_args(partitions_def, key))
+                result = c.run(lake, duckdb, *args)
                 yield AssetCheckEvaluation(
                     asset_key=asset_def.key,
-                    check_name=name,
+                    check_name=c.name,
                     passed=result.passed,
                     partition=key,
                     blocking=True,
@@ -221,11 +242,17 @@ def partitioned_check(asset_def: AssetsDefinition, name: str, description: str |
                         "peak_rss_mb": peak_rss_mb(),
                     },
                 )
-            yield Output(None)  # the check's own output; the verdicts are the evaluations above
+        for c in selected:  # each check's own output; its verdicts are the evaluations above
+            yield Output(None, output_name=outputs[AssetCheckKey(asset_def.key, c.name)])
 
-        return partition_check
+    return checks
 
-    return decorate
+
+def stage_definitions(assets: list[AssetsDefinition]) -> Definitions:
+    """A stage's Definitions: its assets, and each one's checks as one step."""
+    return Definitions(
+        assets=assets, asset_checks=[asset_checks(a) for a in assets if WORK[a.key.to_user_string()].registered]
+    )
 
 
 def reason_counts(session: Session, table: str) -> dict[str, int]:
@@ -251,5 +278,4 @@ def contract_check(
     def contract(s: Session, lake: LakeResource, *partition: Any) -> AssetCheckResult:
         return contract_result(s, parquet_relation(path_of(lake, *partition)), contract_of(*partition))
 
-    wrap = global_check if asset_def.partitions_def is None else partitioned_check
-    return wrap(asset_def, name=f"{name}_contract", description=description)(contract)
+    return register_check(asset_def, name=f"{name}_contract", description=description)(contract)

@@ -6,8 +6,6 @@ SQL: sql/demographics/member_demographics.sql.
 import time
 from logging import Logger
 
-from dagster import Definitions
-
 from pgx_dagster import contracts
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import DEMOGRAPHICS, PERSON_INDEX, SILVER
@@ -17,7 +15,7 @@ from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, provenance_counts, table_metadata, zip3_draws
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import contract_check, global_asset, global_check
+from pgx_dagster.stages.common import contract_check, global_asset, global_check, stage_definitions
 
 # Seed of the statistical imputation draws (part of the method: changing it changes imputed values).
 IMPUTATION_SEED = 20240101
@@ -58,7 +56,7 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
         )
 
 
-member_demographics_contract = contract_check(
+contract_check(
     member_demographics, DEMOGRAPHICS.path, contracts.member_demographics, detail=" (complete fields, valid provenance)"
 )
 
@@ -86,6 +84,4 @@ def member_demographics_consensus(s: Session, lake: LakeResource):
     return verdict(passed, figures)
 
 
-defs = Definitions(
-    assets=[member_demographics], asset_checks=[member_demographics_contract, member_demographics_consensus]
-)
+defs = stage_definitions([member_demographics])

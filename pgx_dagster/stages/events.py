@@ -7,8 +7,6 @@ sql/codesets/ (pgx_dagster/codesets.py).
 import time
 from logging import Logger
 
-from dagster import Definitions
-
 from pgx_dagster import contracts, guards
 from pgx_dagster.codesets import register_codesets
 from pgx_dagster.datasets import EVENTS, IMPUTED
@@ -17,7 +15,7 @@ from pgx_dagster.guards import EVENT_COUNT_DROP
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, table_metadata
-from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check
+from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check, stage_definitions
 
 
 def register_partition_inputs(s: Session, lake: LakeResource, band: str, year: int) -> None:
@@ -78,6 +76,6 @@ def events_count_drop(s: Session, lake: LakeResource, band: str, year: int):
     return verdict(passed, meta, warn_only=EVENT_COUNT_DROP.warn_only)
 
 
-events_contract = contract_check(events, EVENTS.path, contracts.events)
+contract_check(events, EVENTS.path, contracts.events)
 
-defs = Definitions(assets=[events], asset_checks=[events_classification, events_count_drop, events_contract])
+defs = stage_definitions([events])

@@ -8,7 +8,7 @@ out, every value has a provenance), plus the pandera contract.
 import time
 from logging import Logger
 
-from dagster import AssetsDefinition, Definitions
+from dagster import AssetsDefinition
 
 from pgx_dagster import contracts
 from pgx_dagster.datasets import DEMOGRAPHICS, IMPUTED, KINDS, SILVER
@@ -16,12 +16,12 @@ from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import provenance_counts, table_metadata
-from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check
+from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check, stage_definitions
 
 REQUIRED = ("sex", "birth_year", "age_band", "zip3")
 
 
-def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
+def build_imputed(kind: str) -> AssetsDefinition:
     name = f"imputed_{kind}"
     dataset = IMPUTED[kind]
 
@@ -90,12 +90,9 @@ def build_imputed(kind: str) -> tuple[AssetsDefinition, list]:
             },
         )
 
-    contract = contract_check(imputed, dataset.path, lambda band, year: contracts.imputed(kind, band, year))
-    return imputed, [coverage, completeness, contract]
+    contract_check(imputed, dataset.path, lambda band, year: contracts.imputed(kind, band, year))
+    return imputed
 
 
 IMPUTED_ASSETS = {kind: build_imputed(kind) for kind in KINDS}
-defs = Definitions(
-    assets=[a for a, _ in IMPUTED_ASSETS.values()],
-    asset_checks=[c for _, checks in IMPUTED_ASSETS.values() for c in checks],
-)
+defs = stage_definitions(list(IMPUTED_ASSETS.values()))

@@ -11,8 +11,6 @@ birth year, which decides the age band.
 import time
 from logging import Logger
 
-from dagster import Definitions
-
 from pgx_dagster import guards
 from pgx_dagster.datasets import (
     ELIGIBILITY_QUARANTINE,
@@ -30,7 +28,7 @@ from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import RAW_ASSET_KEYS, reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, table_metadata
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import global_asset, global_check, reason_counts
+from pgx_dagster.stages.common import global_asset, global_check, reason_counts, stage_definitions
 
 DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
 # Every eligibility row intake could not use (row-level reason), and every row it used with a value it
@@ -222,7 +220,4 @@ intake_required_columns = _null_check(
 intake_expected_columns = _null_check(EXPECTED_COLUMNS, guards.EXPECTED, " No fill would get an MME/day.")
 
 
-defs = Definitions(
-    assets=[claims_intake],
-    asset_checks=[intake_reconciles, intake_quarantine_rate, intake_required_columns, intake_expected_columns],
-)
+defs = stage_definitions([claims_intake])

@@ -7,7 +7,7 @@ quarantine and its line stays. SQL: sql/silver/.
 import time
 from logging import Logger
 
-from dagster import AssetsDefinition, Definitions
+from dagster import AssetsDefinition
 
 from pgx_dagster import contracts, guards
 from pgx_dagster.datasets import CODE_QUARANTINE, KINDS, SILVER, SILVER_QUARANTINE, STAGED
@@ -16,7 +16,13 @@ from pgx_dagster.guards import NULL_RATE_JUMP, QUARANTINE_RATE
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, table_metadata
-from pgx_dagster.stages.common import contract_check, partitioned_asset, partitioned_check, reason_counts
+from pgx_dagster.stages.common import (
+    contract_check,
+    partitioned_asset,
+    partitioned_check,
+    reason_counts,
+    stage_definitions,
+)
 
 KIND_TEXT = {"medical": "medical claim lines", "pharmacy": "pharmacy claims"}
 # Columns of silver/<kind>.sql that are bookkeeping, not data (the line verdict; medical's rejected codes).
@@ -24,7 +30,7 @@ BOOKKEEPING = {"medical": "quarantine_reason, rejected_codes", "pharmacy": "quar
 CONTRACTS = {"medical": contracts.silver_medical, "pharmacy": contracts.silver_pharmacy}
 
 
-def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
+def build_silver(kind: str) -> AssetsDefinition:
     name = f"silver_{kind}"
     silver_ds, quarantine_ds = SILVER[kind], SILVER_QUARANTINE[kind]
 
@@ -130,10 +136,10 @@ def build_silver(kind: str) -> tuple[AssetsDefinition, list]:
         passed, meta = guards.null_rate_jump(s.count_parquet(path), rates, previous, guards.REQUIRED[kind])
         return verdict(passed, meta, warn_only=NULL_RATE_JUMP.warn_only)
 
-    contract = contract_check(
+    contract_check(
         silver, silver_ds.path, CONTRACTS[kind], detail=", every row in this partition's age band and event year"
     )
-    return silver, [reconciles, quarantine_rate, null_rate_jump, contract]
+    return silver
 
 
 def null_rates(s: Session, query: str, columns: tuple[str, ...]) -> dict[str, float]:
@@ -144,7 +150,4 @@ def null_rates(s: Session, query: str, columns: tuple[str, ...]) -> dict[str, fl
 
 
 SILVER_ASSETS = {kind: build_silver(kind) for kind in KINDS}
-defs = Definitions(
-    assets=[a for a, _ in SILVER_ASSETS.values()],
-    asset_checks=[c for _, checks in SILVER_ASSETS.values() for c in checks],
-)
+defs = stage_definitions(list(SILVER_ASSETS.values()))
