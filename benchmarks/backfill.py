@@ -205,7 +205,7 @@ def rows_per_s(result: dict[str, Any]) -> dict[str, float]:
 
 
 def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str]) -> dict[str, Any]:
-    one, two, tiny = scales.get("1x"), scales.get("2x"), scales.get("tiny")
+    one, two, tiny, big = scales.get("1x"), scales.get("2x"), scales.get("tiny"), scales.get("big")
     summary: dict[str, Any] = {
         "members": members,
         "claim_rows": one["claim_rows"],
@@ -241,6 +241,17 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
             summary["marginal_ratio_vs_legacy"] = round(m["dagster"] / m["legacy_pool"], 2)
         if "dagster" in engines and "duckdb_single" in engines and m["duckdb_single"] > 0:
             summary["marginal_ratio_vs_floor"] = round(m["dagster"] / m["duckdb_single"], 2)
+    if big and "dagster" in engines:  # issue 16: time at ~50M rows <= 5.5 x at 10M, every step <= 2 GB
+        b = big["results"]["dagster"]
+        summary["big"] = {
+            "claim_rows": big["claim_rows"],
+            "dagster_s": b["seconds"],
+            "rows_over_1x": round(big["claim_rows"] / one["claim_rows"], 2),
+            "time_over_1x": round(b["seconds"] / one["results"]["dagster"]["seconds"], 2),
+            "peak_rss_mb_per_worker": b.get("peak_rss_mb_per_worker"),
+            "peak_rss_mb_global_steps": b.get("peak_rss_mb_global_steps"),
+            "stage_s": b.get("stage_s", {}),
+        }
     if "dagster" in engines:
         d = one["results"]["dagster"]
         for key in ("runs", "steps", "overhead_s_per_step", "launch_overhead_s_per_run", "no_run_executing_s"):
@@ -271,7 +282,7 @@ def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: l
     for name, s in scales.items():
         lines.append(
             f"{name:<6}{s['claim_rows']:>12,}"
-            + "".join(f"{s['results'][e]['seconds']:>18.1f}" for e in engines)
+            + "".join(f"{s['results'][e]['seconds']:>18.1f}" if e in s["results"] else f"{'-':>18}" for e in engines)
             + f"{str(s['results']['identical']):>11}"
         )
     lines.append("")
@@ -295,6 +306,7 @@ def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: l
         "peak_rss_mb_global_steps",
         "analysis_share",
         "analysis_added",
+        "big",
     ):
         if key in summary:
             lines.append(f"{key:<28}{json.dumps(summary[key])}")
@@ -312,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--members", type=int, required=True, help="persons of the 1x extract (~23.5 claim rows each)")
     ap.add_argument("--tiny-members", type=int, default=100, help="persons of the fixed-cost extract (0 = skip)")
     ap.add_argument("--no-2x", action="store_true", help="skip the 2x extract (no marginal cost)")
+    ap.add_argument(
+        "--big-members", type=int, default=0, help="persons of a large extract run by Dagster alone (0 = skip)"
+    )
     ap.add_argument("--fixed-repeats", type=int, default=3, help="Dagster backfills of the tiny extract (median)")
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
     ap.add_argument("--workdir", default=str(REPO_ROOT / "data" / "benchmark"), help="data and lakes go here")
@@ -323,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown engines {sorted(unknown)}")
     work = Path(a.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    plan = {"tiny": a.tiny_members, "1x": a.members, "2x": 0 if a.no_2x else 2 * a.members}
+    plan = {"tiny": a.tiny_members, "1x": a.members, "2x": 0 if a.no_2x else 2 * a.members, "big": a.big_members}
     scales: dict[str, dict[str, Any]] = {}
     for name, members in plan.items():
         if not members:
@@ -331,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] {members:,} persons", flush=True)
         info = generate(work / f"raw_{members}", members)
         repeats = a.fixed_repeats if name == "tiny" else 1
+        # the large point is Dagster's scaling and memory, not a comparison: it alone runs there
+        scale_engines = ["dagster"] if name == "big" else engines
         info["results"] = measure(
-            work / f"raw_{members}", work / f"run_{name}", engines, settings.max_workers(), a.timeout, repeats
+            work / f"raw_{members}", work / f"run_{name}", scale_engines, settings.max_workers(), a.timeout, repeats
         )
         scales[name] = info
     summary = summarize(a.members, scales, engines)

@@ -92,3 +92,25 @@ def test_the_analysis_budget_is_what_analysis_adds_to_the_rest_of_the_backfill()
     printed = table(summary, {"1x": one}, ["legacy_pool", "duckdb_single"])
     assert "analysis adds 10.0% to legacy_pool's backfill: within the 10% budget" in printed
     assert "analysis adds 11.7% to duckdb_single's backfill: OVER the 10% budget" in printed
+
+
+def test_the_big_point_is_dagster_alone_against_its_1x_time():
+    """Issue 16: the ~50M-row point runs Dagster alone; the summary gives its time over the 1x time and its
+    peak RSS, and the table prints '-' for the engines that did not run there."""
+    from benchmarks.backfill import summarize, table
+
+    def result(seconds: float, rss: float) -> dict:
+        return {"seconds": seconds, "stage_s": {}, "rows": {}, "runs": 1, "steps": 2, "overhead_s_per_step": 0.1,
+                "launch_overhead_s_per_run": 0.1, "no_run_executing_s": 1.0, "peak_rss_mb_per_worker": rss,
+                "peak_rss_mb_global_steps": 2 * rss}  # fmt: skip
+
+    one = {"claim_rows": 10_000_000, "results": {"dagster": result(200.0, 800.0), "legacy_pool": result(150.0, 700.0),
+                                                 "identical": True, "differences": []}}  # fmt: skip
+    big = {"claim_rows": 50_000_000, "results": {"dagster": result(1000.0, 1900.0), "identical": True,
+                                                 "differences": []}}  # fmt: skip
+    summary = summarize(1, {"1x": one, "big": big}, ["dagster", "legacy_pool"])
+    assert summary["big"]["time_over_1x"] == 5.0 and summary["big"]["rows_over_1x"] == 5.0
+    assert summary["big"]["peak_rss_mb_global_steps"] == 3800.0
+    row = next(line for line in table(summary, {"1x": one, "big": big}, ["dagster", "legacy_pool"]).splitlines()
+               if line.startswith("big "))  # fmt: skip
+    assert row.split() == ["big", "50,000,000", "1000.0", "-", "True"]
