@@ -17,10 +17,9 @@ from pgx_dagster_tests.helpers import path_of, rewrite_parquet
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
-def run_range(raw, lake, assets: list[str], year: int):
-    job = define_asset_job(
-        "ranged", selection=AssetSelection.assets(*assets) | AssetSelection.checks_for_assets(*assets)
-    )
+def run_range(raw, lake, assets: list[str], year: int, checks_only: bool = False):
+    checks = AssetSelection.checks_for_assets(*assets)
+    job = define_asset_job("ranged", selection=checks if checks_only else AssetSelection.assets(*assets) | checks)
     job_defs = Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job], resources=build_resources(str(raw), str(lake))
     )
@@ -50,6 +49,9 @@ def test_one_run_over_a_year_reports_every_partition_separately(pipeline, tmp_pa
         (f"silver_medical_{c}", k) for c in ("reconciles", "contract", "quarantine_rate", "null_rates") for k in keys
     )
     assert all(e.passed for e in evaluations)
+    # every check of the asset in one step, not a step per check
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert steps == {"silver_medical", "silver_medical_checks"}
 
 
 def test_a_bad_partition_in_a_ranged_run_fails_only_its_own_verdict(pipeline, tmp_path):
@@ -67,6 +69,16 @@ def test_a_bad_partition_in_a_ranged_run_fails_only_its_own_verdict(pipeline, tm
         for k in (bad, keys[0])
     }
     assert verdicts == {bad: False, keys[0]: True}
+    # The asset's check step over the whole range: every check reports on every partition, then the one
+    # failed ERROR verdict fails the step (blocking).
+    _, again = run_range(pipeline.raw, lake, ["silver_pharmacy"], 2018, checks_only=True)
+    assert not again.success
+    evaluations = again.get_asset_check_evaluations()
+    assert len(evaluations) == 4 * len(keys)
+    assert [(e.check_name, e.partition) for e in evaluations if not e.passed] == [("silver_pharmacy_reconciles", bad)]
+    failures = [e for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [f.step_key for f in failures] == ["silver_pharmacy_checks"]
+    assert "silver_pharmacy_reconciles" in failures[0].event_specific_data.error.message
 
 
 def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
