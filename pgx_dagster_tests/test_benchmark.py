@@ -114,3 +114,10 @@ def test_the_big_point_is_dagster_alone_against_its_1x_time():
     row = next(line for line in table(summary, {"1x": one, "big": big}, ["dagster", "legacy_pool"]).splitlines()
                if line.startswith("big "))  # fmt: skip
     assert row.split() == ["big", "50,000,000", "1000.0", "-", "True"]
+    # a failed large point is a result: the summary says why, the table says 'failed'
+    failed = {"claim_rows": 50_000_000, "results": {"dagster": {"failed": "backfill x ended COMPLETED_FAILED"},
+                                                    "identical": True, "differences": {}}}  # fmt: skip
+    summary = summarize(1, {"1x": one, "big": failed}, ["dagster", "legacy_pool"])
+    assert summary["big"] == {"claim_rows": 50_000_000, "failed": "backfill x ended COMPLETED_FAILED"}
+    printed = table(summary, {"1x": one, "big": failed}, ["dagster", "legacy_pool"])
+    assert next(line for line in printed.splitlines() if line.startswith("big ")).split()[2:4] == ["failed", "-"]
