@@ -13,7 +13,7 @@ three produce the same lake.
                 over all partitions at once (silver, imputed, events), written with PARTITION_BY;
                 cohorts, whose matching is per stratum, partition after partition; no checks.
 The global steps (intake, demographics) are the same function in all three, with every thread and
-the pool's memory (PGX_MEMORY_PER_WORKER x workers; DuckDBWorker.global_session).
+one worker's memory, unit by unit (DuckDBWorker.global_session).
 """
 
 from __future__ import annotations

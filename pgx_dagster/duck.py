@@ -38,7 +38,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from pgx_dagster.forksafe import remove_stale_temp  # also closes the default connection `import duckdb` opens
-from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, SQL_DIR, max_workers, profiling, s3_timeouts
+from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, DEFAULT_UNIT_ROWS, SQL_DIR, profiling, s3_timeouts
 
 
 def sql_text(name: str) -> str:
@@ -175,6 +175,15 @@ class Session:
             self.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql_text(model)}")
         return self.scalar(f"SELECT count(*) FROM {name}")
 
+    def model_file(self, name: str, model: str, folder: str) -> int:
+        """Run `sql/<model>.sql` once into a Parquet file under `folder` and register view `name` over
+        it; returns its row count. For a whole-extract table that a temp table would hold in memory."""
+        path = quote(f"{folder}/{name}.parquet")
+        with self.doing(f"sql/{model}.sql"):
+            self.execute(f"COPY ({sql_text(model)}) TO {path} (FORMAT parquet)")
+        self.view(name, f"read_parquet({path})")
+        return self.scalar(f"SELECT count(*) FROM {name}")
+
     def scalar(self, query: str, params: Any = None) -> Any:
         row = self.execute(query, params).fetchone()
         return row[0] if row else None
@@ -236,12 +245,6 @@ def s3_secret_sql() -> str:
     return f"CREATE OR REPLACE SECRET pgx_s3 ({', '.join(options)})"
 
 
-def scale_memory(limit: str, factor: int) -> str:
-    """'2GB' x 3 -> '6GB' (a DuckDB memory_limit string; one it cannot read is returned as is)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", limit)
-    return f"{float(match[1]) * factor:g}{match[2]}" if match else limit
-
-
 class DuckDBWorker(DuckDBResource):
     """Opens the isolated DuckDB connection of one partition's work or check (see module docstring)."""
 
@@ -256,19 +259,27 @@ class DuckDBWorker(DuckDBResource):
     global_threads: int = Field(
         default=0, description="threads for the global (unpartitioned) steps, which run alone; 0 = all cores"
     )
-    global_memory_limit: str = Field(
-        default="",
-        description="memory for the global steps, which run alone; '' = memory_limit x PGX_MAX_WORKERS",
+    unit_rows: int = Field(
+        default=DEFAULT_UNIT_ROWS,
+        description="claim rows per unit of a global step's work (intake: whole claims; demographics: whole "
+        "persons), so that each unit fits in memory_limit",
     )
 
+    def units(self, claim_rows: int) -> int:
+        """How many units a global step splits `claim_rows` into (at least 1)."""
+        return max(1, -(-claim_rows // max(1, self.unit_rows)))
+
     def global_session(self) -> AbstractContextManager[Session]:
-        """The connection of a global (unpartitioned) step. It runs alone, so by default it gets every
-        core and the whole pool's memory: with one worker's memory the demographics join spilled to
-        disk (3x slower at 2x the data)."""
-        return self.session(
-            threads=self.global_threads or os.cpu_count() or 1,
-            memory_limit=self.global_memory_limit or scale_memory(self.memory_limit, max_workers()),
-        )
+        """The connection of a global (unpartitioned) step. It runs alone, so it gets every core; its
+        memory is one worker's memory_limit, the legacy pipeline's budget, whatever the extract's size:
+        the step works unit by unit (`units`)."""
+        return self.session(threads=self.global_threads or os.cpu_count() or 1)
+
+    @contextmanager
+    def scratch_dir(self) -> Iterator[str]:
+        """A local folder for a step's intermediate files (its units), removed when the step ends."""
+        with tempfile.TemporaryDirectory(prefix="pgx_units_", dir=self.temp_root) as folder:
+            yield folder
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:

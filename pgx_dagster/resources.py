@@ -2,7 +2,7 @@
 
 Local default: raw data in ./data/raw, the lake in ./data/lake. Set PGX_RAW_ROOT / PGX_LAKE_ROOT
 (folders or s3://bucket/prefix; and PGX_RAW_FORMAT, PGX_OPIOID_NDC_FILE, PGX_EXTRACT_DATE,
-PGX_MEMORY_PER_WORKER, PGX_TEMP_DIR) to point elsewhere; a variable that is set is passed as a
+PGX_MEMORY_PER_WORKER, PGX_TEMP_DIR, PGX_UNIT_ROWS) to point elsewhere; a variable that is set is passed as a
 Dagster EnvVar, so the UI shows where each value comes from. S3 credentials are never configured
 here: the AWS default credential chain applies.
 """
@@ -16,7 +16,7 @@ from dagster import EnvVar
 
 from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.lake import LakeResource, is_s3
-from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_MEMORY_PER_WORKER, DEFAULT_RAW_ROOT
+from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_MEMORY_PER_WORKER, DEFAULT_RAW_ROOT, DEFAULT_UNIT_ROWS
 
 # The PGX_RAW_* overrides of raw_inputs.RAW_TABLES (README "Running on AWS").
 RAW_OVERRIDE_VARS = {
@@ -49,6 +49,7 @@ def build_resources(raw_root: str | None = None, lake_root: str | None = None) -
         "duckdb": DuckDBWorker(
             memory_limit=_env("PGX_MEMORY_PER_WORKER", DEFAULT_MEMORY_PER_WORKER),
             temp_root=_env("PGX_TEMP_DIR", None),
+            unit_rows=EnvVar.int("PGX_UNIT_ROWS") if os.environ.get("PGX_UNIT_ROWS") else DEFAULT_UNIT_ROWS,
             # httpfs + an S3 secret only when a root is on S3
             s3=is_s3(raw) or is_s3(lake),
         ),

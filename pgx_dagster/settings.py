@@ -19,6 +19,9 @@ DEFAULT_MIN_YEAR = 2016
 DEFAULT_MAX_YEAR = 2020
 DEFAULT_DEMO_MEMBERS = 20_000
 DEFAULT_MEMORY_PER_WORKER = "2GB"
+# Claim rows per unit of a global step (PGX_UNIT_ROWS): at 10M rows, units of 1M kept intake at 1.4 GB
+# peak RSS (2.2 GB with 2.5M), at 53 s against 52 s.
+DEFAULT_UNIT_ROWS = 1_000_000
 
 
 def _int_env(name: str, default: int) -> int:

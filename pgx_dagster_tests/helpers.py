@@ -97,11 +97,13 @@ def path_of(lake: Path | str, dataset, partition: str | None = None, filename: s
     return Path(dataset.path(LakeResource(lake_root=str(lake)), band, year, filename))
 
 
-def run_work(raw: Path | str, lake: Path | str, assets: list[str], keys: list[str], **lake_args: Any) -> list[dict]:
+def run_work(
+    raw: Path | str, lake: Path | str, assets: list[str], keys: list[str], worker: Any = None, **lake_args: Any
+) -> list[dict]:
     """Each asset's work and then its checks, in this process, as the benchmark's legacy pool runs them
     (pgx_dagster.stages.common.WORK): global assets once, partitioned ones for each of `keys`. Returns
     every verdict as {asset, check, partition, passed, severity, metadata}; a failure (a DataDefect)
-    propagates."""
+    propagates. `worker`: the DuckDBWorker (default: its defaults)."""
     import logging
 
     from pgx_dagster.definitions import defs  # noqa: F401  (registers every stage's work)
@@ -110,7 +112,7 @@ def run_work(raw: Path | str, lake: Path | str, assets: list[str], keys: list[st
     from pgx_dagster.stages.common import PARTITIONS, WORK, partition_args
 
     lake_resource = LakeResource(raw_root=str(raw), lake_root=str(lake), **lake_args)
-    duck = DuckDBWorker()
+    duck = worker or DuckDBWorker()
     verdicts = []
     for asset in assets:
         work = WORK[asset]

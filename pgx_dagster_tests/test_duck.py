@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from benchmarks.baselines import process_pool
-from pgx_dagster.duck import DuckDBWorker, InternalError, scale_memory
+from pgx_dagster.duck import DuckDBWorker, InternalError
 
 
 def test_sessions_do_not_share_temp_objects_or_variables():
@@ -27,19 +27,22 @@ def test_sessions_do_not_share_temp_objects_or_variables():
         assert s.scalar("SELECT getvariable('event_year')") is None
 
 
-def test_settings_are_per_session_and_global_steps_get_the_pool(monkeypatch):
-    monkeypatch.setenv("PGX_MAX_WORKERS", "3")
-    worker = DuckDBWorker(memory_limit="1GB")
+def test_settings_are_per_session_and_global_steps_get_every_core_within_the_budget():
+    worker = DuckDBWorker(memory_limit="1GB", threads=1)
     setting = "SELECT current_setting('threads'), current_setting('memory_limit')"
+    one_gb = (
+        duckdb.connect(config={"memory_limit": "1GB"}).execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    )
     with worker.global_session() as s:
-        threads, memory = s.execute(setting).fetchone()
-    assert threads == (os.cpu_count() or 1)
-    three_gb = duckdb.connect(config={"memory_limit": "3GB"})
-    assert memory == three_gb.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    with worker.session() as s:  # the next partition's connection is back to one worker's budget
+        assert s.execute(setting).fetchone() == (os.cpu_count() or 1, one_gb)
+    with DuckDBWorker(memory_limit="3GB").session() as s:  # settings are the connection's, not left over
         assert s.execute(setting).fetchone()[0] == 1
-        assert s.execute(setting).fetchone()[1] != memory
-    assert scale_memory("2GB", 3) == "6GB" and scale_memory("1.5 GiB", 2) == "3GiB"
+        assert s.execute(setting).fetchone()[1] != one_gb
+
+
+def test_global_steps_split_into_units_of_unit_rows():
+    worker = DuckDBWorker(unit_rows=1000)
+    assert [worker.units(n) for n in (0, 1, 1000, 1001, 10_500)] == [1, 1, 1, 2, 11]
 
 
 def _temp_dir_of_child(out: str, temp_root: str) -> None:

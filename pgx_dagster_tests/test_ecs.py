@@ -107,5 +107,5 @@ def test_a_run_is_sized_by_its_largest_asset():
     from dagster import AssetKey
 
     assert task_size([AssetKey("silver_medical"), AssetKey("events")]) == {"cpu": "1024", "memory": "3072"}
-    assert task_size([AssetKey("events"), AssetKey("member_demographics")]) == {"cpu": "4096", "memory": "16384"}
+    assert task_size([AssetKey("events"), AssetKey("member_demographics")]) == {"cpu": "4096", "memory": "8192"}
     assert task_size([AssetKey("no_such_asset")]) is None

@@ -1,9 +1,12 @@
 """sql/demographics: cross-year, linkage-aware consensus and provenance, on hand-written inputs."""
 
+import tempfile
+
 import pytest
 
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.stages.demographics import build_member_demographics
 from pgx_dagster_tests.helpers import eligibility, table
 
 BIRTH = {"P1": 1950, "P2": 1980, "P3": 1985, "P4": 1970, "P5": 1982}
@@ -45,7 +48,7 @@ def claim(payer, member, pid, year, band, sex=None, zip3=None):
     }
 
 
-def run(s, eligibility_rows, medical):
+def run(s, eligibility_rows, medical, units=1):
     persons = [
         person("A", "1", "P1"),
         person("A", "2", "P2"),
@@ -67,7 +70,9 @@ def run(s, eligibility_rows, medical):
     )
     register_geography(s)
     s.set_variables({"seed": 1, "min_year": 2016, "max_year": 2020})
-    s.model_table("d", "demographics/member_demographics")
+    with tempfile.TemporaryDirectory() as scratch:
+        build_member_demographics(s, scratch, units)
+        s.execute("CREATE OR REPLACE TEMP TABLE d AS FROM demographics")
     return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}
 
 
@@ -163,3 +168,12 @@ def test_every_active_member_year_gets_exactly_one_row(s):
                                 ("A", "4", 2016), ("A", "4", 2017)])  # fmt: skip
     assert (d[("A", "4", 2016)]["age_band"], d[("A", "4", 2016)]["sex"]) == ("45-54", "F")
     assert s.scalar("SELECT count(*) FROM d WHERE sex IS NULL OR zip3 IS NULL OR birth_year IS NULL") == 0
+
+
+@pytest.mark.parametrize("units", [2, 5])
+def test_person_units_change_no_row(s, units):
+    """The step's split by person is invisible in its result, the statistical draws included (they
+    come from every unit's persons)."""
+    one_unit = run(s, ELIG, MEDICAL)
+    assert s.scalar(f"SELECT count(DISTINCT person_unit(person_id, {units})) FROM person_index") > 1
+    assert run(s, ELIG, MEDICAL, units) == one_unit

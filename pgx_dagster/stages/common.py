@@ -42,7 +42,7 @@ from dagster import (
 )
 
 from pgx_dagster.contracts import Contract
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, cohort_partitions, split_key
@@ -53,11 +53,11 @@ from pgx_dagster.settings import partitions_per_run
 OWNERS = ["team:pgx-data-engineering"]
 KINDS = {"duckdb", "parquet"}
 # The task an asset's run needs on ECS (vCPU units, MiB), read by ops/ecs.py - sized here, never by hand
-# at launch. A partition: one worker, DuckDB's 2 GB plus 1 GB for Python and Dagster. A global step reads
-# the whole extract with every core and the pool's memory (DuckDBWorker.global_session): 4 vCPU is 6
-# workers' worth, 12 GB for DuckDB plus 4 GB.
+# at launch. A partition: one worker, DuckDB's 2 GB plus 1 GB for Python and Dagster. A global step works
+# through the whole extract unit by unit with every core but one worker's memory (DuckDBWorker.
+# global_session): 4 vCPU, and 8 GB, the least Fargate gives 4 vCPU (3 GB would do).
 PARTITION_TASK = {"pgx/task_cpu": "1024", "pgx/task_memory": "3072"}
-GLOBAL_TASK = {"pgx/task_cpu": "4096", "pgx/task_memory": "16384"}
+GLOBAL_TASK = {"pgx/task_cpu": "4096", "pgx/task_memory": "8192"}
 
 # Backfills put up to PGX_PARTITIONS_PER_RUN partitions of a stage in one run (Dagster also splits a
 # multi-partition range by event year). Cohorts get a different policy on purpose: the backfill
@@ -253,6 +253,22 @@ def stage_definitions(assets: list[AssetsDefinition]) -> Definitions:
     return Definitions(
         assets=assets, asset_checks=[asset_checks(a) for a in assets if WORK[a.key.to_user_string()].registered]
     )
+
+
+def split_into_units(s: Session, query: str, folder: str, units: int) -> list[str]:
+    """Write the rows of `query`, which has a `unit` column (0 .. units-1), under `folder` in one pass;
+    returns each unit's rows as a Parquet relation (an empty file for a unit without rows). How a global
+    step keeps to one worker's memory: it works unit by unit (DuckDBWorker.units)."""
+    s.execute(f"COPY ({query}) TO {quote(folder)} (FORMAT parquet, PARTITION_BY (unit))")
+    relations = []
+    for unit in range(units):
+        part = f"{folder}/unit={unit}"
+        if not os.path.isdir(part):
+            os.makedirs(part)
+            empty = quote(f"{part}/empty.parquet")
+            s.execute(f"COPY (SELECT * EXCLUDE (unit) FROM ({query}) LIMIT 0) TO {empty} (FORMAT parquet)")
+        relations.append(parquet_relation(f"{part}/*.parquet"))
+    return relations
 
 
 def reason_counts(session: Session, table: str) -> dict[str, int]:

@@ -1,6 +1,12 @@
 """Member demographics: global, cross-year, linkage-aware consensus of sex, birth year and geography
 for every active member-year (a claim or enrolment that year), with the provenance of each value.
-SQL: sql/demographics/member_demographics.sql.
+SQL: sql/demographics/ (member_demographics.sql is the row; the others its parts, one per concept).
+
+Global, but worked in person units so memory stays within one worker's memory_limit at any extract size:
+every value is decided per person, except the distributions the statistical values are drawn from,
+which are taken over every person of every unit. So: split the inputs by person into units; per unit,
+the facts the imputation needs (person_facts); the seeded draws over all persons (zip_imputed,
+sex_imputed); per unit again, the rows. The units change nothing in the result (a test checks this).
 """
 
 import time
@@ -9,16 +15,67 @@ from logging import Logger
 from pgx_dagster import contracts
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import DEMOGRAPHICS, PERSON_INDEX, SILVER
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, sql_text
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, provenance_counts, table_metadata, zip3_draws
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import contract_check, global_asset, global_check, stage_definitions
+from pgx_dagster.stages.common import (
+    contract_check,
+    global_asset,
+    global_check,
+    split_into_units,
+    stage_definitions,
+)
 
 # Seed of the statistical imputation draws (part of the method: changing it changes imputed values).
 IMPUTATION_SEED = 20240101
+
+
+# The inputs split by person: view of the whole input -> table of one unit's rows, as the unit's
+# SQL names it.
+SPLITS = {"split_claims": "claims", "split_eligibility": "eligibility_used", "split_enrollment": "enrolled"}
+# One unit's derived relations, in dependency order: tables the others read more than once, then views.
+UNIT_TABLES = ("active", "obs")
+UNIT_VIEWS = ("persons", "sex_observed", "zip_year", "zip_observed", "person_state")
+
+
+def _load_unit(s: Session, splits: dict[str, list[str]], unit: int) -> None:
+    """Make `claims`, `eligibility_used`, `enrolled` one unit's rows, and derive the unit's relations."""
+    for split, name in SPLITS.items():
+        s.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS FROM {splits[split][unit]}")
+    for name in UNIT_TABLES:
+        s.model_table(name, f"demographics/{name}")
+    for name in UNIT_VIEWS:
+        s.model_view(name, f"demographics/{name}")
+
+
+def build_member_demographics(s: Session, scratch: str, units: int) -> int:
+    """View `demographics`: the member-years of sql/demographics/, worked in `units` person units under
+    `scratch`. Inputs: views silver_medical_all, silver_pharmacy_all, eligibility, raw_enrollment,
+    person_index, zip3_state; variables seed, min_year, max_year. Returns the row count."""
+    s.set_variables({"units": units})
+    splits = {}
+    for split in SPLITS:
+        with s.doing(f"sql/demographics/{split}.sql"):
+            splits[split] = split_into_units(s, sql_text(f"demographics/{split}"), f"{scratch}/{split}", units)
+    facts = "demographics/person_facts"
+    for unit in range(units):
+        _load_unit(s, splits, unit)
+        with s.doing(f"sql/{facts}.sql"):
+            into = "CREATE OR REPLACE TEMP TABLE person_facts AS" if unit == 0 else "INSERT INTO person_facts"
+            s.execute(f"{into} {sql_text(facts)}")
+    s.model_table("zip_imputed", "demographics/zip_imputed")
+    s.model_table("sex_imputed", "demographics/sex_imputed")
+    for unit in range(units):
+        _load_unit(s, splits, unit)
+        with s.doing("sql/demographics/member_demographics.sql"):
+            part = quote(f"{scratch}/rows_{unit:05d}.parquet")
+            s.execute(f"COPY ({sql_text('demographics/member_demographics')}) TO {part} (FORMAT parquet)")
+    # unit after unit, each in its SQL's row order: the published file needs no sort of the whole
+    s.view("demographics", parquet_relation(f"{scratch}/rows_*.parquet"))
+    return s.scalar("SELECT count(*) FROM demographics")
 
 
 @global_asset("member_demographics", group_name="demographics", deps=["silver_medical", "silver_pharmacy"])
@@ -29,7 +86,7 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
     observed distribution of the same age band and geography, used only where nothing was observed for the person
     anywhere."""
     started = time.perf_counter()
-    with duckdb.global_session() as s:
+    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch:
         s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
         s.view("silver_pharmacy_all", parquet_relation(SILVER["pharmacy"].glob(lake)))
         used = register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
@@ -38,12 +95,19 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
         register_geography(s)
         years = event_years()
         s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
+        claim_rows = s.scalar(
+            "SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)"
+        )
+        units = duckdb.units(claim_rows)
         with reading_raw(s, used):
-            rows = s.model_table("demographics", "demographics/member_demographics")
+            rows = build_member_demographics(s, scratch, units)
         DEMOGRAPHICS.publish(s, lake, {DEMOGRAPHICS.filename: "SELECT * FROM demographics"})
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
-        log.info(f"{STAGES['demographics'].log}: {rows:,} member-years of {persons:,} persons; provenance {provenance}")
+        log.info(
+            f"{STAGES['demographics'].log}: {rows:,} member-years of {persons:,} persons ({units} person unit(s) "
+            f"of {claim_rows:,} claim rows); provenance {provenance}"
+        )
         return table_metadata(
             s,
             "demographics",
@@ -51,6 +115,7 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
             path=DEMOGRAPHICS.path(lake),
             started=started,
             persons=persons,
+            person_units=units,
             provenance=provenance,
             persons_with_zip3_drawn_from=zip3_draws(s, "demographics"),
         )

@@ -5,7 +5,9 @@ SQL: sql/intake/ (and sql/formats/<format>/ for the input format).
 
 Global, not partitioned, because two decisions need the whole extract: which version of a claim line
 is the latest (an adjustment may move the service date into another year), and the person's consensus
-birth year, which decides the age band.
+birth year, which decides the age band. Both are per claim or per member, though: claims are placed in
+units of whole claims (every line and version of a claim in one unit), so memory stays within one
+worker's memory_limit at any extract size; the units change nothing in the result (a test checks this).
 """
 
 import time
@@ -20,7 +22,7 @@ from pgx_dagster.datasets import (
     PERSON_INDEX,
     STAGED,
 )
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.guards import EXPECTED_COLUMNS, QUARANTINE_RATE, REQUIRED_COLUMNS
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import AGE_BANDS
@@ -28,7 +30,13 @@ from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import RAW_ASSET_KEYS, reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, table_metadata
 from pgx_dagster.settings import event_years
-from pgx_dagster.stages.common import global_asset, global_check, reason_counts, stage_definitions
+from pgx_dagster.stages.common import (
+    global_asset,
+    global_check,
+    reason_counts,
+    split_into_units,
+    stage_definitions,
+)
 
 DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
 # Every eligibility row intake could not use (row-level reason), and every row it used with a value it
@@ -38,6 +46,21 @@ ELIGIBILITY_REJECTS = (
     "quarantine_reason, quarantine_reason IS NULL AS row_used FROM eligibility "
     "WHERE quarantine_reason IS NOT NULL OR rejected_value IS NOT NULL"
 )
+
+
+def place_claims(s: Session, table: str, scratch: str, units: int) -> int:
+    """`table`: every row of view `typed` with its partition or quarantine reason (intake/placement.sql),
+    placed unit by unit when `units` > 1. Returns the row count."""
+    if units == 1:
+        return s.model_table(table, "intake/placement")
+    query = f"SELECT *, claim_unit(payer_id, claim_id, {units}) AS unit FROM typed"
+    for unit, rows in enumerate(split_into_units(s, query, f"{scratch}/{table}_typed", units)):
+        s.view("typed", rows)
+        with s.doing("sql/intake/placement.sql"):
+            part = quote(f"{scratch}/{table}_placed_{unit:05d}.parquet")
+            s.execute(f"COPY ({sql_text('intake/placement')}) TO {part} (FORMAT parquet)")
+    s.view(table, parquet_relation(f"{scratch}/{table}_placed_*.parquet"))
+    return s.scalar(f"SELECT count(*) FROM {table}")
 
 
 def eligibility_figures(s: Session, rows_in: int) -> dict:
@@ -63,14 +86,15 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
     each person's observation periods (enrolment)."""
     started = time.perf_counter()
     years = event_years()
-    with duckdb.global_session() as s:
+    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch:
         source_files = register_raw(s, lake)
         raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
         for view, text in raw_inputs.items():
             log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
         with reading_raw(s, source_files):
             s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
-            eligibility_in = s.model_table("eligibility", "intake/eligibility")
+            # every eligibility row (members x years): on disk, not in the step's memory
+            eligibility_in = s.model_file("eligibility", "intake/eligibility", scratch)
             ELIGIBILITY_QUARANTINE.publish(s, lake, {ELIGIBILITY_QUARANTINE.filename: ELIGIBILITY_REJECTS})
             n_members = s.model_table("person_index", "intake/person_index")
             PERSON_INDEX.publish(s, lake, {PERSON_INDEX.filename: "SELECT * FROM person_index"})
@@ -83,11 +107,13 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
                        count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year
                 FROM person_index""")[0]
             figures: dict[str, dict] = {"eligibility": eligibility_figures(s, eligibility_in)}
+            units: dict[str, int] = {}
             for kind in KINDS:
                 table = f"intake_{kind}"
                 s.set_variables({"date_column": DATE_COLUMN[kind]})
                 s.model_view("typed", f"intake/{kind}")
-                n_in = s.model_table(table, "intake/placement")
+                units[kind] = duckdb.units(s.scalar(f"SELECT count(*) FROM raw_{kind}"))
+                n_in = place_claims(s, table, scratch, units[kind])
                 STAGED[kind].publish_partitioned(
                     s, lake, f"SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL"
                 )
@@ -104,7 +130,7 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
                 }
                 log.info(
                     f"{STAGES['intake'].log}: {n_in:,} raw {kind} rows -> {figures[kind]['staged']:,} placed in "
-                    f"partitions, {figures[kind]['quarantined']:,} quarantined {reasons}"
+                    f"partitions, {figures[kind]['quarantined']:,} quarantined {reasons} ({units[kind]} claim unit(s))"
                 )
         return table_metadata(
             s,
@@ -117,6 +143,7 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
             persons_under_observation=s.scalar("SELECT count(DISTINCT person_id) FROM observation_period"),
             raw_format=lake.raw_format,
             raw_inputs=raw_inputs,
+            claim_units=units,
             **facts,
             medical=figures["medical"],
             pharmacy=figures["pharmacy"],

@@ -120,3 +120,9 @@ CREATE OR REPLACE MACRO dx_is_valid(x) AS coalesce(regexp_full_match(normalize_d
 -- A code rejected on its own (silver): which field, the code as written, why.
 CREATE OR REPLACE MACRO rejected_code(field, raw, reason) AS
     {'code_field': field, 'raw_code': CAST(raw AS VARCHAR), 'reason': reason};
+
+-- The unit (0 .. units-1) a person's rows belong to when a global step splits its work by person:
+-- every row of a person, whatever its member id or year, lands in the same unit.
+CREATE OR REPLACE MACRO person_unit(person_id, units) AS hash(person_id) % units;
+-- The unit of a claim (all its lines and versions) when intake splits its work by claim.
+CREATE OR REPLACE MACRO claim_unit(payer_id, claim_id, units) AS hash(payer_id, claim_id) % units;
