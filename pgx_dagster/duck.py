@@ -38,7 +38,15 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from pgx_dagster.forksafe import remove_stale_temp  # also closes the default connection `import duckdb` opens
-from pgx_dagster.settings import DEFAULT_MEMORY_PER_WORKER, DEFAULT_UNIT_ROWS, SQL_DIR, profiling, s3_timeouts
+from pgx_dagster.settings import (
+    DEFAULT_MEMORY_PER_WORKER,
+    DEFAULT_UNIT_ROWS,
+    PROCESS_RESERVE_BYTES,
+    SQL_DIR,
+    parse_bytes,
+    profiling,
+    s3_timeouts,
+)
 
 
 def sql_text(name: str) -> str:
@@ -252,7 +260,11 @@ class DuckDBWorker(DuckDBResource):
         default=":memory:",
         description="':memory:' only: each process has its own in-memory database; the data is Parquet in the lake",
     )
-    memory_limit: str = Field(default=DEFAULT_MEMORY_PER_WORKER, description="DuckDB memory_limit per worker")
+    memory_limit: str = Field(
+        default=DEFAULT_MEMORY_PER_WORKER,
+        description="the worker's memory budget: its process's peak RSS. DuckDB's own memory_limit is this less "
+        "what the process holds beside DuckDB (duckdb_memory_limit)",
+    )
     threads: int = Field(default=1, description="DuckDB threads per worker (the legacy pipeline: 1)")
     temp_root: str | None = Field(default=None, description="where the per-process DuckDB temp folders go")
     s3: bool = Field(default=False, description="load httpfs/aws (from their wheels) and an S3 secret")
@@ -264,6 +276,13 @@ class DuckDBWorker(DuckDBResource):
         description="claim rows per unit of a global step's work (intake: whole claims; demographics: whole "
         "persons), so that each unit fits in memory_limit",
     )
+
+    @property
+    def duckdb_memory_limit(self) -> str:
+        """DuckDB's memory_limit: the worker's budget less PROCESS_RESERVE_BYTES (at least half the budget),
+        since DuckDB may fill its limit and the Python process around it needs its own few hundred MB."""
+        budget = parse_bytes(self.memory_limit)
+        return f"{max(budget - PROCESS_RESERVE_BYTES, budget // 2)}B"
 
     def units(self, claim_rows: int) -> int:
         """How many units a global step splits `claim_rows` into (at least 1)."""
@@ -292,14 +311,14 @@ class DuckDBWorker(DuckDBResource):
             yield s.con
 
     @contextmanager
-    def session(self, threads: int | None = None, memory_limit: str | None = None) -> Iterator[Session]:
-        """A new connection to this process's database; `threads` / `memory_limit` override the
-        worker's for this connection's work (the global steps, which run alone, use more)."""
+    def session(self, threads: int | None = None) -> Iterator[Session]:
+        """A new connection to this process's database; `threads` overrides the worker's for this
+        connection's work (the global steps and a cohort's analysis, which run alone, use every core)."""
         con = _process_database(self).cursor()
         try:
             # Both are database-wide settings: set them for every connection, as steps take turns.
             con.execute(f"SET threads = {int(threads or self.threads)}")
-            con.execute(f"SET memory_limit = {quote(memory_limit or self.memory_limit)}")
+            con.execute(f"SET memory_limit = {quote(self.duckdb_memory_limit)}")
             session = Session(con)
             if profiling():
                 # per connection; 'no_output' keeps each profile for get_profiling_information (JSON)
@@ -342,7 +361,7 @@ def _open_database(worker: DuckDBWorker, secret: str) -> duckdb.DuckDBPyConnecti
         ":memory:",
         config={
             "threads": worker.threads,
-            "memory_limit": worker.memory_limit,
+            "memory_limit": worker.duckdb_memory_limit,
             "temp_directory": tmp,
             # Never reach for the network to fetch an extension.
             "autoinstall_known_extensions": False,

@@ -7,6 +7,7 @@ memory, extract date) become Dagster resources built in `resources.py` from `Env
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +19,12 @@ DEFAULT_LAKE_ROOT = "data/lake"
 DEFAULT_MIN_YEAR = 2016
 DEFAULT_MAX_YEAR = 2020
 DEFAULT_DEMO_MEMBERS = 20_000
+# A worker's memory budget (PGX_MEMORY_PER_WORKER): the peak RSS of its process, the legacy pipeline's 2 GB.
 DEFAULT_MEMORY_PER_WORKER = "2GB"
+# What a step's process holds beside DuckDB's buffers: Dagster, pandas and pandera (180 MB imported), a
+# check's batches, query results. DuckDB's memory_limit is the budget less this: at 50M claim rows a cohort's
+# analysis filled a 2 GB memory_limit and its process peaked 340 MB above it.
+PROCESS_RESERVE_BYTES = 512_000_000
 # Claim rows per unit of a global step (PGX_UNIT_ROWS): at 10M rows, units of 1M kept intake at 1.4 GB
 # peak RSS (2.2 GB with 2.5M), at 53 s against 52 s.
 DEFAULT_UNIT_ROWS = 1_000_000
@@ -32,6 +38,20 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+_BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_BYTES = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_bytes(text: str, name: str = "PGX_MEMORY_PER_WORKER") -> int:
+    """'2GB', '1.5 GB', '512MiB' as bytes, with DuckDB's units (GB = 10^9 bytes, GiB = 2^30)."""
+    match = _BYTES.fullmatch(str(text))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _BYTE_UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"{name} must be a positive size such as 2GB, 1500MB or 2GiB, got {text!r}")
+    return int(float(match.group(1)) * _BYTE_UNITS[unit])
 
 
 def event_years() -> list[int]:

@@ -52,6 +52,11 @@ def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_e
     assert r["ratio_vs_lean"]["lean"] == 1.0 and r["lean_s"] > 0
     assert set(r["stage_s"]["lean"]) == {"demographics", "imputed", "events"}
     assert r["scales"]["1x"]["results"]["lean"]["rows"]["events"] > 0
+    # which step's process peaked, of the partition steps and of the global ones (their checks included)
+    steps = r["peak_rss_at"]
+    assert steps["global_steps"].split(":")[0] in {"claims_intake", "member_demographics"}
+    assert steps["partition_steps"].split(":")[0] not in {"claims_intake", "member_demographics"}
+    assert r["peak_rss_mb_global_steps"] > 0 and r["peak_rss_mb_per_worker"]["dagster"] > 0
 
 
 def test_fixed_and_marginal_cost_from_tiny_1x_and_2x(tmp_path):
@@ -94,6 +99,9 @@ def test_the_analysis_budget_is_what_analysis_adds_to_the_rest_of_the_backfill()
     assert "analysis adds 11.7% to duckdb_single's backfill: OVER the 10% budget" in printed
 
 
+PEAKED_AT = {"partition_steps": "events", "global_steps": "claims_intake:intake_reconciles"}
+
+
 def test_the_big_point_is_dagster_alone_against_its_1x_time():
     """Issue 16: the ~50M-row point runs Dagster alone; the summary gives its time over the 1x time and its
     peak RSS, and the table prints '-' for the engines that did not run there."""
@@ -102,7 +110,7 @@ def test_the_big_point_is_dagster_alone_against_its_1x_time():
     def result(seconds: float, rss: float) -> dict:
         return {"seconds": seconds, "stage_s": {}, "rows": {}, "runs": 1, "steps": 2, "overhead_s_per_step": 0.1,
                 "launch_overhead_s_per_run": 0.1, "no_run_executing_s": 1.0, "peak_rss_mb_per_worker": rss,
-                "peak_rss_mb_global_steps": 2 * rss}  # fmt: skip
+                "peak_rss_mb_global_steps": 2 * rss, "peak_rss_at": PEAKED_AT}  # fmt: skip
 
     one = {"claim_rows": 10_000_000, "results": {"dagster": result(200.0, 800.0), "legacy_pool": result(150.0, 700.0),
                                                  "identical": True, "differences": []}}  # fmt: skip
@@ -111,6 +119,11 @@ def test_the_big_point_is_dagster_alone_against_its_1x_time():
     summary = summarize(1, {"1x": one, "big": big}, ["dagster", "legacy_pool"])
     assert summary["big"]["time_over_1x"] == 5.0 and summary["big"]["rows_over_1x"] == 5.0
     assert summary["big"]["peak_rss_mb_global_steps"] == 3800.0
+    # every step within one worker's 2 GB (10^9 bytes, as DuckDB counts them: 1907 MiB of RSS)
+    assert summary["big"]["every_step_within_mb"] == 1907 and summary["big"]["every_step_within"] is False
+    assert summary["big"]["peak_rss_at"]["global_steps"] == "claims_intake:intake_reconciles"
+    within = {**big, "results": {**big["results"], "dagster": result(1000.0, 950.0)}}
+    assert summarize(1, {"1x": one, "big": within}, ["dagster", "legacy_pool"])["big"]["every_step_within"] is True
     row = next(line for line in table(summary, {"1x": one, "big": big}, ["dagster", "legacy_pool"]).splitlines()
                if line.startswith("big "))  # fmt: skip
     assert row.split() == ["big", "50,000,000", "1000.0", "-", "True"]

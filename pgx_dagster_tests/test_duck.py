@@ -4,6 +4,7 @@ database - nothing leaks from one partition's work to the next - and the global 
 import json
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,17 +28,31 @@ def test_sessions_do_not_share_temp_objects_or_variables():
         assert s.scalar("SELECT getvariable('event_year')") is None
 
 
+def _duckdb_setting(memory_limit: str) -> str:
+    """How DuckDB reports a memory_limit of `memory_limit`."""
+    con = duckdb.connect(config={"memory_limit": memory_limit})
+    return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
 def test_settings_are_per_session_and_global_steps_get_every_core_within_the_budget():
-    worker = DuckDBWorker(memory_limit="1GB", threads=1)
     setting = "SELECT current_setting('threads'), current_setting('memory_limit')"
-    one_gb = (
-        duckdb.connect(config={"memory_limit": "1GB"}).execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    )
-    with worker.global_session() as s:
-        assert s.execute(setting).fetchone() == (os.cpu_count() or 1, one_gb)
-    with DuckDBWorker(memory_limit="3GB").session() as s:  # settings are the connection's, not left over
-        assert s.execute(setting).fetchone()[0] == 1
-        assert s.execute(setting).fetchone()[1] != one_gb
+    # DuckDB gets the budget less the process's reserve (512 MB), but never less than half the budget.
+    budgets = {"2GB": 1_488_000_000, "1GB": 500_000_000, "8GiB": 8 * 2**30 - 512_000_000, "1.5 gb": 988_000_000}
+    assert {b: DuckDBWorker(memory_limit=b).duckdb_memory_limit for b in budgets} == {
+        b: f"{n}B" for b, n in budgets.items()
+    }
+    with DuckDBWorker(memory_limit="2GB", threads=1).global_session() as s:
+        assert s.execute(setting).fetchone() == (os.cpu_count() or 1, _duckdb_setting("1488MB"))
+        assert _duckdb_setting("1488MB") != _duckdb_setting("2GB")
+    with DuckDBWorker(memory_limit="1GB").session() as s:  # settings are the connection's, not left over
+        assert s.execute(setting).fetchone() == (1, _duckdb_setting("500MB"))
+
+
+@pytest.mark.parametrize("budget", ["", "2", "0GB", "-1GB", "2 gigabytes", "GB", "1.5.0GB", "nan"])
+def test_a_budget_that_is_not_a_size_is_a_clear_error(budget: str):
+    expected = rf"PGX_MEMORY_PER_WORKER must be a positive size .*got {re.escape(repr(budget))}"
+    with pytest.raises(ValueError, match=expected), DuckDBWorker(memory_limit=budget).session():
+        pass
 
 
 def test_global_steps_split_into_units_of_unit_rows():
