@@ -45,7 +45,9 @@ ENGINES = ("dagster", "legacy_pool", "duckdb_single", "lean")
 COMPARED = ("dagster", "legacy_pool", "duckdb_single")  # (d) writes less: timed, never compared
 GLOBAL_ASSETS = {"claims_intake", "member_demographics"}
 # issue 16: no step's process over one worker's budget (2 GB as DuckDB counts it, 10^9 bytes, in MiB as RSS is)
-BUDGET_MB = round(settings.parse_bytes(settings.DEFAULT_MEMORY_PER_WORKER) / 2**20)
+BUDGET_MB = round(
+    settings.parse_bytes(os.environ.get("PGX_MEMORY_PER_WORKER") or settings.DEFAULT_MEMORY_PER_WORKER) / 2**20
+)
 ANALYSIS_BUDGET = 0.10  # issue 14: analysis may add at most 10% to the rest of the full backfill
 
 

@@ -35,7 +35,7 @@ from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.ops.launcher import forkserver_context
 from pgx_dagster.partitions import all_keys, cohort_names, split_key
-from pgx_dagster.reporting import peak_rss_mb
+from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 from pgx_dagster.stages.common import PARTITIONS, partition_args
 from pgx_dagster.stages.silver import BOOKKEEPING
 
@@ -130,6 +130,7 @@ def _partition_task(asset: str, raw_root: str, lake_root: str, key: str) -> dict
     lake = LakeResource(raw_root=raw_root, lake_root=lake_root)
     duck = DuckDBWorker(memory_limit=os.environ.get("PGX_MEMORY_PER_WORKER", "2GB"))
     args = partition_args(PARTITIONS[work.partitions], key)
+    reset_peak_rss()  # this partition's peak, as the Dagster steps report theirs
     meta = work.run(LOG, lake, duck, *args)
     failed = [c.__name__ for c in work.checks if not c(lake, duck, *args).passed]
     return {"rows": int(meta.get("dagster/row_count", 0)), "failed_checks": failed, "peak_rss_mb": peak_rss_mb()}

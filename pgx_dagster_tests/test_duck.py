@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.baselines import process_pool
 from pgx_dagster.duck import DuckDBWorker, InternalError
+from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 
 
 def test_sessions_do_not_share_temp_objects_or_variables():
@@ -132,3 +133,14 @@ print(before, with_default_connection, {count})
     before, with_default_connection, after = map(int, out.split())
     assert with_default_connection > before  # `import duckdb` starts its default connection's threads
     assert after == before
+
+
+def test_each_step_reports_its_own_peak_rss_not_an_earlier_steps():
+    """A run's process works through partitions and checks in turn; each one's peak_rss_mb is its own."""
+    earlier_step = b"\x01" * (400 * 2**20)  # written, so resident
+    del earlier_step
+    before = peak_rss_mb()
+    reset_peak_rss()
+    assert before - peak_rss_mb() > 300
+    this_step = b"\x01" * (200 * 2**20)
+    assert peak_rss_mb() >= 200 and len(this_step) == 200 * 2**20

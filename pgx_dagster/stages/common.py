@@ -47,7 +47,7 @@ from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, cohort_partitions, split_key
 from pgx_dagster.quality import contract_result
-from pgx_dagster.reporting import peak_rss_mb
+from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 from pgx_dagster.settings import partitions_per_run
 
 OWNERS = ["team:pgx-data-engineering"]
@@ -119,6 +119,7 @@ def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[s
 
         @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, tags=GLOBAL_TASK, **asset_args)
         def whole_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
+            reset_peak_rss()
             return MaterializeResult(metadata=run(context.log, lake, duckdb))
 
         return whole_asset
@@ -194,6 +195,7 @@ def partitioned_asset(
                 else {}
             )
             for key in context.partition_keys:
+                reset_peak_rss()  # each partition's figures are its own
                 meta = run(context.log, lake, duckdb, *partition_args(partitions_def, key), **extra)
                 context.add_asset_metadata(meta, partition_key=key)
 
@@ -228,6 +230,7 @@ def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
             args = partition_args(partitions_def, key) if key else ()
             for c in selected:
                 started = time.perf_counter()
+                reset_peak_rss()
                 result = c.run(lake, duckdb, *args)
                 yield AssetCheckEvaluation(
                     asset_key=asset_def.key,
