@@ -96,7 +96,14 @@ def lean(raw_root: str, lake_root: str, min_year: int, max_year: int) -> dict[st
     out = Path(lake_root)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    con = duckdb.connect(config={"threads": os.cpu_count() or 1, "temp_directory": str(out / ".tmp")})
+    # the allocator setting the project's databases use (duck.py), so that the comparison is the SQL's
+    con = duckdb.connect(
+        config={
+            "threads": os.cpu_count() or 1,
+            "temp_directory": str(out / ".tmp"),
+            "allocator_background_threads": True,
+        }
+    )
     con.execute(sql_text("common/macros"))  # age_band(), as the pipeline bands ages
     values = {
         "raw": raw_root,

@@ -363,6 +363,9 @@ def _open_database(worker: DuckDBWorker, secret: str) -> duckdb.DuckDBPyConnecti
             "threads": worker.threads,
             "memory_limit": worker.duckdb_memory_limit,
             "temp_directory": tmp,
+            # jemalloc returns freed memory to the system in the background: without it a 50M-row check's
+            # RSS stood 180 MB above memory_limit, and a step's memory stayed resident into the next step.
+            "allocator_background_threads": True,
             # Never reach for the network to fetch an extension.
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
