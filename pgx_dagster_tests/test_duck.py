@@ -37,14 +37,14 @@ def _duckdb_setting(memory_limit: str) -> str:
 
 def test_settings_are_per_session_and_global_steps_get_every_core_within_the_budget():
     setting = "SELECT current_setting('threads'), current_setting('memory_limit')"
-    # DuckDB gets the budget less the process's reserve (640 MB), but never less than half the budget.
-    budgets = {"2GB": 1_360_000_000, "1GB": 500_000_000, "8GiB": 8 * 2**30 - 640_000_000, "1.5 gb": 860_000_000}
+    # DuckDB gets the budget less the process's reserve (512 MB), but never less than half the budget.
+    budgets = {"2GB": 1_488_000_000, "1GB": 500_000_000, "8GiB": 8 * 2**30 - 512_000_000, "1.5 gb": 988_000_000}
     assert {b: DuckDBWorker(memory_limit=b).duckdb_memory_limit for b in budgets} == {
         b: f"{n}B" for b, n in budgets.items()
     }
     with DuckDBWorker(memory_limit="2GB", threads=1).global_session() as s:
-        assert s.execute(setting).fetchone() == (os.cpu_count() or 1, _duckdb_setting("1360MB"))
-        assert _duckdb_setting("1360MB") != _duckdb_setting("2GB")
+        assert s.execute(setting).fetchone() == (os.cpu_count() or 1, _duckdb_setting("1488MB"))
+        assert _duckdb_setting("1488MB") != _duckdb_setting("2GB")
     with DuckDBWorker(memory_limit="1GB").session() as s:  # settings are the connection's, not left over
         assert s.execute(setting).fetchone() == (1, _duckdb_setting("500MB"))
 
