@@ -170,3 +170,25 @@ def test_a_killed_run_process_is_reported_failed(instance, tmp_path):
     health = _health_once_exited(instance, run.run_id)
     assert health.status == WorkerStatus.FAILED
     assert str(pid) in health.msg
+
+
+IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+LEADER = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {IGNORES_SIGTERM!r}]); time.sleep(600)"
+
+
+def test_stopping_a_service_leaves_nothing_of_its_process_group():
+    """A child that ignores SIGTERM (as a code server waits out its heartbeat) is killed with its group,
+    so the service's watchdog exits at once instead of timing out the teardown of a finished backfill."""
+    import subprocess
+    import sys
+
+    from pgx_dagster.ops.reaper import group_alive
+    from pgx_dagster.ops.services import reap_on_death, stop
+
+    leader = subprocess.Popen([sys.executable, "-c", LEADER], start_new_session=True)
+    reaper = reap_on_death(leader)
+    time.sleep(1.5)  # the child is started
+    started = time.monotonic()
+    stop(leader, grace=1.0)
+    assert not group_alive(leader.pid) and time.monotonic() - started < 10
+    assert reaper.wait(timeout=5) is not None

@@ -18,7 +18,7 @@ POLL_SECONDS = 0.5
 GRACE_SECONDS = 2.0
 
 
-def _alive(group: int) -> bool:
+def group_alive(group: int) -> bool:
     try:
         os.killpg(group, 0)
         return True
@@ -38,11 +38,11 @@ def _signal(groups: list[int], sig: int) -> None:
 
 def main(argv: list[str]) -> int:
     parent, groups = int(argv[0]), [int(g) for g in argv[1:]]
-    while any(_alive(g) for g in groups):
+    while any(group_alive(g) for g in groups):
         if os.getppid() != parent:  # reparented: the parent died
             _signal(groups, signal.SIGTERM)
             deadline = time.monotonic() + GRACE_SECONDS
-            while time.monotonic() < deadline and any(_alive(g) for g in groups):
+            while time.monotonic() < deadline and any(group_alive(g) for g in groups):
                 time.sleep(0.1)
             _signal(groups, signal.SIGKILL)
             return 0

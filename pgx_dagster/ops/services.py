@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pgx_dagster.ops.reaper import group_alive
 from pgx_dagster.settings import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -38,19 +39,26 @@ def reap_on_death(proc: subprocess.Popen) -> subprocess.Popen:
     )
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (the daemon and webserver have children), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group (the daemon and webserver have children), then SIGKILL what is left of
+    it: a code server outlives its webserver by up to its 20 s heartbeat timeout otherwise."""
+    if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
-        proc.wait(timeout=10)
+    # after the grace period SIGKILL, then wait (5 s at most) until init has reaped the orphans
+    for wait, kill in ((grace, True), (5.0, False)):
+        deadline = time.monotonic() + wait
+        while group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if kill:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    proc.wait(timeout=10)
 
 
 def wait_for_url(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
@@ -139,5 +147,9 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
     finally:
         for proc in reversed(procs):
             stop(proc)
-        for reaper in reapers:  # each exits once its group is gone
-            reaper.wait(timeout=10)
+        for reaper in reapers:  # each exits once its group is gone, which stop() made sure of
+            try:
+                reaper.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a slow machine: the reaper has nothing left to do
+                reaper.kill()
+                reaper.wait()
