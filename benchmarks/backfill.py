@@ -45,9 +45,7 @@ ENGINES = ("dagster", "legacy_pool", "duckdb_single", "lean")
 COMPARED = ("dagster", "legacy_pool", "duckdb_single")  # (d) writes less: timed, never compared
 GLOBAL_ASSETS = {"claims_intake", "member_demographics"}
 # issue 16: no step's process over one worker's budget (2 GB as DuckDB counts it, 10^9 bytes, in MiB as RSS is)
-BUDGET_MB = round(
-    settings.parse_bytes(os.environ.get("PGX_MEMORY_PER_WORKER") or settings.DEFAULT_MEMORY_PER_WORKER) / 2**20
-)
+BUDGET_MB = round(settings.parse_bytes(settings.memory_per_worker()) / 2**20)
 ANALYSIS_BUDGET = 0.10  # issue 14: analysis may add at most 10% to the rest of the full backfill
 
 
@@ -141,7 +139,7 @@ def analyze_runs(home: Path, backfill_id: str, t_start: float, t_end: float) -> 
                 launch_overhead += (min(starts.values()) - rec.start_time) + (rec.end_time - max(ends.values()))
     n_runs = len(intervals)
     busy = _union_length(intervals)
-    # A figure is its process's peak so far (an in-process run's steps share one process).
+    # Each figure is its step's own peak (reporting.reset_peak_rss), per partition and per check.
     global_steps = {k: v for k, v in peak_rss.items() if k.split(":")[0] in GLOBAL_ASSETS}
     partition_steps = {k: v for k, v in peak_rss.items() if k not in global_steps}
     return {

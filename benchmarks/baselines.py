@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pgx_dagster import datasets
+from pgx_dagster import datasets, settings
 from pgx_dagster.codesets import register_codesets
 from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, STAGED, Dataset, partition_suffix
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
@@ -128,7 +128,7 @@ def _partition_task(asset: str, raw_root: str, lake_root: str, key: str) -> dict
     """One partition of one asset and its checks, in a pool worker."""
     work = _work()[asset]
     lake = LakeResource(raw_root=raw_root, lake_root=lake_root)
-    duck = DuckDBWorker(memory_limit=os.environ.get("PGX_MEMORY_PER_WORKER", "2GB"))
+    duck = DuckDBWorker(memory_limit=settings.memory_per_worker())
     args = partition_args(PARTITIONS[work.partitions], key)
     reset_peak_rss()  # this partition's peak, as the Dagster steps report theirs
     meta = work.run(LOG, lake, duck, *args)

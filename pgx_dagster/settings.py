@@ -75,6 +75,11 @@ def max_workers() -> int:
     return max(1, _int_env("PGX_MAX_WORKERS", default))
 
 
+def memory_per_worker() -> str:
+    """A worker's memory budget (PGX_MEMORY_PER_WORKER) as written; resources.py passes it as an EnvVar."""
+    return os.environ.get("PGX_MEMORY_PER_WORKER") or DEFAULT_MEMORY_PER_WORKER
+
+
 def raw_root() -> str:
     return os.environ.get("PGX_RAW_ROOT") or DEFAULT_RAW_ROOT
 

@@ -36,14 +36,22 @@ def _signal(groups: list[int], sig: int) -> None:
             pass
 
 
+def wait_gone(groups: list[int], seconds: float) -> bool:
+    """Wait up to `seconds` for every process of `groups` to be gone; whether they are."""
+    deadline = time.monotonic() + seconds
+    while any(group_alive(g) for g in groups):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def main(argv: list[str]) -> int:
     parent, groups = int(argv[0]), [int(g) for g in argv[1:]]
     while any(group_alive(g) for g in groups):
         if os.getppid() != parent:  # reparented: the parent died
             _signal(groups, signal.SIGTERM)
-            deadline = time.monotonic() + GRACE_SECONDS
-            while time.monotonic() < deadline and any(group_alive(g) for g in groups):
-                time.sleep(0.1)
+            wait_gone(groups, GRACE_SECONDS)
             _signal(groups, signal.SIGKILL)
             return 0
         time.sleep(POLL_SECONDS)

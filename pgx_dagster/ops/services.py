@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pgx_dagster.ops.reaper import group_alive
+from pgx_dagster.ops.reaper import wait_gone
 from pgx_dagster.settings import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -48,16 +48,12 @@ def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
             proc.wait(timeout=20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
-    # after the grace period SIGKILL, then wait (5 s at most) until init has reaped the orphans
-    for wait, kill in ((grace, True), (5.0, False)):
-        deadline = time.monotonic() + wait
-        while group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if kill:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    if not wait_gone([proc.pid], grace):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_gone([proc.pid], 5.0)  # until init has reaped the orphans
     proc.wait(timeout=10)
 
 
