@@ -209,6 +209,47 @@ def test_check_passes_on_good_data_and_fails_on_planted_bad_data(
     assert value not in (0, [], {}, None), (figure, value)
 
 
+# member_demographics_consensus: each figure planted by its own damage of the demographics file.
+CONSENSUS_DAMAGE = {
+    "persons_with_several_sexes": "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id "
+    "ORDER BY event_year) = 2 THEN (CASE sex WHEN 'F' THEN 'M' ELSE 'F' END) ELSE sex END AS sex) FROM t",
+    "persons_with_several_birth_years": "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id "
+    "ORDER BY event_year) = 2 THEN birth_year + 1 ELSE birth_year END AS birth_year) FROM t",
+    "person_years_with_several_values": "SELECT * FROM t UNION ALL (SELECT * REPLACE ('999' AS zip3) FROM t LIMIT 3)",
+    "member_years_without_row": "SELECT * FROM t WHERE event_year <> (SELECT max(event_year) FROM t)",
+}
+CONSENSUS_COUNTS = [*CONSENSUS_DAMAGE, "member_years_with_claims", "member_years_enrolled_without_claims"]
+
+
+@pytest.mark.parametrize("figure", CONSENSUS_DAMAGE)
+def test_consensus_check_in_units_counts_what_it_does_whole(checked, tmp_path, monkeypatch, figure):
+    """The consensus check works in units (by person, by member) to keep to a worker's memory: with many
+    units it gives the very figures it gives in one, on good data and on each planted fault."""
+    pipeline, _ = checked
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+
+    def figures() -> dict:
+        by_units = {}
+        for unit_rows in ("1000000000", "500"):
+            monkeypatch.setenv("PGX_UNIT_ROWS", unit_rows)
+            e = evaluate_check(pipeline.raw, lake, "member_demographics", "member_demographics_consensus")
+            by_units[meta(e, "units")] = (e.passed, {f: meta(e, f) for f in CONSENSUS_COUNTS})
+        (one, whole), (several, split) = sorted(by_units.items())
+        assert one == 1 and several > 1, by_units
+        assert split == whole
+        return whole
+
+    passed, good = figures()
+    assert passed and all(good[f] == 0 for f in CONSENSUS_DAMAGE), good
+    assert good["member_years_with_claims"] > 0
+    for path in _target(lake, DEMOGRAPHICS, None):
+        rewrite_parquet(path, CONSENSUS_DAMAGE[figure])
+    passed, bad = figures()
+    assert not passed and bad[figure] > 0, bad
+    assert all(bad[f] == 0 for f in CONSENSUS_DAMAGE if f != figure), bad
+
+
 def _cohort_copy(pipeline, part: str, tmp_path):
     """A copy of the lake and the path of the partition's cohort file in it."""
     lake = tmp_path / "lake"

@@ -135,27 +135,31 @@ def session_threads(partitions: str) -> int | None:
 
 
 def _in_session(
-    evaluate: Callable[..., AssetCheckResult], threads: int | None = None
+    evaluate: Callable[..., AssetCheckResult], threads: int | None = None, with_worker: bool = False
 ) -> Callable[..., AssetCheckResult]:
-    """A check as a function of (lake, duckdb, *partition): its own DuckDB session around `evaluate`."""
+    """A check as a function of (lake, duckdb, *partition): its own DuckDB session around `evaluate`,
+    which also gets `duckdb=` the worker when `with_worker` (a check that works in units)."""
 
     def check(lake: LakeResource, duckdb: DuckDBWorker, *partition: Any) -> AssetCheckResult:
         with duckdb.session(threads=threads) as s:
-            return evaluate(s, lake, *partition)
+            return evaluate(s, lake, *partition, **({"duckdb": duckdb} if with_worker else {}))
 
     check.__name__ = evaluate.__name__
     return check
 
 
-def register_check(asset_def: AssetsDefinition, name: str, description: str | None = None):
+def register_check(asset_def: AssetsDefinition, name: str, description: str | None = None, with_worker: bool = False):
     """`evaluate(session, lake, *partition) -> AssetCheckResult` - partition: (age_band, event_year),
     (cohort,) or nothing, as the asset's - as a blocking check of the asset. Every check of an asset runs
-    in one step, `asset_checks` below, one evaluation per check and partition."""
+    in one step, `asset_checks` below, one evaluation per check and partition. `with_worker`: evaluate
+    also gets `duckdb=` the DuckDBWorker, for a global check that works unit by unit as its asset does."""
     work = WORK[asset_def.key.to_user_string()]
 
     def decorate(evaluate: Callable[..., AssetCheckResult]) -> Check:
         entry = Check(
-            name, description or inspect.getdoc(evaluate) or "", _in_session(evaluate, session_threads(work.partitions))
+            name,
+            description or inspect.getdoc(evaluate) or "",
+            _in_session(evaluate, session_threads(work.partitions), with_worker),
         )
         work.registered.append(entry)
         return entry

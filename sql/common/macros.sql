@@ -126,3 +126,5 @@ CREATE OR REPLACE MACRO rejected_code(field, raw, reason) AS
 CREATE OR REPLACE MACRO person_unit(person_id, units) AS hash(person_id) % units;
 -- The unit of a claim (all its lines and versions) when intake splits its work by claim.
 CREATE OR REPLACE MACRO claim_unit(payer_id, claim_id, units) AS hash(payer_id, claim_id) % units;
+-- The unit of a member's rows (every year of one payer's member id), when a check splits its work by member.
+CREATE OR REPLACE MACRO member_unit(payer_id, member_id, units) AS hash(payer_id, member_id) % units;
