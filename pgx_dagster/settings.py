@@ -25,7 +25,7 @@ DEFAULT_MEMORY_PER_WORKER = "2GB"
 # a run's machinery, a check's batches, query results. DuckDB's memory_limit is the budget less this. At 50M
 # claim rows, with 512 MB reserved, a check's process peaked 538 MiB above DuckDB's limit, 180 of them freed
 # memory jemalloc had not yet returned (now returned, see duck.py); with 640 MB reserved a cohort's
-# exposure_flags.sql ran out of memory (it does not spill), so a larger reserve is not free.
+# exposure_flags.sql ran out of memory as a sorted temp table (since written straight to its file).
 PROCESS_RESERVE_BYTES = 512_000_000
 # Claim rows per unit of a global step (PGX_UNIT_ROWS): at 10M rows, units of 1M kept intake at 1.4 GB
 # peak RSS (2.2 GB with 2.5M), at 53 s against 52 s.

@@ -197,7 +197,8 @@ def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, starte
     s.model_table("fills", "analysis/fills")
     exposures = s.model_table("exposures", "analysis/exposures")
     n = s.model_table("features", "analysis/features")
-    s.model_table("exposure_flags", "analysis/exposure_flags")
+    # members x exposures: computed as it is written, never held (a temp table of it outgrew a worker's memory)
+    s.model_view("exposure_flags", "analysis/exposure_flags")
     genotyped = s.scalar("SELECT count(*) FROM features WHERE cyp2d6_phenotype IS NOT NULL")
     dataset.publish(
         s,

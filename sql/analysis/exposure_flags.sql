@@ -2,7 +2,9 @@
 -- not. Exposures: each drug of pgx_drugs (`drug:<ingredient>`); the groups of features.sql; and, when
 -- genotypes are given, each drug x phenotype of a gene the drug has CPIC guidance for
 -- (`drug:<ingredient> x <GENE> <phenotype>`: the drug in the window and that phenotype).
--- Inputs: features (analysis/features.sql), pgx_drugs, genotypes.
+-- Inputs: features (analysis/features.sql), pgx_drugs, genotypes. Written straight to its file and not sorted:
+-- at a cohort's size (members x exposures) a temp table or a sort of it ran out of a worker's memory, and every
+-- reader orders what it needs (association_rows, the checks).
 WITH drugs AS (SELECT DISTINCT ingredient FROM pgx_drugs),
 drug_phenotypes AS (
     SELECT DISTINCT d.ingredient, d.gene, g.phenotype
@@ -33,4 +35,3 @@ FROM features f
 CROSS JOIN drug_phenotypes dp
 LEFT JOIN member_phenotypes mp ON mp.matched_set_id = f.matched_set_id AND mp.person_id = f.person_id
     AND mp.gene = dp.gene
-ORDER BY exposure, matched_set_id, is_target DESC, person_id
