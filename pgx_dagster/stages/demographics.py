@@ -52,6 +52,14 @@ def _load_unit(s: Session, splits: dict[str, list[str]], unit: int) -> None:
         s.model_view(name, f"demographics/{name}")
 
 
+def register_silver(s: Session, lake: LakeResource) -> int:
+    """Views silver_medical_all and silver_pharmacy_all (every partition); returns their claim rows, which
+    size the units."""
+    s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
+    s.view("silver_pharmacy_all", parquet_relation(SILVER["pharmacy"].glob(lake)))
+    return s.scalar("SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)")
+
+
 def build_member_demographics(s: Session, scratch: str, units: int) -> int:
     """View `demographics`: the member-years of sql/demographics/, worked in `units` person units under
     `scratch`. Inputs: views silver_medical_all, silver_pharmacy_all, eligibility, raw_enrollment,
@@ -88,17 +96,13 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
     anywhere."""
     started = time.perf_counter()
     with duckdb.global_session() as s, duckdb.scratch_dir() as scratch:
-        s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
-        s.view("silver_pharmacy_all", parquet_relation(SILVER["pharmacy"].glob(lake)))
+        claim_rows = register_silver(s, lake)
         used = register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
         s.model_view("eligibility", "intake/eligibility")  # typed as intake typed it
         s.view("person_index", parquet_relation(PERSON_INDEX.path(lake)))
         register_geography(s)
         years = event_years()
         s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
-        claim_rows = s.scalar(
-            "SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)"
-        )
         units = duckdb.units(claim_rows)
         with reading_raw(s, used):
             rows = build_member_demographics(s, scratch, units)
@@ -142,11 +146,7 @@ def member_demographics_consensus(s: Session, lake: LakeResource, duckdb: DuckDB
     and every member-year with a claim has a row. Worked in units, as the asset is, so that it keeps to one worker's
     memory at any extract size; the units' figures add up to the whole's."""
     s.view("d", parquet_relation(DEMOGRAPHICS.path(lake)))
-    s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
-    s.view("silver_pharmacy_all", parquet_relation(SILVER["pharmacy"].glob(lake)))
-    units = duckdb.units(
-        s.scalar("SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)")
-    )
+    units = duckdb.units(register_silver(s, lake))
     s.set_variables({"units": units})
     figures: dict[str, Any] = {}
     with duckdb.scratch_dir() as scratch:
