@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from pgx_dagster.lake import s3_client
-from pgx_dagster.ops.services import BIN, dagster_services, free_port, stop, wait_for_url
+from pgx_dagster.ops.services import BIN, dagster_services, free_port, spawn, stop, wait_for_url
 from pgx_dagster.settings import REPO_ROOT as REPO
 
 __all__ = ["ARTIFACTS", "REPO", "apt_install", "dagster_services", "free_port", "moto_s3", "render"]
@@ -51,12 +51,11 @@ def moto_s3(logs: Path, adopt: bool = False):
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / "moto.log"
-    proc = subprocess.Popen(
+    proc = spawn(
         [str(BIN / "python"), "-m", "pgx_dagster_tests.moto_server", "-H", "127.0.0.1", "-p", str(port)],
         cwd=REPO,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"

@@ -14,6 +14,7 @@ import yaml
 from dagster import AssetSelection, DagsterInstance, materialize
 
 from pgx_dagster.ops import dagster_private
+from pgx_dagster.ops.services import spawn
 from pgx_dagster_tests.services import REPO, apt_install, free_port
 
 DEPLOY = REPO / "deploy"
@@ -91,11 +92,10 @@ def postgres():
     port = free_port()
     prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     log = base / "postgres.log"
-    proc = subprocess.Popen(
+    proc = spawn(
         prefix + [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(sock)],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     try:
         for _ in range(120):

@@ -178,15 +178,19 @@ LEADER = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c',
 
 def test_stopping_a_service_leaves_nothing_of_its_process_group():
     """A child that ignores SIGTERM (as a code server waits out its heartbeat) is killed with its group,
-    so the service's watchdog exits at once instead of timing out the teardown of a finished backfill."""
-    import subprocess
+    so the service's watchdog exits at once instead of timing out the teardown of a finished backfill -
+    also when the starting thread has SIGTERM blocked (a child would inherit that and ignore it: 26 s)."""
     import sys
 
     from pgx_dagster.ops.reaper import group_alive
-    from pgx_dagster.ops.services import reap_on_death, stop
+    from pgx_dagster.ops.services import reap_on_death, spawn, stop
 
-    leader = subprocess.Popen([sys.executable, "-c", LEADER], start_new_session=True)
-    reaper = reap_on_death(leader)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        leader = spawn([sys.executable, "-c", LEADER])
+        reaper = reap_on_death(leader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     time.sleep(1.5)  # the child is started
     started = time.monotonic()
     stop(leader, grace=1.0)

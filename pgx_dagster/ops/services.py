@@ -27,15 +27,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The signals a service stops on. A child inherits its parent thread's signal mask, and a blocked signal
+# stays blocked across exec: a service started while they were blocked ignored SIGTERM, and stop() waited 20 s.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def spawn(command: list[str], **popen_args: object) -> subprocess.Popen:
+    """`command` as a service: its own process group (stop() signals the group), the stop signals unblocked
+    whatever the calling thread has blocked."""
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        return subprocess.Popen(command, start_new_session=True, **popen_args)  # type: ignore[call-overload]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def reap_on_death(proc: subprocess.Popen) -> subprocess.Popen:
     """A watchdog (ops/reaper.py) that kills `proc`'s process group, with everything in it, if this
     process dies without stopping it - a SIGKILL runs no cleanup."""
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "pgx_dagster.ops.reaper", str(os.getpid()), str(proc.pid)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
 
 
@@ -121,13 +135,12 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
     reapers: list[subprocess.Popen] = []
 
     def start(name: str, command: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(
+        proc = spawn(
             [*command, "-w", "workspace.yaml"],
             cwd=REPO_ROOT,
             env=env,
             stdout=(logs / f"{name}.log").open("w"),
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         procs.append(proc)
         reapers.append(reap_on_death(proc))
