@@ -27,19 +27,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# The signals a service stops on. A child inherits its parent thread's signal mask, and a blocked signal
-# stays blocked across exec: a service started while they were blocked ignored SIGTERM, and stop() waited 20 s.
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+# A service's process starts through this: the signals it stops on back to their defaults, then exec.
+# A child inherits its parent's ignored signals and its thread's blocked ones, across exec: a service
+# started from a process that ignored or blocked SIGTERM ignored it, and stop() waited 20 s each time.
+_DEFAULT_STOP_SIGNALS = (
+    "import os, signal, sys\n"
+    "stop = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}\n"
+    "for s in stop: signal.signal(s, signal.SIG_DFL)\n"
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 def spawn(command: list[str], **popen_args: object) -> subprocess.Popen:
-    """`command` as a service: its own process group (stop() signals the group), the stop signals unblocked
-    whatever the calling thread has blocked."""
-    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    try:
-        return subprocess.Popen(command, start_new_session=True, **popen_args)  # type: ignore[call-overload]
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    """`command` as a service: its own process group (stop() signals the group), stopping on SIGTERM /
+    SIGINT / SIGHUP whatever this process ignores or blocks (the same pid: the wrapper execs it)."""
+    return subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-c", _DEFAULT_STOP_SIGNALS, *command], start_new_session=True, **popen_args
+    )
 
 
 def reap_on_death(proc: subprocess.Popen) -> subprocess.Popen:
