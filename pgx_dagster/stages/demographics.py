@@ -10,6 +10,7 @@ sex_imputed); per unit again, the rows. The units change nothing in the result (
 """
 
 import time
+from collections.abc import Iterable
 from logging import Logger
 from typing import Any
 
@@ -60,15 +61,22 @@ def register_silver(s: Session, lake: LakeResource) -> int:
     return s.scalar("SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)")
 
 
+def split_models(s: Session, models: Iterable[str], scratch: str, units: int) -> dict[str, list[str]]:
+    """Each `sql/demographics/<model>.sql` (rows with a `unit` column) written unit by unit under `scratch`:
+    model -> each unit's rows as a relation (split_into_units). Variable: units."""
+    splits = {}
+    for model in models:
+        with s.doing(f"sql/demographics/{model}.sql"):
+            splits[model] = split_into_units(s, sql_text(f"demographics/{model}"), f"{scratch}/{model}", units)
+    return splits
+
+
 def build_member_demographics(s: Session, scratch: str, units: int) -> int:
     """View `demographics`: the member-years of sql/demographics/, worked in `units` person units under
     `scratch`. Inputs: views silver_medical_all, silver_pharmacy_all, eligibility, raw_enrollment,
     person_index, zip3_state; variables seed, min_year, max_year. Returns the row count."""
     s.set_variables({"units": units})
-    splits = {}
-    for split in SPLITS:
-        with s.doing(f"sql/demographics/{split}.sql"):
-            splits[split] = split_into_units(s, sql_text(f"demographics/{split}"), f"{scratch}/{split}", units)
+    splits = split_models(s, SPLITS, scratch, units)
     facts = "demographics/person_facts"
     for unit in range(units):
         _load_unit(s, splits, unit)
@@ -150,10 +158,7 @@ def member_demographics_consensus(s: Session, lake: LakeResource, duckdb: DuckDB
     s.set_variables({"units": units})
     figures: dict[str, Any] = {}
     with duckdb.scratch_dir() as scratch:
-        splits = {}
-        for split in CONSENSUS_SPLITS:
-            with s.doing(f"sql/demographics/{split}.sql"):
-                splits[split] = split_into_units(s, sql_text(f"demographics/{split}"), f"{scratch}/{split}", units)
+        splits = split_models(s, CONSENSUS_SPLITS, scratch, units)
         for unit in range(units):
             for split, name in CONSENSUS_SPLITS.items():
                 s.view(name, splits[split][unit])
