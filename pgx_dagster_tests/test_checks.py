@@ -15,6 +15,15 @@ from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, SILVER_Q
 from pgx_dagster_tests.helpers import evaluate_check, glob_of, meta, path_of, rewrite_parquet
 
 COHORT = datasets.cohort("opioid_ed")
+# member_demographics_consensus: each figure planted by its own damage of the demographics file.
+CONSENSUS_DAMAGE = {
+    "persons_with_several_sexes": "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id "
+    "ORDER BY event_year) = 2 THEN (CASE sex WHEN 'F' THEN 'M' ELSE 'F' END) ELSE sex END AS sex) FROM t",
+    "persons_with_several_birth_years": "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id "
+    "ORDER BY event_year) = 2 THEN birth_year + 1 ELSE birth_year END AS birth_year) FROM t",
+    "person_years_with_several_values": "SELECT * FROM t UNION ALL (SELECT * REPLACE ('999' AS zip3) FROM t LIMIT 3)",
+    "member_years_without_row": "SELECT * FROM t WHERE event_year <> (SELECT max(event_year) FROM t)",
+}
 # (asset, check, the dataset whose file (of the partition) is damaged, damage as SQL over table t, figure that
 # shows it)
 CASES = [
@@ -80,8 +89,7 @@ CASES = [
         "member_demographics",
         "member_demographics_consensus",
         DEMOGRAPHICS,
-        "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id ORDER BY event_year) = 2 "
-        "THEN (CASE sex WHEN 'F' THEN 'M' ELSE 'F' END) ELSE sex END AS sex) FROM t",
+        CONSENSUS_DAMAGE["persons_with_several_sexes"],
         "persons_with_several_sexes",
     ),
     (
@@ -209,15 +217,6 @@ def test_check_passes_on_good_data_and_fails_on_planted_bad_data(
     assert value not in (0, [], {}, None), (figure, value)
 
 
-# member_demographics_consensus: each figure planted by its own damage of the demographics file.
-CONSENSUS_DAMAGE = {
-    "persons_with_several_sexes": "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id "
-    "ORDER BY event_year) = 2 THEN (CASE sex WHEN 'F' THEN 'M' ELSE 'F' END) ELSE sex END AS sex) FROM t",
-    "persons_with_several_birth_years": "SELECT * REPLACE (CASE WHEN row_number() OVER (PARTITION BY person_id "
-    "ORDER BY event_year) = 2 THEN birth_year + 1 ELSE birth_year END AS birth_year) FROM t",
-    "person_years_with_several_values": "SELECT * FROM t UNION ALL (SELECT * REPLACE ('999' AS zip3) FROM t LIMIT 3)",
-    "member_years_without_row": "SELECT * FROM t WHERE event_year <> (SELECT max(event_year) FROM t)",
-}
 CONSENSUS_COUNTS = [*CONSENSUS_DAMAGE, "member_years_with_claims", "member_years_enrolled_without_claims"]
 
 
