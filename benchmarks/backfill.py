@@ -11,6 +11,9 @@ generates three extracts once (tiny, 1x = --members, 2x = twice that), then for 
   (c) duckdb_single  one process, one DuckDB connection with every thread (benchmarks/baselines.py);
   (d) lean           the engine's limit: minimal SQL for the essential work, one DuckDB process
                      (benchmarks/lean.py) - timed only, every engine reported as a ratio to it;
+and, on request only (`--engines dagster,dagster_sqlite,...`),
+      dagster_sqlite (a) on Dagster's own SQLite storage (dagster.yaml without `instance_class`): a new
+                     connection per event instead of kept ones (pgx_dagster/ops/sqlite_storage.py);
 checks that the lakes of (a)-(c) are identical (rows and a content hash per dataset and partition), and
 prints a table and writes JSON. Nothing here is a test; `pgx_dagster_tests/test_benchmark.py` runs
 it at a tiny scale to keep it working.
@@ -41,8 +44,10 @@ from benchmarks.lean import lean
 from pgx_dagster import settings
 from pgx_dagster.settings import REPO_ROOT
 
-ENGINES = ("dagster", "legacy_pool", "duckdb_single", "lean")
-COMPARED = ("dagster", "legacy_pool", "duckdb_single")  # (d) writes less: timed, never compared
+ENGINES = ("dagster", "legacy_pool", "duckdb_single", "lean")  # the default run
+ENGINES_ON_REQUEST = ("dagster_sqlite",)
+DAGSTER_ENGINES = ("dagster", "dagster_sqlite")  # backfills through the daemon, repeated on the tiny extract
+COMPARED = ("dagster", "dagster_sqlite", "legacy_pool", "duckdb_single")  # (d) writes less: timed, never compared
 GLOBAL_ASSETS = {"claims_intake", "member_demographics"}
 # issue 16: no step's process over one worker's budget (2 GB as DuckDB counts it, 10^9 bytes, in MiB as RSS is)
 BUDGET_MB = round(settings.parse_bytes(settings.memory_per_worker()) / 2**20)
@@ -59,13 +64,19 @@ def generate(out: Path, members: int, seed: int = 7) -> dict[str, Any]:
 # ---- (a) Dagster ------------------------------------------------------------------------------------
 
 
-def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float) -> dict[str, Any]:
+def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float, own_storage: bool = False) -> dict[str, Any]:
+    """The backfill on the repo's dagster.yaml; `own_storage`: without its `instance_class` (Dagster's own storage)."""
+    import yaml
+
     from pgx_dagster.ops.backfill import Client
     from pgx_dagster.ops.services import dagster_services
 
     home = work / "dagster_home"
     home.mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    if own_storage:
+        del instance["instance_class"]
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     env = {"PGX_RAW_ROOT": str(raw), "PGX_LAKE_ROOT": str(lake)}
     with dagster_services(home, env, work / "logs") as url:
         client = Client(url)
@@ -172,12 +183,12 @@ def measure(raw: Path, work: Path, engines: list[str], workers: int, timeout: fl
     for engine in engines:
         lake = work / f"lake_{engine}"
         print(f"    {engine} ...", flush=True)
-        if engine == "dagster":
+        if engine in DAGSTER_ENGINES:
             tries = []
             for _ in range(repeats):
                 shutil.rmtree(lake, ignore_errors=True)
-                shutil.rmtree(work / "dagster", ignore_errors=True)
-                tries.append(dagster_backfill(raw, lake, work / "dagster", timeout))
+                shutil.rmtree(work / engine, ignore_errors=True)
+                tries.append(dagster_backfill(raw, lake, work / engine, timeout, engine == "dagster_sqlite"))
             tries.sort(key=lambda t: t["seconds"])
             results[engine] = {**tries[len(tries) // 2], "all_seconds": [t["seconds"] for t in tries]}
         elif engine == "legacy_pool":
@@ -236,6 +247,8 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
         summary["fixed_cost_all_s"] = tiny["results"]["dagster"]["all_seconds"]
         summary["fixed_cost_claim_rows"] = tiny["claim_rows"]
         summary["fixed_cost_by_engine_s"] = {e: tiny["results"][e]["seconds"] for e in engines}
+        if "dagster_sqlite" in engines:
+            summary["fixed_cost_all_by_storage_s"] = {e: tiny["results"][e]["all_seconds"] for e in DAGSTER_ENGINES}
     if two:
         extra_m_rows = (two["claim_rows"] - one["claim_rows"]) / 1e6
         summary["marginal_s_per_million_rows"] = {
@@ -314,6 +327,8 @@ def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: l
         "stage_s",
         "fixed_cost_s",
         "fixed_cost_all_s",
+        "fixed_cost_by_engine_s",
+        "fixed_cost_all_by_storage_s",
         "marginal_s_per_million_rows",
         "marginal_ratio_vs_legacy",
         "marginal_ratio_vs_floor",
@@ -350,13 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         "--big-members", type=int, default=0, help="persons of a large extract run by Dagster alone (0 = skip)"
     )
     ap.add_argument("--fixed-repeats", type=int, default=3, help="Dagster backfills of the tiny extract (median)")
-    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {ENGINES + ENGINES_ON_REQUEST}")
     ap.add_argument("--workdir", default=str(REPO_ROOT / "data" / "benchmark"), help="data and lakes go here")
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds a backfill may take")
     ap.add_argument("--json", dest="json_path", help="write the results here")
     a = ap.parse_args(argv)
     engines = [e for e in a.engines.split(",") if e]
-    if unknown := set(engines) - set(ENGINES):
+    if unknown := set(engines) - set(ENGINES + ENGINES_ON_REQUEST):
         ap.error(f"unknown engines {sorted(unknown)}")
     work = Path(a.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Every private Dagster API the project uses, in this one module, each behind a version guard.
 
-Dagster's public API does not cover four things we do:
+Dagster's public API does not cover five things we do:
 - a run launcher of our own (`PreloadedRunLauncher`, ops/launcher.py): the RunLauncher base class and
   its context types (dagster._core.launcher) and ConfigurableClass (dagster._serdes);
 - executing a run in a process we started, as `dagster api execute_run` does
@@ -9,7 +9,9 @@ Dagster's public API does not cover four things we do:
 - the daemon's loop interval, fixed at 30 s (dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS),
   and the daemon's command line (dagster._daemon.cli.main): `pgx daemon`;
 - validating instance and workspace YAML against Dagster's own schemas (dagster._config,
-  dagster._core.instance.config, dagster._core.workspace.config_schema): the deploy/ tests.
+  dagster._core.instance.config, dagster._core.workspace.config_schema): the deploy/ tests;
+- SQLite storage that keeps its connections open (ops/sqlite_storage.py): Dagster's SQLite run, event
+  log and schedule storages (dagster._core.storage.*) and the connection methods they override.
 
 Tested with Dagster TESTED_MINOR (pyproject.toml pins that range). Every name resolves through
 `_private`, which fails with one message naming the name, the installed version and the way back to
@@ -46,6 +48,7 @@ def _private(module: str, name: str, fallback: str) -> Any:
 LAUNCHER_FALLBACK = "remove `run_launcher` from dagster.yaml to use Dagster's default run launcher"
 DAEMON_FALLBACK = "run `dagster-daemon run` instead of `pgx daemon` (backfills then advance every 30 s)"
 CONFIG_FALLBACK = "validate deploy/ by starting an instance with it instead"
+STORAGE_FALLBACK = "remove `instance_class` from dagster.yaml to use Dagster's own SQLite storage (the same files)"
 
 # ---- the run launcher ----------------------------------------------------------------------------------
 RunLauncher = _private("dagster._core.launcher", "RunLauncher", LAUNCHER_FALLBACK)
@@ -93,6 +96,33 @@ def daemon_interval() -> float:
 def daemon_main() -> Callable[[], Any]:
     """`dagster-daemon`'s command line (reads sys.argv)."""
     return _private("dagster._daemon.cli", "main", DAEMON_FALLBACK)
+
+
+# ---- the instance's SQLite storage ---------------------------------------------------------------------
+SqliteRunStorage = _private("dagster._core.storage.runs", "SqliteRunStorage", STORAGE_FALLBACK)
+SqliteEventLogStorage = _private("dagster._core.storage.event_log", "SqliteEventLogStorage", STORAGE_FALLBACK)
+SqliteScheduleStorage = _private("dagster._core.storage.schedules", "SqliteScheduleStorage", STORAGE_FALLBACK)
+# The methods ops/sqlite_storage.py overrides: every read and write goes through them.
+STORAGE_CONNECTIONS = {SqliteRunStorage: "connect", SqliteEventLogStorage: "_connect", SqliteScheduleStorage: "connect"}
+SQLITE_INDEX_SHARD = "index"  # SqliteEventLogStorage's cross-run database; every other shard is one run's
+
+
+def instance_config_defaults(base_dir: str) -> Any:
+    """Dagster's default storages for an instance at `base_dir` (an instance class must provide them)."""
+    return _private("dagster._core.instance.ref", "InstanceRef", STORAGE_FALLBACK).config_defaults(base_dir)
+
+
+def check_storage_connections() -> None:
+    """Raise when a connection method we override is gone: the override would silently do nothing."""
+    for cls, method in STORAGE_CONNECTIONS.items():
+        if not callable(getattr(cls, method, None)):
+            raise DagsterUpgradeError(
+                f"{cls.__name__}.{method} is gone in Dagster {dagster.__version__} (this project is tested with "
+                f"{TESTED_MINOR}.x): {STORAGE_FALLBACK}"
+            )
+    index = _private("dagster._core.storage.event_log.sqlite.sqlite_event_log", "INDEX_SHARD_NAME", STORAGE_FALLBACK)
+    if index != SQLITE_INDEX_SHARD:
+        raise DagsterUpgradeError(f"SqliteEventLogStorage's index shard is now {index!r}: {STORAGE_FALLBACK}")
 
 
 # ---- configuration schemas -----------------------------------------------------------------------------
@@ -154,6 +184,9 @@ def check() -> list[str]:
     _private("dagster._core.instance.config", "dagster_instance_config", CONFIG_FALLBACK)
     _private("dagster._core.workspace.config_schema", "process_workspace_config", CONFIG_FALLBACK)
     resolved += ["instance and workspace config schemas"]
+    check_storage_connections()
+    instance_config_defaults("/")
+    resolved += [f"{cls.__name__}.{method}" for cls, method in STORAGE_CONNECTIONS.items()]
     return resolved
 
 
