@@ -66,17 +66,11 @@ def generate(out: Path, members: int, seed: int = 7) -> dict[str, Any]:
 
 def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float, own_storage: bool = False) -> dict[str, Any]:
     """The backfill on the repo's dagster.yaml; `own_storage`: without its `instance_class` (Dagster's own storage)."""
-    import yaml
-
     from pgx_dagster.ops.backfill import Client
+    from pgx_dagster.ops.materialize import write_instance
     from pgx_dagster.ops.services import dagster_services
 
-    home = work / "dagster_home"
-    home.mkdir(parents=True)
-    instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    if own_storage:
-        del instance["instance_class"]
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    home = write_instance(work / "dagster_home", without=["instance_class"] if own_storage else [])
     env = {"PGX_RAW_ROOT": str(raw), "PGX_LAKE_ROOT": str(lake)}
     with dagster_services(home, env, work / "logs") as url:
         client = Client(url)

@@ -10,17 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from dagster import DagsterInstance, EventLogEntry, asset, materialize
 
 from pgx_dagster.ops import dagster_private
+from pgx_dagster.ops.materialize import write_instance
 from pgx_dagster.ops.sqlite_storage import (
     Engines,
     PooledSqliteEventLogStorage,
     PooledSqliteRunStorage,
     PooledSqliteScheduleStorage,
 )
-from pgx_dagster.settings import REPO_ROOT
 
 
 @asset
@@ -32,13 +31,7 @@ def reported(context) -> None:
 def _home(tmp_path: Path, own_storage: bool = False) -> Path:
     """tmp_path/home with the repo's dagster.yaml; `own_storage`: without its `instance_class`, i.e.
     Dagster's own SQLite storage on the same files."""
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    if own_storage:
-        del config["instance_class"]
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    return home
+    return write_instance(tmp_path / "home", without=["instance_class"] if own_storage else [])
 
 
 def _log(run_id: str, message: str) -> EventLogEntry:
