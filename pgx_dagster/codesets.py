@@ -63,6 +63,12 @@ def versions(opioid_ndc_file: str = "", ndc_ingredient_file: str = "") -> dict[s
 
 
 def register_geography(s: Session) -> None:
-    """Views `zip3_state` (USPS 3-digit prefix ranges per state) and `state_codes` (USPS, SSA, names)."""
+    """Views `zip3_state` (USPS 3-digit prefix ranges per state), `zip3_prefix_state` (the same ranges as one row
+    per prefix, to look a zip3 up by equality rather than by range) and `state_codes` (USPS, SSA, names)."""
     s.view("zip3_state", _csv(CODESET_DIR / "zip3_state.csv"))
+    s.view(
+        "zip3_prefix_state",
+        "(SELECT lpad(CAST(unnest(range(CAST(zip3_first AS INTEGER), CAST(zip3_last AS INTEGER) + 1)) AS VARCHAR), "
+        "3, '0') AS zip3, state FROM zip3_state)",
+    )
     s.view("state_codes", _csv(CODESET_DIR / "state_codes.csv"))

@@ -273,8 +273,8 @@ class DuckDBWorker(DuckDBResource):
     )
     unit_rows: int = Field(
         default=DEFAULT_UNIT_ROWS,
-        description="claim rows per unit of a global step's work (intake: whole claims; demographics: whole "
-        "persons), so that each unit fits in memory_limit",
+        description="rows per unit of a global step's work, so that each unit fits in memory_limit: claim rows "
+        "(intake: whole claims), claim observations (demographics: whole persons)",
     )
 
     @property
@@ -284,9 +284,9 @@ class DuckDBWorker(DuckDBResource):
         budget = parse_bytes(self.memory_limit)
         return f"{max(budget - PROCESS_RESERVE_BYTES, budget // 2)}B"
 
-    def units(self, claim_rows: int) -> int:
-        """How many units a global step splits `claim_rows` into (at least 1)."""
-        return max(1, -(-claim_rows // max(1, self.unit_rows)))
+    def units(self, rows: int) -> int:
+        """How many units a global step splits `rows` into (at least 1)."""
+        return max(1, -(-rows // max(1, self.unit_rows)))
 
     def global_session(self) -> AbstractContextManager[Session]:
         """The connection of a global (unpartitioned) step. It runs alone, so it gets every core; its

@@ -27,8 +27,9 @@ DEFAULT_MEMORY_PER_WORKER = "2GB"
 # memory jemalloc had not yet returned (now returned, see duck.py); with 640 MB reserved a cohort's
 # exposure_flags.sql ran out of memory as a sorted temp table (since written straight to its file).
 PROCESS_RESERVE_BYTES = 512_000_000
-# Claim rows per unit of a global step (PGX_UNIT_ROWS): at 10M rows, units of 1M kept intake at 1.4 GB
-# peak RSS (2.2 GB with 2.5M), at 53 s against 52 s.
+# Rows per unit of a global step (PGX_UNIT_ROWS): at 10M claim rows, units of 1M kept intake at 1.4 GB
+# peak RSS (2.2 GB with 2.5M), at 53 s against 52 s; demographics counts claim observations (claim rows
+# grouped by member-year and value, ~1.9M at 10M claim rows): units of 1M, 1.35 GB.
 DEFAULT_UNIT_ROWS = 1_000_000
 
 

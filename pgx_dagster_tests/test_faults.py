@@ -149,8 +149,14 @@ def test_kill_9_of_pgx_materialize_leaves_nothing_running_and_a_rerun_converges(
     rng = random.Random(1)
     lake, home, log = tmp_path / "lake", home_for(tmp_path), tmp_path / "pgx.log"
     for trial in range(TRIALS):
+        submitted = backfills(home)
         proc = start(home, str(raw), str(lake), log)
-        time.sleep(rng.uniform(0.2, 0.8) * reference["seconds"])  # a random moment, mid-run
+        deadline = time.monotonic() + rng.uniform(0.2, 0.8) * reference["seconds"]  # a random moment, mid-run
+        # ... but never before the backfill is submitted: on a loaded machine the services may take longer to
+        # start than the reference run's whole fraction, and the re-run would find no backfill to cancel
+        while backfills(home) == submitted and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(max(0.0, deadline - time.monotonic()))
         assert proc.poll() is None, f"trial {trial}: ended before the kill"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -234,6 +240,12 @@ def moto_pid(url: str) -> int:
         if any(b"moto_server" in part for part in cmdline) and port.encode() in cmdline:  # the -m module
             return int(proc.name)
     raise AssertionError(f"no moto_server on port {port}")
+
+
+def backfills(home: Path) -> int:
+    """Backfills the instance at `home` has recorded, whatever their status."""
+    with DagsterInstance.from_config(str(home)) as instance:
+        return len(instance.get_backfills())
 
 
 def materializations(home: Path) -> int:

@@ -48,7 +48,7 @@ def claim(payer, member, pid, year, band, sex=None, zip3=None):
     }
 
 
-def run(s, eligibility_rows, medical, units=1):
+def run(s, eligibility_rows, medical, unit_rows=10**9):
     persons = [
         person("A", "1", "P1"),
         person("A", "2", "P2"),
@@ -71,7 +71,8 @@ def run(s, eligibility_rows, medical, units=1):
     register_geography(s)
     s.set_variables({"seed": 1, "min_year": 2016, "max_year": 2020})
     with tempfile.TemporaryDirectory() as scratch:
-        build_member_demographics(s, scratch, units)
+        _, units = build_member_demographics(s, scratch, DuckDBWorker(unit_rows=unit_rows))
+        s.execute(f"SET VARIABLE used_units = {units}")
         s.execute("CREATE OR REPLACE TEMP TABLE d AS FROM demographics")
     return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}
 
@@ -128,6 +129,25 @@ def test_conflicting_observations_resolve_to_the_most_frequent(s):
     assert (d[("A", "4", 2018)]["sex"], d[("A", "4", 2018)]["sex_source"]) == ("F", "member_consensus")
 
 
+def test_every_claim_row_counts_as_one_observation(s):
+    """Claim rows are grouped by member-year and values before the consensus (claim_observations.sql): three
+    identical claim rows still outweigh two eligibility rows, and a zip3 on three claims of a year outweighs
+    one on two claims of the same year."""
+    elig_rows = [*ELIG[:1], elig("A", "1", 2018, sex="F", birth=1950), *ELIG[2:]]
+    medical = [
+        *MEDICAL,
+        *[claim("A", "1", "P1", 2017, "65-74", sex="M", zip3="606")] * 3,
+        *[claim("A", "1", "P1", 2018, "65-74", zip3="606")] * 2,
+        *[claim("A", "1", "P1", 2018, "65-74", zip3="750")] * 3,
+    ]
+    d = run(s, elig_rows, medical)
+    assert (d[("A", "1", 2017)]["sex"], d[("A", "1", 2018)]["sex"]) == ("M", "M")  # 3 claims against 2 eligibility rows
+    assert d[("A", "1", 2018)]["zip3"] == "750"  # 3 claims against 2 (606 would win a tie)
+    assert d[("A", "1", 2017)]["zip3"] == "606"  # 3 claims against eligibility's 021 once (021 would win a tie)
+    one_each = run(s, elig_rows, [*MEDICAL, claim("A", "1", "P1", 2017, "65-74", sex="M")])
+    assert one_each[("A", "1", 2017)]["sex"] == "F"  # 1 claim against 2 eligibility rows
+
+
 def test_nothing_observed_means_a_seeded_statistical_draw_from_observed_values(s):
     d = run(s, ELIG, MEDICAL)
     p3 = d[("A", "3", 2017)]
@@ -170,10 +190,19 @@ def test_every_active_member_year_gets_exactly_one_row(s):
     assert s.scalar("SELECT count(*) FROM d WHERE sex IS NULL OR zip3 IS NULL OR birth_year IS NULL") == 0
 
 
-@pytest.mark.parametrize("units", [2, 5])
-def test_person_units_change_no_row(s, units):
+@pytest.mark.parametrize("unit_rows", [1, 3])
+def test_person_units_change_no_row(s, unit_rows):
     """The step's split by person is invisible in its result, the statistical draws included (they
     come from every unit's persons)."""
     one_unit = run(s, ELIG, MEDICAL)
+    assert s.scalar("SELECT getvariable('used_units')") == 1
+    several = run(s, ELIG, MEDICAL, unit_rows)
+    units = s.scalar("SELECT getvariable('used_units')")
+    # units of `unit_rows` claim observations (member-year x observed values): really several, holding persons
+    observations = s.scalar(
+        "SELECT count(*) FROM (SELECT DISTINCT payer_id, member_id, event_year, patient_sex, patient_zip3 "
+        "FROM silver_medical_all)"
+    )
+    assert units == -(-observations // unit_rows) > 1
     assert s.scalar(f"SELECT count(DISTINCT person_unit(person_id, {units})) FROM person_index") > 1
-    assert run(s, ELIG, MEDICAL, units) == one_unit
+    assert several == one_unit

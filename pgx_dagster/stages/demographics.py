@@ -71,10 +71,12 @@ def split_models(s: Session, models: Iterable[str], scratch: str, units: int) ->
     return splits
 
 
-def build_member_demographics(s: Session, scratch: str, units: int) -> int:
-    """View `demographics`: the member-years of sql/demographics/, worked in `units` person units under
-    `scratch`. Inputs: views silver_medical_all, silver_pharmacy_all, eligibility, raw_enrollment,
-    person_index, zip3_state; variables seed, min_year, max_year. Returns the row count."""
+def build_member_demographics(s: Session, scratch: str, duckdb: DuckDBWorker) -> tuple[int, int]:
+    """View `demographics`: the member-years of sql/demographics/, worked in person units under `scratch`,
+    as many as the claim observations need (DuckDBWorker.units). Inputs: views silver_medical_all,
+    silver_pharmacy_all, eligibility, raw_enrollment, person_index, zip3_state, zip3_prefix_state; variables
+    seed, min_year, max_year. Returns the row count and the number of units."""
+    units = duckdb.units(s.model_file("claim_observations", "demographics/claim_observations", scratch))
     s.set_variables({"units": units})
     splits = split_models(s, SPLITS, scratch, units)
     facts = "demographics/person_facts"
@@ -92,7 +94,7 @@ def build_member_demographics(s: Session, scratch: str, units: int) -> int:
             s.execute(f"COPY ({sql_text('demographics/member_demographics')}) TO {part} (FORMAT parquet)")
     # unit after unit, each in its SQL's row order: the published file needs no sort of the whole
     s.view("demographics", parquet_relation(f"{scratch}/rows_*.parquet"))
-    return s.scalar("SELECT count(*) FROM demographics")
+    return s.scalar("SELECT count(*) FROM demographics"), units
 
 
 @global_asset("member_demographics", group_name="demographics", deps=["silver_medical", "silver_pharmacy"])
@@ -111,15 +113,14 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
         register_geography(s)
         years = event_years()
         s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
-        units = duckdb.units(claim_rows)
         with reading_raw(s, used):
-            rows = build_member_demographics(s, scratch, units)
+            rows, units = build_member_demographics(s, scratch, duckdb)
         DEMOGRAPHICS.publish(s, lake, {DEMOGRAPHICS.filename: "SELECT * FROM demographics"})
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
         log.info(
-            f"{STAGES['demographics'].log}: {rows:,} member-years of {persons:,} persons ({units} person unit(s) "
-            f"of {claim_rows:,} claim rows); provenance {provenance}"
+            f"{STAGES['demographics'].log}: {rows:,} member-years of {persons:,} persons from {claim_rows:,} "
+            f"claim rows ({units} person unit(s)); provenance {provenance}"
         )
         return table_metadata(
             s,

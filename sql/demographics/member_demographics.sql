@@ -3,7 +3,7 @@
 -- from. The step splits its work by person into units (stages/demographics.py): every input here is
 -- one unit's, except zip_imputed and sex_imputed, which are drawn over all units' persons.
 -- Inputs: active, obs, eligibility_used, zip_observed, sex_observed, person_state, zip_imputed,
--- sex_imputed, person_index, zip3_state.
+-- sex_imputed, person_index, zip3_prefix_state.
 --
 -- Consensus (per person, across all member ids, all years, eligibility and claims):
 --   sex        most frequent observed value; ties: latest year, then 'F' before 'M' (sex_observed.sql).
@@ -103,5 +103,5 @@ FROM flags f
 LEFT JOIN person_flags pf USING (person_id)
 LEFT JOIN zip_imputed zi USING (person_id)
 LEFT JOIN person_state ps USING (person_id)
-LEFT JOIN zip3_state s ON f.zip3 BETWEEN s.zip3_first AND s.zip3_last
+LEFT JOIN zip3_prefix_state s ON s.zip3 = f.zip3
 ORDER BY f.person_id, f.payer_id, f.member_id, f.event_year

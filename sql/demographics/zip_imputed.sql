@@ -8,11 +8,7 @@ WITH zip_dist AS (  -- observed zip3 shares by the age band of the person's firs
     FROM person_facts WHERE first_zip3 IS NOT NULL
     GROUP BY ALL
 ),
-state_prefixes AS (  -- every zip3 of each state, from the USPS prefix ranges
-    SELECT state, lpad(CAST(unnest(range(CAST(zip3_first AS INTEGER), CAST(zip3_last AS INTEGER) + 1)) AS VARCHAR), 3, '0')
-               AS zip3
-    FROM zip3_state
-),
+state_prefixes AS (SELECT state, zip3 FROM zip3_prefix_state),  -- every zip3 of each state (USPS prefixes)
 -- The distributions a zip3 is drawn from, most specific first; a person draws from the first one
 -- that exists for them: observed zip3s of the person's state; the state's prefixes (uniform);
 -- observed zip3s of the person's age band; all observed zip3s; all US prefixes (uniform).
