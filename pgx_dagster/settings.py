@@ -111,8 +111,9 @@ def mp_start_method() -> str:
 
 
 def daemon_tick_seconds() -> float:
-    """Loop of `pgx daemon` (PGX_DAEMON_TICK_SECONDS, default 1; Dagster's own is 30)."""
-    raw = os.environ.get("PGX_DAEMON_TICK_SECONDS", "").strip() or "1"
+    """Loop of `pgx daemon` and of its run queue (PGX_DAEMON_TICK_SECONDS, default 0.5; Dagster's own are 30
+    and whole seconds). Dagster's daemons wait in steps of 0.5 s, so a shorter loop changes nothing."""
+    raw = os.environ.get("PGX_DAEMON_TICK_SECONDS", "").strip() or "0.5"
     try:
         value = float(raw)
     except ValueError as exc:

@@ -4,6 +4,8 @@ The daemon path (queue -> launcher -> run) is exercised by test_backfill_ui and 
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +43,9 @@ class MarkerConfig(Config):
 @op
 def write_marker_then_wait(config: MarkerConfig) -> None:
     Path(config.marker).write_text(str(os.getpid()))
+    # whether the run found our code location imported by another process: the forkserver it forked from
+    warm = sys.modules.get("pgx_dagster.ops.warm_code")
+    Path(f"{config.marker}.warm").write_text(str(warm is not None and warm.LOADED_IN != os.getpid()))
     deadline = time.monotonic() + config.wait_s
     while time.monotonic() < deadline:
         time.sleep(0.1)
@@ -120,6 +125,46 @@ def test_run_executes_in_a_forked_process(instance, tmp_path):
     assert worker_pid != os.getpid()
     assert finished.tags[WORKER_TAG].endswith(f":{worker_pid}")
     assert _health_once_exited(instance, run.run_id).status == WorkerStatus.SUCCESS
+
+
+def test_a_run_finds_the_code_location_warm(instance, tmp_path):
+    run = _launch(instance, tmp_path / "marker", 0)
+    finished = _wait_for(instance, run.run_id, {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE})
+    assert finished.status == DagsterRunStatus.SUCCESS
+    assert (tmp_path / "marker.warm").read_text() == "True"
+
+
+WARM_CODE_CHANGED = """
+import sys
+from pgx_dagster.ops import warm_code
+
+assert warm_code.LOADED_FROM is not None
+warm = sys.modules["pgx_dagster.definitions"]
+assert warm_code.use_or_forget() is True and sys.modules["pgx_dagster.definitions"] is warm
+path, _, _ = warm_code.LOADED_FROM[-1]
+warm_code.LOADED_FROM = (*warm_code.LOADED_FROM[:-1], (path, 0, 0))  # that file changed since it was imported
+assert warm_code.use_or_forget() is False
+assert [m for m in sys.modules if m.startswith("pgx_dagster")] == ["pgx_dagster.ops.warm_code"]
+import pgx_dagster.definitions
+assert sys.modules["pgx_dagster.definitions"] is not warm
+print("imported afresh")
+"""
+
+
+def test_a_changed_file_makes_the_run_import_the_code_afresh(tmp_path, monkeypatch):
+    """A run keeps the forkserver's modules only while none of their files changed (an edit reaches the next
+    run); here in a fresh interpreter, as the forkserver is."""
+    out = subprocess.run([sys.executable, "-c", WARM_CODE_CHANGED], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "imported afresh", out.stderr[-2000:]
+    # what tells a change: a watched file's time or size
+    from pgx_dagster.ops import warm_code
+
+    (tmp_path / "stage.py").write_text("A = 1\n")
+    monkeypatch.setattr(warm_code, "_WATCHED", ((tmp_path, "**/*.py"),))
+    before = warm_code.fingerprint()
+    assert before == warm_code.fingerprint()
+    (tmp_path / "stage.py").write_text("A = 22\n")
+    assert warm_code.fingerprint() != before
 
 
 def test_runs_launched_from_several_threads_at_once(instance, tmp_path):

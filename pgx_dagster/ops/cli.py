@@ -144,7 +144,8 @@ def _main(argv: list[str] | None = None) -> None:
     )
     sub.add_parser(
         "daemon",
-        help="`dagster-daemon run` (options passed on) looping every PGX_DAEMON_TICK_SECONDS (default 1; Dagster's 30)",
+        help="`dagster-daemon run` (options passed on), its daemons and run queue looping every "
+        "PGX_DAEMON_TICK_SECONDS (default 0.5; Dagster's 30)",
     )
     a, extra = ap.parse_known_args(argv)
     if a.command == "daemon":

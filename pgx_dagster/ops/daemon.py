@@ -2,9 +2,10 @@
 
 Dagster 1.13's daemons loop every 30 s and no setting changes it. An asset backfill advances at most
 one dependency level per loop, and our graph has six (intake, silver, demographics, imputed + events,
-cohorts, analysis), so a backfill would wait minutes between runs however small the data.
-PGX_DAEMON_TICK_SECONDS (default 1) sets the loop. The constant is private (ops/dagster_private.py):
-an upgrade that moves it stops `pgx daemon` with a message, and `dagster-daemon run` still works.
+cohorts, analysis), so a backfill would wait minutes between runs however small the data; each level's
+runs then wait for the run queue's loop, whole seconds in dagster.yaml. PGX_DAEMON_TICK_SECONDS (default
+0.5) sets both loops (the queue's at most that). The names are private (ops/dagster_private.py): an
+upgrade that moves them stops `pgx daemon` with a message, and `dagster-daemon run` still works.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     """`pgx daemon [dagster-daemon run options]`."""
     dagster_private.check()
     dagster_private.set_daemon_interval(daemon_tick_seconds())
+    dagster_private.set_queue_interval(daemon_tick_seconds())
     home = os.environ.get("DAGSTER_HOME")
     if home:
         pid_file(home).write_text(json.dumps({"pid": os.getpid(), "settings": settings()}))

@@ -7,6 +7,7 @@ Dagster's public API does not cover five things we do:
   (dagster._cli.api._execute_run_command_body, dagster._core.instance.ref.InstanceRef,
   dagster._utils.interrupts.capture_interrupts);
 - the daemon's loop interval, fixed at 30 s (dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS),
+  the run queue's loop, whole seconds in the instance's schema (the controller's QueuedRunCoordinatorDaemon),
   and the daemon's command line (dagster._daemon.cli.main): `pgx daemon`;
 - validating instance and workspace YAML against Dagster's own schemas (dagster._config,
   dagster._core.instance.config, dagster._core.workspace.config_schema): the deploy/ tests;
@@ -93,6 +94,28 @@ def daemon_interval() -> float:
     return _private("dagster._daemon.controller", "DEFAULT_DAEMON_INTERVAL_SECONDS", DAEMON_FALLBACK)
 
 
+def set_queue_interval(seconds: float) -> None:
+    """The run queue loops at most every `seconds`: the daemon controller builds its QueuedRunCoordinatorDaemon
+    with `run_queue.dequeue_interval_seconds`, which Dagster's schema takes in whole seconds."""
+    controller = importlib.import_module("dagster._daemon.controller")
+    queue = _private("dagster._daemon.controller", "QueuedRunCoordinatorDaemon", DAEMON_FALLBACK)
+    base = getattr(queue, "configured_queue", queue)  # set twice: wrap Dagster's class, not our wrapper
+
+    class ShorterQueueLoop(base):  # type: ignore[misc, valid-type]
+        configured_queue = base
+
+        def __init__(self, interval_seconds: float, *args: Any, **kwargs: Any):
+            super().__init__(min(interval_seconds, seconds), *args, **kwargs)
+
+    controller.QueuedRunCoordinatorDaemon = ShorterQueueLoop
+
+
+def queue_interval(configured: float) -> float:
+    """The loop the run queue gets when dagster.yaml configures `configured` seconds."""
+    queue = _private("dagster._daemon.controller", "QueuedRunCoordinatorDaemon", DAEMON_FALLBACK)
+    return queue(configured).interval_seconds
+
+
 def daemon_main() -> Callable[[], Any]:
     """`dagster-daemon`'s command line (reads sys.argv)."""
     return _private("dagster._daemon.cli", "main", DAEMON_FALLBACK)
@@ -176,8 +199,9 @@ def check() -> list[str]:
     _private("dagster._utils.interrupts", "capture_interrupts", LAUNCHER_FALLBACK)
     resolved += ["InstanceRef", "capture_interrupts"]
     daemon_interval()
+    queue_interval(1)
     daemon_main()
-    resolved += ["DEFAULT_DAEMON_INTERVAL_SECONDS", "dagster-daemon main"]
+    resolved += ["DEFAULT_DAEMON_INTERVAL_SECONDS", "QueuedRunCoordinatorDaemon", "dagster-daemon main"]
     _private("dagster._config", "validate_config", CONFIG_FALLBACK)
     _private("dagster._config", "process_config", CONFIG_FALLBACK)
     _private("dagster._core.instance.config", "dagster_instance_config_schema", CONFIG_FALLBACK)

@@ -5,9 +5,9 @@ imports Dagster, pandas and pandera again (2-3 s of CPU here) before the first s
 starts five runs per stage at once, so on a 2-core machine every stage waited 5-7 s for its runs to
 start (benchmarks/). This launcher keeps a multiprocessing forkserver, started once by the process
 that launches runs (the daemon), with those third-party libraries preloaded; a run's process forks
-from it in milliseconds, imports our code fresh from disk (so an edit reaches the next run, as with
-the code server) and executes the run exactly as `dagster api execute_run` does - the path Dagster's
-container launchers use.
+from it in milliseconds, finds our code location imported too unless a file of it changed since (then
+imports it afresh: an edit reaches the next run, as with the code server; ops/warm_code.py) and executes
+the run exactly as `dagster api execute_run` does - the path Dagster's container launchers use.
 
 - Terminate (UI or GraphQL, from any process on this machine): marks the run canceling and sends its
   process SIGTERM, which Dagster turns into a clean cancel.
@@ -43,12 +43,13 @@ from pgx_dagster.ops.dagster_private import (
 
 WORKER_TAG = "pgx/run_worker"  # "<host>:<pid>" of the run's process
 RUN_PROCESS_PREFIX = "dagster-run-"
-# Third-party only (forksafe imports duckdb without its thread pool): our own code is imported by each
-# run, so it is never stale.
+# forksafe imports duckdb without its thread pool. Our own code location last (ops/warm_code.py): a run uses
+# it only if none of its files changed since, else imports it afresh, so it is never stale.
 PRELOAD = [
     "dagster", RUN_ENTRY_MODULE, "pgx_dagster.forksafe", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy",
     # the analysis stage's statistics (0.7 s per run process otherwise)
     "statsmodels.discrete.conditional_models", "statsmodels.stats.contingency_tables",
+    "pgx_dagster.ops.warm_code",
 ]  # fmt: skip
 
 
@@ -69,7 +70,11 @@ def start_forkserver() -> None:
 
 
 def _run_worker(instance_ref: str, run_id: str) -> None:
-    """The run's process: execute it as `dagster api execute_run` would."""
+    """The run's process: execute it as `dagster api execute_run` would, with the forkserver's code location
+    if its files are unchanged (ops/warm_code.py)."""
+    from pgx_dagster.ops import warm_code
+
+    warm_code.use_or_forget()
     execute = execute_run_command_body()
     # SIGTERM (terminate) becomes an interrupt Dagster reports as a cancel, not a crash.
     with capture_interrupts(), instance_from_ref(instance_ref) as instance:
