@@ -92,7 +92,7 @@ def build_member_demographics(s: Session, scratch: str, duckdb: DuckDBWorker) ->
         with s.doing("sql/demographics/member_demographics.sql"):
             part = quote(f"{scratch}/rows_{unit:05d}.parquet")
             s.execute(f"COPY ({sql_text('demographics/member_demographics')}) TO {part} (FORMAT parquet)")
-    # unit after unit, each in its SQL's row order: the published file needs no sort of the whole
+    # unit after unit, each in its SQL's row order (by partition): the published file needs no sort of the whole
     s.view("demographics", parquet_relation(f"{scratch}/rows_*.parquet"))
     return s.scalar("SELECT count(*) FROM demographics"), units
 

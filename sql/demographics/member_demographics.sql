@@ -104,4 +104,7 @@ LEFT JOIN person_flags pf USING (person_id)
 LEFT JOIN zip_imputed zi USING (person_id)
 LEFT JOIN person_state ps USING (person_id)
 LEFT JOIN zip3_prefix_state s ON s.zip3 = f.zip3
-ORDER BY f.person_id, f.payer_id, f.member_id, f.event_year
+-- A unit's rows by partition (then by key: the same file on every run). Each imputed partition joins only
+-- its own member-years: in this order it reads a few row groups of every unit (Parquet's min/max per row
+-- group prunes the rest) instead of the whole file, which grows with the extract.
+ORDER BY f.event_year, f.age_band, f.person_id, f.payer_id, f.member_id
