@@ -155,6 +155,13 @@ def analyze_runs(home: Path, backfill_id: str, t_start: float, t_end: float) -> 
         "queued_s_per_run": round(queued / n_runs, 2) if n_runs else None,
         "no_run_executing_s": round(max(0.0, (t_end - t_start) - busy), 2),
         "stage_s": {s: round(_union_length(iv), 2) for s, iv in stage_intervals.items()},
+        # Runs overlap (a stage's runs start while the last one's check steps finish): the backfill had done
+        # everything but the analysis this long after its start.
+        "before_analysis_s": round(
+            max((end for s, iv in stage_intervals.items() if s != "analysis" for _, end in iv), default=t_end)
+            - t_start,
+            2,
+        ),
         "rows": rows,
         # Partition work, the legacy pipeline's 2 GB per worker budget; the global steps run alone.
         "peak_rss_mb_per_worker": max(partition_steps.values(), default=0.0),
@@ -283,15 +290,15 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
         summary["peak_rss_mb_global_steps"] = one["results"]["dagster"]["peak_rss_mb_global_steps"]
         summary["peak_rss_at"] = one["results"]["dagster"]["peak_rss_at"]
     summary["rows_per_s"] = {e: rows_per_s(one["results"][e]) for e in engines}
-    # Issue 14's budget: the analysis stage adds at most 10% to the full backfill, i.e. analysis / (the
-    # backfill without it). `analysis_share` (analysis / the whole backfill) is kept for earlier readers.
+    # Issue 14's budget: the analysis stage adds at most 10% to the full backfill: the time from the end of
+    # everything else to the end, over the time until then. Stage by stage (b, c) that is analysis / the rest;
+    # in a Dagster backfill the analysis run starts while the cohorts' check steps still run, so its own wall
+    # time overstates what it adds. `analysis_share` (the stage's wall time / the whole backfill) is kept.
     analysis_s = {e: one["results"][e]["stage_s"].get("analysis", 0.0) for e in engines if e in COMPARED}
     summary["analysis_share"] = {e: round(s / one["results"][e]["seconds"], 4) for e, s in analysis_s.items()}
-    summary["analysis_added"] = {
-        e: round(s / (one["results"][e]["seconds"] - s), 4)
-        for e, s in analysis_s.items()
-        if one["results"][e]["seconds"] > s
-    }
+    results = one["results"]
+    before = {e: results[e].get("before_analysis_s", results[e]["seconds"] - s) for e, s in analysis_s.items()}
+    summary["analysis_added"] = {e: round((results[e]["seconds"] - b) / b, 4) for e, b in before.items() if b > 0}
     summary["analysis_budget"] = ANALYSIS_BUDGET
     summary["identical_outputs"] = all(s["results"]["identical"] for s in scales.values())
     summary["differences"] = {name: s["results"]["differences"] for name, s in scales.items()}

@@ -43,10 +43,17 @@ def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_e
     assert r["dagster_s"] > 0 and r["ratio_vs_legacy"] > 0
     assert set(r["analysis_share"]) == {"dagster", "legacy_pool", "duckdb_single"}
     assert all(0 < share < 1 for share in r["analysis_share"].values())
-    # what analysis adds: analysis / (the backfill without it), against the 10% budget
+    # what analysis adds to the backfill without it, against the 10% budget: stage by stage, analysis / the rest;
+    # through Dagster, from the end of every other run (the analysis run may start before the last checks end)
     assert set(r["analysis_added"]) == set(r["analysis_share"]) and r["analysis_budget"] == 0.1
-    for e, share in r["analysis_share"].items():
+    for e in ("legacy_pool", "duckdb_single"):
+        share = r["analysis_share"][e]
         assert r["analysis_added"][e] == pytest.approx(share / (1 - share), rel=1e-2, abs=1e-3)
+    dagster = r["scales"]["1x"]["results"]["dagster"]
+    assert 0 < dagster["before_analysis_s"] < dagster["seconds"]
+    assert r["analysis_added"]["dagster"] == pytest.approx(
+        (dagster["seconds"] - dagster["before_analysis_s"]) / dagster["before_analysis_s"], abs=1e-3
+    )
     # (d), the engine's limit: timed in the same run, every engine as a ratio to it, per stage too
     assert set(r["ratio_vs_lean"]) == {"dagster", "legacy_pool", "duckdb_single", "lean"}
     assert r["ratio_vs_lean"]["lean"] == 1.0 and r["lean_s"] > 0
@@ -82,21 +89,35 @@ def test_the_baselines_take_their_stage_order_from_the_asset_graph():
     assert stages() == ["intake", "silver", "demographics", "imputed", "events", "cohorts", "analysis"]
 
 
+# What a Dagster backfill's result holds beside its times (benchmarks/backfill.py analyze_runs).
+DAGSTER_RUNS = {"runs": 18, "steps": 76, "overhead_s_per_step": 0.2, "launch_overhead_s_per_run": 0.2,
+                "no_run_executing_s": 1.0, "peak_rss_mb_per_worker": 600.0, "peak_rss_mb_global_steps": 1300.0,
+                "peak_rss_at": {}}  # fmt: skip
+
+
 def test_the_analysis_budget_is_what_analysis_adds_to_the_rest_of_the_backfill():
-    """Issue 14: analysis may add 10% to the backfill - analysis / (total - analysis), not analysis / total."""
+    """Issue 14: analysis may add 10% to the backfill - analysis / (total - analysis), not analysis / total; where
+    its run overlaps the others (Dagster), from the end of everything else to the end."""
     from benchmarks.backfill import summarize, table
 
-    def result(seconds: float, analysis: float) -> dict:
-        return {"seconds": seconds, "stage_s": {"analysis": analysis}, "rows": {}, "identical": True}
+    def result(seconds: float, analysis: float, **more: float) -> dict:
+        return {"seconds": seconds, "stage_s": {"analysis": analysis}, "rows": {}, "identical": True, **more}
 
     one = {"claim_rows": 10, "results": {"legacy_pool": result(110.0, 10.0), "duckdb_single": result(100.0, 10.5),
+                                         "dagster": {**result(100.0, 10.5, before_analysis_s=94.0), **DAGSTER_RUNS},
                                          "identical": True, "differences": []}}  # fmt: skip
-    summary = summarize(1, {"1x": one}, ["legacy_pool", "duckdb_single"])
-    assert summary["analysis_added"] == {"legacy_pool": 0.1, "duckdb_single": round(10.5 / 89.5, 4)}
-    assert summary["analysis_share"] == {"legacy_pool": round(10 / 110, 4), "duckdb_single": 0.105}
-    printed = table(summary, {"1x": one}, ["legacy_pool", "duckdb_single"])
+    engines = ["legacy_pool", "duckdb_single", "dagster"]
+    summary = summarize(1, {"1x": one}, engines)
+    assert summary["analysis_added"] == {
+        "legacy_pool": 0.1,
+        "duckdb_single": round(10.5 / 89.5, 4),
+        "dagster": round(6.0 / 94.0, 4),  # its run began 4.5 s before the others had all ended
+    }
+    assert summary["analysis_share"] == {"legacy_pool": round(10 / 110, 4), "duckdb_single": 0.105, "dagster": 0.105}
+    printed = table(summary, {"1x": one}, engines)
     assert "analysis adds 10.0% to legacy_pool's backfill: within the 10% budget" in printed
     assert "analysis adds 11.7% to duckdb_single's backfill: OVER the 10% budget" in printed
+    assert "analysis adds 6.4% to dagster's backfill: within the 10% budget" in printed
 
 
 PEAKED_AT = {"partition_steps": "events", "global_steps": "claims_intake:intake_reconciles"}

@@ -135,13 +135,15 @@ def session_threads(partitions: str) -> int | None:
 
 
 def _in_session(
-    evaluate: Callable[..., AssetCheckResult], threads: int | None = None, with_worker: bool = False
+    evaluate: Callable[..., AssetCheckResult], partitions: str, with_worker: bool = False
 ) -> Callable[..., AssetCheckResult]:
     """A check as a function of (lake, duckdb, *partition): its own DuckDB session around `evaluate`,
-    which also gets `duckdb=` the worker when `with_worker` (a check that works in units)."""
+    which also gets `duckdb=` the worker when `with_worker` (a check that works in units). A global
+    asset's checks run alone after it, as it did: the same session, every core (global_session)."""
 
     def check(lake: LakeResource, duckdb: DuckDBWorker, *partition: Any) -> AssetCheckResult:
-        with duckdb.session(threads=threads) as s:
+        session = duckdb.global_session() if not partitions else duckdb.session(threads=session_threads(partitions))
+        with session as s:
             return evaluate(s, lake, *partition, **({"duckdb": duckdb} if with_worker else {}))
 
     check.__name__ = evaluate.__name__
@@ -159,7 +161,7 @@ def register_check(asset_def: AssetsDefinition, name: str, description: str | No
         entry = Check(
             name,
             description or inspect.getdoc(evaluate) or "",
-            _in_session(evaluate, session_threads(work.partitions), with_worker),
+            _in_session(evaluate, work.partitions, with_worker),
         )
         work.registered.append(entry)
         return entry
