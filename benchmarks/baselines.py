@@ -106,8 +106,11 @@ def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:
 
 
 def _adopt_environment(environ: dict[str, str]) -> None:
+    from pgx_dagster.ops import warm_code
+
     os.environ.clear()
     os.environ.update(environ)
+    warm_code.use_or_forget()  # the forkserver's code location was imported with its own settings
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

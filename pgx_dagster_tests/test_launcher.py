@@ -141,8 +141,8 @@ from pgx_dagster.ops import warm_code
 assert warm_code.LOADED_FROM is not None
 warm = sys.modules["pgx_dagster.definitions"]
 assert warm_code.use_or_forget() is True and sys.modules["pgx_dagster.definitions"] is warm
-path, _, _ = warm_code.LOADED_FROM[-1]
-warm_code.LOADED_FROM = (*warm_code.LOADED_FROM[:-1], (path, 0, 0))  # that file changed since it was imported
+path, _, _ = warm_code.LOADED_FROM[0]
+warm_code.LOADED_FROM = ((path, 0, 0), *warm_code.LOADED_FROM[1:])  # that file changed since it was imported
 assert warm_code.use_or_forget() is False
 assert [m for m in sys.modules if m.startswith("pgx_dagster")] == ["pgx_dagster.ops.warm_code"]
 import pgx_dagster.definitions
@@ -156,7 +156,7 @@ def test_a_changed_file_makes_the_run_import_the_code_afresh(tmp_path, monkeypat
     run); here in a fresh interpreter, as the forkserver is."""
     out = subprocess.run([sys.executable, "-c", WARM_CODE_CHANGED], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "imported afresh", out.stderr[-2000:]
-    # what tells a change: a watched file's time or size
+    # what tells a change: a watched file's time or size, or a PGX_ setting (the import reads some)
     from pgx_dagster.ops import warm_code
 
     (tmp_path / "stage.py").write_text("A = 1\n")
@@ -164,6 +164,9 @@ def test_a_changed_file_makes_the_run_import_the_code_afresh(tmp_path, monkeypat
     before = warm_code.fingerprint()
     assert before == warm_code.fingerprint()
     (tmp_path / "stage.py").write_text("A = 22\n")
+    assert warm_code.fingerprint() != before
+    before = warm_code.fingerprint()
+    monkeypatch.setenv("PGX_MAX_YEAR", "2017")
     assert warm_code.fingerprint() != before
 
 
