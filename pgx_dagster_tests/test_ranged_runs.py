@@ -1,9 +1,7 @@
 """A backfill run may cover several partitions (BackfillPolicy): each partition still gets its own
 materialization with its own metadata and its own check verdicts, as in a one-partition run."""
 
-import importlib
 import shutil
-from types import SimpleNamespace
 
 import duckdb
 from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
@@ -116,23 +114,16 @@ def test_pgx_daemon_can_shorten_the_daemon_loop():
         dagster_private.set_daemon_interval(before)
 
 
-def _queue_instance(seconds: int) -> SimpleNamespace:
-    """What the daemon controller reads of an instance to build its run queue daemon."""
-    return SimpleNamespace(run_coordinator=SimpleNamespace(dequeue_interval_seconds=seconds))
-
-
 def test_pgx_daemon_shortens_the_run_queue_loop_below_whole_seconds():
-    controller = importlib.import_module("dagster._daemon.controller")
-    dagsters_own = controller.QueuedRunCoordinatorDaemon
+    # the queue daemon as Dagster's daemon controller builds it from dagster.yaml's dequeue_interval_seconds
     try:
-        assert dagster_private.queue_interval(1) == 1  # dagster.yaml's whole second, as Dagster has it
+        assert dagster_private.queue_interval(1) == 1  # whole seconds, as Dagster has it
         dagster_private.set_queue_interval(0.5)
-        dagster_private.set_queue_interval(0.5)  # twice: still one wrapper around Dagster's own class
-        assert controller.QueuedRunCoordinatorDaemon.__mro__[1] is dagsters_own
+        dagster_private.set_queue_interval(0.5)  # twice: the same
         assert dagster_private.queue_interval(1) == 0.5
-        assert dagster_private.queue_interval(0.25) == 0.25  # never longer than configured
-        # what the daemon controller builds from an instance with `dequeue_interval_seconds: 1`
-        assert isinstance(controller.create_daemon_of_type("QUEUED_RUN_COORDINATOR", _queue_instance(1)), dagsters_own)
-        assert controller.create_daemon_of_type("QUEUED_RUN_COORDINATOR", _queue_instance(1)).interval_seconds == 0.5
+        assert dagster_private.queue_interval(3) == 0.5
+        dagster_private.set_queue_interval(2)
+        assert dagster_private.queue_interval(1) == 1  # never longer than configured
     finally:
-        controller.QueuedRunCoordinatorDaemon = dagsters_own
+        dagster_private.set_queue_interval(None)
+    assert dagster_private.queue_interval(3) == 3

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import dagster
@@ -94,15 +95,19 @@ def daemon_interval() -> float:
     return _private("dagster._daemon.controller", "DEFAULT_DAEMON_INTERVAL_SECONDS", DAEMON_FALLBACK)
 
 
-def set_queue_interval(seconds: float) -> None:
-    """The run queue loops at most every `seconds`: the daemon controller builds its QueuedRunCoordinatorDaemon
-    with `run_queue.dequeue_interval_seconds`, which Dagster's schema takes in whole seconds."""
+def set_queue_interval(seconds: float | None) -> None:
+    """The run queue loops at most every `seconds` (None: as dagster.yaml says, Dagster's own): the daemon
+    controller builds its QueuedRunCoordinatorDaemon with `run_queue.dequeue_interval_seconds`, which Dagster's
+    schema takes in whole seconds."""
     controller = importlib.import_module("dagster._daemon.controller")
     queue = _private("dagster._daemon.controller", "QueuedRunCoordinatorDaemon", DAEMON_FALLBACK)
-    base = getattr(queue, "configured_queue", queue)  # set twice: wrap Dagster's class, not our wrapper
+    own = getattr(queue, "dagsters_own", queue)  # when set twice, wrap Dagster's class, not ours
+    if seconds is None:
+        controller.QueuedRunCoordinatorDaemon = own
+        return
 
-    class ShorterQueueLoop(base):  # type: ignore[misc, valid-type]
-        configured_queue = base
+    class ShorterQueueLoop(own):  # type: ignore[misc, valid-type]
+        dagsters_own = own
 
         def __init__(self, interval_seconds: float, *args: Any, **kwargs: Any):
             super().__init__(min(interval_seconds, seconds), *args, **kwargs)
@@ -110,10 +115,13 @@ def set_queue_interval(seconds: float) -> None:
     controller.QueuedRunCoordinatorDaemon = ShorterQueueLoop
 
 
-def queue_interval(configured: float) -> float:
-    """The loop the run queue gets when dagster.yaml configures `configured` seconds."""
+def queue_interval(configured: int) -> float:
+    """The loop of the run queue daemon the daemon controller builds when dagster.yaml sets
+    `dequeue_interval_seconds: <configured>`."""
+    create = _private("dagster._daemon.controller", "create_daemon_of_type", DAEMON_FALLBACK)
     queue = _private("dagster._daemon.controller", "QueuedRunCoordinatorDaemon", DAEMON_FALLBACK)
-    return queue(configured).interval_seconds
+    instance = SimpleNamespace(run_coordinator=SimpleNamespace(dequeue_interval_seconds=configured))
+    return create(queue.daemon_type(), instance).interval_seconds
 
 
 def daemon_main() -> Callable[[], Any]:
@@ -201,7 +209,8 @@ def check() -> list[str]:
     daemon_interval()
     queue_interval(1)
     daemon_main()
-    resolved += ["DEFAULT_DAEMON_INTERVAL_SECONDS", "QueuedRunCoordinatorDaemon", "dagster-daemon main"]
+    resolved += ["DEFAULT_DAEMON_INTERVAL_SECONDS", "QueuedRunCoordinatorDaemon, create_daemon_of_type",
+                 "dagster-daemon main"]  # fmt: skip
     _private("dagster._config", "validate_config", CONFIG_FALLBACK)
     _private("dagster._config", "process_config", CONFIG_FALLBACK)
     _private("dagster._core.instance.config", "dagster_instance_config_schema", CONFIG_FALLBACK)
