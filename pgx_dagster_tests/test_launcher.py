@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from dagster import (
     Config,
     DagsterInstance,
     DagsterRunStatus,
+    RunsFilter,
     in_process_executor,
     job,
     multiprocess_executor,
@@ -25,6 +27,7 @@ from dagster import (
     reconstructable,
 )
 
+from pgx_dagster.ops import dagster_private
 from pgx_dagster.ops.dagster_private import (
     CheckRunHealthResult,
     LaunchRunContext,
@@ -185,6 +188,31 @@ def test_a_changed_file_makes_the_run_import_the_code_afresh(tmp_path, monkeypat
     before = warm_code.fingerprint()
     monkeypatch.setenv("PGX_MAX_YEAR", "2017")
     assert warm_code.fingerprint() != before
+
+
+def test_run_retries_decide_once_the_run_is_marked_failed(instance, tmp_path):
+    """Dagster stores a run's failure event before it marks the run failed; its retry consumer, reading in
+    between, skipped the run for good (a backfill then waited forever). pgx daemon's consumer waits for the run."""
+    run = _create(instance, tmp_path / "marker", 0)
+    seen_before = [r.dagster_run.status for r in instance.get_run_records(RunsFilter(run_ids=[run.run_id]))]
+    decided: list[DagsterRunStatus] = []
+    handle = dagster_private.once_finished(
+        lambda _c, records, _l: decided.extend(r.dagster_run.status for r in records), 10
+    )
+    threading.Timer(0.3, lambda: instance.report_run_failed(instance.get_run_by_id(run.run_id))).start()
+    handle(SimpleNamespace(instance=instance), instance.get_run_records(RunsFilter(run_ids=[run.run_id])), None)
+    assert seen_before == [DagsterRunStatus.STARTING] and decided == [DagsterRunStatus.FAILURE]
+    # what pgx daemon installs: Dagster's retry handler, behind the wait
+    try:
+        dagster_private.settle_run_retries(5.0)
+        handlers = dagster_private.run_retry_handlers()
+        assert [h.__qualname__ for h in handlers] == ["once_finished.<locals>.handle_finished"]
+        assert [h.__name__ for h in handlers] == ["consume_new_runs_for_automatic_reexecution"]
+    finally:
+        dagster_private.settle_run_retries(None)
+    assert [h.__qualname__ for h in dagster_private.run_retry_handlers()] == [
+        "consume_new_runs_for_automatic_reexecution"
+    ]
 
 
 def test_runs_launched_from_several_threads_at_once(instance, tmp_path):

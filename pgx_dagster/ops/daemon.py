@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     dagster_private.check()
     dagster_private.set_daemon_interval(daemon_tick_seconds())
     dagster_private.set_queue_interval(daemon_tick_seconds())
+    dagster_private.settle_run_retries()
     home = os.environ.get("DAGSTER_HOME")
     if home:
         pid_file(home).write_text(json.dumps({"pid": os.getpid(), "settings": settings()}))

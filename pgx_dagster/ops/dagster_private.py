@@ -8,7 +8,8 @@ Dagster's public API does not cover five things we do:
   dagster._utils.interrupts.capture_interrupts);
 - the daemon's loop interval, fixed at 30 s (dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS),
   the run queue's loop, whole seconds in the instance's schema (the controller's QueuedRunCoordinatorDaemon),
-  and the daemon's command line (dagster._daemon.cli.main): `pgx daemon`;
+  the run retry consumer's handlers (its EventLogConsumerDaemon: `settle_run_retries`) and the daemon's
+  command line (dagster._daemon.cli.main): `pgx daemon`;
 - validating instance and workspace YAML against Dagster's own schemas (dagster._config,
   dagster._core.instance.config, dagster._core.workspace.config_schema): the deploy/ tests;
 - SQLite storage that keeps its connections open (ops/sqlite_storage.py): Dagster's SQLite run, event
@@ -23,6 +24,7 @@ so a Dagster upgrade shows at once what moved (README "Upgrading Dagster").
 from __future__ import annotations
 
 import importlib
+import time
 import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -106,13 +108,68 @@ def set_queue_interval(seconds: float | None) -> None:
         controller.QueuedRunCoordinatorDaemon = own
         return
 
-    class ShorterQueueLoop(own):  # type: ignore[misc, valid-type]
+    class QueuedRunCoordinatorDaemon(own):  # type: ignore[misc, valid-type]  # Dagster's name, in its logs
         dagsters_own = own
 
         def __init__(self, interval_seconds: float, *args: Any, **kwargs: Any):
             super().__init__(min(interval_seconds, seconds), *args, **kwargs)
 
-    controller.QueuedRunCoordinatorDaemon = ShorterQueueLoop
+    controller.QueuedRunCoordinatorDaemon = QueuedRunCoordinatorDaemon
+
+
+def settle_run_retries(timeout_s: float | None = 5.0) -> None:
+    """Run retries that are never launched: Dagster's EventLogConsumerDaemon reads a run's failure event as soon as
+    it is stored, then the run, and retries the run only if the run is marked failed by then. The instance stores
+    the event first and marks the run failed (and tags it to retry) just after, so a consumer that reads in between
+    skips the run for good - its cursor has passed the event - and the run's backfill waits forever ("retries have
+    not been launched"; seen once in the fault tests). The consumer the daemon controller builds here first waits,
+    up to `timeout_s`, until every run it has events of is finished, then decides as Dagster does. None: Dagster's
+    own consumer."""
+    controller = importlib.import_module("dagster._daemon.controller")
+    consumer = _private("dagster._daemon.controller", "EventLogConsumerDaemon", DAEMON_FALLBACK)
+    own = getattr(consumer, "dagsters_own", consumer)
+    if timeout_s is None:
+        controller.EventLogConsumerDaemon = own
+        return
+
+    class EventLogConsumerDaemon(own):  # type: ignore[misc, valid-type]  # Dagster's name, in its logs
+        dagsters_own = own
+
+        @property
+        def handle_updated_runs_fns(self) -> list[Callable[..., Any]]:
+            return [once_finished(handle, timeout_s) for handle in super().handle_updated_runs_fns]
+
+    controller.EventLogConsumerDaemon = EventLogConsumerDaemon
+
+
+def once_finished(handle: Callable[..., Any], timeout_s: float, poll_s: float = 0.05) -> Callable[..., Any]:
+    """`handle(context, run_records, logger)` given the records again once every run among them is finished (or
+    `timeout_s` has passed): an event consumer's handler that cannot see a run before its status is stored."""
+
+    def handle_finished(context: Any, run_records: Any, logger: Any) -> Any:
+        records = list(run_records)
+        deadline = time.monotonic() + timeout_s
+        while any(not r.dagster_run.is_finished for r in records) and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            records = context.instance.get_run_records(
+                filters=dagster.RunsFilter(run_ids=[r.dagster_run.run_id for r in records])
+            )
+        return handle(context, records, logger)
+
+    handle_finished.__name__ = getattr(handle, "__name__", "handle")  # Dagster names the handler in its logs
+    return handle_finished
+
+
+def run_retry_handlers() -> list[Callable[..., Any]]:
+    """The handlers of the run retry consumer the daemon controller builds."""
+    consumer = _private("dagster._daemon.controller", "EventLogConsumerDaemon", DAEMON_FALLBACK)
+    try:
+        return list(consumer().handle_updated_runs_fns)
+    except AttributeError as exc:
+        raise DagsterUpgradeError(
+            f"EventLogConsumerDaemon.handle_updated_runs_fns is gone in Dagster {dagster.__version__}: "
+            f"{DAEMON_FALLBACK}"
+        ) from exc
 
 
 def queue_interval(configured: int) -> float:
@@ -208,9 +265,10 @@ def check() -> list[str]:
     resolved += ["InstanceRef", "capture_interrupts"]
     daemon_interval()
     queue_interval(1)
+    run_retry_handlers()
     daemon_main()
     resolved += ["DEFAULT_DAEMON_INTERVAL_SECONDS", "QueuedRunCoordinatorDaemon, create_daemon_of_type",
-                 "dagster-daemon main"]  # fmt: skip
+                 "EventLogConsumerDaemon.handle_updated_runs_fns", "dagster-daemon main"]  # fmt: skip
     _private("dagster._config", "validate_config", CONFIG_FALLBACK)
     _private("dagster._config", "process_config", CONFIG_FALLBACK)
     _private("dagster._core.instance.config", "dagster_instance_config_schema", CONFIG_FALLBACK)
