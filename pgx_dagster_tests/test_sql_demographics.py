@@ -48,7 +48,12 @@ def claim(payer, member, pid, year, band, sex=None, zip3=None):
     }
 
 
-def run(s, eligibility_rows, medical, unit_rows=10**9):
+def run(s, eligibility_rows, medical):
+    return run_in_units(s, eligibility_rows, medical)[0]
+
+
+def run_in_units(s, eligibility_rows, medical, unit_rows=10**9):
+    """The member-years by (payer, member, year), and how many person units the step used."""
     persons = [
         person("A", "1", "P1"),
         person("A", "2", "P2"),
@@ -72,9 +77,8 @@ def run(s, eligibility_rows, medical, unit_rows=10**9):
     s.set_variables({"seed": 1, "min_year": 2016, "max_year": 2020})
     with tempfile.TemporaryDirectory() as scratch:
         _, units = build_member_demographics(s, scratch, DuckDBWorker(unit_rows=unit_rows))
-        s.execute(f"SET VARIABLE used_units = {units}")
         s.execute("CREATE OR REPLACE TEMP TABLE d AS FROM demographics")
-    return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}
+    return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}, units
 
 
 @pytest.fixture
@@ -194,10 +198,9 @@ def test_every_active_member_year_gets_exactly_one_row(s):
 def test_person_units_change_no_row(s, unit_rows):
     """The step's split by person is invisible in its result, the statistical draws included (they
     come from every unit's persons)."""
-    one_unit = run(s, ELIG, MEDICAL)
-    assert s.scalar("SELECT getvariable('used_units')") == 1
-    several = run(s, ELIG, MEDICAL, unit_rows)
-    units = s.scalar("SELECT getvariable('used_units')")
+    one_unit, one = run_in_units(s, ELIG, MEDICAL)
+    assert one == 1
+    several, units = run_in_units(s, ELIG, MEDICAL, unit_rows)
     # units of `unit_rows` claim observations (member-year x observed values): really several, holding persons
     observations = s.scalar(
         "SELECT count(*) FROM (SELECT DISTINCT payer_id, member_id, event_year, patient_sex, patient_zip3 "

@@ -97,24 +97,33 @@ def daemon_interval() -> float:
     return _private("dagster._daemon.controller", "DEFAULT_DAEMON_INTERVAL_SECONDS", DAEMON_FALLBACK)
 
 
+def _dagsters_daemon_class(name: str) -> type:
+    """The daemon controller's class `name` as Dagster wrote it, even when ours replaces it."""
+    current = _private("dagster._daemon.controller", name, DAEMON_FALLBACK)
+    return getattr(current, "dagsters_own", current)
+
+
+def _replace_daemon_class(name: str, ours: type | None) -> None:
+    """The daemon controller builds `ours` (a subclass of Dagster's class `name`, named as it is: Dagster logs the
+    name) instead of Dagster's; None: Dagster's own again. Replacing twice replaces Dagster's, never wraps ours."""
+    own = _dagsters_daemon_class(name)
+    if ours is not None:
+        ours.dagsters_own = own  # type: ignore[attr-defined]
+    setattr(importlib.import_module("dagster._daemon.controller"), name, ours or own)
+
+
 def set_queue_interval(seconds: float | None) -> None:
     """The run queue loops at most every `seconds` (None: as dagster.yaml says, Dagster's own): the daemon
     controller builds its QueuedRunCoordinatorDaemon with `run_queue.dequeue_interval_seconds`, which Dagster's
     schema takes in whole seconds."""
-    controller = importlib.import_module("dagster._daemon.controller")
-    queue = _private("dagster._daemon.controller", "QueuedRunCoordinatorDaemon", DAEMON_FALLBACK)
-    own = getattr(queue, "dagsters_own", queue)  # when set twice, wrap Dagster's class, not ours
     if seconds is None:
-        controller.QueuedRunCoordinatorDaemon = own
-        return
+        return _replace_daemon_class("QueuedRunCoordinatorDaemon", None)
 
-    class QueuedRunCoordinatorDaemon(own):  # type: ignore[misc, valid-type]  # Dagster's name, in its logs
-        dagsters_own = own
-
+    class QueuedRunCoordinatorDaemon(_dagsters_daemon_class("QueuedRunCoordinatorDaemon")):  # type: ignore[misc]
         def __init__(self, interval_seconds: float, *args: Any, **kwargs: Any):
             super().__init__(min(interval_seconds, seconds), *args, **kwargs)
 
-    controller.QueuedRunCoordinatorDaemon = QueuedRunCoordinatorDaemon
+    _replace_daemon_class("QueuedRunCoordinatorDaemon", QueuedRunCoordinatorDaemon)
 
 
 def settle_run_retries(timeout_s: float | None = 5.0) -> None:
@@ -125,21 +134,15 @@ def settle_run_retries(timeout_s: float | None = 5.0) -> None:
     not been launched"; seen once in the fault tests). The consumer the daemon controller builds here first waits,
     up to `timeout_s`, until every run it has events of is finished, then decides as Dagster does. None: Dagster's
     own consumer."""
-    controller = importlib.import_module("dagster._daemon.controller")
-    consumer = _private("dagster._daemon.controller", "EventLogConsumerDaemon", DAEMON_FALLBACK)
-    own = getattr(consumer, "dagsters_own", consumer)
     if timeout_s is None:
-        controller.EventLogConsumerDaemon = own
-        return
+        return _replace_daemon_class("EventLogConsumerDaemon", None)
 
-    class EventLogConsumerDaemon(own):  # type: ignore[misc, valid-type]  # Dagster's name, in its logs
-        dagsters_own = own
-
+    class EventLogConsumerDaemon(_dagsters_daemon_class("EventLogConsumerDaemon")):  # type: ignore[misc]
         @property
         def handle_updated_runs_fns(self) -> list[Callable[..., Any]]:
             return [once_finished(handle, timeout_s) for handle in super().handle_updated_runs_fns]
 
-    controller.EventLogConsumerDaemon = EventLogConsumerDaemon
+    _replace_daemon_class("EventLogConsumerDaemon", EventLogConsumerDaemon)
 
 
 def once_finished(handle: Callable[..., Any], timeout_s: float, poll_s: float = 0.05) -> Callable[..., Any]:
