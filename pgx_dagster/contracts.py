@@ -2,9 +2,12 @@
 
 A contract is checked on the written Parquet file, in two parts:
 - types: the file's DuckDB column types must equal the contract's (exact names, no extras);
-- values: pandera validates the collected rows in batches (a collected pandas DataFrame, never a
-  lazy frame, so the data is checked and not only the schema), and uniqueness of the key is
-  counted in SQL over the whole file.
+- values: pandera validates collected data (a pandas DataFrame, never a lazy frame, so the data is
+  checked and not only the schema), and uniqueness of the key is counted in SQL over the whole file.
+  Every rule of a column depends on the value alone, so pandera gets each column's distinct values,
+  each weighted by the rows that hold it (quality.contract_violations): the same verdict and the same
+  failure counts as every row, at the cost of the distinct values. A rule over several columns
+  (`FrameRule`) gets the distinct combinations of the columns it names.
 Failure metadata reports counts per column and rule, never values: ids are personal data.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,23 +62,43 @@ class Col:
 
 
 @dataclass(frozen=True)
+class FrameRule:
+    """A rule over several columns of a row: `columns`, the ones it reads (and all it may read)."""
+
+    columns: tuple[str, ...]
+    rule: Rule
+
+
+@dataclass(frozen=True)
 class Contract:
     name: str
     columns: dict[str, Col]
     key: tuple[str, ...] = ()
-    extra_checks: tuple[Rule, ...] = field(default=())
+    extra_checks: tuple[FrameRule, ...] = field(default=())
 
     def schema(self) -> Any:
-        """The pandera DataFrameSchema."""
+        """The pandera DataFrameSchema of a whole row."""
         return pa.DataFrameSchema(
-            {
-                name: pa.Column(None, checks=[rule() for rule in c.checks], nullable=c.nullable, required=True)
-                for name, c in self.columns.items()
-            },
-            checks=[rule() for rule in self.extra_checks],
+            self._columns(self.columns),
+            checks=[f.rule() for f in self.extra_checks],
             strict=True,
             name=self.name,
         )
+
+    def column_schema(self, columns: list[str]) -> Any:
+        """The schema of `columns`, each with its own rules; no rule over several columns."""
+        return pa.DataFrameSchema(self._columns(columns), strict=True, name=self.name)
+
+    def frame_schema(self, frame_rule: FrameRule) -> Any:
+        """The schema of one rule over several columns: its columns, with no rule of their own."""
+        columns = {c: pa.Column(None, nullable=True, required=True) for c in frame_rule.columns}
+        return pa.DataFrameSchema(columns, checks=[frame_rule.rule()], strict=True, name=self.name)
+
+    def _columns(self, names: Any) -> dict[str, Any]:
+        return {
+            name: pa.Column(None, checks=[rule() for rule in c.checks], nullable=c.nullable, required=True)
+            for name, c in ((n, self.columns[n]) for n in names)
+        }
 
 
 def _matches(pattern: str) -> Rule:
@@ -193,9 +216,12 @@ def member_demographics() -> Contract:
         key=("payer_id", "member_id", "event_year"),
         # A drawn zip3 names its distribution; an observed one has none.
         extra_checks=(
-            lambda: pa.Check(
-                lambda df: (df["zip3_source"] == "statistical") == df["zip3_imputed_from"].notna(),
-                error="zip3_imputed_from is set exactly when zip3_source is statistical",
+            FrameRule(
+                ("zip3_source", "zip3_imputed_from"),
+                lambda: pa.Check(
+                    lambda df: (df["zip3_source"] == "statistical") == df["zip3_imputed_from"].notna(),
+                    error="zip3_imputed_from is set exactly when zip3_source is statistical",
+                ),
             ),
         ),
     )
@@ -271,15 +297,36 @@ def cohort(
 
 
 def validate_frame(contract: Contract, df: pd.DataFrame) -> dict[str, int]:
-    """Failures per 'column: check' in one collected batch (empty dict when valid)."""
+    """Failures per 'column: check' in collected rows (empty dict when valid)."""
+    return failure_counts(contract.schema(), df)
+
+
+def failure_counts(
+    schema: Any, df: pd.DataFrame, weights: Mapping[str | None, Sequence[int]] | None = None
+) -> dict[str, int]:
+    """Failed rows per 'column: check' of `schema` on `df` (empty dict when valid); a rule over several
+    columns as 'dataframe: check', each failed row once (pandera reports it once per column). `weights`:
+    per column (None: the rules over several columns), how many rows each row of `df` stands for; one each
+    without."""
     try:
-        contract.schema().validate(df, lazy=True)
+        schema.validate(df, lazy=True)
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
         counts: dict[str, int] = {}
-        for (column, check), n in cases.groupby(["column", "check"], dropna=False).size().items():
+        frame_rule_rows: dict[str, set[int]] = {}
+        for context, column, check, index in zip(
+            cases["schema_context"], cases["column"], cases["check"], cases["index"], strict=True
+        ):
+            of_a_row = index is not None and index == index  # NaN: a failure not of one row
+            if context == "DataFrameSchema" and of_a_row:
+                frame_rule_rows.setdefault(f"dataframe: {check}", set()).add(int(index))
+                continue
             label = f"{column if isinstance(column, str) else 'dataframe'}: {check}"
-            counts[label] = counts.get(label, 0) + int(n)
+            n = int(weights[column][int(index)]) if weights is not None and of_a_row else 1
+            if n:
+                counts[label] = counts.get(label, 0) + n
+        for label, rows in frame_rule_rows.items():
+            counts[label] = sum(int(weights[None][i]) for i in rows) if weights is not None else len(rows)
         return counts
     return {}
 

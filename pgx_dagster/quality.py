@@ -8,10 +8,8 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
-from pgx_dagster.contracts import Contract, validate_frame
+from pgx_dagster.contracts import Contract, failure_counts
 from pgx_dagster.duck import Session
-
-BATCH_ROWS = 250_000
 
 
 def verdict(passed: bool, metadata: Mapping[str, Any], *, warn_only: bool = False) -> AssetCheckResult:
@@ -30,7 +28,7 @@ def _metadata_value(value: Any) -> Any:
 
 
 def contract_violations(session: Session, relation: str, contract: Contract) -> dict[str, Any]:
-    """Types, values (pandera, on collected batches) and key uniqueness of `relation`."""
+    """Types, values (pandera, on distinct values: value_failures) and key uniqueness of `relation`."""
     actual = session.columns(relation)
     expected = [(name, col.type) for name, col in contract.columns.items()]
     type_problems = []
@@ -42,16 +40,8 @@ def contract_violations(session: Session, relation: str, contract: Contract) -> 
             type_problems.append(f"{name}: {actual_map[name]}, expected {typ}")
     type_problems += [f"unexpected column {n}" for n, _ in actual if n not in dict(expected)]
 
-    failures: dict[str, int] = {}
-    rows = 0
-    if not type_problems:
-        reader = session.execute(f"SELECT * FROM {relation}").to_arrow_reader(BATCH_ROWS)
-        for batch in reader:
-            rows += batch.num_rows
-            for label, n in validate_frame(contract, batch.to_pandas()).items():
-                failures[label] = failures.get(label, 0) + n
-    else:
-        rows = session.scalar(f"SELECT count(*) FROM {relation}")
+    rows = session.scalar(f"SELECT count(*) FROM {relation}")
+    failures = value_failures(session, relation, contract) if not type_problems and rows else {}
     # NaN and infinity pass pandera's dtype and range rules unnoticed (and pandas shows NULL as NaN):
     # counted in SQL, for every floating-point column of every contract.
     floating = [n for n, t in actual if t in ("DOUBLE", "FLOAT", "REAL")]
@@ -68,6 +58,47 @@ def contract_violations(session: Session, relation: str, contract: Contract) -> 
             f"SELECT count(*) FROM (SELECT {keys} FROM {relation} GROUP BY ALL HAVING count(*) > 1)"
         )
     return {"rows": rows, "type_problems": type_problems, "value_failures": failures, "duplicate_keys": duplicates}
+
+
+def value_failures(session: Session, relation: str, contract: Contract) -> dict[str, int]:
+    """pandera's failures per 'column: check' over every row of `relation`, validated on distinct values:
+    each column's, weighted by their rows (a column with no rule but NOT NULL: NULL or not), and for each
+    rule over several columns the distinct combinations of its columns (contracts module docstring)."""
+    import numpy as np  # on first use, as pandera (contracts._OnFirstUse): not at every process start
+    import pandas as pd
+
+    def distinct(query: str) -> tuple[Any, np.ndarray]:
+        """The rows of `query` (its last column `rows_`: how many rows each stands for) and their weights."""
+        table = session.execute(query).to_arrow_table()
+        return table.drop_columns(["rows_"]), table.column("rows_").to_numpy()
+
+    values: dict[str, pd.Series] = {}
+    weights: dict[str, np.ndarray] = {}
+    for name, col in contract.columns.items():
+        c = f'"{name}"'
+        if col.checks:
+            query = f"SELECT {c}, count(*) AS rows_ FROM {relation} GROUP BY ALL"
+        elif not col.nullable:
+            query = f"SELECT any_value({c}) AS {c}, count(*) AS rows_ FROM {relation} GROUP BY {c} IS NULL"
+        else:
+            continue  # any value passes
+        table, weights[name] = distinct(query)
+        values[name] = table.column(name).to_pandas()
+    failures: dict[str, int] = {}
+    if values:
+        # One frame of every column: a column with fewer distinct values repeats its first, with weight 0.
+        length = max(len(v) for v in values.values())
+        for name, v in values.items():
+            pad = length - len(v)
+            values[name] = v.take(np.r_[np.arange(len(v)), np.zeros(pad, dtype=int)]).reset_index(drop=True)
+            weights[name] = np.r_[weights[name], np.zeros(pad, dtype=weights[name].dtype)]
+        failures = failure_counts(contract.column_schema(list(values)), pd.DataFrame(values), weights)
+    for rule in contract.extra_checks:
+        columns = ", ".join(f'"{c}"' for c in rule.columns)
+        table, combos = distinct(f"SELECT {columns}, count(*) AS rows_ FROM {relation} GROUP BY ALL")
+        for label, n in failure_counts(contract.frame_schema(rule), table.to_pandas(), {None: combos}).items():
+            failures[label] = failures.get(label, 0) + n
+    return failures
 
 
 def contract_result(session: Session, relation: str, contract: Contract) -> AssetCheckResult:

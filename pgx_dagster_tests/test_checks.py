@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from pgx_dagster import datasets
-from pgx_dagster.contracts import silver_pharmacy, validate_frame
+from pgx_dagster.contracts import member_demographics, silver_medical, silver_pharmacy, validate_frame
 from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, SILVER_QUARANTINE, STAGED
+from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.quality import value_failures
 from pgx_dagster_tests.helpers import evaluate_check, glob_of, meta, path_of, rewrite_parquet
 
 COHORT = datasets.cohort("opioid_ed")
@@ -325,3 +327,48 @@ def test_pandera_checks_data_not_only_schema():
         "age_band: equal_to(65-74)",
         "patient_sex: isin(['F', 'M'])",
     }
+
+
+# Rows for test_distinct_values_count_what_every_row_counts: per column, values drawn at random,
+# good and bad, NULL among them; the contract's other columns are left NULL.
+MEDICAL_VALUES = {
+    "payer_id": ["'A'", "'B'", "NULL"],
+    "claim_id": ["'C1'", "NULL"],
+    "claim_line": ["1", "2", "NULL"],
+    "event_year": ["2019", "2020", "NULL"],
+    "age_band": ["'65-74'", "'18-34'", "'65 - 74'", "NULL"],
+    "diagnosis_code_1": ["'F1120'", "'E11.9'", "' F1120'", "NULL"],
+    "procedure_modifiers": ["['25']", "['25', 'x']", "[]", "[NULL]", "NULL"],
+    "other_diagnosis_codes": ["['F1120', 'T400X1A']", "['F11.20']", "NULL"],
+    "diagnosis_code_system": ["'ICD10CM'", "'ICD-10'", "NULL"],
+    "patient_sex": ["'F'", "'M'", "'X'", "NULL"],
+    "paid_amount": ["1.5", "-1.0", "NULL"],
+}
+DEMOGRAPHICS_VALUES = {
+    "zip3_source": ["'observed'", "'statistical'", "'guessed'", "NULL"],
+    "zip3_imputed_from": ["'state_prefixes'", "NULL", "'moon'"],
+    "birth_year": ["1950", "1879", "NULL"],
+    "state": ["'MA'", "'Ma'", "NULL"],
+}
+
+
+@pytest.mark.parametrize(
+    "contract,values",
+    [(silver_medical("65-74", 2019), MEDICAL_VALUES), (member_demographics(), DEMOGRAPHICS_VALUES)],
+    ids=["silver_medical", "member_demographics"],
+)
+def test_distinct_values_count_what_every_row_counts(contract, values):
+    """pandera validates each column's distinct values, weighted by their rows (and a rule over several
+    columns the distinct combinations): the failure counts must be exactly those of every row validated."""
+    import random
+
+    rng = random.Random(7)
+    rows = [[rng.choice(values.get(c, ["NULL"])) for c in contract.columns] for _ in range(400)]
+    names = ", ".join(f'"{c}"' for c in contract.columns)
+    with DuckDBWorker().session() as s:
+        s.execute(f"CREATE TEMP TABLE t ({names}) AS VALUES " + ", ".join(f"({', '.join(r)})" for r in rows))
+        every_row = validate_frame(contract, s.execute("SELECT * FROM t").to_arrow_table().to_pandas())
+        distinct = value_failures(s, "t", contract)
+    assert len(every_row) >= 8, every_row  # most rules fail, some on many rows
+    assert max(every_row.values()) > 50, every_row
+    assert distinct == every_row

@@ -161,6 +161,45 @@ def test_rows_tied_on_the_highest_version_keep_the_smallest_row_in_any_input_ord
         assert sorted(got, key=str) == expected
 
 
+def test_null_versions_rank_last_and_null_keys_are_one_group_with_no_row_lost(s):
+    """Versions are ranked by aggregation, joined back on keys that may be NULL: a NULL version is below
+    every other (on top only when all of a line's are NULL, then tied), a NULL line is one line, and a row
+    with a NULL key is kept and quarantined - never lost in the join."""
+    rows_in = [
+        medical("NV", "1", None, D(2019, 3, 1)),
+        medical("NV", "1", 1, D(2019, 3, 1)),
+        medical("AN", "1", None, D(2019, 3, 1), paid_amount=7.0),
+        medical("AN", "1", None, D(2019, 3, 1), paid_amount=5.0),
+        medical("NL", "1", 1, D(2019, 3, 1), line=None),
+        medical("NL", "1", 2, D(2019, 3, 1), line=None),
+        medical("NL", "1", 1, D(2019, 3, 1), line=2),
+        medical(None, "1", 1, D(2019, 3, 1)),
+        medical(None, "1", 2, D(2019, 3, 1)),
+        medical("NP", "1", 1, D(2019, 3, 1), payer=None),
+    ]
+    expected = sorted(
+        [
+            ("NV", 1, None, 10.0, "superseded_claim_version"),
+            ("NV", 1, 1, 10.0, None),
+            ("AN", 1, None, 7.0, "superseded_claim_version"),
+            ("AN", 1, None, 5.0, None),
+            ("NL", None, 1, 10.0, "superseded_claim_version"),
+            ("NL", None, 2, 10.0, None),
+            ("NL", 2, 1, 10.0, None),
+            (None, 1, 1, 10.0, "missing_claim_key"),
+            (None, 1, 2, 10.0, "missing_claim_key"),
+            ("NP", 1, 1, 10.0, "missing_claim_key"),
+        ],
+        key=str,
+    )
+    for order in (rows_in, rows_in[::-1]):
+        run_intake(s, order)
+        got = s.execute(
+            "SELECT claim_id, claim_line, claim_version, paid_amount, quarantine_reason FROM intake_medical"
+        ).fetchall()
+        assert sorted(got, key=str) == expected
+
+
 def test_rows_that_fit_no_partition_are_quarantined_with_their_reason(s):
     rows = run_intake(
         s,
