@@ -49,6 +49,9 @@ def write_marker_then_wait(config: MarkerConfig) -> None:
     # whether the run found our code location imported by another process: the forkserver it forked from
     warm = sys.modules.get("pgx_dagster.ops.warm_code")
     Path(f"{config.marker}.warm").write_text(str(warm is not None and warm.LOADED_IN != os.getpid()))
+    # and whether it found the launcher, whose function it runs, imported there too
+    launcher = sys.modules["pgx_dagster.ops.launcher"]
+    Path(f"{config.marker}.launcher").write_text(str(launcher.IMPORTED_IN != os.getpid()))
     deadline = time.monotonic() + config.wait_s
     while time.monotonic() < deadline:
         time.sleep(0.1)
@@ -152,6 +155,7 @@ def test_a_run_finds_the_code_location_warm(tmp_path):
                          cwd=Path(__file__).parent.parent, timeout=180)  # fmt: skip
     assert out.stdout.strip().splitlines()[-1:] == ["SUCCESS"], out.stderr[-2000:]
     assert (tmp_path / "marker.warm").read_text() == "True"
+    assert (tmp_path / "marker.launcher").read_text() == "True"
 
 
 WARM_CODE_CHANGED = """

@@ -43,14 +43,17 @@ from pgx_dagster.ops.dagster_private import (
 
 WORKER_TAG = "pgx/run_worker"  # "<host>:<pid>" of the run's process
 RUN_PROCESS_PREFIX = "dagster-run-"
-# forksafe imports duckdb without its thread pool. Our own code location last (ops/warm_code.py): a run uses
-# it only if none of its files changed since, else imports it afresh, so it is never stale.
+# forksafe imports duckdb without its thread pool. This module, whose `_run_worker` every run process calls:
+# importing it there (Dagster's run storage, alembic) cost 0.37 s per run; like the daemon that launches runs,
+# it takes an edit at the daemon's restart. Our own code location last (ops/warm_code.py): a run uses it only if
+# none of its files changed since, else imports it afresh, so it is never stale.
 PRELOAD = [
     "dagster", RUN_ENTRY_MODULE, "pgx_dagster.forksafe", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy",
     # the analysis stage's statistics (0.7 s per run process otherwise)
     "statsmodels.discrete.conditional_models", "statsmodels.stats.contingency_tables",
-    "pgx_dagster.ops.warm_code",
+    "pgx_dagster.ops.launcher", "pgx_dagster.ops.warm_code",
 ]  # fmt: skip
+IMPORTED_IN = os.getpid()  # the forkserver's, in a run forked from it
 
 
 def forkserver_context(preload: Sequence[str] = PRELOAD) -> Any:
