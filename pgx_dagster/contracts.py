@@ -5,7 +5,7 @@ A contract is checked on the written Parquet file, in two parts:
 - values: pandera validates collected data (a pandas DataFrame, never a lazy frame, so the data is
   checked and not only the schema), and uniqueness of the key is counted in SQL over the whole file.
   Every rule of a column depends on the value alone, so pandera gets each column's distinct values,
-  each weighted by the rows that hold it (quality.contract_violations): the same verdict and the same
+  each weighted by the rows that hold it (quality.value_failures): the same verdict and the same
   failure counts as every row, at the cost of the distinct values. A rule over several columns
   (`FrameRule`) gets the distinct combinations of the columns it names.
 Failure metadata reports counts per column and rule, never values: ids are personal data.
@@ -56,6 +56,9 @@ EVENT_TYPES = ["ed_visit", "opioid_poisoning", "opioid_ed_visit", "opioid_use_di
 
 @dataclass(frozen=True)
 class Col:
+    """A column: its DuckDB type, whether it may be NULL, and its rules - each a function of one value (not of
+    the column as a whole: uniqueness is the contract's `key`), as they are validated on distinct values."""
+
     type: str
     nullable: bool = True
     checks: tuple[Rule, ...] = ()
