@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +97,7 @@ class Contract:
         columns = {c: pa.Column(None, nullable=True, required=True) for c in frame_rule.columns}
         return pa.DataFrameSchema(columns, checks=[frame_rule.rule()], strict=True, name=self.name)
 
-    def _columns(self, names: Any) -> dict[str, Any]:
+    def _columns(self, names: Iterable[str]) -> dict[str, Any]:
         return {
             name: pa.Column(None, checks=[rule() for rule in c.checks], nullable=c.nullable, required=True)
             for name, c in ((n, self.columns[n]) for n in names)
@@ -297,11 +297,6 @@ def cohort(
         # exclusive: a person is in one row of the cohort at most; risk set: once per matched set.
         key=("person_id",) if design == "exclusive" else ("matched_set_id", "person_id"),
     )
-
-
-def validate_frame(contract: Contract, df: pd.DataFrame) -> dict[str, int]:
-    """Failures per 'column: check' in collected rows (empty dict when valid)."""
-    return failure_counts(contract.schema(), df)
 
 
 def failure_counts(
