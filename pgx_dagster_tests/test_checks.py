@@ -7,13 +7,18 @@ import glob
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
+from dagster import Failure
 
 from pgx_dagster import datasets
 from pgx_dagster.contracts import failure_counts, member_demographics, silver_medical, silver_pharmacy
 from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, SILVER_QUARANTINE, STAGED
 from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import split_key
 from pgx_dagster.quality import value_failures
+from pgx_dagster.stages.common import WORK
 from pgx_dagster_tests.helpers import evaluate_check, glob_of, meta, path_of, rewrite_parquet
 
 COHORT = datasets.cohort("opioid_ed")
@@ -26,6 +31,15 @@ CONSENSUS_DAMAGE = {
     "person_years_with_several_values": "SELECT * FROM t UNION ALL (SELECT * REPLACE ('999' AS zip3) FROM t LIMIT 3)",
     "member_years_without_row": "SELECT * FROM t WHERE event_year <> (SELECT max(event_year) FROM t)",
 }
+# A matched set's first control dropped, and a shortage recorded for it.
+FALSE_SHORTAGE = (
+    "WITH gone AS (SELECT min(matched_set_id) AS s FROM t), "
+    "kept AS (SELECT * FROM t QUALIFY NOT (role = 'control' AND matched_set_id = (SELECT s FROM gone) "
+    "AND row_number() OVER (PARTITION BY matched_set_id, role ORDER BY person_id) = 1)) "
+    "SELECT * REPLACE (CASE WHEN matched_set_id = (SELECT s FROM gone) THEN n_controls - 1 ELSE n_controls END "
+    "AS n_controls, CASE WHEN matched_set_id = (SELECT s FROM gone) THEN control_shortage + 1 "
+    "ELSE control_shortage END AS control_shortage) FROM kept"
+)
 # (asset, check, the dataset whose file (of the partition) is damaged, damage as SQL over table t, figure that
 # shows it)
 CASES = [
@@ -163,12 +177,7 @@ CASES = [
         "cohort_opioid_ed",
         "cohort_opioid_ed_ratio",
         COHORT,
-        "WITH gone AS (SELECT min(matched_set_id) AS s FROM t), "
-        "kept AS (SELECT * FROM t QUALIFY NOT (role = 'control' AND matched_set_id = (SELECT s FROM gone) "
-        "AND row_number() OVER (PARTITION BY matched_set_id, role ORDER BY person_id) = 1)) "
-        "SELECT * REPLACE (CASE WHEN matched_set_id = (SELECT s FROM gone) THEN n_controls - 1 ELSE n_controls END "
-        "AS n_controls, CASE WHEN matched_set_id = (SELECT s FROM gone) THEN control_shortage + 1 "
-        "ELSE control_shortage END AS control_shortage) FROM kept",
+        FALSE_SHORTAGE,
         "short_sets_with_unused_candidates",
     ),
     (
@@ -373,3 +382,38 @@ def test_distinct_values_count_what_every_row_counts(contract, values):
     assert len(every_row) >= 8, every_row  # most rules fail, some on many rows
     assert max(every_row.values()) > 50, every_row
     assert distinct == every_row
+
+
+def test_ratio_check_audits_the_matching_only_for_sets_that_record_a_shortage(checked, tmp_path):
+    """The shortage audit (short_set_audit.sql) prepares the partition's matching again, from every events
+    partition - more work than the rest of the check - so it runs only when a set records a shortage. Without
+    the events, a partition with none is still judged in full (a set with a control too many fails it); one that
+    records a shortage gets its audit, which asks for the events."""
+    pipeline, part = checked
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    (cohort_file,) = _target(lake, COHORT, part)
+    with duckdb.connect() as con:
+        recorded = con.execute(f"SELECT count(*) FROM '{cohort_file}' WHERE control_shortage > 0").fetchone()[0]
+    assert recorded == 0, "the test needs a partition without a recorded shortage"
+    shutil.rmtree(EVENTS.root(LakeResource(lake_root=str(lake))))
+
+    good = evaluate_check(pipeline.raw, lake, "cohort_opioid_ed", "cohort_opioid_ed_ratio", part)
+    assert good.passed, {k: v.value for k, v in good.metadata.items()}
+    assert meta(good, "matched_sets") > 0 and meta(good, "short_sets_with_unused_candidates") == 0
+
+    original = tmp_path / "cohort.parquet"
+    shutil.copy(cohort_file, original)
+    one_more_control = (
+        "SELECT * FROM t UNION ALL (SELECT * REPLACE (person_id || '-extra' AS person_id) "
+        "FROM t WHERE role = 'control' ORDER BY matched_set_id, person_id LIMIT 1)"
+    )
+    rewrite_parquet(cohort_file, one_more_control)
+    bad = evaluate_check(pipeline.raw, lake, "cohort_opioid_ed", "cohort_opioid_ed_ratio", part)
+    assert not bad.passed and meta(bad, "sets_with_too_many_controls") == 1
+
+    shutil.copy(original, cohort_file)
+    rewrite_parquet(cohort_file, FALSE_SHORTAGE)
+    ratio = next(c for c in WORK["cohort_opioid_ed"].registered if c.name == "cohort_opioid_ed_ratio")
+    with pytest.raises(Failure, match="needs every events partition"):
+        ratio.run(LakeResource(raw_root=str(pipeline.raw), lake_root=str(lake)), DuckDBWorker(), *split_key(part))
