@@ -1,6 +1,7 @@
 """Guards: data-quality rules beyond the contracts, as a registry with severities (the Tuva Project's
 data-quality tests in spirit). Each guard is an asset check of the assets it names; ERROR fails the
-check and stops everything downstream of the partition, WARN fails it and lets the run go on.
+check and stops what depends on the partition in the same run (a backfill's runs of later stages are not
+held back yet: README "Asset checks"), WARN fails it and lets the run go on.
 Thresholds are environment variables, read here and nowhere else; README "What happens when..." lists
 them.
 

@@ -213,7 +213,8 @@ def partitioned_asset(
 def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
     """Every check registered for the asset as one Dagster step (`<asset>_checks`): per partition of the
     step, each selected check in its own DuckDB session, one verdict each - blocking, so a failed ERROR
-    verdict fails the step and keeps downstream assets from running. One step rather than one per check:
+    verdict fails the step and keeps downstream assets of the run from running (not a backfill's other runs:
+    README "Asset checks"). One step rather than one per check:
     a step costs a process and its event-log writes whatever the data, and the checks of a partition
     read the same files. The UI still shows and can re-run each check on its own (can_subset)."""
     asset_name = asset_def.key.to_user_string()
