@@ -388,7 +388,7 @@ def test_ratio_check_audits_the_matching_only_for_sets_that_record_a_shortage(ch
     """The shortage audit (short_set_audit.sql) prepares the partition's matching again, from every events
     partition - more work than the rest of the check - so it runs only when a set records a shortage. Without
     the events, a partition with none is still judged in full (a set with a control too many fails it); one that
-    records a shortage gets its audit, which asks for the events."""
+    records a shortage gets its audit, which asks for the events, at once: no step retry can bring them."""
     pipeline, part = checked
     lake = tmp_path / "lake"
     shutil.copytree(pipeline.lake, lake)
@@ -415,5 +415,6 @@ def test_ratio_check_audits_the_matching_only_for_sets_that_record_a_shortage(ch
     shutil.copy(original, cohort_file)
     rewrite_parquet(cohort_file, FALSE_SHORTAGE)
     ratio = next(c for c in WORK["cohort_opioid_ed"].registered if c.name == "cohort_opioid_ed_ratio")
-    with pytest.raises(Failure, match="needs every events partition"):
+    with pytest.raises(Failure, match="needs every events partition") as failure:
         ratio.run(LakeResource(raw_root=str(pipeline.raw), lake_root=str(lake)), DuckDBWorker(), *split_key(part))
+    assert not failure.value.allow_retries  # a retry cannot materialize the events

@@ -48,9 +48,10 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
     """The tables of one partition's matching (sql/cohort/), over every events partition."""
     missing = [k for k in all_keys() if not lake.exists(EVENTS.path(lake, *split_key(k)))]
     if missing:
-        raise Failure(
-            f"cohort {d.name} needs every events partition (exclusivity spans all of them); "
-            f"{len(missing)} are not materialized, e.g. {missing[:3]}. Materialize events first."
+        raise Failure(  # not retried: a retry cannot materialize them
+            description=f"cohort {d.name} needs every events partition (exclusivity spans all of them); "
+            f"{len(missing)} are not materialized, e.g. {missing[:3]}. Materialize events first.",
+            allow_retries=False,
         )
     s.view("events_all", parquet_relation(EVENTS.glob(lake)))
     s.view("demographics", parquet_relation(DEMOGRAPHICS.path(lake)))
