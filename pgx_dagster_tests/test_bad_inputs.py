@@ -286,3 +286,53 @@ def test_a_damaged_file_ends_pgx_materialize_with_one_message_also_shown_in_dags
     description = failures[0].event_specific_data.user_failure_data.description
     assert "pharmacy_claims_000.parquet" in description and "cannot be read" in description
     assert f"claims_intake [all]: {description}" in out  # the same words in the shell and in the UI
+
+
+def test_pgx_status_counts_a_partition_that_failed_qa_and_what_was_built_on_it_as_not_complete(extract, tmp_path):
+    """A backfill runs a failed check's children anyway (README "Asset checks", "Not yet"), and Dagster counts
+    the partition done. `pgx status` does not: the silver partitions whose ERROR guard failed count as failed
+    QA, and everything built on them - demographics reads all silver, so every later partition - as built on
+    a QA failure; only the other silver partitions and intake are complete."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster import DagsterInstance
+
+    from pgx_dagster.ops.materialize import backfill
+    from pgx_dagster.ops.status import collect
+
+    raw, home = tmp_path / "raw", tmp_path / "dagster_home"
+    shutil.copytree(extract["raw"], raw)
+    # every fill of the members aged 75 and over negative: the guard fails where they are, not elsewhere
+    eligibility = f"'{raw}/member_eligibility/*.parquet'"
+    old = f"(payer_id, member_id) IN (SELECT (payer_id, member_id) FROM {eligibility} WHERE birth_year <= {YEAR - 75})"
+    damage(raw, Case("old_negative_days", "pharmacy", damage_sql("days_supply", "-1", old), "check:"), extract["picks"])
+    env = {"PGX_RAW_ROOT": str(raw), "PGX_LAKE_ROOT": str(tmp_path / "lake"), "PGX_MIN_YEAR": str(YEAR),
+           "PGX_MAX_YEAR": str(YEAR), "PGX_EXTRACT_DATE": EXTRACT_DATE}  # fmt: skip
+    outcome = backfill(home, env=env, logs=tmp_path / "logs", echo=lambda _: None)
+    # the verdicts as `pgx materialize` read them: the guard failed on some silver partitions, not all
+    guard = {
+        p for asset, check, p, passed in outcome.checks if check == "silver_pharmacy_quarantine_rate" and not passed
+    }
+    assert guard and len(guard) < len(KEYS), outcome.reasons
+    assert not outcome.ok and outcome.succeeded  # every partition materialized: Dagster's own verdict
+    assert any(f"pgx status {outcome.backfill_id}" in line for line in outcome.failures), outcome.failures
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        _, stages = collect(instance)
+    assert stages["silver"].qa_failed == {("silver_pharmacy", key) for key in guard}
+    assert stages["silver"].qa_reasons[("silver_pharmacy", min(guard))] == ["silver_pharmacy_quarantine_rate failed"]
+    assert stages["silver"].on_failed == set()
+    assert stages["silver"].completion == pytest.approx(100 * (2 * len(KEYS) - len(guard)) / (2 * len(KEYS)))
+    assert stages["intake"].completion == 100.0 and not stages["intake"].qa_failed | stages["intake"].on_failed
+    for name in ("demographics", "imputed", "events", "cohorts", "analysis"):
+        figures = stages[name]
+        assert figures.done and figures.on_failed == figures.done and figures.completion == 0.0, name
+    done = subprocess.run([str(Path(sys.executable).parent / "pgx"), "status"], capture_output=True, text=True,
+                          env={**os.environ, "DAGSTER_HOME": str(home)}, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    silver = next(line.split() for line in done.stdout.splitlines() if line.startswith("silver "))
+    assert silver[5:7] == [str(len(guard)), "0"]
+    assert f"QA failed on {len(guard)} partition(s)" in done.stdout
+    assert f"silver_pharmacy [{min(guard)}]: silver_pharmacy_quarantine_rate failed" in done.stdout

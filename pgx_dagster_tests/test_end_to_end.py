@@ -173,7 +173,8 @@ def test_dagster_cli_materializes_one_partition(pipeline, tmp_path):
 
 
 def test_pgx_status_is_the_legacy_dashboard_per_stage(pipeline):
-    """`pgx status`: per stage, partitions done / failed / retried, completion, rows/s, CPU, peak RSS."""
+    """`pgx status`: per stage, partitions done / failed / retried / failed QA / built on a QA failure, completion,
+    rows/s, CPU, peak RSS."""
     from dagster import DagsterInstance
 
     from pgx_dagster.ops.status import collect
@@ -184,9 +185,8 @@ def test_pgx_status_is_the_legacy_dashboard_per_stage(pipeline):
     assert list(stages) == ["intake", "silver", "demographics", "imputed", "events", "cohorts", "analysis"]
     expected = {"intake": 1, "silver": 70, "demographics": 1, "imputed": 70, "events": 35, "cohorts": 35,
                 "analysis": 6}  # fmt: skip
-    assert {name: (len(f.targeted), len(f.done), len(f.failed)) for name, f in stages.items()} == {
-        name: (n, n, 0) for name, n in expected.items()
-    }
+    assert {name: (len(f.targeted), len(f.done), len(f.failed), len(f.qa_failed | f.on_failed))
+            for name, f in stages.items()} == {name: (n, n, 0, 0) for name, n in expected.items()}  # fmt: skip
     rows = pipeline.report.rows
     assert stages["silver"].rows == sum(rows["silver_medical"].values()) + sum(rows["silver_pharmacy"].values())
     for name, figures in stages.items():
@@ -197,8 +197,9 @@ def test_pgx_status_is_the_legacy_dashboard_per_stage(pipeline):
     lines = done.stdout.splitlines()
     assert lines[0] == f"Backfill {backfill.backfill_id}: COMPLETED_SUCCESS"
     silver = next(line.split() for line in lines if line.startswith("silver "))
-    assert silver[:6] == ["silver", "70", "70", "0", "0", "100.0%"]
-    assert int(silver[6].replace(",", "")) == stages["silver"].rows
+    assert silver[:8] == ["silver", "70", "70", "0", "0", "0", "0", "100.0%"]
+    assert int(silver[8].replace(",", "")) == stages["silver"].rows
+    assert "QA failed on" not in done.stdout
 
 
 def test_pgx_profile_writes_duckdb_json_profiles_beside_the_checkpoint(pipeline, tmp_path, monkeypatch):

@@ -269,19 +269,30 @@ def follow(client: Client, backfill_id: str, timeout: float, echo: Callable[[str
     return status
 
 
+def failed_runs(client: Client, backfill_id: str) -> list[dict[str, Any]]:
+    return [run for run in client.runs(backfill_id) if run["status"] in ("FAILURE", "CANCELED")]
+
+
 def failure_lines(client: Client, backfill_id: str, status: BackfillStatus) -> list[str]:
-    """What failed, per asset and per run with its partitions, and how to re-run only that."""
+    """What failed, per asset and per run with its partitions, and how to re-run only that. A backfill
+    whose every partition was materialized can still have failed runs: a failed ERROR check fails its run
+    after the materialization, and the backfill has gone on to build on it."""
     lines = [f"Backfill {backfill_id} ended {status.status}."]
     for asset, counts in sorted(status.per_asset.items()):
         if counts["failed"] or counts["done"] < counts["targeted"]:
             lines.append(f"  {asset}: {counts['done']}/{counts['targeted']} done, {counts['failed']} failed")
-    for run in client.runs(backfill_id):
-        if run["status"] in ("FAILURE", "CANCELED"):
-            lines.append(
-                f"  failed run {run['run_id']}: partition {run['partition'] or '(none)'}, "
-                f"assets {', '.join(run['assets'])}"
-            )
-    lines.append(f"Re-execute only what failed: pgx backfill --reexecute-failed {backfill_id}")
+    for run in failed_runs(client, backfill_id):
+        lines.append(
+            f"  failed run {run['run_id']}: partition {run['partition'] or '(none)'}, assets {', '.join(run['assets'])}"
+        )
+    if status.succeeded:  # every partition materialized: what failed is a check, or a step after it
+        lines.append(
+            "Every targeted partition was materialized, but the runs above failed: a check failed in them, and what "
+            f"was built on their partitions is not to be used. `pgx status {backfill_id}` (on the instance) names the "
+            "checks and counts what was built on them; fix the input, then backfill those partitions again."
+        )
+    else:
+        lines.append(f"Re-execute only what failed: pgx backfill --reexecute-failed {backfill_id}")
     return lines
 
 
@@ -300,8 +311,8 @@ def run_cli(
     if not wait:
         return 0
     status = follow(client, backfill_id, timeout)
-    if status.succeeded:
-        print(f"Backfill {backfill_id} completed: every targeted partition materialized.")
+    if status.succeeded and not failed_runs(client, backfill_id):
+        print(f"Backfill {backfill_id} completed: every targeted partition materialized, every run succeeded.")
         return 0
     print("\n".join(failure_lines(client, backfill_id, status)))
     return 1

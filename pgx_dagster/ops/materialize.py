@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
-from pgx_dagster.ops.backfill import Client, failure_lines, follow
+from pgx_dagster.ops.backfill import Client, failed_runs, failure_lines, follow
 from pgx_dagster.ops.daemon import roots, running_daemon, settings
 from pgx_dagster.ops.services import dagster_services
 from pgx_dagster.settings import REPO_ROOT
@@ -116,7 +116,8 @@ def backfill(
         echo(f"Backfill {backfill_id}: every asset, {scope} (Backfills in the UI: `make dev`)")
         status = follow(client, backfill_id, timeout, echo)
         seconds = time.perf_counter() - started
-        failures = [] if status.succeeded else failure_lines(client, backfill_id, status)
+        failed = not status.succeeded or failed_runs(client, backfill_id)
+        failures = failure_lines(client, backfill_id, status) if failed else []
     outcome = Outcome(backfill_id, status.status, status.succeeded, round(seconds, 1), failures=failures)
     _read_results(home, outcome)
     return outcome

@@ -1,22 +1,30 @@
 """`pgx status`: the legacy pipeline's run dashboard, from the Dagster instance alone (no webserver).
 
 For the latest backfill (or the one named), per stage: partitions targeted, done, failed and retried,
-completion %, rows, rows/s, CPU seconds, and the peak RSS of the worst partition. The per-partition
-figures are each materialization's metadata (`duration_s`, `cpu_s`, `rows_per_s`, `peak_rss_mb`,
-reporting.table_metadata), which the UI plots per asset; this sums them per stage.
+failed QA and built on a QA failure, completion %, rows, rows/s, CPU seconds, and the peak RSS of the
+worst partition. The per-partition figures are each materialization's metadata (`duration_s`, `cpu_s`,
+`rows_per_s`, `peak_rss_mb`, reporting.table_metadata), which the UI plots per asset; this sums them per
+stage.
+
+QA: Dagster counts a partition as done once it is materialized, and a backfill launches its children then,
+while its checks still run; a failed check fails its run but holds back nothing in other runs. So a
+partition counts as complete here only when every check of its asset gave a verdict on its latest
+materialization, no ERROR verdict failed, and nothing upstream of it (within the backfill) failed QA.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance, PartitionKeyRange, RunsFilter
+from dagster import AssetKey, DagsterEventType, DagsterInstance, PartitionKeyRange, RunsFilter
 
 from pgx_dagster.stages import ALL
 
 GLOBAL = ""  # the partition key of an unpartitioned asset
+QA_LINES = 20  # partitions that failed QA listed by name; the rest counted
 # stages in the order data flows: each stage module's assets are the group of its name
 STAGE_ORDER = [module.__name__.rsplit(".", 1)[1] for module in ALL]
 
@@ -27,6 +35,11 @@ class StageFigures:
     done: set[tuple[str, str]] = field(default_factory=set)
     failed: set[tuple[str, str]] = field(default_factory=set)
     retried: set[tuple[str, str]] = field(default_factory=set)
+    # done, but an ERROR check failed (or gave no verdict in a finished run) on the latest materialization
+    qa_failed: set[tuple[str, str]] = field(default_factory=set)
+    # done, downstream of a partition that failed QA: built on data that failed it
+    on_failed: set[tuple[str, str]] = field(default_factory=set)
+    qa_reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # qa_failed: which checks, how
     rows: int = 0
     seconds: float = 0.0
     cpu_s: float = 0.0
@@ -34,7 +47,18 @@ class StageFigures:
 
     @property
     def completion(self) -> float:
-        return 100.0 * len(self.done) / len(self.targeted) if self.targeted else 0.0
+        """Partitions done that passed QA and were not built on a QA failure, of those targeted."""
+        good = self.done - self.qa_failed - self.on_failed
+        return 100.0 * len(good) / len(self.targeted) if self.targeted else 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The latest evaluation of one check on one partition."""
+
+    at: float
+    passed: bool
+    severity: str  # "ERROR" or "WARN"
 
 
 def _asset_layout() -> tuple[dict[str, str], dict[str, Any], Any]:
@@ -81,8 +105,14 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
         stages[stage_of.get(name, "default")].targeted.add((name, key))
 
     runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
-    kinds = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_UP_FOR_RETRY}
+    kinds = {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.STEP_UP_FOR_RETRY,
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
     latest: dict[tuple[str, str], dict[str, Any]] = {}  # a partition written twice counts once: its last write
+    verdicts: dict[tuple[str, str, str], Verdict] = {}  # (asset, check, partition) -> its latest evaluation
+    finished = {run.run_id for run in runs if run.is_finished}
     for run in runs:
         retry_run = int(run.tags.get("dagster/retry_number", "0") or 0) > 0
         for entry in instance.all_logs(run.run_id, of_type=kinds):
@@ -93,12 +123,21 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
                     hit = {(name, k) for k in _run_partitions(run.tags, partitions_of.get(name))}
                     stages[stage_of[name]].retried |= hit
                 continue
+            if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                ev = event.event_specific_data
+                check = (ev.asset_key.to_user_string(), ev.check_name, ev.partition or GLOBAL)
+                if check not in verdicts or entry.timestamp >= verdicts[check].at:
+                    verdicts[check] = Verdict(entry.timestamp, bool(ev.passed), ev.severity.value)
+                continue
             mat = event.step_materialization_data.materialization
             pair = (mat.asset_key.to_user_string(), mat.partition or GLOBAL)
             if retry_run:
                 stages[stage_of.get(pair[0], "default")].retried.add(pair)
             if pair not in latest or entry.timestamp >= latest[pair]["at"]:
-                latest[pair] = {"at": entry.timestamp, **{k: getattr(v, "value", v) for k, v in mat.metadata.items()}}
+                meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+                latest[pair] = {**meta, "at": entry.timestamp, "run_id": run.run_id}
+    qa_failures = _qa_failures(latest, verdicts, finished, graph)
+    on_failed = _downstream(qa_failures, graph)
     for (name, key), meta in latest.items():
         figures = stages[stage_of.get(name, "default")]
         figures.done.add((name, key))
@@ -106,34 +145,85 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
         figures.seconds += float(meta.get("duration_s") or 0)
         figures.cpu_s += float(meta.get("cpu_s") or 0)
         figures.peak_rss_mb = max(figures.peak_rss_mb, float(meta.get("peak_rss_mb") or 0))
+        if (name, key) in qa_failures:
+            figures.qa_failed.add((name, key))
+            figures.qa_reasons[(name, key)] = qa_failures[(name, key)]
+        elif (name, key) in on_failed:
+            figures.on_failed.add((name, key))
     for figures in stages.values():
         figures.failed = (failed & figures.targeted) - figures.done
     order = {name: i for i, name in enumerate(STAGE_ORDER)}
     return backfill, dict(sorted(stages.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
+def _qa_failures(
+    latest: dict[tuple[str, str], dict[str, Any]],
+    verdicts: dict[tuple[str, str, str], Verdict],
+    finished: set[str],
+    graph: Any,
+) -> dict[tuple[str, str], list[str]]:
+    """The partitions done whose latest materialization failed QA, each with why: an ERROR check failed
+    on it, or a check of its asset gave no verdict on it although its run has ended (the check step
+    failed or the run was lost). A run still in progress may yet give its verdicts."""
+    failures: dict[tuple[str, str], list[str]] = {}
+    for (name, key), meta in latest.items():
+        for check_key in sorted(graph.get(AssetKey.from_user_string(name)).check_keys, key=lambda c: c.name):
+            verdict = verdicts.get((name, check_key.name, key))
+            if verdict is None or verdict.at < meta["at"]:
+                if meta["run_id"] in finished:
+                    failures.setdefault((name, key), []).append(f"{check_key.name}: no verdict")
+            elif not verdict.passed and verdict.severity == "ERROR":
+                failures.setdefault((name, key), []).append(f"{check_key.name} failed")
+    return failures
+
+
+def _downstream(partitions: Iterable[tuple[str, str]], graph: Any) -> set[tuple[str, str]]:
+    """Every asset partition downstream of `partitions`, through the graph's partition mappings."""
+    frontier = [(AssetKey.from_user_string(name), key or None) for name, key in partitions]
+    seen = set(frontier)
+    while frontier:
+        asset_key, key = frontier.pop()
+        for child in graph.get_children_partitions(asset_key, key):
+            item = (child.asset_key, child.partition_key)
+            if item not in seen:
+                seen.add(item)
+                frontier.append(item)
+    return {(asset_key.to_user_string(), key or GLOBAL) for asset_key, key in seen} - set(partitions)
+
+
 def render(backfill: Any, stages: dict[str, StageFigures]) -> str:
-    head = (f"{'stage':<14}{'partitions':>11}{'done':>7}{'failed':>8}{'retried':>9}{'complete':>10}"
-            f"{'rows':>14}{'rows/s':>11}{'CPU s':>9}{'peak RSS MB':>13}")  # fmt: skip
+    head = (f"{'stage':<14}{'partitions':>11}{'done':>7}{'failed':>8}{'retried':>9}{'QA failed':>11}{'on failed':>11}"
+            f"{'complete':>10}{'rows':>14}{'rows/s':>11}{'CPU s':>9}{'peak RSS MB':>13}")  # fmt: skip
     lines = [f"Backfill {backfill.backfill_id}: {backfill.status.value}", head]
     total = StageFigures()
     for stage, f in stages.items():
         rate = f.rows / f.seconds if f.seconds else 0
-        counts = f"{len(f.targeted):>11}{len(f.done):>7}{len(f.failed):>8}{len(f.retried):>9}"
-        lines.append(f"{stage:<14}{counts}{f.completion:>9.1f}%{f.rows:>14,}{rate:>11,.0f}{f.cpu_s:>9.1f}"
-                     f"{f.peak_rss_mb:>13,.0f}")  # fmt: skip
-        total.targeted |= f.targeted
-        total.done |= f.done
-        total.failed |= f.failed
-        total.retried |= f.retried
+        lines.append(f"{stage:<14}{_counts(f)}{f.rows:>14,}{rate:>11,.0f}{f.cpu_s:>9.1f}{f.peak_rss_mb:>13,.0f}")
+        for name in ("targeted", "done", "failed", "retried", "qa_failed", "on_failed"):
+            getattr(total, name).update(getattr(f, name))
+        total.qa_reasons.update(f.qa_reasons)
         total.cpu_s += f.cpu_s
         total.peak_rss_mb = max(total.peak_rss_mb, f.peak_rss_mb)
-    lines.append(f"{'all':<14}{len(total.targeted):>11}{len(total.done):>7}{len(total.failed):>8}"
-                 f"{len(total.retried):>9}{total.completion:>9.1f}%{'':>14}{'':>11}{total.cpu_s:>9.1f}"
-                 f"{total.peak_rss_mb:>13,.0f}")  # fmt: skip
-    lines.append("rows/s: rows written / seconds the stage's steps took (summed over partitions); peak RSS: the "
-                 "largest of any partition's process (the legacy budget: 2,048 MB per worker)")  # fmt: skip
+    lines.append(f"{'all':<14}{_counts(total)}{'':>14}{'':>11}{total.cpu_s:>9.1f}{total.peak_rss_mb:>13,.0f}")
+    lines.append("complete: done, QA passed and not built on a QA failure; rows/s: rows written / seconds the stage's "
+                 "steps took (summed over partitions); peak RSS: the largest of any partition's process (the legacy "
+                 "budget: 2,048 MB per worker)")  # fmt: skip
+    if total.qa_failed:
+        lines.append(f"QA failed on {len(total.qa_failed)} partition(s) (an ERROR check failed, or a check gave no "
+                     "verdict on the latest materialization):")  # fmt: skip
+        shown = sorted(total.qa_reasons.items())
+        for (name, key), reasons in shown[:QA_LINES]:
+            lines.append(f"  {name} [{key or 'all'}]: {', '.join(reasons)}")
+        if len(shown) > QA_LINES:
+            lines.append(f"  ... and {len(shown) - QA_LINES} more (the UI's asset checks show each)")
+        lines.append(f"{len(total.on_failed)} partition(s) downstream of them were built on data that failed QA: do "
+                     "not use them; fix the input, re-materialize from the failed partitions down")  # fmt: skip
     return "\n".join(lines)
+
+
+def _counts(f: StageFigures) -> str:
+    return (f"{len(f.targeted):>11}{len(f.done):>7}{len(f.failed):>8}{len(f.retried):>9}{len(f.qa_failed):>11}"
+            f"{len(f.on_failed):>11}{f.completion:>9.1f}%")  # fmt: skip
 
 
 def main(backfill_id: str | None = None) -> str:
