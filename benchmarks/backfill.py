@@ -178,7 +178,8 @@ def analyze_runs(home: Path, backfill_id: str, t_start: float, t_end: float) -> 
 
 
 def _median(tries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median of repeated runs of one engine (by seconds), with every run's seconds."""
+    """The median of repeated runs of one engine (by seconds; the upper middle run for an even count), with
+    every run's seconds."""
     tries = sorted(tries, key=lambda t: t["seconds"])
     return {**tries[len(tries) // 2], "all_seconds": [t["seconds"] for t in tries]}
 
@@ -382,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=6 * 3600, help="seconds a backfill may take")
     ap.add_argument("--json", dest="json_path", help="write the results here")
     a = ap.parse_args(argv)
+    if a.fixed_repeats < 1 or a.lean_repeats < 1:
+        ap.error("--fixed-repeats and --lean-repeats: at least 1")
     engines = [e for e in a.engines.split(",") if e]
     if unknown := set(engines) - set(ENGINES + ENGINES_ON_REQUEST):
         ap.error(f"unknown engines {sorted(unknown)}")

@@ -1,9 +1,12 @@
 """`pgx status`'s QA verdict per partition, on the code location's own asset graph: which partitions failed QA
-and what was built on them. The whole command on a real backfill: test_end_to_end.py (all passed) and
-test_bad_inputs.py (a guard failing on some partitions)."""
+and what was built on them; and which runs fail a backfill for `pgx backfill`. The whole commands on real
+backfills: test_end_to_end.py (all passed), test_bad_inputs.py (a guard failing on some partitions) and
+test_backfill_ui.py (a failed check, every partition materialized)."""
+
+from types import SimpleNamespace
 
 from pgx_dagster.definitions import defs
-from pgx_dagster.ops.status import Verdict, _downstream, _qa_failures
+from pgx_dagster.ops.status import Verdict, _downstream, _ended, _qa_failures
 from pgx_dagster.partitions import all_keys, cohort_names
 
 GRAPH = defs.resolve_asset_graph()
@@ -19,6 +22,11 @@ def intake(at: float = 10.0, run: str = "r1") -> dict:
     return {("claims_intake", ""): {"at": at, "run_id": run}}
 
 
+def planned(*runs: str) -> dict:
+    """Each run was to evaluate every intake check (the planned events the backfill's runs log)."""
+    return {(run, "claims_intake"): set(INTAKE_CHECKS) for run in runs}
+
+
 def verdicts(at: float = 11.0, **failed: str) -> dict:
     """Every intake check passed at `at`, except those named: check=severity of their failed verdict."""
     out = {}
@@ -28,28 +36,43 @@ def verdicts(at: float = 11.0, **failed: str) -> dict:
 
 
 def test_every_check_passed_on_the_latest_materialization_is_qa_passed():
-    assert _qa_failures(intake(), verdicts(), {"r1"}, GRAPH) == {}
+    assert _qa_failures(intake(), verdicts(), planned("r1"), {"r1"}) == {}
 
 
 def test_a_failed_error_check_fails_qa_and_a_failed_warn_check_does_not():
     failed = verdicts(claims_intake_required_columns="ERROR", claims_intake_expected_columns="WARN")
-    assert _qa_failures(intake(), failed, {"r1"}, GRAPH) == {
+    assert _qa_failures(intake(), failed, planned("r1"), {"r1"}) == {
         ("claims_intake", ""): ["claims_intake_required_columns failed"]
     }
 
 
-def test_a_check_without_a_verdict_on_the_latest_materialization_fails_qa_once_its_run_has_ended():
+def test_a_planned_check_without_a_verdict_on_the_latest_materialization_fails_qa_once_its_run_has_ended():
     missing = verdicts()
     del missing[("claims_intake", "intake_reconciles", "")]
-    assert _qa_failures(intake(), missing, {"r1"}, GRAPH) == {("claims_intake", ""): ["intake_reconciles: no verdict"]}
-    # the run still going: its verdicts may yet come
-    assert _qa_failures(intake(), missing, set(), GRAPH) == {}
+    assert _qa_failures(intake(), missing, planned("r1"), {"r1"}) == {
+        ("claims_intake", ""): ["intake_reconciles: no verdict"]
+    }
+    # the run still going (or waiting on its retry): its verdicts may yet come
+    assert _qa_failures(intake(), missing, planned("r1"), set()) == {}
     # verdicts on an earlier materialization say nothing of the latest one
-    stale = _qa_failures(intake(at=20.0, run="r2"), verdicts(at=11.0), {"r1", "r2"}, GRAPH)
+    stale = _qa_failures(intake(at=20.0, run="r2"), verdicts(at=11.0), planned("r1", "r2"), {"r1", "r2"})
     assert stale == {("claims_intake", ""): [f"{c}: no verdict" for c in INTAKE_CHECKS]}
-    # a later passing verdict (checks re-run after a fix) clears an earlier failure
-    later = verdicts(at=30.0)
-    assert _qa_failures(intake(at=20.0, run="r2"), later, {"r2"}, GRAPH) == {}
+    # a later passing verdict in the backfill (a run retry re-ran the checks) clears an earlier failure
+    assert _qa_failures(intake(at=20.0, run="r2"), verdicts(at=30.0), planned("r2"), {"r2"}) == {}
+
+
+def run(run_id: str, finished: bool = True, **tags: str) -> SimpleNamespace:
+    """A run as `_ended` reads it: its id, whether it finished, its tags."""
+    names = {"parent": "dagster/parent_run_id", "will_retry": "dagster/will_retry"}
+    return SimpleNamespace(run_id=run_id, is_finished=finished, tags={names[k]: v for k, v in tags.items()})
+
+
+def test_a_run_has_ended_once_finished_and_not_waiting_on_its_retry():
+    assert _ended([run("a"), run("b", finished=False)]) == {"a"}
+    # died, a retry is due: not ended until the retry has
+    assert _ended([run("a", will_retry="true")]) == set()
+    assert _ended([run("a", will_retry="true"), run("a2", finished=False, parent="a")]) == set()
+    assert _ended([run("a", will_retry="true"), run("a2", parent="a")]) == {"a", "a2"}
 
 
 def test_what_is_built_on_a_partition_follows_the_graph_and_its_partition_mappings():
@@ -64,6 +87,8 @@ def test_what_is_built_on_a_partition_follows_the_graph_and_its_partition_mappin
     assert not any(name.startswith("silver_") for name, _ in below)
     for cohort in cohort_names():
         assert ("cohort_report", cohort) in below
+    # an asset the code no longer has (an older backfill may name one) is left out
+    assert _downstream([("renamed_asset", "")], GRAPH) == set()
     # intake: every partition of every asset the project materializes, but itself
     built = {
         (node.key.to_user_string(), k) for node in GRAPH.asset_nodes if node.is_materializable for k in _keys(node)
@@ -75,3 +100,33 @@ def _keys(node) -> list[str]:
     if node.partitions_def is None:
         return [""]
     return list(node.partitions_def.get_partition_keys())
+
+
+class _Runs:
+    """The runs of one backfill as `Client.runs` gives them (the GraphQL answer, already parsed)."""
+
+    def __init__(self, *runs: tuple[str, str, str | None]):
+        self._runs = [{"run_id": r, "status": s, "partition": None, "assets": [], "retry_of": p} for r, s, p in runs]
+
+    def runs(self, backfill_id: str) -> list[dict]:
+        return self._runs
+
+
+def test_a_failed_run_that_a_run_retry_redid_is_not_a_failure_of_the_backfill():
+    from pgx_dagster.ops.backfill import failed_runs
+
+    # a lost run process retried, and the retry succeeded: nothing failed
+    assert failed_runs(_Runs(("a", "FAILURE", None), ("a2", "SUCCESS", "a"), ("b", "SUCCESS", None)), "x") == []
+    # retried twice, the last attempt failed too: that last attempt is the failure
+    runs = _Runs(("a", "FAILURE", None), ("a2", "FAILURE", "a"), ("a3", "FAILURE", "a2"), ("c", "CANCELED", None))
+    assert [r["run_id"] for r in failed_runs(runs, "x")] == ["a3", "c"]
+
+
+def test_pgx_materialize_fails_on_a_run_that_failed_though_every_verdict_given_passed():
+    """A check step that crashes fails its run with no verdict at all: the verdicts alone would pass."""
+    from pgx_dagster.ops.materialize import Outcome
+
+    checks = [("claims_intake", "intake_reconciles", "", True)]
+    assert Outcome("b", "COMPLETED_SUCCESS", True, 1.0, checks=checks).ok
+    failed = Outcome("b", "COMPLETED_SUCCESS", True, 1.0, checks=checks, failures=["  failed run r1: ..."])
+    assert not failed.ok

@@ -160,6 +160,7 @@ class Client:
                     "status": run["status"],
                     "partition": _partition_of(tags),
                     "assets": ["/".join(a["path"]) for a in run["assetSelection"] or []],
+                    "retry_of": tags.get("dagster/parent_run_id"),  # a run retry's failed run
                 }
             )
         return out
@@ -270,7 +271,11 @@ def follow(client: Client, backfill_id: str, timeout: float, echo: Callable[[str
 
 
 def failed_runs(client: Client, backfill_id: str) -> list[dict[str, Any]]:
-    return [run for run in client.runs(backfill_id) if run["status"] in ("FAILURE", "CANCELED")]
+    """The backfill's failed or canceled runs that no run retry redid (a lost run process is retried,
+    dagster.yaml `run_retries`: the retry's outcome is the one that counts)."""
+    runs = client.runs(backfill_id)
+    retried = {run["retry_of"] for run in runs if run["retry_of"]}
+    return [run for run in runs if run["status"] in ("FAILURE", "CANCELED") and run["run_id"] not in retried]
 
 
 def failure_lines(client: Client, backfill_id: str, status: BackfillStatus) -> list[str]:
@@ -285,11 +290,12 @@ def failure_lines(client: Client, backfill_id: str, status: BackfillStatus) -> l
         lines.append(
             f"  failed run {run['run_id']}: partition {run['partition'] or '(none)'}, assets {', '.join(run['assets'])}"
         )
-    if status.succeeded:  # every partition materialized: what failed is a check, or a step after it
+    if status.succeeded:  # every partition materialized: what failed came after, a check or its step
         lines.append(
-            "Every targeted partition was materialized, but the runs above failed: a check failed in them, and what "
-            f"was built on their partitions is not to be used. `pgx status {backfill_id}` (on the instance) names the "
-            "checks and counts what was built on them; fix the input, then backfill those partitions again."
+            "Every targeted partition was materialized, but the runs above failed after it: a check failed, or a check "
+            f"step, and what was built on their partitions is not to be used. `pgx status {backfill_id}` (on the "
+            "instance) names the checks and counts what was built on them; fix the cause, then backfill those "
+            "partitions again."
         )
     else:
         lines.append(f"Re-execute only what failed: pgx backfill --reexecute-failed {backfill_id}")

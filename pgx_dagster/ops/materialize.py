@@ -54,7 +54,13 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.succeeded and all(passed or tuple(c[:3]) in self.warnings for *c, passed in self.checks)
+        """Every partition materialized, no run failed (a check step that crashed fails its run without a
+        verdict; a run that a run retry redid does not count), every blocking verdict passed."""
+        return (
+            self.succeeded
+            and not self.failures
+            and all(passed or tuple(c[:3]) in self.warnings for *c, passed in self.checks)
+        )
 
 
 def ensure_instance(home: Path) -> None:

@@ -108,11 +108,12 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
     kinds = {
         DagsterEventType.ASSET_MATERIALIZATION,
         DagsterEventType.STEP_UP_FOR_RETRY,
+        DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
         DagsterEventType.ASSET_CHECK_EVALUATION,
     }
     latest: dict[tuple[str, str], dict[str, Any]] = {}  # a partition written twice counts once: its last write
     verdicts: dict[tuple[str, str, str], Verdict] = {}  # (asset, check, partition) -> its latest evaluation
-    finished = {run.run_id for run in runs if run.is_finished}
+    planned: dict[tuple[str, str], set[str]] = defaultdict(set)  # (run, asset) -> the checks the run was to evaluate
     for run in runs:
         retry_run = int(run.tags.get("dagster/retry_number", "0") or 0) > 0
         for entry in instance.all_logs(run.run_id, of_type=kinds):
@@ -122,6 +123,10 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
                 if name in stage_of:
                     hit = {(name, k) for k in _run_partitions(run.tags, partitions_of.get(name))}
                     stages[stage_of[name]].retried |= hit
+                continue
+            if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+                ev = event.event_specific_data
+                planned[(run.run_id, ev.asset_key.to_user_string())].add(ev.check_name)
                 continue
             if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
                 ev = event.event_specific_data
@@ -136,7 +141,7 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
             if pair not in latest or entry.timestamp >= latest[pair]["at"]:
                 meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
                 latest[pair] = {**meta, "at": entry.timestamp, "run_id": run.run_id}
-    qa_failures = _qa_failures(latest, verdicts, finished, graph)
+    qa_failures = _qa_failures(latest, verdicts, planned, _ended(runs))
     on_failed = _downstream(qa_failures, graph)
     for (name, key), meta in latest.items():
         figures = stages[stage_of.get(name, "default")]
@@ -156,30 +161,50 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
     return backfill, dict(sorted(stages.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
+def _ended(runs: Iterable[Any]) -> set[str]:
+    """The runs whose outcome is final: finished, and not waiting on a run retry (dagster.yaml `run_retries`
+    relaunches a run whose process died; the retry re-executes what did not finish, its checks included)."""
+    runs = list(runs)
+    retry_of = {run.tags.get("dagster/parent_run_id"): run for run in runs}
+
+    def ended(run: Any) -> bool:
+        if not run.is_finished:
+            return False
+        if run.tags.get("dagster/will_retry") != "true":
+            return True
+        retry = retry_of.get(run.run_id)
+        return retry is not None and ended(retry)
+
+    return {run.run_id for run in runs if ended(run)}
+
+
 def _qa_failures(
     latest: dict[tuple[str, str], dict[str, Any]],
     verdicts: dict[tuple[str, str, str], Verdict],
-    finished: set[str],
-    graph: Any,
+    planned: dict[tuple[str, str], set[str]],
+    ended: set[str],
 ) -> dict[tuple[str, str], list[str]]:
     """The partitions done whose latest materialization failed QA, each with why: an ERROR check failed
-    on it, or a check of its asset gave no verdict on it although its run has ended (the check step
-    failed or the run was lost). A run still in progress may yet give its verdicts."""
+    on it, or a check its run was to evaluate gave no verdict on it although the run has ended (the check
+    step failed or the run was lost). A run still going may yet give its verdicts. Only the backfill's own
+    runs count: a check re-run from the UI is a run outside it."""
     failures: dict[tuple[str, str], list[str]] = {}
     for (name, key), meta in latest.items():
-        for check_key in sorted(graph.get(AssetKey.from_user_string(name)).check_keys, key=lambda c: c.name):
-            verdict = verdicts.get((name, check_key.name, key))
+        for check in sorted(planned.get((meta["run_id"], name), ())):
+            verdict = verdicts.get((name, check, key))
             if verdict is None or verdict.at < meta["at"]:
-                if meta["run_id"] in finished:
-                    failures.setdefault((name, key), []).append(f"{check_key.name}: no verdict")
+                if meta["run_id"] in ended:
+                    failures.setdefault((name, key), []).append(f"{check}: no verdict")
             elif not verdict.passed and verdict.severity == "ERROR":
-                failures.setdefault((name, key), []).append(f"{check_key.name} failed")
+                failures.setdefault((name, key), []).append(f"{check} failed")
     return failures
 
 
 def _downstream(partitions: Iterable[tuple[str, str]], graph: Any) -> set[tuple[str, str]]:
-    """Every asset partition downstream of `partitions`, through the graph's partition mappings."""
+    """Every asset partition downstream of `partitions`, through the graph's partition mappings (assets the
+    code no longer has are left out: an older backfill may name them)."""
     frontier = [(AssetKey.from_user_string(name), key or None) for name, key in partitions]
+    frontier = [(asset_key, key) for asset_key, key in frontier if graph.has(asset_key)]
     seen = set(frontier)
     while frontier:
         asset_key, key = frontier.pop()
