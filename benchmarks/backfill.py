@@ -66,7 +66,7 @@ def generate(out: Path, members: int, seed: int = 7) -> dict[str, Any]:
 
 def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float, own_storage: bool = False) -> dict[str, Any]:
     """The backfill on the repo's dagster.yaml; `own_storage`: without its `instance_class` (Dagster's own storage)."""
-    from pgx_dagster.ops.backfill import Client
+    from pgx_dagster.ops.backfill import Client, failed_runs
     from pgx_dagster.ops.materialize import write_instance
     from pgx_dagster.ops.services import dagster_services
 
@@ -80,8 +80,10 @@ def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float, own_stor
         backfill_id = client.launch(assets, None, title="benchmark")
         status = client.wait(backfill_id, timeout, poll=0.5)
         seconds = time.perf_counter() - t0
-    if not status.succeeded:
-        raise RuntimeError(f"backfill {backfill_id} ended {status.status}: see {work / 'logs'}")
+        failed = failed_runs(client, backfill_id)  # a failed check fails its run, not the backfill
+    if not status.succeeded or failed:
+        why = f"ended {status.status}, {len(failed)} run(s) failed"
+        raise RuntimeError(f"backfill {backfill_id} {why}: see {work / 'logs'}")
     return {"seconds": round(seconds, 2), **analyze_runs(home, backfill_id, started_at, started_at + seconds)}
 
 

@@ -1,7 +1,8 @@
 """Asset backfills through the webserver's GraphQL API - the API the UI itself uses.
 
 `pgx backfill --all` (or `--partitions '65-74|2019,...'`) submits an asset backfill, shows a progress
-bar of done / running / failed partitions per asset, and exits non-zero naming what failed.
+bar of done / running / failed partitions per asset, and exits non-zero naming what failed - also when
+every partition was materialized but a run failed after it (a failed blocking check).
 `pgx backfill --reexecute-failed ID` is the UI's "Re-execute failed" for backfill ID.
 The daemon must be running for a backfill to progress: `make dev` starts the webserver and `pgx daemon`
 (`pgx materialize` starts what is missing itself, ops/materialize.py).
