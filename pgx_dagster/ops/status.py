@@ -8,7 +8,7 @@ stage.
 
 QA: Dagster counts a partition as done once it is materialized, and a backfill launches its children then,
 while its checks still run; a failed check fails its run but holds back nothing in other runs. So a
-partition counts as complete here only when every check of its asset gave a verdict on its latest
+partition counts as complete here only when every check its run planned gave a verdict on its latest
 materialization, no ERROR verdict failed, and nothing upstream of it (within the backfill) failed QA.
 """
 
@@ -35,15 +35,19 @@ class StageFigures:
     done: set[tuple[str, str]] = field(default_factory=set)
     failed: set[tuple[str, str]] = field(default_factory=set)
     retried: set[tuple[str, str]] = field(default_factory=set)
-    # done, but an ERROR check failed (or gave no verdict in a finished run) on the latest materialization
-    qa_failed: set[tuple[str, str]] = field(default_factory=set)
+    # done, but an ERROR check failed (or gave no verdict in an ended run) on the latest materialization:
+    # which checks, and how
+    qa_reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     # done, downstream of a partition that failed QA: built on data that failed it
     on_failed: set[tuple[str, str]] = field(default_factory=set)
-    qa_reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # qa_failed: which checks, how
     rows: int = 0
     seconds: float = 0.0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
+
+    @property
+    def qa_failed(self) -> set[tuple[str, str]]:
+        return set(self.qa_reasons)
 
     @property
     def completion(self) -> float:
@@ -151,7 +155,6 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
         figures.cpu_s += float(meta.get("cpu_s") or 0)
         figures.peak_rss_mb = max(figures.peak_rss_mb, float(meta.get("peak_rss_mb") or 0))
         if (name, key) in qa_failures:
-            figures.qa_failed.add((name, key))
             figures.qa_reasons[(name, key)] = qa_failures[(name, key)]
         elif (name, key) in on_failed:
             figures.on_failed.add((name, key))
@@ -224,7 +227,7 @@ def render(backfill: Any, stages: dict[str, StageFigures]) -> str:
     for stage, f in stages.items():
         rate = f.rows / f.seconds if f.seconds else 0
         lines.append(f"{stage:<14}{_counts(f)}{f.rows:>14,}{rate:>11,.0f}{f.cpu_s:>9.1f}{f.peak_rss_mb:>13,.0f}")
-        for name in ("targeted", "done", "failed", "retried", "qa_failed", "on_failed"):
+        for name in ("targeted", "done", "failed", "retried", "on_failed"):
             getattr(total, name).update(getattr(f, name))
         total.qa_reasons.update(f.qa_reasons)
         total.cpu_s += f.cpu_s
