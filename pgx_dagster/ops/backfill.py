@@ -279,15 +279,15 @@ def failed_runs(client: Client, backfill_id: str) -> list[dict[str, Any]]:
     return [run for run in runs if run["status"] in ("FAILURE", "CANCELED") and run["run_id"] not in retried]
 
 
-def failure_lines(client: Client, backfill_id: str, status: BackfillStatus) -> list[str]:
+def failure_lines(backfill_id: str, status: BackfillStatus, failed: list[dict[str, Any]]) -> list[str]:
     """What failed, per asset and per run with its partitions, and how to re-run only that. A backfill
     whose every partition was materialized can still have failed runs: a failed ERROR check fails its run
-    after the materialization, and the backfill has gone on to build on it."""
+    after the materialization, and the backfill has gone on to build on it. `failed`: failed_runs()."""
     lines = [f"Backfill {backfill_id} ended {status.status}."]
     for asset, counts in sorted(status.per_asset.items()):
         if counts["failed"] or counts["done"] < counts["targeted"]:
             lines.append(f"  {asset}: {counts['done']}/{counts['targeted']} done, {counts['failed']} failed")
-    for run in failed_runs(client, backfill_id):
+    for run in failed:
         lines.append(
             f"  failed run {run['run_id']}: partition {run['partition'] or '(none)'}, assets {', '.join(run['assets'])}"
         )
@@ -318,8 +318,9 @@ def run_cli(
     if not wait:
         return 0
     status = follow(client, backfill_id, timeout)
-    if status.succeeded and not failed_runs(client, backfill_id):
+    failed = failed_runs(client, backfill_id)
+    if status.succeeded and not failed:
         print(f"Backfill {backfill_id} completed: every targeted partition materialized, every run succeeded.")
         return 0
-    print("\n".join(failure_lines(client, backfill_id, status)))
+    print("\n".join(failure_lines(backfill_id, status, failed)))
     return 1

@@ -122,8 +122,8 @@ def backfill(
         echo(f"Backfill {backfill_id}: every asset, {scope} (Backfills in the UI: `make dev`)")
         status = follow(client, backfill_id, timeout, echo)
         seconds = time.perf_counter() - started
-        failed = not status.succeeded or failed_runs(client, backfill_id)
-        failures = failure_lines(client, backfill_id, status) if failed else []
+        failed = failed_runs(client, backfill_id)
+        failures = failure_lines(backfill_id, status, failed) if failed or not status.succeeded else []
     outcome = Outcome(backfill_id, status.status, status.succeeded, round(seconds, 1), failures=failures)
     _read_results(home, outcome)
     return outcome
