@@ -34,7 +34,7 @@ from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, STAGED, 
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.ops.launcher import forkserver_context
-from pgx_dagster.partitions import all_keys, cohort_names, split_key
+from pgx_dagster.partitions import all_keys, cohort_names, shard_keys, split_key
 from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 from pgx_dagster.stages.common import PARTITIONS, partition_args
 from pgx_dagster.stages.silver import BOOKKEEPING
@@ -72,7 +72,7 @@ def stage_assets(stage: str) -> list[str]:
 
 
 def partition_keys(work) -> list[str]:
-    return all_keys() if work.partitions == "claims" else cohort_names()
+    return {"": list, "claims": all_keys, "cohort": cohort_names, "shard": shard_keys}[work.partitions]()
 
 
 def _defs() -> Any:
@@ -98,11 +98,15 @@ def _all_threads() -> DuckDBWorker:
 
 
 def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:
+    """A global asset - or each claim unit of claims_intake, one after another - in this process, with every
+    thread, as its Dagster step has."""
     work = _work()[asset]
     duck = DuckDBWorker(threads=os.cpu_count() or 1)
-    meta = work.run(LOG, lake, duck)
-    failed = [c.__name__ for c in work.checks if checks and not c(lake, duck).passed]
-    return {"rows": int(meta["dagster/row_count"]), "failed_checks": failed}
+    rows, failed = 0, []
+    for args in [partition_args(PARTITIONS[work.partitions], k) for k in partition_keys(work)] or [()]:
+        rows += int(work.run(LOG, lake, duck, *args)["dagster/row_count"])
+        failed += [c.__name__ for c in work.checks if checks and not c(lake, duck, *args).passed]
+    return {"rows": rows, "failed_checks": failed}
 
 
 def _adopt_environment(environ: dict[str, str]) -> None:
@@ -217,12 +221,13 @@ def floor(raw_root: str, lake_root: str) -> dict[str, Any]:
         stage_s[stage] = round(time.perf_counter() - t0, 2)
 
     def intake() -> None:
+        rows["person_index"] = _run_global("person_index", lake, checks=False)["rows"]
         rows["claims_intake"] = _run_global("claims_intake", lake, checks=False)["rows"]
 
     def silver() -> None:
         with duck.session() as s:
             for kind in ("medical", "pharmacy"):
-                s.view("staged", parquet_relation(STAGED[kind].glob(lake)))
+                s.view("staged", parquet_relation(STAGED[kind].all_files(lake)))
                 rows[f"silver_{kind}"] = s.model_table("silver_out", f"silver/{kind}") - s.scalar(
                     "SELECT count(*) FROM silver_out WHERE quarantine_reason IS NOT NULL"
                 )
@@ -230,11 +235,12 @@ def floor(raw_root: str, lake_root: str) -> dict[str, Any]:
                 _write_partitioned(s, good, lake, SILVER[kind], tmp)
 
     def demographics() -> None:
+        rows["person_facts"] = _run_global("person_facts", lake, checks=False)["rows"]
         rows["member_demographics"] = _run_global("member_demographics", lake, checks=False)["rows"]
 
     def imputed() -> None:
         with duck.session() as s:
-            s.view("member_demographics", parquet_relation(DEMOGRAPHICS.path(lake)))
+            s.view("member_demographics", parquet_relation(DEMOGRAPHICS.files(lake)))
             for kind in ("medical", "pharmacy"):
                 s.view("silver", parquet_relation(SILVER[kind].glob(lake)))
                 rows[f"imputed_{kind}"] = s.model_table("imputed_out", "imputed/imputed")

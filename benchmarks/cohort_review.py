@@ -34,7 +34,7 @@ def review(lake: str, cohort: str) -> dict:
     out: dict = {"cohort": cohort, "design": d.design, "seed": d.seed, "years": years}
     with DuckDBWorker(threads=2).session() as s:
         root = LakeResource(lake_root=lake)
-        s.view("demo", parquet_relation(datasets.DEMOGRAPHICS.path(root)))
+        s.view("demo", parquet_relation(datasets.DEMOGRAPHICS.files(root)))
         s.view("obs", parquet_relation(datasets.OBSERVATION_PERIOD.path(root)))
         s.view("c", parquet_relation(datasets.cohort(cohort).glob(root)))
         s.view("st", parquet_relation(datasets.cohort(cohort).glob(root, datasets.cohort_file(cohort, "strata"))))

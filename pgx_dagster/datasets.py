@@ -5,15 +5,16 @@ whether it is split into age_band x event_year partition folders, and the stage 
 checkpoint. Stages ask this module for paths and publish through it; no stage writes a path.
 
 Layout (kept from the legacy pipeline so existing consumers keep working):
-  staging/{medical,pharmacy}/age_band=../event_year=../*.parquet       intake's placed rows
+  staging/{medical,pharmacy}/shard=NNN/age_band=../event_year=../*.parquet   intake's placed rows, per shard
   staging/person_index/person_index.parquet                             member -> person, birth year
-  quarantine/intake_{medical,pharmacy}/quarantine.parquet               rows intake could not place
+  quarantine/intake_{medical,pharmacy}/shard=NNN/quarantine.parquet      rows intake could not place, per shard
   quarantine/intake_eligibility/quarantine.parquet                      eligibility rows / values not used
   silver/observation_period/observation_period.parquet                  enrolment per person
   silver/{medical,pharmacy}/age_band=../event_year=../{kind}.parquet
   quarantine/silver_{medical,pharmacy}/age_band=../event_year=../quarantine.parquet
   quarantine/silver_medical_codes/age_band=../event_year=../quarantine.parquet   codes rejected alone
-  silver/member_demographics/member_demographics.parquet
+  staging/person_facts/shard=NNN/person_facts.parquet                  what imputation needs of each person
+  silver/member_demographics/shard=NNN/member_demographics.parquet
   silver/imputed/{medical,pharmacy}_partitioned/age_band=../event_year=../{kind}.parquet
   gold/events/age_band=../event_year=../events.parquet
   gold/cohorts/{cohort}/age_band=../event_year=../{cohort}_{cohort,strata,attrition,excluded}.parquet
@@ -23,19 +24,22 @@ Layout (kept from the legacy pipeline so existing consumers keep working):
 Partition folders use Hive naming with DuckDB's escaping ('75+' is written 'age_band=75%2B'), so
 `read_parquet(..., hive_partitioning = true)` reads the values back exactly. A folder is published
 whole: written elsewhere, then swapped in (LakeResource.publish_dir), with `_checkpoint.json` inside.
+A dataset written per shard (`by_shard`) has a folder per shard, each published whole by its shard's
+step: shards never share a folder. Readers read the configured shards' files (`files`), never a glob over
+shard folders, so a shard left over from another PGX_SHARDS is never read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote as urlquote
 
 from pgx_dagster.duck import Session, quote
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import all_keys, split_key
+from pgx_dagster.partitions import all_keys, shard_count, shard_key, split_key
 from pgx_dagster.reporting import PROFILE, read_checkpoint, write_checkpoint
 
 KINDS = ("medical", "pharmacy")
@@ -52,18 +56,41 @@ def partition_suffix(age_band: str, event_year: int) -> str:
 @dataclass(frozen=True)
 class Dataset:
     """A dataset: `folder` under the lake root, its data file `filename` (in each partition folder when
-    `partitioned`), and the checkpoint vocabulary of the stage that writes it (reporting.STAGES)."""
+    `partitioned`), and the checkpoint vocabulary of the stage that writes it (reporting.STAGES). `by_shard`:
+    written per shard, each shard in its own folder (`shard`)."""
 
     folder: str
     filename: str
     partitioned: bool = True
     stage: str = ""
+    by_shard: bool = False
+
+    def shard(self, shard: int) -> Dataset:
+        """One shard's part of a `by_shard` dataset: a dataset of its own, in folder shard=NNN."""
+        if not self.by_shard:
+            raise ValueError(f"{self.folder} is not written per shard")
+        return replace(self, folder=f"{self.folder}/{hive_segment('shard', shard_key(shard))}", by_shard=False)
+
+    def files(self, lake: LakeResource, age_band: str | None = None, event_year: int | None = None) -> list[str]:
+        """The data file(s) of the partition (or of the dataset, when not partitioned): one per configured
+        shard when `by_shard`."""
+        if self.by_shard:
+            return [self.shard(n).path(lake, age_band, event_year) for n in range(shard_count())]
+        return [self.path(lake, age_band, event_year)]
+
+    def all_files(self, lake: LakeResource) -> list[str]:
+        """The data file of every partition (of every configured shard, when `by_shard`), as globs."""
+        if self.by_shard:
+            return [self.shard(n).glob(lake) for n in range(shard_count())]
+        return [self.glob(lake)]
 
     def root(self, lake: LakeResource) -> str:
-        """The dataset's folder (of every partition, when partitioned)."""
+        """The dataset's folder (of every partition, when partitioned; of every shard, when by shard)."""
         return f"{lake.lake_root.rstrip('/')}/{self.folder}"
 
     def dir(self, lake: LakeResource, age_band: str | None = None, event_year: int | None = None) -> str:
+        if self.by_shard:
+            raise ValueError(f"{self.folder} is written per shard: name the shard (Dataset.shard) or read files()")
         root = self.root(lake)
         if not self.partitioned:
             return root
@@ -79,6 +106,8 @@ class Dataset:
 
     def glob(self, lake: LakeResource, filename: str = "") -> str:
         """The file in every partition folder (named patterns, so hidden staging folders never match)."""
+        if self.by_shard:
+            raise ValueError(f"{self.folder} is written per shard: read all_files()")
         name = filename or self.filename
         return f"{self.root(lake)}/age_band=*/event_year=*/{name}" if self.partitioned else f"{self.root(lake)}/{name}"
 
@@ -151,13 +180,13 @@ def _entity(d: Dataset, age_band: str | None, event_year: int | None) -> str:
 
 
 # ---- the datasets -------------------------------------------------------------------------------------
-STAGED = {kind: Dataset(f"staging/{kind}", "*.parquet", stage="intake") for kind in KINDS}
+STAGED = {kind: Dataset(f"staging/{kind}", "*.parquet", stage="intake", by_shard=True) for kind in KINDS}
 PERSON_INDEX = Dataset("staging/person_index", "person_index.parquet", partitioned=False, stage="intake")
 OBSERVATION_PERIOD = Dataset(
     "silver/observation_period", "observation_period.parquet", partitioned=False, stage="intake"
 )
 INTAKE_QUARANTINE = {
-    kind: Dataset(f"quarantine/intake_{kind}", "quarantine.parquet", partitioned=False, stage="intake")
+    kind: Dataset(f"quarantine/intake_{kind}", "quarantine.parquet", partitioned=False, stage="intake", by_shard=True)
     for kind in KINDS
 }
 # Eligibility rows intake could not use, and values it rejected on rows it kept (sql/intake/eligibility.sql).
@@ -168,7 +197,11 @@ SILVER = {kind: Dataset(f"silver/{kind}", f"{kind}.parquet", stage="silver") for
 SILVER_QUARANTINE = {kind: Dataset(f"quarantine/silver_{kind}", "quarantine.parquet", stage="silver") for kind in KINDS}
 CODE_QUARANTINE = Dataset("quarantine/silver_medical_codes", "quarantine.parquet", stage="silver")
 DEMOGRAPHICS = Dataset(
-    "silver/member_demographics", "member_demographics.parquet", partitioned=False, stage="demographics"
+    "silver/member_demographics", "member_demographics.parquet", partitioned=False, stage="demographics", by_shard=True
+)
+# What the statistical imputation needs of each person, per shard (demographics' person_facts).
+PERSON_FACTS = Dataset(
+    "staging/person_facts", "person_facts.parquet", partitioned=False, stage="demographics", by_shard=True
 )
 IMPUTED = {kind: Dataset(f"silver/imputed/{kind}_partitioned", f"{kind}.parquet", stage="imputed") for kind in KINDS}
 EVENTS = Dataset("gold/events", "events.parquet", stage="events")

@@ -51,7 +51,8 @@ class Guard:
 QUARANTINE_RATE = Guard(
     "quarantine_rate",
     "ERROR",
-    "claims_intake (each table), silver_medical / silver_pharmacy (each partition)",
+    "person_index (eligibility), claims_intake (each table of each shard), silver_medical / silver_pharmacy "
+    "(each partition)",
     "rows quarantined for one reason / rows in, above the threshold (over at least PGX_GUARD_MIN_ROWS "
     "quarantined rows); and any table quarantined whole",
     "PGX_MAX_QUARANTINE_RATE",
@@ -60,13 +61,13 @@ QUARANTINE_RATE = Guard(
 REQUIRED_COLUMNS = Guard(
     "required_columns",
     "ERROR",
-    "claims_intake (each table)",
+    "person_index (eligibility), claims_intake (each table of each shard)",
     "a required column NULL on every row of a table that has rows",
 )
 EXPECTED_COLUMNS = Guard(
     "expected_columns",
     "WARN",
-    "claims_intake (each table)",
+    "claims_intake (each table of each shard)",
     "a column the results are better with NULL on every row (quantity and days supply: no fill gets an MME)",
 )
 NULL_RATE_JUMP = Guard(

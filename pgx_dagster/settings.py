@@ -31,6 +31,8 @@ PROCESS_RESERVE_BYTES = 512_000_000
 # peak RSS (2.2 GB with 2.5M), at 53 s against 52 s; demographics counts claim observations (claim rows
 # grouped by member-year and value, ~1.9M at 10M claim rows): units of 1M, 1.35 GB.
 DEFAULT_UNIT_ROWS = 1_000_000
+# Shards of the whole-extract work (PGX_SHARDS): each a partition of claims_intake, its own run and step.
+MAX_SHARDS = 999
 
 
 def _int_env(name: str, default: int) -> int:
@@ -121,6 +123,17 @@ def daemon_tick_seconds() -> float:
     if value <= 0:
         raise ValueError(f"PGX_DAEMON_TICK_SECONDS must be positive, got {raw!r}")
     return value
+
+
+def shards() -> int:
+    """How many shards (partitions) intake's claims are split into (PGX_SHARDS, default 1): each shard is
+    its own run, so shards run in parallel and on ECS as tasks of the same size. A definition-time value like
+    the event years: changing it changes the partition keys, and intake must then be materialized again for
+    every shard (silver reads the configured shards only)."""
+    shards = _int_env("PGX_SHARDS", 1)
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"PGX_SHARDS must be between 1 and {MAX_SHARDS}, got {shards}")
+    return shards
 
 
 def partitions_per_run() -> int:

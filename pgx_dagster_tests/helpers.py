@@ -41,7 +41,8 @@ def eligibility(s: Session, rows: list[dict[str, Any]], schema: dict[str, str] |
 def rewrite_parquet(path: str | Path, select_sql: str) -> None:
     """Replace a Parquet file with `select_sql` run over its rows, available as table `t`."""
     con = duckdb.connect()
-    con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{path}')")
+    # the file's own columns, never a hive folder's (shard=000) as one more
+    con.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{path}', hive_partitioning = false)")
     con.execute(f"COPY ({select_sql}) TO '{path}' (FORMAT parquet)")
     con.close()
 
@@ -102,21 +103,30 @@ def run_work(
 ) -> list[dict]:
     """Each asset's work and then its checks, in this process, as the benchmark's legacy pool runs them
     (pgx_dagster.stages.common.WORK): global assets once, partitioned ones for each of `keys`. Returns
-    every verdict as {asset, check, partition, passed, severity, metadata}; a failure (a DataDefect)
+    every verdict as {asset, check, partition, passed, severity, metadata} (claims_intake: for every claim
+    shard, whatever `keys`; claims_intake and member_demographics run person_index and person_facts first
+    unless `assets` names them); a failure (a DataDefect)
     propagates. `worker`: the DuckDBWorker (default: its defaults)."""
     import logging
 
     from pgx_dagster.definitions import defs  # noqa: F401  (registers every stage's work)
     from pgx_dagster.duck import DuckDBWorker
     from pgx_dagster.lake import LakeResource
+    from pgx_dagster.partitions import shard_keys
     from pgx_dagster.stages.common import PARTITIONS, WORK, partition_args
 
     lake_resource = LakeResource(raw_root=str(raw), lake_root=str(lake), **lake_args)
     duck = worker or DuckDBWorker()
     verdicts = []
+    # each shard-partitioned step's global (or every-shard) prerequisite, right before it
+    before = {"claims_intake": "person_index", "member_demographics": "person_facts"}
+    assets = [
+        a for asset in assets for a in ([before[asset]] if before.get(asset) not in (None, *assets) else []) + [asset]
+    ]
     for asset in assets:
         work = WORK[asset]
-        partitions = [partition_args(PARTITIONS[work.partitions], k) for k in keys] if work.partitioned else [()]
+        of_asset = shard_keys() if work.partitions == "shard" else keys
+        partitions = [partition_args(PARTITIONS[work.partitions], k) for k in of_asset] if work.partitioned else [()]
         for args in partitions:
             work.run(logging.getLogger("pgx.test"), lake_resource, duck, *args)
             for check in work.checks:
@@ -140,9 +150,13 @@ def lake_fingerprint(root: str) -> dict:
                 f"SELECT age_band, event_year, count(*), sum(hash(t)::HUGEINT) FROM {rel} t GROUP BY ALL"
             ).fetchall():
                 out[(dataset.folder, band, year)] = (rows, digest)
-        for dataset in (DEMOGRAPHICS, INTAKE_QUARANTINE["medical"]):
+        # every unit folder of a dataset written per claim unit, however many units wrote the lake
+        for dataset, files in (
+            (DEMOGRAPHICS, f"{DEMOGRAPHICS.root(lake)}/shard=*/{DEMOGRAPHICS.filename}"),
+            (INTAKE_QUARANTINE["medical"], f"{INTAKE_QUARANTINE['medical'].root(lake)}/shard=*/quarantine.parquet"),
+        ):
             out[dataset.folder] = s.execute(
-                f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(dataset.path(lake))} t"
+                f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(files)} t"
             ).fetchone()
     return out
 

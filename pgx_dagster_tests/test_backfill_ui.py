@@ -161,7 +161,7 @@ def test_a_failed_check_ends_pgx_backfill_non_zero_though_every_partition_was_ma
 
     partition = PARTITIONS[0]
     band, year = split_key(partition)
-    demographics = path_of(ui["lake"], DEMOGRAPHICS)
+    demographics = path_of(ui["lake"], DEMOGRAPHICS.shard(0))  # the one shard
     kept = ui["lake"].parent / "member_demographics.good.parquet"
     shutil.copy(demographics, kept)
     try:  # the partition's member-years gone: its imputed rows keep NULL demographics (a LEFT JOIN on purpose)

@@ -77,7 +77,9 @@ def quarantine_reasons(lake: Path) -> Counter:
     """Every quarantined row by reason, over every quarantine file intake and silver wrote."""
     con = duckdb.connect()
     found: Counter = Counter()
-    for pattern in ("quarantine/intake_*/quarantine.parquet", "quarantine/silver_*/*/*/quarantine.parquet"):
+    patterns = ("quarantine/intake_*/quarantine.parquet", "quarantine/intake_*/shard=*/quarantine.parquet",
+                "quarantine/silver_*/*/*/quarantine.parquet")  # fmt: skip
+    for pattern in patterns:
         files = [str(p) for p in lake.glob(pattern) if "silver_medical_codes" not in str(p)]
         if files:
             found.update(dict(con.execute(
@@ -144,7 +146,7 @@ def extract(tmp_path_factory):
         picks = {}
         for kind in datasets.KINDS:
             # single-line, single-version claims placed in a partition: damage to them is all that counts
-            staged = f"{lake}/{datasets.STAGED[kind].folder}/*/*/*.parquet"
+            staged = f"{lake}/{datasets.STAGED[kind].folder}/*/*/*/*.parquet"
             picks[kind] = con.execute(f"""
                 SELECT payer_id, claim_id, claim_line FROM '{staged}'
                 WHERE claim_id IN (SELECT claim_id FROM '{raw}/{TABLES[kind]}/*.parquet' GROUP BY claim_id
@@ -171,7 +173,7 @@ def fresh(extract, tmp_path, monkeypatch) -> tuple[Path, Path]:
 def first_member(extract) -> tuple[str, str]:
     """(payer, member) of a member with staged medical claims in the undamaged run."""
     return duckdb.connect().execute(
-        f"SELECT payer_id, member_id FROM '{extract['lake']}/{datasets.STAGED['medical'].folder}/*/*/*.parquet' "
+        f"SELECT payer_id, member_id FROM '{extract['lake']}/{datasets.STAGED['medical'].folder}/*/*/*/*.parquet' "
         "ORDER BY member_id LIMIT 1").fetchone()  # fmt: skip
 
 
@@ -218,7 +220,7 @@ def test_the_corpus_covers_forty_kinds():
 def _staged_rows_of(lake: Path, payer: str, member: str) -> int:
     con = duckdb.connect()
     return sum(
-        con.execute(f"SELECT count(*) FROM '{lake}/{datasets.STAGED[k].folder}/*/*/*.parquet' "
+        con.execute(f"SELECT count(*) FROM '{lake}/{datasets.STAGED[k].folder}/*/*/*/*.parquet' "
                     "WHERE payer_id = ? AND member_id = ?", [payer, member]).fetchone()[0]
         for k in datasets.KINDS
     )  # fmt: skip
@@ -254,7 +256,7 @@ def test_conflicting_birth_years_resolve_by_consensus_and_say_so(extract, fresh)
         f"WHERE payer_id = ? AND member_id = ?) TO '{path}' (FORMAT parquet)", [payer, member])  # fmt: skip
     run_work(raw, lake, [*STAGES, "member_demographics"], KEYS, extract_date=EXTRACT_DATE)
     rows = con.execute(
-        f"SELECT DISTINCT birth_year, birth_year_source FROM '{lake}/{datasets.DEMOGRAPHICS.folder}/*.parquet' "
+        f"SELECT DISTINCT birth_year, birth_year_source FROM '{lake}/{datasets.DEMOGRAPHICS.folder}/*/*.parquet' "
         "WHERE payer_id = ? AND member_id = ?", [payer, member]).fetchall()  # fmt: skip
     assert rows == [(born - 7, "member_consensus")]
 
@@ -282,10 +284,11 @@ def test_a_damaged_file_ends_pgx_materialize_with_one_message_also_shown_in_dags
     assert "Traceback" not in out and 'File "' not in out
     failures = [e.dagster_event for e in instance_events(home, DagsterEventType.STEP_FAILURE)]
     retries = instance_events(home, DagsterEventType.STEP_UP_FOR_RETRY)
-    assert [f.step_key for f in failures] == ["claims_intake"] and retries == []
+    # person_index reads every raw file's columns first: it fails on the damaged file before any claim is read
+    assert [f.step_key for f in failures] == ["person_index"] and retries == []
     description = failures[0].event_specific_data.user_failure_data.description
     assert "pharmacy_claims_000.parquet" in description and "cannot be read" in description
-    assert f"claims_intake [all]: {description}" in out  # the same words in the shell and in the UI
+    assert f"person_index [all]: {description}" in out  # the same words in the shell and in the UI
 
 
 def test_pgx_status_counts_a_partition_that_failed_qa_and_what_was_built_on_it_as_not_complete(extract, tmp_path):

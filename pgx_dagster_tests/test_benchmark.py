@@ -11,6 +11,7 @@ import sys
 import pytest
 from dagster import AssetKey
 
+from benchmarks.backfill import GLOBAL_ASSETS
 from pgx_dagster_tests.services import REPO
 
 
@@ -38,8 +39,9 @@ def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_e
     assert r["members"] == 40 and r["claim_rows"] > 0
     assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs legacy_pool": [],
                                                                           "dagster vs duckdb_single": []}}  # fmt: skip
-    # intake, 5 silver runs (one per event year), demographics, 5 imputed + events, 5 cohort, 1 analysis
-    assert r["runs"] == 18
+    # person_index, claims_intake (one shard), 5 silver runs (one per event year), person_facts and
+    # member_demographics (one shard each), 5 imputed + events, 5 cohort, 1 analysis
+    assert r["runs"] == 20
     assert r["dagster_s"] > 0 and r["ratio_vs_legacy"] > 0
     assert set(r["analysis_share"]) == {"dagster", "legacy_pool", "duckdb_single"}
     assert all(0 < share < 1 for share in r["analysis_share"].values())
@@ -65,8 +67,8 @@ def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_e
     assert r["scales"]["1x"]["results"]["lean"]["rows"]["events"] > 0
     # which step's process peaked, of the partition steps and of the global ones (their checks included)
     steps = r["peak_rss_at"]
-    assert steps["global_steps"].split(":")[0] in {"claims_intake", "member_demographics"}
-    assert steps["partition_steps"].split(":")[0] not in {"claims_intake", "member_demographics"}
+    assert steps["global_steps"].split(":")[0] in GLOBAL_ASSETS
+    assert steps["partition_steps"].split(":")[0] not in GLOBAL_ASSETS
     assert r["peak_rss_mb_global_steps"] > 0 and r["peak_rss_mb_per_worker"]["dagster"] > 0
 
 

@@ -46,7 +46,7 @@ CASES = [
     (
         "claims_intake",
         "intake_reconciles",
-        STAGED["medical"],
+        STAGED["medical"].shard(0),
         "SELECT * FROM t LIMIT 0",
         "medical_unaccounted",
     ),
@@ -90,21 +90,21 @@ CASES = [
     (
         "member_demographics",
         "member_demographics_contract",
-        DEMOGRAPHICS,
+        DEMOGRAPHICS.shard(0),
         "SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN NULL ELSE sex END AS sex) FROM t",
         "value_failures",
     ),
     (
         "member_demographics",
         "member_demographics_contract",
-        DEMOGRAPHICS,
+        DEMOGRAPHICS.shard(0),
         "SELECT * REPLACE (CASE WHEN zip3_source = 'observed' THEN 'state_prefixes' END AS zip3_imputed_from) FROM t",
         "value_failures",
     ),
     (
         "member_demographics",
         "member_demographics_consensus",
-        DEMOGRAPHICS,
+        DEMOGRAPHICS.shard(0),
         CONSENSUS_DAMAGE["persons_with_several_sexes"],
         "persons_with_several_sexes",
     ),
@@ -214,7 +214,7 @@ def test_check_passes_on_good_data_and_fails_on_planted_bad_data(
     checked, tmp_path, asset, check, pattern, damage, figure
 ):
     pipeline, part = checked
-    partition = None if asset in ("claims_intake", "member_demographics") else part
+    partition = "000" if asset in ("claims_intake", "member_demographics") else part  # the one shard
     lake = tmp_path / "lake"
     shutil.copytree(pipeline.lake, lake)
     good = evaluate_check(pipeline.raw, lake, asset, check, partition)
@@ -243,7 +243,7 @@ def test_consensus_check_in_units_counts_what_it_does_whole(checked, tmp_path, m
         by_units = {}
         for unit_rows in ("1000000000", "500"):
             monkeypatch.setenv("PGX_UNIT_ROWS", unit_rows)
-            e = evaluate_check(pipeline.raw, lake, "member_demographics", "member_demographics_consensus")
+            e = evaluate_check(pipeline.raw, lake, "member_demographics", "member_demographics_consensus", "000")
             by_units[meta(e, "units")] = (e.passed, {f: meta(e, f) for f in CONSENSUS_COUNTS})
         (one, whole), (several, split) = sorted(by_units.items())
         assert one == 1 and several > 1, by_units
@@ -253,7 +253,7 @@ def test_consensus_check_in_units_counts_what_it_does_whole(checked, tmp_path, m
     passed, good = figures()
     assert passed and all(good[f] == 0 for f in CONSENSUS_DAMAGE), good
     assert good["member_years_with_claims"] > 0
-    for path in _target(lake, DEMOGRAPHICS, None):
+    for path in _target(lake, DEMOGRAPHICS.shard(0), None):
         rewrite_parquet(path, CONSENSUS_DAMAGE[figure])
     passed, bad = figures()
     assert not passed and bad[figure] > 0, bad

@@ -144,9 +144,11 @@ def test_pipeline_with_the_instance_in_postgres(postgres, synthetic_raw, tmp_pat
                 resources=resources,
             )
             for assets, partition in [
-                (["claims_intake"], None),
+                (["person_index"], None),
+                (["claims_intake"], "000"),
                 (["silver_medical", "silver_pharmacy"], "65-74|2019"),
-                (["member_demographics"], None),
+                (["person_facts"], "000"),
+                (["member_demographics"], "000"),
             ]
         ]
         assert all(r.success and all(e.passed for e in r.get_asset_check_evaluations()) for r in results)
@@ -169,4 +171,4 @@ def test_pipeline_with_the_instance_in_postgres(postgres, synthetic_raw, tmp_pat
         con.cursor() as cur,
     ):
         cur.execute("SELECT count(*) FROM runs")
-        assert cur.fetchone()[0] == 3
+        assert cur.fetchone()[0] == 5

@@ -41,10 +41,12 @@ def test_one_backfill_materialized_every_partition_and_every_check_passed(pipeli
     outcome = pipeline.report
     assert outcome.succeeded and outcome.status == "COMPLETED_SUCCESS"
     assert [c for c in outcome.checks if not c[3]] == []
-    # 4 intake checks + 35 x (8 silver + 6 imputed + 3 events + 4 cohort) + 2 demographics + 7 analysis
-    assert len(outcome.checks) == 4 + 35 * 21 + 2 + 7
+    # 3 person_index + 4 claims_intake checks (one claim unit) + 35 x (8 silver + 6 imputed + 3 events + 4 cohort)
+    # + 2 demographics + 7 analysis
+    assert len(outcome.checks) == 3 + 4 + 35 * 21 + 2 + 7
     assert {a: len(p) for a, p in outcome.rows.items()} == {
-        "claims_intake": 1, "silver_medical": 35, "silver_pharmacy": 35, "member_demographics": 1,
+        "person_index": 1, "claims_intake": 1, "silver_medical": 35, "silver_pharmacy": 35, "person_facts": 1,
+            "member_demographics": 1,
         "imputed_medical": 35, "imputed_pharmacy": 35, "events": 35, "cohort_opioid_ed": 35, "cohort_attrition": 1,
         "pgx_exposures": 1, "covariate_balance": 1, "matched_association": 1, "cohort_export": 1, "cohort_report": 1,
     }  # fmt: skip
@@ -72,7 +74,9 @@ def test_silver_rows_per_partition_match_the_manifest(pipeline):
 def test_quarantine_reasons_match_the_planted_bad_rows(pipeline):
     lake, m = pipeline.lake, pipeline.manifest
     for kind in ("medical", "pharmacy"):
-        got = dict(q(f"SELECT quarantine_reason, count(*) FROM '{path_of(lake, INTAKE_QUARANTINE[kind])}' GROUP BY 1"))
+        got = dict(
+            q(f"SELECT quarantine_reason, count(*) FROM '{path_of(lake, INTAKE_QUARANTINE[kind].shard(0))}' GROUP BY 1")
+        )
         assert got == m["quarantine"][f"intake_{kind}"], kind
         quarantine = glob_of(lake, SILVER_QUARANTINE[kind])
         got = dict(q(f"SELECT quarantine_reason, count(*) FROM read_parquet('{quarantine}') GROUP BY 1"))
@@ -85,7 +89,7 @@ def test_rows_in_equal_rows_out_plus_quarantined(pipeline):
         rows_in = q(f"SELECT count(*) FROM '{raw}/{kind}_claims/*.parquet'")[0][0]
         out = q(f"SELECT count(*) FROM read_parquet('{glob_of(lake, IMPUTED[kind])}')")[0][0]
         quarantined = q(
-            f"SELECT (SELECT count(*) FROM '{path_of(lake, INTAKE_QUARANTINE[kind])}') + "
+            f"SELECT (SELECT count(*) FROM '{path_of(lake, INTAKE_QUARANTINE[kind].shard(0))}') + "
             f"(SELECT count(*) FROM read_parquet('{glob_of(lake, SILVER_QUARANTINE[kind])}'))"
         )[0][0]
         assert rows_in == out + quarantined, kind
@@ -114,7 +118,7 @@ def test_demographics_complete_for_every_imputed_row(pipeline):
             "WHERE sex IS NULL OR birth_year IS NULL OR zip3 IS NULL OR age_band IS NULL"
         )[0][0]
         assert missing == 0
-    sources = dict(q(f"SELECT sex_source, count(*) FROM '{path_of(pipeline.lake, DEMOGRAPHICS)}' GROUP BY 1"))
+    sources = dict(q(f"SELECT sex_source, count(*) FROM '{path_of(pipeline.lake, DEMOGRAPHICS.shard(0))}' GROUP BY 1"))
     assert set(sources) == {"observed", "member_consensus", "linked_person", "statistical"}
 
 
@@ -183,7 +187,7 @@ def test_pgx_status_is_the_legacy_dashboard_per_stage(pipeline):
         backfill, stages = collect(instance)
     assert backfill.backfill_id == pipeline.report.backfill_id
     assert list(stages) == ["intake", "silver", "demographics", "imputed", "events", "cohorts", "analysis"]
-    expected = {"intake": 1, "silver": 70, "demographics": 1, "imputed": 70, "events": 35, "cohorts": 35,
+    expected = {"intake": 2, "silver": 70, "demographics": 2, "imputed": 70, "events": 35, "cohorts": 35,
                 "analysis": 6}  # fmt: skip
     assert {name: (len(f.targeted), len(f.done), len(f.failed), len(f.qa_failed | f.on_failed))
             for name, f in stages.items()} == {name: (n, n, 0, 0) for name, n in expected.items()}  # fmt: skip

@@ -21,7 +21,7 @@ from pgx_dagster.datasets import STAGED
 from pgx_dagster.lake import LakeResource, s3_client
 from pgx_dagster.ops.launcher import WORKER_TAG
 from pgx_dagster.ops.synth import generate
-from pgx_dagster.partitions import all_keys
+from pgx_dagster.partitions import all_keys, shard_count
 from pgx_dagster.reporting import CHECKPOINT
 from pgx_dagster.settings import event_years
 from pgx_dagster_tests.helpers import instance_events, lake_fingerprint
@@ -97,11 +97,11 @@ def lake_state(lake: Path) -> dict[str, tuple[int, int]]:
 def assert_no_partial_partition(lake: Path) -> None:
     """Every visible file and folder was published whole. Each file reads to its end (a half-written one
     would not). A dataset with checkpoints has one in every partition folder (written inside the staging
-    folder, before the rename); intake's staged datasets are swapped in whole, a file in every partition.
+    folder, before the rename); intake's staged datasets are swapped in whole per shard, a file in every partition.
     Staging and trash folders are hidden (a leading dot)."""
     lake_resource = LakeResource(lake_root=str(lake))
     staged = {Path(d.root(lake_resource)) for d in STAGED.values()}
-    for root in staged:
+    for root in (Path(d.shard(n).root(lake_resource)) for d in STAGED.values() for n in range(shard_count())):
         if root.exists():
             assert len(list(root.glob("age_band=*/event_year=*"))) == len(all_keys()), root
     files = [p for p in lake.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(lake).parts)]

@@ -88,9 +88,11 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
     assert PARTITION_POLICY != COHORT_POLICY
     # every asset's work is registered for the legacy-style baselines, with its checks
     assert {name: len(w.checks) for name, w in WORK.items()} == {
+        "person_index": 3,
         "claims_intake": 4,
         "silver_medical": 4,
         "silver_pharmacy": 4,
+        "person_facts": 0,
         "member_demographics": 2,
         "imputed_medical": 3,
         "imputed_pharmacy": 3,

@@ -373,7 +373,7 @@ def test_the_cohort_step_writes_its_excluded_targets_with_their_reasons_to_the_l
         here = [e for e in events if (e["age_band"], e["event_year"]) == (band, year)]
         _write(EVENTS.path(lake, band, year), here, EVENT_SCHEMA)
     people = ["T_OK", "T_SHORT", "T_GONE", "T_PREV", *(f"C{i}" for i in range(6))]
-    _write(DEMOGRAPHICS.path(lake), [r for p in people for r in demo(p, [2019])], None)
+    _write(DEMOGRAPHICS.shard(0).path(lake), [r for p in people for r in demo(p, [2019])], None)
     periods = [period(p) for p in people if p not in ("T_SHORT", "T_GONE")]
     periods += [period("T_SHORT", start=D(2019, 1, 1)), period("T_GONE", end=D(2019, 5, 31))]
     periods += [period("T_2018", start=D(2018, 1, 1))]

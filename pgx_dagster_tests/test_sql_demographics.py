@@ -6,7 +6,7 @@ import pytest
 
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.duck import DuckDBWorker
-from pgx_dagster.stages.demographics import build_member_demographics
+from pgx_dagster.stages.demographics import build_person_facts, build_rows, split_shard
 from pgx_dagster_tests.helpers import eligibility, table
 
 BIRTH = {"P1": 1950, "P2": 1980, "P3": 1985, "P4": 1970, "P5": 1982}
@@ -76,7 +76,10 @@ def run_in_units(s, eligibility_rows, medical, unit_rows=10**9):
     register_geography(s)
     s.set_variables({"seed": 1, "min_year": 2016, "max_year": 2020})
     with tempfile.TemporaryDirectory() as scratch:
-        _, units = build_member_demographics(s, scratch, DuckDBWorker(unit_rows=unit_rows))
+        # one shard's two steps in one session: its facts, then its rows drawn from them
+        splits, units = split_shard(s, scratch, DuckDBWorker(unit_rows=unit_rows))
+        build_person_facts(s, splits, units)
+        build_rows(s, scratch, splits, units)
         s.execute("CREATE OR REPLACE TEMP TABLE d AS FROM demographics")
     return {(r["payer_id"], r["member_id"], r["event_year"]): r for r in s.rows("SELECT * FROM d")}, units
 

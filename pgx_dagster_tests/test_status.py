@@ -81,7 +81,7 @@ def test_what_is_built_on_a_partition_follows_the_graph_and_its_partition_mappin
     assert ("silver_medical", key) not in below
     assert ("imputed_medical", key) in below and ("events", key) in below
     # demographics reads every silver partition, so every imputed partition is built on this one
-    assert ("member_demographics", "") in below
+    assert ("member_demographics", "000") in below  # its one shard
     assert {k for name, k in below if name == "imputed_pharmacy"} == set(all_keys())
     # no silver partition is built on another
     assert not any(name.startswith("silver_") for name, _ in below)
@@ -93,7 +93,9 @@ def test_what_is_built_on_a_partition_follows_the_graph_and_its_partition_mappin
     built = {
         (node.key.to_user_string(), k) for node in GRAPH.asset_nodes if node.is_materializable for k in _keys(node)
     }
-    assert _downstream([("claims_intake", "")], GRAPH) == built - {("claims_intake", "")}
+    assert _downstream([("person_index", "")], GRAPH) == built - {("person_index", "")}
+    # a claim unit: everything but person_index and the unit itself (silver reads every unit)
+    assert _downstream([("claims_intake", "000")], GRAPH) == built - {("person_index", ""), ("claims_intake", "000")}
 
 
 def _keys(node) -> list[str]:

@@ -1,6 +1,13 @@
-"""The global steps work in units (intake by claim, demographics by person) so that memory stays within
-one worker's memory_limit at any size: the units must change nothing in the lake."""
+"""The whole-extract steps work in units (intake by claim, demographics by person) so that memory stays
+within one worker's memory_limit at any size, and they are partitioned into shards (PGX_SHARDS) the same
+ways, to run side by side: neither units nor shards may change anything in the lake."""
 
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
 import pytest
 
 from pgx_dagster.duck import DuckDBWorker
@@ -37,3 +44,40 @@ def test_units_change_nothing_in_the_lake(synthetic_raw, tmp_path, whole):
     assert failed == [] and len(verdicts) == len(whole_verdicts)
     intake = next(v for v in verdicts if v["check"] == "intake_reconciles")
     assert intake["metadata"]["medical_unaccounted"] == 0 and intake["metadata"]["medical_rows_in"] > 0
+
+
+def test_shards_change_nothing_in_the_lake(synthetic_raw, tmp_path, whole):
+    """PGX_SHARDS=3: claims_intake, person_facts and member_demographics have three partitions each, each
+    writing its own shard folder; silver reads every shard's rows of its partition, imputed every shard's
+    demographics. The lake is the one a single shard writes, every claim and every person in exactly one
+    shard, and each shard reconciles and passes its consensus check on its own."""
+    whole_lake, _ = whole
+    script = (
+        "import json, sys\n"
+        "from pgx_dagster.partitions import all_keys, shard_keys\n"
+        "from pgx_dagster_tests.helpers import run_work\n"
+        f"v = run_work({str(synthetic_raw.path)!r}, {str(tmp_path)!r}, {UP_TO_COHORTS!r}, all_keys())\n"
+        "print(json.dumps({'keys': shard_keys(), 'verdicts': v}, default=str))\n"
+    )
+    env = {**os.environ, "PGX_SHARDS": "3"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["keys"] == ["000", "001", "002"]
+    assert lake_fingerprint(str(tmp_path)) == lake_fingerprint(str(whole_lake))
+    failed = [v for v in result["verdicts"] if not v["passed"] and v["severity"] == "ERROR"]
+    assert failed == []
+    reconciles = [v["metadata"] for v in result["verdicts"] if v["check"] == "intake_reconciles"]
+    assert len(reconciles) == 3 and all(m["medical_unaccounted"] == 0 for m in reconciles)
+    assert len([v for v in result["verdicts"] if v["check"] == "member_demographics_consensus"]) == 3
+    # each unit holds a share of the claims, and together all of them
+    shares = [m["medical_rows_in"] for m in reconciles]
+    assert min(shares) > 0 and sum(shares) == synthetic_raw.manifest["raw_rows"]["medical_claims"]
+    for folder in ("staging/medical", "staging/person_facts", "silver/member_demographics"):
+        shards = sorted(p.name for p in (tmp_path / folder).iterdir() if not p.name.startswith("."))
+        assert shards == ["shard=000", "shard=001", "shard=002"], folder
+    # each shard's demographics hold its own persons, none another's
+    persons = [
+        duckdb.sql(f"SELECT DISTINCT person_id FROM '{tmp_path}/silver/member_demographics/shard=00{n}/*.parquet'")
+        .fetchall() for n in range(3)
+    ]  # fmt: skip
+    assert all(persons) and sum(map(len, persons)) == len(set().union(*map(set, persons)))

@@ -100,7 +100,7 @@ def register_cohort(s: Session, lake: LakeResource, d: CohortDefinition) -> None
     s.execute(
         "CREATE OR REPLACE TEMP VIEW oud_events AS SELECT * FROM events_all WHERE event_type = 'opioid_use_disorder'"
     )
-    s.view("demographics", parquet_relation(DEMOGRAPHICS.path(lake)))
+    s.view("demographics", parquet_relation(DEMOGRAPHICS.files(lake)))
     register_genotypes(s, lake)
     register_codesets(s, lake.opioid_ndc_file)
     register_pgx_drugs(s, lake.ndc_ingredient_file, lake.opioid_ndc_file)
@@ -183,7 +183,7 @@ def attrition_consistent(s: Session, lake: LakeResource, name: str):
         *EVERY_COHORT,
         AssetDep("events", partition_mapping=AllPartitionMapping()),
         AssetDep("imputed_pharmacy", partition_mapping=AllPartitionMapping()),
-        "member_demographics",
+        AssetDep("member_demographics", partition_mapping=AllPartitionMapping()),  # every shard
     ],
 )
 def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:

@@ -54,7 +54,7 @@ def register_matching(s: Session, lake: LakeResource, d: CohortDefinition, band:
             allow_retries=False,
         )
     s.view("events_all", parquet_relation(EVENTS.glob(lake)))
-    s.view("demographics", parquet_relation(DEMOGRAPHICS.path(lake)))
+    s.view("demographics", parquet_relation(DEMOGRAPHICS.files(lake)))
     s.view("observation_period", parquet_relation(OBSERVATION_PERIOD.path(lake)))
     prepare_matching(s, d, band, year)
 
@@ -178,7 +178,10 @@ def build_cohort(d: CohortDefinition) -> AssetsDefinition:
         name,
         group_name="cohorts",
         backfill_policy=COHORT_POLICY,
-        deps=[AssetDep("events", partition_mapping=AllPartitionMapping()), "member_demographics"],
+        deps=[
+            AssetDep("events", partition_mapping=AllPartitionMapping()),
+            AssetDep("member_demographics", partition_mapping=AllPartitionMapping()),
+        ],
         owners=list(d.owners),
         description=(
             f"{d.description} Matched sets of 1 target : {d.controls_per_target} controls, exact on age band, "

@@ -45,7 +45,7 @@ from pgx_dagster.contracts import Contract
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import claims_partitions, cohort_partitions, split_key
+from pgx_dagster.partitions import claims_partitions, cohort_partitions, shard_of, shard_partitions, split_key
 from pgx_dagster.quality import contract_result
 from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 from pgx_dagster.settings import partitions_per_run
@@ -67,6 +67,11 @@ GLOBAL_TASK = {"pgx/task_cpu": "4096", "pgx/task_memory": "8192"}
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`", category=BetaWarning)
 PARTITION_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run())
 COHORT_POLICY = BackfillPolicy.single_run()
+# A shard is a slice of the whole extract, worked as a global step is: one shard per run, so the shards
+# run side by side (and on ECS as tasks of one size, GLOBAL_TASK).
+SHARD_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
+# Partition scopes whose steps work through (a slice of) the whole extract: the global session, every core.
+WHOLE_EXTRACT = ("", "shard")
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ class Check:
 @dataclass
 class Work:
     """An asset's computation and checks as plain functions (see module docstring). `partitions`:
-    "" for a global asset, "claims" (age_band x event_year) or "cohort" (one per cohort)."""
+    "" for a global asset, "shard" (PGX_SHARDS), "claims" (age_band x event_year) or "cohort" (one per cohort)."""
 
     partitions: str
     run: Callable[..., dict[str, Any]]
@@ -97,11 +102,13 @@ class Work:
         return bool(self.partitions)
 
 
-PARTITIONS = {"claims": claims_partitions, "cohort": cohort_partitions()}
+PARTITIONS = {"shard": shard_partitions, "claims": claims_partitions, "cohort": cohort_partitions()}
 
 
 def partition_args(partitions_def: Any, key: str) -> tuple:
-    """A partition key as the arguments of a stage's functions: (age_band, event_year), or (cohort,)."""
+    """A partition key as the arguments of a stage's functions: (shard,), (age_band, event_year), or (cohort,)."""
+    if partitions_def is shard_partitions:
+        return (shard_of(key),)
     return split_key(key) if partitions_def is claims_partitions else (key,)
 
 
@@ -142,7 +149,8 @@ def _in_session(
     asset's checks run alone after it, as it did: the same session, every core (global_session)."""
 
     def check(lake: LakeResource, duckdb: DuckDBWorker, *partition: Any) -> AssetCheckResult:
-        session = duckdb.global_session() if not partitions else duckdb.session(threads=session_threads(partitions))
+        whole = partitions in WHOLE_EXTRACT
+        session = duckdb.global_session() if whole else duckdb.session(threads=session_threads(partitions))
         with session as s:
             return evaluate(s, lake, *partition, **({"duckdb": duckdb} if with_worker else {}))
 
@@ -176,11 +184,14 @@ global_check = partitioned_check = register_check
 def partitioned_asset(
     name: str, partitions: str = "claims", with_instance: bool = False, **asset_args: Any
 ) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
-    """`run(log, lake, duckdb, age_band, event_year) -> metadata` as an asset partitioned by claims, or
-    `run(log, lake, duckdb, cohort) -> metadata` as one partitioned by cohort (`partitions="cohort"`);
+    """`run(log, lake, duckdb, age_band, event_year) -> metadata` as an asset partitioned by claims,
+    `run(log, lake, duckdb, cohort) -> metadata` as one partitioned by cohort (`partitions="cohort"`), or
+    `run(log, lake, duckdb, shard) -> metadata` as one partitioned by shard (`partitions="shard"`: one shard
+    per run, sized as a global step);
     `with_instance`: run also gets `instance=` the Dagster instance and `check_keys=` every asset check of
     the run's code location (neither outside Dagster) - so a stage never imports the code location."""
     partitions_def = PARTITIONS[partitions]
+    whole = partitions in WHOLE_EXTRACT
 
     def decorate(run: Callable[..., dict[str, Any]]) -> AssetsDefinition:
         WORK[name] = Work(partitions=partitions, run=run)
@@ -191,8 +202,8 @@ def partitioned_asset(
             partitions_def=partitions_def,
             retry_policy=STEP_RETRY,
             kinds=KINDS,
-            backfill_policy=asset_args.pop("backfill_policy", PARTITION_POLICY),
-            **{"owners": OWNERS, "tags": PARTITION_TASK, **asset_args},
+            backfill_policy=asset_args.pop("backfill_policy", SHARD_POLICY if whole else PARTITION_POLICY),
+            **{"owners": OWNERS, "tags": GLOBAL_TASK if whole else PARTITION_TASK, **asset_args},
         )
         def partition_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> None:
             extra = (

@@ -2,31 +2,38 @@
 for every active member-year (a claim or enrolment that year), with the provenance of each value.
 SQL: sql/demographics/ (member_demographics.sql is the row; the others its parts, one per concept).
 
-Global, but worked in person units so memory stays within one worker's memory_limit at any extract size:
-every value is decided per person, except the distributions the statistical values are drawn from,
-which are taken over every person of every unit. So: split the inputs by person into units; per unit,
-the facts the imputation needs (person_facts); the seeded draws over all persons (zip_imputed,
-sex_imputed); per unit again, the rows. The units change nothing in the result (a test checks this).
+Every value is decided per person, except the distributions the statistical values are drawn from, which are
+taken over every person. So the work is split by person, twice:
+- into shards (PGX_SHARDS), each a partition of its own run, as intake's claims are: `person_facts` writes what
+  the imputation needs of each of the shard's persons; `member_demographics` draws the missing values from the
+  facts of every shard (zip_imputed, sex_imputed: seeded per person) and writes the shard's rows;
+- within a shard's step, into units (PGX_UNIT_ROWS), so memory stays within one worker's memory_limit at any
+  extract size.
+Neither shards nor units change the result (tests check this).
 """
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from logging import Logger
 from typing import Any
 
+from dagster import AllPartitionMapping, AssetDep
+
 from pgx_dagster import contracts
 from pgx_dagster.codesets import register_geography
-from pgx_dagster.datasets import DEMOGRAPHICS, PERSON_INDEX, SILVER
+from pgx_dagster.datasets import DEMOGRAPHICS, KINDS, PERSON_FACTS, PERSON_INDEX, SILVER
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.lake import LakeResource
+from pgx_dagster.partitions import shard_count
 from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, provenance_counts, table_metadata, zip3_draws
 from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import (
     contract_check,
-    global_asset,
-    global_check,
+    partitioned_asset,
+    partitioned_check,
     split_into_units,
     stage_definitions,
 )
@@ -53,12 +60,19 @@ def _load_unit(s: Session, splits: dict[str, list[str]], unit: int) -> None:
         s.model_view(name, f"demographics/{name}")
 
 
-def register_silver(s: Session, lake: LakeResource) -> int:
-    """Views silver_medical_all and silver_pharmacy_all (every partition); returns their claim rows, which
-    size the units."""
-    s.view("silver_medical_all", parquet_relation(SILVER["medical"].glob(lake)))
-    s.view("silver_pharmacy_all", parquet_relation(SILVER["pharmacy"].glob(lake)))
+def register_silver(s: Session, lake: LakeResource, shard: int) -> int:
+    """Views silver_medical_all and silver_pharmacy_all: every partition's rows of the shard's persons (person_shard);
+    returns their claim rows, which size the units."""
+    for kind in KINDS:
+        s.view(
+            f"silver_{kind}_all",
+            f"(SELECT * FROM {parquet_relation(SILVER[kind].glob(lake))} WHERE {_in_shard(shard)})",
+        )
     return s.scalar("SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)")
+
+
+def _in_shard(shard: int) -> str:
+    return f"person_shard(person_id, {shard_count()}) = {shard}"
 
 
 def split_models(s: Session, models: Iterable[str], scratch: str, units: int) -> dict[str, list[str]]:
@@ -71,20 +85,42 @@ def split_models(s: Session, models: Iterable[str], scratch: str, units: int) ->
     return splits
 
 
-def build_member_demographics(s: Session, scratch: str, duckdb: DuckDBWorker) -> tuple[int, int]:
-    """View `demographics`: the member-years of sql/demographics/, worked in person units under `scratch`,
-    as many as the claim observations need (DuckDBWorker.units). Inputs: views silver_medical_all,
-    silver_pharmacy_all, eligibility, raw_enrollment, person_index, zip3_state, zip3_prefix_state; variables
-    seed, min_year, max_year. Returns the row count and the number of units."""
+@contextmanager
+def shard_inputs(s: Session, lake: LakeResource, shard: int) -> Iterator[int]:
+    """The inputs of one shard's demographics: views silver_medical_all, silver_pharmacy_all, person_index (the
+    shard's persons), eligibility (typed as intake typed it), raw_enrollment, zip3_state, zip3_prefix_state;
+    variables seed, min_year, max_year. Yields the shard's claim rows; the raw files are read within."""
+    claim_rows = register_silver(s, lake, shard)
+    used = register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
+    s.model_view("eligibility", "intake/eligibility")
+    s.view("person_index", f"(SELECT * FROM {parquet_relation(PERSON_INDEX.path(lake))} WHERE {_in_shard(shard)})")
+    register_geography(s)
+    years = event_years()
+    s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
+    with reading_raw(s, used):
+        yield claim_rows
+
+
+def split_shard(s: Session, scratch: str, duckdb: DuckDBWorker) -> tuple[dict[str, list[str]], int]:
+    """The shard's inputs split by person into as many units as the claim observations need (DuckDBWorker.units)."""
     units = duckdb.units(s.model_file("claim_observations", "demographics/claim_observations", scratch))
     s.set_variables({"units": units})
-    splits = split_models(s, SPLITS, scratch, units)
+    return split_models(s, SPLITS, scratch, units), units
+
+
+def build_person_facts(s: Session, splits: dict[str, list[str]], units: int) -> None:
+    """Table `person_facts`: demographics/person_facts.sql over every unit of `splits`."""
     facts = "demographics/person_facts"
     for unit in range(units):
         _load_unit(s, splits, unit)
         with s.doing(f"sql/{facts}.sql"):
             into = "CREATE OR REPLACE TEMP TABLE person_facts AS" if unit == 0 else "INSERT INTO person_facts"
             s.execute(f"{into} {sql_text(facts)}")
+
+
+def build_rows(s: Session, scratch: str, splits: dict[str, list[str]], units: int) -> int:
+    """View `demographics`: the member-years of every unit of `splits`, their missing values drawn from relation
+    `person_facts` (every person's); returns the row count."""
     s.model_table("zip_imputed", "demographics/zip_imputed")
     s.model_table("sex_imputed", "demographics/sex_imputed")
     for unit in range(units):
@@ -94,40 +130,73 @@ def build_member_demographics(s: Session, scratch: str, duckdb: DuckDBWorker) ->
             s.execute(f"COPY ({sql_text('demographics/member_demographics')}) TO {part} (FORMAT parquet)")
     # unit after unit, each in its SQL's row order (by partition): the published file needs no sort of the whole
     s.view("demographics", parquet_relation(f"{scratch}/rows_*.parquet"))
-    return s.scalar("SELECT count(*) FROM demographics"), units
+    return s.scalar("SELECT count(*) FROM demographics")
 
 
-@global_asset("member_demographics", group_name="demographics", deps=["silver_medical", "silver_pharmacy"])
-def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
-    """One row per active member-year (a claim or enrolment that year): the person's consensus sex, birth year / age
-    band and geography (zip3, state) across all years and all linked member ids, and per field its provenance
-    (observed / member_consensus / linked_person / statistical). Statistical values are seeded draws from the
-    observed distribution of the same age band and geography, used only where nothing was observed for the person
-    anywhere."""
+@partitioned_asset(
+    "person_facts",
+    partitions="shard",
+    group_name="demographics",
+    deps=["person_index", *(AssetDep(f"silver_{kind}", partition_mapping=AllPartitionMapping()) for kind in KINDS)],
+)
+def person_facts(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, shard: int) -> dict:
+    """What the statistical imputation needs to know of each active person of one shard (PGX_SHARDS; every member
+    id and year of a person in one shard): the first active year's age band and observed zip3, whether a zip3 was
+    observed in any year, the state and the observed sex. member_demographics draws the values nobody observed
+    from the facts of every shard."""
     started = time.perf_counter()
-    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch:
-        claim_rows = register_silver(s, lake)
-        used = register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
-        s.model_view("eligibility", "intake/eligibility")  # typed as intake typed it
-        s.view("person_index", parquet_relation(PERSON_INDEX.path(lake)))
-        register_geography(s)
-        years = event_years()
-        s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
-        with reading_raw(s, used):
-            rows, units = build_member_demographics(s, scratch, duckdb)
-        DEMOGRAPHICS.publish(s, lake, {DEMOGRAPHICS.filename: "SELECT * FROM demographics"})
+    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch, shard_inputs(s, lake, shard) as claim_rows:
+        splits, units = split_shard(s, scratch, duckdb)
+        build_person_facts(s, splits, units)
+        dataset = PERSON_FACTS.shard(shard)
+        dataset.publish(s, lake, {dataset.filename: "SELECT * FROM person_facts"})
+        persons = s.scalar("SELECT count(*) FROM person_facts")
+        log.info(f"{STAGES['demographics'].log}: shard {shard + 1} of {shard_count()}: facts of {persons:,} persons "
+                 f"from {claim_rows:,} claim rows ({units} person unit(s))")  # fmt: skip
+        return table_metadata(
+            s, "person_facts", rows=persons, path=dataset.path(lake), started=started, shard=shard,
+            shards=shard_count(), person_units=units,
+        )  # fmt: skip
+
+
+@partitioned_asset(
+    "member_demographics",
+    partitions="shard",
+    group_name="demographics",
+    deps=[
+        "person_index",
+        *(AssetDep(f"silver_{kind}", partition_mapping=AllPartitionMapping()) for kind in KINDS),
+        AssetDep("person_facts", partition_mapping=AllPartitionMapping()),
+    ],
+)
+def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, shard: int) -> dict:
+    """One row per active member-year (a claim or enrolment that year) of one shard's persons (PGX_SHARDS): the
+    person's consensus sex, birth year / age band and geography (zip3, state) across all years and all linked member
+    ids, and per field its provenance (observed / member_consensus / linked_person / statistical). Statistical values
+    are seeded draws from the observed distribution of the same age band and geography over every shard's persons
+    (person_facts), used only where nothing was observed for the person anywhere."""
+    started = time.perf_counter()
+    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch, shard_inputs(s, lake, shard) as claim_rows:
+        splits, units = split_shard(s, scratch, duckdb)
+        # the draws need every person's facts: the distributions span shards (a draw is the person's own, seeded)
+        s.view("person_facts", parquet_relation(PERSON_FACTS.files(lake)))
+        rows = build_rows(s, scratch, splits, units)
+        dataset = DEMOGRAPHICS.shard(shard)
+        dataset.publish(s, lake, {dataset.filename: "SELECT * FROM demographics"})
         provenance = provenance_counts(s, "demographics")
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
         log.info(
-            f"{STAGES['demographics'].log}: {rows:,} member-years of {persons:,} persons from {claim_rows:,} "
-            f"claim rows ({units} person unit(s)); provenance {provenance}"
+            f"{STAGES['demographics'].log}: shard {shard + 1} of {shard_count()}: {rows:,} member-years of "
+            f"{persons:,} persons from {claim_rows:,} claim rows ({units} person unit(s)); provenance {provenance}"
         )
         return table_metadata(
             s,
             "demographics",
             rows=rows,
-            path=DEMOGRAPHICS.path(lake),
+            path=dataset.path(lake),
             started=started,
+            shard=shard,
+            shards=shard_count(),
             persons=persons,
             person_units=units,
             provenance=provenance,
@@ -136,7 +205,10 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -
 
 
 contract_check(
-    member_demographics, DEMOGRAPHICS.path, contracts.member_demographics, detail=" (complete fields, valid provenance)"
+    member_demographics,
+    lambda lake, shard: DEMOGRAPHICS.shard(shard).path(lake),
+    lambda shard: contracts.member_demographics(),
+    detail=" (complete fields, valid provenance)",
 )
 
 
@@ -149,13 +221,13 @@ CONSENSUS_SPLITS = {
 }
 
 
-@global_check(member_demographics, name="member_demographics_consensus", with_worker=True)
-def member_demographics_consensus(s: Session, lake: LakeResource, duckdb: DuckDBWorker):
-    """Consensus holds: one sex and birth year per person, one zip3 per person-year across all the person's member ids,
-    and every member-year with a claim has a row. Worked in units, as the asset is, so that it keeps to one worker's
-    memory at any extract size; the units' figures add up to the whole's."""
-    s.view("d", parquet_relation(DEMOGRAPHICS.path(lake)))
-    units = duckdb.units(register_silver(s, lake))
+@partitioned_check(member_demographics, name="member_demographics_consensus", with_worker=True)
+def member_demographics_consensus(s: Session, lake: LakeResource, shard: int, duckdb: DuckDBWorker):
+    """Consensus holds, for the shard's persons: one sex and birth year per person, one zip3 per person-year across
+    all the person's member ids, and every member-year with a claim has a row. Worked in units, as the asset is, so
+    that it keeps to one worker's memory at any extract size; the units' figures add up to the shard's."""
+    s.view("d", parquet_relation(DEMOGRAPHICS.shard(shard).path(lake)))
+    units = duckdb.units(register_silver(s, lake, shard))
     s.set_variables({"units": units})
     figures: dict[str, Any] = {}
     with duckdb.scratch_dir() as scratch:
@@ -177,4 +249,4 @@ def member_demographics_consensus(s: Session, lake: LakeResource, duckdb: DuckDB
     return verdict(passed, figures)
 
 
-defs = stage_definitions([member_demographics])
+defs = stage_definitions([person_facts, member_demographics])

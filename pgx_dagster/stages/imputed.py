@@ -8,7 +8,7 @@ out, every value has a provenance), plus the pandera contract.
 import time
 from logging import Logger
 
-from dagster import AssetsDefinition
+from dagster import AllPartitionMapping, AssetDep, AssetsDefinition
 
 from pgx_dagster import contracts
 from pgx_dagster.datasets import DEMOGRAPHICS, IMPUTED, KINDS, SILVER
@@ -28,7 +28,7 @@ def build_imputed(kind: str) -> AssetsDefinition:
     @partitioned_asset(
         name,
         group_name="imputed",
-        deps=[f"silver_{kind}", "member_demographics"],
+        deps=[f"silver_{kind}", AssetDep("member_demographics", partition_mapping=AllPartitionMapping())],
         description=(
             f"silver_{kind} rows of one partition with complete demographics (sex, birth year, age band, "
             "zip3, state) from member_demographics and, per field, its provenance."
@@ -38,7 +38,7 @@ def build_imputed(kind: str) -> AssetsDefinition:
         started = time.perf_counter()
         with duckdb.session() as s:
             s.view("silver", parquet_relation(SILVER[kind].path(lake, band, year)))
-            s.view("member_demographics", parquet_relation(DEMOGRAPHICS.path(lake)))
+            s.view("member_demographics", parquet_relation(DEMOGRAPHICS.files(lake)))
             n = s.model_table("imputed_out", "imputed/imputed")
             dataset.publish(s, lake, {dataset.filename: "SELECT * FROM imputed_out"}, band, year, {"records": n})
             return table_metadata(

@@ -1,13 +1,17 @@
-"""Intake: the whole raw extract, once. Links every member id to its person, keeps the latest
-adjudication version of each claim line, places each claim in its age_band x event_year partition
-(or quarantines it with the reason it fits none), and writes each person's observation periods.
-SQL: sql/intake/ (and sql/formats/<format>/ for the input format).
+"""Intake: the raw extract, once. `person_index` links every member id to its person with the person's
+consensus birth year and writes each person's observation periods; `claims_intake` keeps the latest
+adjudication version of each claim line and places each claim in its age_band x event_year partition
+(or quarantines it with the reason it fits none). SQL: sql/intake/ (and sql/formats/<format>/ for the
+input format).
 
-Global, not partitioned, because two decisions need the whole extract: which version of a claim line
-is the latest (an adjustment may move the service date into another year), and the person's consensus
-birth year, which decides the age band. Both are per claim or per member, though: claims are placed in
-units of whole claims (every line and version of a claim in one unit), so memory stays within one
-worker's memory_limit at any extract size; the units change nothing in the result (a test checks this).
+Neither can be partitioned by age band or year, because two decisions need the whole extract: which version
+of a claim line is the latest (an adjustment may move the service date into another year), and the person's
+consensus birth year, which decides the age band. Both are per claim or per member, though:
+- person_index is global, but eligibility-sized;
+- claims_intake is partitioned into shards (PGX_SHARDS): every line and version of a claim in one shard, each
+  shard its own run, so shards run side by side and on ECS as tasks of one size. Within a shard's step the
+  claims are placed in units of whole claims, as many as PGX_UNIT_ROWS needs, so memory stays within one
+  worker's memory_limit at any extract size. Neither shards nor units change the result (tests check this).
 """
 
 import time
@@ -25,7 +29,7 @@ from pgx_dagster.datasets import (
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.guards import EXPECTED_COLUMNS, QUARANTINE_RATE, REQUIRED_COLUMNS
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import AGE_BANDS
+from pgx_dagster.partitions import AGE_BANDS, shard_count
 from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import RAW_ASSET_KEYS, reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, table_metadata
@@ -33,12 +37,16 @@ from pgx_dagster.settings import event_years
 from pgx_dagster.stages.common import (
     global_asset,
     global_check,
+    partitioned_asset,
+    partitioned_check,
     reason_counts,
     split_into_units,
     stage_definitions,
 )
 
 DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
+# The raw views person_index reads (the claims' views may read these too: register_raw's default, all).
+PERSON_SOURCES = ("raw_eligibility", "raw_enrollment", "raw_linkage")
 # Every eligibility row intake could not use (row-level reason), and every row it used with a value it
 # rejected (`rejected_value`): one quarantine file, each row with its reason.
 ELIGIBILITY_REJECTS = (
@@ -46,6 +54,18 @@ ELIGIBILITY_REJECTS = (
     "quarantine_reason, quarantine_reason IS NULL AS row_used FROM eligibility "
     "WHERE quarantine_reason IS NOT NULL OR rejected_value IS NOT NULL"
 )
+
+
+def register_shard_claims(s: Session, lake: LakeResource, kind: str, shard: int) -> None:
+    """View `typed`: the typed `kind` claim rows of one shard (intake_shard over the typed keys, as the asset
+    and its checks must agree on them). Needs view raw_<kind>."""
+    years = event_years()
+    s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1],
+                     "date_column": DATE_COLUMN[kind]})  # fmt: skip
+    s.model_view(f"typed_{kind}_all", f"intake/{kind}")
+    s.view(
+        "typed", f"(SELECT * FROM typed_{kind}_all WHERE intake_shard(payer_id, claim_id, {shard_count()}) = {shard})"
+    )
 
 
 def place_claims(s: Session, table: str, scratch: str, units: int) -> int:
@@ -77,20 +97,16 @@ def eligibility_figures(s: Session, rows_in: int) -> dict:
     }  # fmt: skip
 
 
-@global_asset("claims_intake", group_name="intake", deps=RAW_ASSET_KEYS)
-def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
-    """Links every member id to its person (linkage table) with the person's consensus birth year, keeps the latest
-    adjudication version of each claim line, and places each claim - all its lines - in the age_band x event_year
-    partition of its first date under staging/, or in quarantine/intake_* with the reason it fits none (superseded
-    version, member not in eligibility, date after the extract date, outside the event years, no birth year). Writes
-    each person's observation periods (enrolment)."""
+@global_asset("person_index", group_name="intake", deps=RAW_ASSET_KEYS)
+def person_index(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
+    """Links every member id to its person (linkage table) with the person's consensus birth year, and writes each
+    person's observation periods (enrolment). Eligibility rows it cannot use, and values it rejected on rows it
+    used, go to quarantine/intake_eligibility with their reason."""
     started = time.perf_counter()
     years = event_years()
     with duckdb.global_session() as s, duckdb.scratch_dir() as scratch:
-        source_files = register_raw(s, lake)
+        source_files = register_raw(s, lake, tables=PERSON_SOURCES)
         raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
-        for view, text in raw_inputs.items():
-            log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
         with reading_raw(s, source_files):
             s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
             # every eligibility row (members x years): on disk, not in the step's memory
@@ -106,18 +122,54 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
                        count(*) FILTER (WHERE NOT in_linkage) AS members_without_linkage,
                        count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year
                 FROM person_index""")[0]
-            figures: dict[str, dict] = {"eligibility": eligibility_figures(s, eligibility_in)}
+            eligibility = eligibility_figures(s, eligibility_in)
+        log.info(
+            f"{STAGES['intake'].log}: {n_members:,} member ids of {facts['persons']:,} persons, {n_periods:,} "
+            f"observation periods; eligibility {eligibility['used']:,} rows used, {eligibility['quarantined']:,} "
+            "quarantined"
+        )
+        return table_metadata(
+            s,
+            "person_index",
+            rows=n_members,
+            path=PERSON_INDEX.path(lake),
+            started=started,
+            observation_periods=n_periods,
+            persons_under_observation=s.scalar("SELECT count(DISTINCT person_id) FROM observation_period"),
+            raw_format=lake.raw_format,
+            raw_inputs=raw_inputs,
+            **facts,
+            eligibility=eligibility,
+        )
+
+
+@partitioned_asset("claims_intake", partitions="shard", group_name="intake", deps=[*RAW_ASSET_KEYS, "person_index"])
+def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, shard: int) -> dict:
+    """One shard of the extract's claims (PGX_SHARDS; every line and version of a claim in one shard): keeps the
+    latest adjudication version of each claim line, and places each claim - all its lines - in the age_band x
+    event_year partition of its first date under staging/, or in quarantine/intake_* with the reason it fits none
+    (superseded version, member not in eligibility, date after the extract date, outside the event years, no
+    birth year). The person and birth year come from person_index."""
+    started = time.perf_counter()
+    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch:
+        source_files = register_raw(s, lake)
+        raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
+        for view, text in raw_inputs.items():
+            log.info(f"Intake ({lake.raw_format} format) reads {view} from {text}")
+        s.execute(f"CREATE TEMP TABLE person_index AS FROM {parquet_relation(PERSON_INDEX.path(lake))}")
+        with reading_raw(s, source_files):
+            figures: dict[str, dict] = {}
             units: dict[str, int] = {}
             for kind in KINDS:
                 table = f"intake_{kind}"
-                s.set_variables({"date_column": DATE_COLUMN[kind]})
-                s.model_view("typed", f"intake/{kind}")
-                units[kind] = duckdb.units(s.scalar(f"SELECT count(*) FROM raw_{kind}"))
+                register_shard_claims(s, lake, kind, shard)
+                # units for this shard's share of the raw rows: a count that reads no data where the format allows
+                units[kind] = duckdb.units(-(-s.scalar(f"SELECT count(*) FROM raw_{kind}") // shard_count()))
                 n_in = place_claims(s, table, scratch, units[kind])
-                STAGED[kind].publish_partitioned(
+                STAGED[kind].shard(shard).publish_partitioned(
                     s, lake, f"SELECT * EXCLUDE (quarantine_reason) FROM {table} WHERE quarantine_reason IS NULL"
                 )
-                quarantine = INTAKE_QUARANTINE[kind]
+                quarantine = INTAKE_QUARANTINE[kind].shard(shard)
                 quarantine.publish(
                     s, lake, {quarantine.filename: f"SELECT * FROM {table} WHERE quarantine_reason IS NOT NULL"}
                 )
@@ -129,45 +181,61 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict
                     "quarantine_reasons": reasons,
                 }
                 log.info(
-                    f"{STAGES['intake'].log}: {n_in:,} raw {kind} rows -> {figures[kind]['staged']:,} placed in "
-                    f"partitions, {figures[kind]['quarantined']:,} quarantined {reasons} ({units[kind]} claim unit(s))"
+                    f"{STAGES['intake'].log}: shard {shard + 1} of {shard_count()}: {n_in:,} raw {kind} rows -> "
+                    f"{figures[kind]['staged']:,} placed in partitions, {figures[kind]['quarantined']:,} quarantined "
+                    f"{reasons} ({units[kind]} unit(s) in the step)"
                 )
         return table_metadata(
             s,
-            "person_index",
+            "intake_medical",
             rows=figures["medical"]["staged"] + figures["pharmacy"]["staged"],
-            path=STAGED["medical"].root(lake),
+            path=STAGED["medical"].shard(shard).root(lake),
             started=started,
-            members=n_members,
-            observation_periods=n_periods,
-            persons_under_observation=s.scalar("SELECT count(DISTINCT person_id) FROM observation_period"),
+            shard=shard,
+            shards=shard_count(),
             raw_format=lake.raw_format,
             raw_inputs=raw_inputs,
-            claim_units=units,
-            **facts,
+            step_units=units,
             medical=figures["medical"],
             pharmacy=figures["pharmacy"],
-            eligibility=figures["eligibility"],
         )
 
 
-@global_check(claims_intake, name="intake_reconciles")
-def intake_reconciles(s: Session, lake: LakeResource):
-    """Rows in = rows placed + rows quarantined, for medical and pharmacy; every placed row sits in a configured age
-    band and event year. Eligibility: rows in = rows used + rows quarantined."""
+@global_check(person_index, name="person_index_reconciles")
+def person_index_reconciles(s: Session, lake: LakeResource):
+    """Eligibility: rows in = rows used + rows quarantined (written to quarantine/intake_eligibility)."""
+    register_raw(s, lake, tables=("raw_eligibility",))
+    s.set_variables({"extract_date": lake.extract_day()})
+    eligibility_in = s.model_table("eligibility", "intake/eligibility")
+    used = s.scalar("SELECT count(*) FROM eligibility WHERE quarantine_reason IS NULL")
+    written = s.scalar(
+        f"SELECT count(*) FILTER (WHERE NOT row_used) FROM {parquet_relation(ELIGIBILITY_QUARANTINE.path(lake))}"
+    )
+    return verdict(
+        eligibility_in == used + written,
+        {"eligibility_rows_in": eligibility_in, "eligibility_rows_used": used, "eligibility_rows_quarantined": written,
+         "eligibility_unaccounted": eligibility_in - used - written},
+    )  # fmt: skip
+
+
+@partitioned_check(claims_intake, name="intake_reconciles")
+def intake_reconciles(s: Session, lake: LakeResource, shard: int):
+    """The shard's rows in = rows placed + rows quarantined, for medical and pharmacy; every placed row sits in
+    a configured age band and event year."""
     years = event_years()
     register_raw(s, lake)
     figures = {}
     passed = True
     for kind in KINDS:
-        # Rows of the raw table intake read (after the input format's mapping, sql/formats/).
-        rows_in = s.scalar(f"SELECT count(*) FROM raw_{kind}")
+        # Rows of the raw table intake read (after the input format's mapping, sql/formats/), of this shard.
+        register_shard_claims(s, lake, kind, shard)
+        rows_in = s.scalar("SELECT count(*) FROM typed")
         bands = ", ".join(map(quote, AGE_BANDS))
         placed, outside = s.execute(
             f"SELECT count(*), count(*) FILTER (WHERE age_band NOT IN ({bands}) OR event_year NOT BETWEEN "
-            f"{years[0]} AND {years[-1]}) FROM {parquet_relation(STAGED[kind].glob(lake))}"
+            f"{years[0]} AND {years[-1]}) FROM {parquet_relation(STAGED[kind].shard(shard).glob(lake))}"
         ).fetchone()
-        quarantined = s.count_parquet(INTAKE_QUARANTINE[kind].path(lake))
+        quarantined = s.count_parquet(INTAKE_QUARANTINE[kind].shard(shard).path(lake))
         ok = rows_in == placed + quarantined and outside == 0
         passed &= ok
         figures[kind] = {
@@ -177,16 +245,6 @@ def intake_reconciles(s: Session, lake: LakeResource):
             "unaccounted": rows_in - placed - quarantined,
             "placed_outside_partitions": outside,
         }
-    # eligibility: rows in = rows used + rows quarantined (those not used)
-    s.set_variables({"extract_date": lake.extract_day()})
-    eligibility_in = s.model_table("eligibility", "intake/eligibility")
-    used = s.scalar("SELECT count(*) FROM eligibility WHERE quarantine_reason IS NULL")
-    written = s.scalar(
-        f"SELECT count(*) FILTER (WHERE NOT row_used) FROM {parquet_relation(ELIGIBILITY_QUARANTINE.path(lake))}"
-    )
-    figures["eligibility"] = {"rows_in": eligibility_in, "rows_used": used, "rows_quarantined": written,
-                              "unaccounted": eligibility_in - used - written}  # fmt: skip
-    passed &= eligibility_in == used + written
     return verdict(passed, {f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()})
 
 
@@ -196,55 +254,81 @@ def _null_counts(s: Session, relation: str, columns: tuple[str, ...]) -> tuple[i
     return rows, dict(zip(columns, nulls, strict=True))
 
 
-def _intake_tables(s: Session, lake: LakeResource) -> dict[str, str]:
-    """Every typed row intake read, per table: placed and quarantined together (claims); eligibility
-    typed again from the raw files."""
+def _eligibility_used(s: Session, lake: LakeResource) -> str:
+    """Every eligibility row person_index used, typed again from the raw files (view `eligibility`: every row)."""
     register_raw(s, lake, tables=("raw_eligibility",))
     s.set_variables({"extract_date": lake.extract_day()})
     s.model_view("eligibility", "intake/eligibility")
-    tables = {"eligibility": "(SELECT * FROM eligibility WHERE quarantine_reason IS NULL)"}
+    return "(SELECT * FROM eligibility WHERE quarantine_reason IS NULL)"
+
+
+def _shard_claims(s: Session, lake: LakeResource, shard: int) -> dict[str, str]:
+    """Every typed claim row of the shard that intake read, per kind: placed and quarantined together."""
+    tables = {}
     for kind in KINDS:
-        placed = parquet_relation(STAGED[kind].glob(lake))
-        quarantined = parquet_relation(INTAKE_QUARANTINE[kind].path(lake))
+        placed = parquet_relation(STAGED[kind].shard(shard).glob(lake))
+        quarantined = parquet_relation(INTAKE_QUARANTINE[kind].shard(shard).path(lake))
         tables[kind] = f"(SELECT * EXCLUDE (quarantine_reason) FROM {quarantined} UNION ALL BY NAME FROM {placed})"
     return tables
 
 
 @global_check(
-    claims_intake,
-    name="claims_intake_quarantine_rate",
-    description=QUARANTINE_RATE.describe("per table and reason"),
+    person_index,
+    name="person_index_quarantine_rate",
+    description=QUARANTINE_RATE.describe("of the eligibility rows, per reason"),
 )
-def intake_quarantine_rate(s: Session, lake: LakeResource):
-    tables = _intake_tables(s, lake)
-    figures = {}
-    for kind in KINDS:
-        reasons = reason_counts(s, parquet_relation(INTAKE_QUARANTINE[kind].path(lake)))
-        figures[kind] = (s.scalar(f"SELECT count(*) FROM {tables[kind]}"), reasons)
-    # row-level reasons and values rejected on rows used, as written by intake
+def person_index_quarantine_rate(s: Session, lake: LakeResource):
+    _eligibility_used(s, lake)
+    # row-level reasons and values rejected on rows used, as written by person_index
     written = parquet_relation(ELIGIBILITY_QUARANTINE.path(lake))
-    figures["eligibility"] = (s.scalar("SELECT count(*) FROM eligibility"), reason_counts(s, written))
+    figures = {"eligibility": (s.scalar("SELECT count(*) FROM eligibility"), reason_counts(s, written))}
     passed, meta = guards.quarantine_rate(figures, whole_tables=True)
     return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)
 
 
-def _null_check(guard: guards.Guard, columns: dict[str, tuple[str, ...]], why: str):
-    """`claims_intake_<guard>`: no column of `columns` NULL on every row of its table."""
+@partitioned_check(
+    claims_intake,
+    name="claims_intake_quarantine_rate",
+    description=QUARANTINE_RATE.describe("per shard, table and reason"),
+)
+def intake_quarantine_rate(s: Session, lake: LakeResource, shard: int):
+    tables = _shard_claims(s, lake, shard)
+    figures = {}
+    for kind in KINDS:
+        reasons = reason_counts(s, parquet_relation(INTAKE_QUARANTINE[kind].shard(shard).path(lake)))
+        figures[kind] = (s.scalar(f"SELECT count(*) FROM {tables[kind]}"), reasons)
+    passed, meta = guards.quarantine_rate(figures, whole_tables=True)
+    return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)
 
-    def check(s: Session, lake: LakeResource):
-        tables = _intake_tables(s, lake)
-        passed, meta = guards.entirely_null({t: _null_counts(s, tables[t], cols) for t, cols in columns.items()})
+
+def _null_check(guard: guards.Guard, columns: dict[str, tuple[str, ...]], why: str) -> None:
+    """`claims_intake_<guard>` (per shard) and, for eligibility's columns, `person_index_<guard>`: no column
+    of `columns` NULL on every row of its table."""
+    claims = {t: c for t, c in columns.items() if t in KINDS}
+    people = {t: c for t, c in columns.items() if t not in KINDS}
+
+    def scope(cols: dict[str, tuple[str, ...]]) -> str:
+        return guard.describe("; ".join(f"{t}: {', '.join(c)}" for t, c in cols.items())) + why
+
+    def claims_check(s: Session, lake: LakeResource, shard: int):
+        tables = _shard_claims(s, lake, shard)
+        passed, meta = guards.entirely_null({t: _null_counts(s, tables[t], cols) for t, cols in claims.items()})
         return verdict(passed, meta, warn_only=guard.warn_only)
 
-    check.__name__ = f"intake_{guard.name}"
-    name, scope = f"claims_intake_{guard.name}", "; ".join(f"{t}: {', '.join(c)}" for t, c in columns.items())
-    return global_check(claims_intake, name=name, description=guard.describe(scope) + why)(check)
+    def people_check(s: Session, lake: LakeResource):
+        tables = {"eligibility": _eligibility_used(s, lake)}
+        passed, meta = guards.entirely_null({t: _null_counts(s, tables[t], cols) for t, cols in people.items()})
+        return verdict(passed, meta, warn_only=guard.warn_only)
+
+    claims_check.__name__, people_check.__name__ = f"intake_{guard.name}", f"person_index_{guard.name}"
+    if claims:
+        partitioned_check(claims_intake, name=f"claims_intake_{guard.name}", description=scope(claims))(claims_check)
+    if people:
+        global_check(person_index, name=f"person_index_{guard.name}", description=scope(people))(people_check)
 
 
-intake_required_columns = _null_check(
-    REQUIRED_COLUMNS, guards.REQUIRED, " An empty diagnosis or NDC column would silently lose every event."
-)
-intake_expected_columns = _null_check(EXPECTED_COLUMNS, guards.EXPECTED, " No fill would get an MME/day.")
+_null_check(REQUIRED_COLUMNS, guards.REQUIRED, " An empty diagnosis or NDC column would silently lose every event.")
+_null_check(EXPECTED_COLUMNS, guards.EXPECTED, " No fill would get an MME/day.")
 
 
-defs = stage_definitions([claims_intake])
+defs = stage_definitions([person_index, claims_intake])

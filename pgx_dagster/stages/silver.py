@@ -7,7 +7,7 @@ quarantine and its line stays. SQL: sql/silver/.
 import time
 from logging import Logger
 
-from dagster import AssetsDefinition
+from dagster import AllPartitionMapping, AssetDep, AssetsDefinition
 
 from pgx_dagster import contracts, guards
 from pgx_dagster.datasets import CODE_QUARANTINE, KINDS, SILVER, SILVER_QUARANTINE, STAGED
@@ -37,7 +37,8 @@ def build_silver(kind: str) -> AssetsDefinition:
     @partitioned_asset(
         name,
         group_name="silver",
-        deps=["claims_intake"],
+        # every claim unit's rows of the partition
+        deps=[AssetDep("claims_intake", partition_mapping=AllPartitionMapping())],
         description=(
             f"Clean, typed {KIND_TEXT[kind]} of one age_band x event_year partition, codes normalized, "
             f"latest adjudication version only. Rejected rows: {quarantine_ds.folder}/ with a reason"
@@ -47,7 +48,7 @@ def build_silver(kind: str) -> AssetsDefinition:
     def silver(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, band: str, year: int) -> dict:
         started = time.perf_counter()
         with duckdb.session() as s:
-            s.view("staged", parquet_relation(STAGED[kind].path(lake, band, year)))
+            s.view("staged", parquet_relation(STAGED[kind].files(lake, band, year)))
             n_in = s.model_table("silver_out", f"silver/{kind}")
             reasons = reason_counts(s, "silver_out")
             n_out = n_in - sum(reasons.values())
@@ -98,7 +99,7 @@ def build_silver(kind: str) -> AssetsDefinition:
     @partitioned_check(silver, name=f"{name}_reconciles")
     def reconciles(s: Session, lake: LakeResource, band: str, year: int):
         """Rows in (staged by intake) = rows out + rows quarantined for this partition."""
-        rows_in = s.count_parquet(STAGED[kind].path(lake, band, year))
+        rows_in = s.count_parquet(STAGED[kind].files(lake, band, year))
         rows_out = s.count_parquet(silver_ds.path(lake, band, year))
         quarantined = s.count_parquet(quarantine_ds.path(lake, band, year))
         return verdict(
@@ -117,7 +118,7 @@ def build_silver(kind: str) -> AssetsDefinition:
         description=QUARANTINE_RATE.describe("per reason in this partition"),
     )
     def quarantine_rate(s: Session, lake: LakeResource, band: str, year: int):
-        rows_in = s.count_parquet(STAGED[kind].path(lake, band, year))
+        rows_in = s.count_parquet(STAGED[kind].files(lake, band, year))
         reasons = reason_counts(s, parquet_relation(quarantine_ds.path(lake, band, year)))
         passed, meta = guards.quarantine_rate({kind: (rows_in, reasons)}, whole_tables=False)
         return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)

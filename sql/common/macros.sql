@@ -142,5 +142,11 @@ CREATE OR REPLACE MACRO rejected_code(field, raw, reason) AS
 CREATE OR REPLACE MACRO person_unit(person_id, units) AS hash(person_id) % units;
 -- The unit of a claim (all its lines and versions) when intake splits its work by claim.
 CREATE OR REPLACE MACRO claim_unit(payer_id, claim_id, units) AS hash(payer_id, claim_id) % units;
+-- The shard (a partition of claims_intake, PGX_SHARDS) of a claim: every line and version of the claim in one
+-- shard. Another hash than claim_unit's, so a shard's step can still split its own claims into units.
+CREATE OR REPLACE MACRO intake_shard(payer_id, claim_id, shards) AS hash('claims_intake', payer_id, claim_id) % shards;
+-- The shard (a partition of person_facts and member_demographics, PGX_SHARDS) of a person's rows. Another hash
+-- than person_unit's, so a shard's step can still split its persons into units.
+CREATE OR REPLACE MACRO person_shard(person_id, shards) AS hash('member_demographics', person_id) % shards;
 -- The unit of a member's rows (every year of one payer's member id), when a check splits its work by member.
 CREATE OR REPLACE MACRO member_unit(payer_id, member_id, units) AS hash(payer_id, member_id) % units;
