@@ -187,22 +187,27 @@ def test_kill_9_of_run_processes_is_reported_retried_and_converges(raw, referenc
     lake, home, log = tmp_path / "lake", home_for(tmp_path), tmp_path / "pgx.log"
     for trial in range(TRIALS):
         delay = rng.uniform(0.1, 0.6) * reference["seconds"]
+        killed: tuple[str, int] | None = None
         for _attempt in range(3):
             proc = start(home, str(raw), str(lake), log)
             time.sleep(delay)
-            workers: list[tuple[str, int]] = []
-            while not workers and proc.poll() is None:
-                workers = running_workers(home)
+            while killed is None and proc.poll() is None:
+                if workers := running_workers(home):
+                    run_id, pid = rng.choice(workers)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed = run_id, pid
+                    except ProcessLookupError:  # the run ended between the listing and the kill: another one
+                        pass
                 time.sleep(0.1)
-            if workers:
+            if killed:
                 break
             # the backfill ended first: this run was faster than the reference (the suite's first, cold); the
             # same trial again at an earlier moment
             assert proc.wait() == 0, log.read_text()[-3000:]
             delay /= 2
-        assert workers, f"trial {trial}: no run process seen"
-        run_id, pid = rng.choice(workers)
-        os.kill(pid, signal.SIGKILL)
+        assert killed, f"trial {trial}: no run process seen"
+        run_id, pid = killed
         proc.wait(timeout=900)
         # the run monitor reported the lost process with its partitions and what to do; run retries
         # relaunched the run, so the backfill still completes
