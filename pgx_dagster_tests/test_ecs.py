@@ -108,4 +108,7 @@ def test_a_run_is_sized_by_its_largest_asset():
 
     assert task_size([AssetKey("silver_medical"), AssetKey("events")]) == {"cpu": "1024", "memory": "3072"}
     assert task_size([AssetKey("events"), AssetKey("member_demographics")]) == {"cpu": "4096", "memory": "8192"}
+    # a shard's run is sized as a global step's, from the sharded assets' own tags
+    for sharded in ("claims_intake", "person_facts", "member_demographics"):
+        assert task_size([AssetKey(sharded)]) == {"cpu": "4096", "memory": "8192"}, sharded
     assert task_size([AssetKey("no_such_asset")]) is None
