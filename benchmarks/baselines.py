@@ -72,7 +72,7 @@ def stage_assets(stage: str) -> list[str]:
 
 
 def partition_keys(work) -> list[str]:
-    return {"": list, "claims": all_keys, "cohort": cohort_names, "shard": shard_keys}[work.partitions]()
+    return {"claims": all_keys, "cohort": cohort_names, "shard": shard_keys}[work.partitions]()
 
 
 def _defs() -> Any:
@@ -98,12 +98,15 @@ def _all_threads() -> DuckDBWorker:
 
 
 def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:
-    """A global asset - or each claim unit of claims_intake, one after another - in this process, with every
+    """A global asset - or each shard of a sharded one, one after another - in this process, with every
     thread, as its Dagster step has."""
     work = _work()[asset]
     duck = DuckDBWorker(threads=os.cpu_count() or 1)
     rows, failed = 0, []
-    for args in [partition_args(PARTITIONS[work.partitions], k) for k in partition_keys(work)] or [()]:
+    partitions = (
+        [partition_args(PARTITIONS[work.partitions], k) for k in partition_keys(work)] if work.partitioned else [()]
+    )
+    for args in partitions:
         rows += int(work.run(LOG, lake, duck, *args)["dagster/row_count"])
         failed += [c.__name__ for c in work.checks if checks and not c(lake, duck, *args).passed]
     return {"rows": rows, "failed_checks": failed}

@@ -204,10 +204,10 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, shard: 
 @global_check(person_index, name="person_index_reconciles")
 def person_index_reconciles(s: Session, lake: LakeResource):
     """Eligibility: rows in = rows used + rows quarantined (written to quarantine/intake_eligibility)."""
-    register_raw(s, lake, tables=("raw_eligibility",))
-    s.set_variables({"extract_date": lake.extract_day()})
-    eligibility_in = s.model_table("eligibility", "intake/eligibility")
-    used = s.scalar("SELECT count(*) FROM eligibility WHERE quarantine_reason IS NULL")
+    _eligibility_used(s, lake)
+    eligibility_in, used = s.execute(
+        "SELECT count(*), count(*) FILTER (WHERE quarantine_reason IS NULL) FROM eligibility"
+    ).fetchone()
     written = s.scalar(
         f"SELECT count(*) FILTER (WHERE NOT row_used) FROM {parquet_relation(ELIGIBILITY_QUARANTINE.path(lake))}"
     )

@@ -37,7 +37,7 @@ def build_silver(kind: str) -> AssetsDefinition:
     @partitioned_asset(
         name,
         group_name="silver",
-        # every claim unit's rows of the partition
+        # every shard's rows of the partition
         deps=[AssetDep("claims_intake", partition_mapping=AllPartitionMapping())],
         description=(
             f"Clean, typed {KIND_TEXT[kind]} of one age_band x event_year partition, codes normalized, "
