@@ -10,6 +10,8 @@ stops answering must fail a request in seconds, not hang a step.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import fnmatch
 import functools
@@ -33,6 +35,8 @@ from pgx_dagster.forksafe import remove_stale_temp
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT, s3_timeouts
 
 CHECKPOINT = "_checkpoint.json"
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
 
 
 def is_s3(path: str) -> bool:
@@ -115,6 +119,25 @@ def _replace_prefix(local_dir: str, final_uri: str) -> None:
 
 LOCK_STALE_SECONDS = 600  # an S3 publish lock older than this was left by a process that died
 LOCK_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict")  # S3's answers to a conditional PUT that lost
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 with RENAME_EXCHANGE), so a reader of either
+    path finds one version or the other, never nothing. False where the C library or file system cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 @contextmanager
@@ -239,7 +262,10 @@ class LakeResource(ConfigurableResource):
     def publish_dir(self, final_dir: str) -> Iterator[str]:
         """Yield a fresh local staging folder; on success it replaces `final_dir` whole.
 
-        Local: the folder is renamed into place - readers see the old folder or the new one.
+        Local: the new folder and the old one swap places in one rename (Linux RENAME_EXCHANGE), so a
+        reader that listed the old folder's files finds the new version's file of each name, never a gap
+        (a check reading its sibling partitions while one is re-published). Where the system cannot swap,
+        two renames leave a moment with no folder.
         S3: every file is uploaded as one object (a PUT, or a multipart upload that appears only
         when complete), `_checkpoint.json` last as the commit marker, then objects of an earlier
         run that the new one does not have are deleted. On error nothing under `final_dir` changes."""
@@ -268,7 +294,11 @@ class LakeResource(ConfigurableResource):
             raise
         trash = final.parent / f".{final.name}.old-{pid}_{uuid.uuid4().hex}"
         with _publish_lock(final_dir):  # the swap, one publisher at a time
-            if final.exists():
+            if not final.exists():
+                os.replace(staging, final)
+            elif _exchange(staging, final):
+                trash = staging  # it holds the old version now
+            else:
                 os.replace(final, trash)
-            os.replace(staging, final)
+                os.replace(staging, final)
         shutil.rmtree(trash, ignore_errors=True)

@@ -4,7 +4,8 @@ folder (LakeResource.publish_dir's lock), locally and on S3 (moto's server on lo
 
 Two writer processes publish the same partition folders at the same moments (round i of both into
 folder i), every file and the checkpoint carrying the writer's tag; each folder must end with one
-writer's files only, all of them, and a local reader never sees a folder that mixes them."""
+writer's files only, all of them, and a local reader never sees a folder that mixes them. A reader of
+a file in a folder being re-published always finds it (the folders swap in one rename)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,54 @@ def test_two_writers_of_one_local_partition_never_mix(tmp_path):
     assert seen > 10
     # nothing left behind: no staging or trash folder of either writer
     assert sorted(p.name for p in final.iterdir() if p.is_dir()) == sorted(f"round={i}" for i in range(ROUNDS))
+
+
+REPUBLISHER = """
+import sys
+from pathlib import Path
+from pgx_dagster.lake import LakeResource
+root, final, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lake = LakeResource(lake_root=root)
+for i in range(rounds):
+    with lake.publish_dir(final) as tmp:
+        Path(tmp, "cohort.parquet").write_text(str(i))
+print("done")
+"""
+
+
+def test_a_file_of_a_republished_local_folder_is_never_missing(tmp_path):
+    """A reader that listed a partition's file (a cohort's design check reading its siblings) must find it
+    while another run re-publishes that partition: the old and new folder swap in one rename. With a
+    rename aside and then one into place, this reader saw the file missing about once per publish."""
+    final = tmp_path / "lake" / "gold" / "cohort" / "event_year=2020"
+    listed = final / "cohort.parquet"
+    with LakeResource(lake_root=str(tmp_path / "lake")).publish_dir(str(final)) as tmp:
+        Path(tmp, "cohort.parquet").write_text("first")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", REPUBLISHER, str(tmp_path / "lake"), str(final), "1000"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    looks = missing = 0
+    while writer.poll() is None:
+        looks += 1
+        missing += not listed.exists()
+    out, err = writer.communicate()
+    assert writer.returncode == 0 and "done" in out, err[-2000:]
+    assert looks > 10_000 and missing == 0, (looks, missing)
+    assert listed.read_text() == "999"
+    assert [p.name for p in final.parent.iterdir() if p.is_dir()] == ["event_year=2020"]  # no staging, no trash
+
+
+def test_where_folders_cannot_swap_in_one_rename_publishing_still_replaces_the_folder(tmp_path, monkeypatch):
+    from pgx_dagster import lake as lake_module
+
+    monkeypatch.setattr(lake_module, "_exchange", lambda a, b: False)
+    lake, final = LakeResource(lake_root=str(tmp_path)), tmp_path / "silver" / "part"
+    for version in ("old", "new"):
+        with lake.publish_dir(str(final)) as tmp:
+            Path(tmp, f"{version}.parquet").write_text(version)
+    assert [p.name for p in final.iterdir()] == ["new.parquet"]
+    assert [p.name for p in final.parent.iterdir() if p.is_dir()] == ["part"]
 
 
 @pytest.fixture(scope="module")
