@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from dagster import ConfigurableResource, Failure
+from dagster import ConfigurableResource, Failure, get_dagster_logger
 from pydantic import Field
 
 from pgx_dagster.forksafe import remove_stale_temp
@@ -138,6 +138,15 @@ def _exchange(a: Path, b: Path) -> bool:
 @functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def _warn_no_exchange(folder: str) -> None:
+    """Once per process and parent folder: say that readers may find partitions missing while they publish."""
+    get_dagster_logger().warning(
+        f"{folder}: this system cannot swap two folders in one rename (Linux renameat2 RENAME_EXCHANGE); partitions "
+        "are replaced with two renames, and a reader listing them at that moment can find one missing"
+    )
 
 
 @contextmanager
@@ -299,6 +308,7 @@ class LakeResource(ConfigurableResource):
             elif _exchange(staging, final):
                 trash = staging  # it holds the old version now
             else:
+                _warn_no_exchange(str(final.parent))
                 os.replace(final, trash)
                 os.replace(staging, final)
         shutil.rmtree(trash, ignore_errors=True)

@@ -147,16 +147,20 @@ def test_a_file_of_a_republished_local_folder_is_never_missing(tmp_path):
     assert [p.name for p in final.parent.iterdir() if p.is_dir()] == ["event_year=2020"]  # no staging, no trash
 
 
-def test_where_folders_cannot_swap_in_one_rename_publishing_still_replaces_the_folder(tmp_path, monkeypatch):
+def test_where_folders_cannot_swap_in_one_rename_publishing_still_replaces_the_folder_and_says_so(
+    tmp_path, monkeypatch, caplog
+):
     from pgx_dagster import lake as lake_module
 
     monkeypatch.setattr(lake_module, "_exchange", lambda a, b: False)
     lake, final = LakeResource(lake_root=str(tmp_path)), tmp_path / "silver" / "part"
-    for version in ("old", "new"):
+    for version in ("old", "new", "newer"):
         with lake.publish_dir(str(final)) as tmp:
             Path(tmp, f"{version}.parquet").write_text(version)
-    assert [p.name for p in final.iterdir()] == ["new.parquet"]
+    assert [p.name for p in final.iterdir()] == ["newer.parquet"]
     assert [p.name for p in final.parent.iterdir() if p.is_dir()] == ["part"]
+    warnings = [r.getMessage() for r in caplog.records if "RENAME_EXCHANGE" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith(str(final.parent)), warnings  # once per folder
 
 
 @pytest.fixture(scope="module")
