@@ -103,10 +103,10 @@ def run_work(
 ) -> list[dict]:
     """Each asset's work and then its checks, in this process, as the benchmark's legacy pool runs them
     (pgx_dagster.stages.common.WORK): global assets once, partitioned ones for each of `keys`. Returns
-    every verdict as {asset, check, partition, passed, severity, metadata} (claims_intake: for every claim
-    shard, whatever `keys`; claims_intake and member_demographics run person_index and person_facts first
-    unless `assets` names them); a failure (a DataDefect)
-    propagates. `worker`: the DuckDBWorker (default: its defaults)."""
+    every verdict as {asset, check, partition, passed, severity, metadata} (assets partitioned by shard: for
+    every shard, whatever `keys`; claims_intake and member_demographics run person_index and person_facts first
+    unless `assets` names them); a failure (a DataDefect) propagates. `worker`: the DuckDBWorker (default: its
+    defaults)."""
     import logging
 
     from pgx_dagster.definitions import defs  # noqa: F401  (registers every stage's work)
@@ -120,10 +120,12 @@ def run_work(
     verdicts = []
     # each shard-partitioned step's global (or every-shard) prerequisite, right before it
     before = {"claims_intake": "person_index", "member_demographics": "person_facts"}
-    assets = [
-        a for asset in assets for a in ([before[asset]] if before.get(asset) not in (None, *assets) else []) + [asset]
-    ]
+    ordered: list[str] = []
     for asset in assets:
+        if before.get(asset) and before[asset] not in assets:
+            ordered.append(before[asset])
+        ordered.append(asset)
+    for asset in ordered:
         work = WORK[asset]
         of_asset = shard_keys() if work.partitions == "shard" else keys
         partitions = [partition_args(PARTITIONS[work.partitions], k) for k in of_asset] if work.partitioned else [()]
@@ -150,11 +152,9 @@ def lake_fingerprint(root: str) -> dict:
                 f"SELECT age_band, event_year, count(*), sum(hash(t)::HUGEINT) FROM {rel} t GROUP BY ALL"
             ).fetchall():
                 out[(dataset.folder, band, year)] = (rows, digest)
-        # every unit folder of a dataset written per claim unit, however many units wrote the lake
-        for dataset, files in (
-            (DEMOGRAPHICS, f"{DEMOGRAPHICS.root(lake)}/shard=*/{DEMOGRAPHICS.filename}"),
-            (INTAKE_QUARANTINE["medical"], f"{INTAKE_QUARANTINE['medical'].root(lake)}/shard=*/quarantine.parquet"),
-        ):
+        # every shard folder of a dataset written per shard, however many shards wrote the lake
+        for dataset in (DEMOGRAPHICS, INTAKE_QUARANTINE["medical"]):
+            files = f"{dataset.root(lake)}/shard=*/{dataset.filename}"
             out[dataset.folder] = s.execute(
                 f"SELECT count(*), sum(hash(t)::HUGEINT) FROM {parquet_relation(files)} t"
             ).fetchone()
