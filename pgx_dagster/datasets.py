@@ -14,6 +14,8 @@ Layout (kept from the legacy pipeline so existing consumers keep working):
   quarantine/silver_{medical,pharmacy}/age_band=../event_year=../quarantine.parquet
   quarantine/silver_medical_codes/age_band=../event_year=../quarantine.parquet   codes rejected alone
   staging/person_facts/shard=NNN/person_facts.parquet                  what imputation needs of each person
+  staging/person_facts/shard=NNN/units/{split}/unit=N/*.parquet        the shard's demographics inputs, split by person
+  staging/person_facts/shard=NNN/units/units.json                      how many units they were split into
   silver/member_demographics/shard=NNN/member_demographics.parquet
   silver/imputed/{medical,pharmacy}_partitioned/age_band=../event_year=../{kind}.parquet
   gold/events/age_band=../event_year=../events.parquet
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote as urlquote
@@ -120,18 +123,24 @@ class Dataset:
         event_year: int | None = None,
         metrics: dict | None = None,
         texts: dict[str, str] | None = None,
+        folders: dict[str, str] | None = None,
     ) -> str:
         """Write each `filename: SELECT ...` into the dataset's folder (the partition's, when partitioned),
-        as Parquet, or CSV with a header when the name ends in .csv, and each of `texts` (`filename:
-        content`, e.g. a JSON record or an HTML page) as it is, replacing the folder whole; with `metrics`,
-        the stage's checkpoint beside them. Returns the folder."""
+        as Parquet, or CSV with a header when the name ends in .csv, each of `texts` (`filename:
+        content`, e.g. a JSON record or an HTML page) as it is, and move each of `folders` (`name: a local
+        folder`) in whole, replacing the folder whole; with `metrics`, the stage's checkpoint beside them.
+        Returns the folder."""
         final_dir = self.dir(lake, age_band, event_year)
         replaced = read_checkpoint(lake, final_dir) if metrics is not None else None
         with lake.publish_dir(final_dir) as tmp:
             for filename, query in files.items():
                 s.execute(f"COPY ({query}) TO {quote(f'{tmp}/{filename}')} ({copy_format(filename)})")
             for filename, text in (texts or {}).items():
+                Path(tmp, filename).parent.mkdir(parents=True, exist_ok=True)
                 Path(tmp, filename).write_text(text)
+            for name, folder in (folders or {}).items():
+                Path(tmp, name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(folder, Path(tmp, name))
             if metrics is not None:
                 write_checkpoint(tmp, self.stage, _entity(self, age_band, event_year), metrics, replaced)
             if s.profiles is not None:  # PGX_PROFILE=1: the step's queries so far, beside the checkpoint
@@ -203,6 +212,10 @@ DEMOGRAPHICS = Dataset(
 PERSON_FACTS = Dataset(
     "staging/person_facts", "person_facts.parquet", partitioned=False, stage="demographics", by_shard=True
 )
+# Beside a shard's person facts: the shard's demographics inputs as person_facts split them by person, one folder
+# per split, then one per unit (`{folder}/{split}/unit=N/*.parquet`), and the unit count (`{folder}/units.json`),
+# read again by member_demographics.
+PERSON_FACTS_SPLITS = "units"
 IMPUTED = {kind: Dataset(f"silver/imputed/{kind}_partitioned", f"{kind}.parquet", stage="imputed") for kind in KINDS}
 EVENTS = Dataset("gold/events", "events.parquet", stage="events")
 

@@ -8,13 +8,15 @@ taken over every person. So the work is split by person, twice:
   the imputation needs of each of the shard's persons; `member_demographics` draws the missing values from the
   facts of every shard (zip_imputed, sex_imputed: seeded per person) and writes the shard's rows;
 - within a shard's step, into units (PGX_UNIT_ROWS), so memory stays within one worker's memory_limit at any
-  extract size.
+  extract size. `person_facts` splits the shard's inputs (silver, eligibility, enrolment) and keeps the split
+  beside its facts; `member_demographics` reads it back rather than splitting them again.
 Neither shards nor units change the result (tests check this).
 """
 
+import json
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from logging import Logger
 from typing import Any
 
@@ -22,8 +24,8 @@ from dagster import AllPartitionMapping, AssetDep
 
 from pgx_dagster import contracts
 from pgx_dagster.codesets import register_geography
-from pgx_dagster.datasets import DEMOGRAPHICS, KINDS, PERSON_FACTS, PERSON_INDEX, SILVER
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
+from pgx_dagster.datasets import DEMOGRAPHICS, KINDS, PERSON_FACTS, PERSON_FACTS_SPLITS, PERSON_INDEX, SILVER
+from pgx_dagster.duck import DataDefect, DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import shard_count
 from pgx_dagster.quality import verdict
@@ -48,6 +50,8 @@ SPLITS = {"split_claims": "claims", "split_eligibility": "eligibility_used", "sp
 # One unit's derived relations, in dependency order: tables the others read more than once, then views.
 UNIT_TABLES = ("active", "obs")
 UNIT_VIEWS = ("persons", "sex_observed", "zip_year", "zip_observed", "person_state")
+# How many units person_facts split the shard's inputs into, beside the splits it keeps.
+SPLIT_UNITS_FILE = "units.json"
 
 
 def _load_unit(s: Session, splits: dict[str, list[str]], unit: int) -> None:
@@ -60,15 +64,14 @@ def _load_unit(s: Session, splits: dict[str, list[str]], unit: int) -> None:
         s.model_view(name, f"demographics/{name}")
 
 
-def register_silver(s: Session, lake: LakeResource, shard: int) -> int:
-    """Views silver_medical_all and silver_pharmacy_all: every partition's rows of the shard's persons (person_shard);
-    returns their claim rows, which size the units."""
+def register_silver(s: Session, lake: LakeResource, shard: int) -> None:
+    """Views silver_medical_all and silver_pharmacy_all: every partition's rows of the shard's persons
+    (person_shard)."""
     for kind in KINDS:
         s.view(
             f"silver_{kind}_all",
             f"(SELECT * FROM {parquet_relation(SILVER[kind].glob(lake))} WHERE {_in_shard(shard)})",
         )
-    return s.scalar("SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)")
 
 
 def _in_shard(shard: int) -> str:
@@ -85,20 +88,26 @@ def split_models(s: Session, models: Iterable[str], scratch: str, units: int) ->
     return splits
 
 
-@contextmanager
-def shard_inputs(s: Session, lake: LakeResource, shard: int) -> Iterator[int]:
-    """The inputs of one shard's demographics: views silver_medical_all, silver_pharmacy_all, person_index (the
-    shard's persons), eligibility (typed as intake typed it), raw_enrollment, zip3_state, zip3_prefix_state;
-    variables seed, min_year, max_year. Yields the shard's claim rows; the raw files are read within."""
-    claim_rows = register_silver(s, lake, shard)
-    used = register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
-    s.model_view("eligibility", "intake/eligibility")
+def shard_settings(s: Session, lake: LakeResource, shard: int) -> None:
+    """What every shard's demographics SQL reads besides its split inputs: view person_index (the shard's persons),
+    the geography tables, variables seed, min_year, max_year."""
     s.view("person_index", f"(SELECT * FROM {parquet_relation(PERSON_INDEX.path(lake))} WHERE {_in_shard(shard)})")
     register_geography(s)
     years = event_years()
     s.set_variables({"seed": IMPUTATION_SEED, "min_year": years[0], "max_year": years[-1]})
+
+
+@contextmanager
+def shard_inputs(s: Session, lake: LakeResource, shard: int) -> Iterator[None]:
+    """The inputs of one shard's demographics, to be split (split_shard): views silver_medical_all,
+    silver_pharmacy_all, eligibility (typed as intake typed it), raw_enrollment, and shard_settings'. The raw files
+    are read within."""
+    register_silver(s, lake, shard)
+    used = register_raw(s, lake, tables=("raw_eligibility", "raw_enrollment"))
+    s.model_view("eligibility", "intake/eligibility")
+    shard_settings(s, lake, shard)
     with reading_raw(s, used):
-        yield claim_rows
+        yield
 
 
 def split_shard(s: Session, scratch: str, duckdb: DuckDBWorker) -> tuple[dict[str, list[str]], int]:
@@ -106,6 +115,37 @@ def split_shard(s: Session, scratch: str, duckdb: DuckDBWorker) -> tuple[dict[st
     units = duckdb.units(s.model_file("claim_observations", "demographics/claim_observations", scratch))
     s.set_variables({"units": units})
     return split_models(s, SPLITS, scratch, units), units
+
+
+def kept_splits(lake: LakeResource, shard: int) -> tuple[dict[str, list[str]], int] | None:
+    """The split inputs person_facts kept beside the shard's facts (split_shard's result, read back), or None when
+    the facts were published without them (by a version before they were kept)."""
+    folder = f"{PERSON_FACTS.shard(shard).dir(lake)}/{PERSON_FACTS_SPLITS}"
+    recorded = lake.read_text(f"{folder}/{SPLIT_UNITS_FILE}")
+    if recorded is None:
+        return None
+    units = json.loads(recorded)["units"]
+    # every unit of every split has a file, an empty one for a unit without rows (split_into_units)
+    found: dict[str, set[int]] = {split: set() for split in SPLITS}
+    for file in lake.files(f"{folder}/*/unit=*/*.parquet"):
+        split, unit = file[len(folder) + 1 :].split("/")[:2]
+        found.setdefault(split, set()).add(int(unit.removeprefix("unit=")))
+    incomplete = sorted(split for split in SPLITS if found[split] != set(range(units)))
+    if incomplete:
+        raise DataDefect(
+            f"{folder}: the split inputs of shard {shard} lack units of {', '.join(incomplete)} (expected {units} "
+            "each): materialize person_facts for this shard again"
+        )
+    return {
+        split: [parquet_relation(f"{folder}/{split}/unit={n}/*.parquet") for n in range(units)] for split in SPLITS
+    }, units
+
+
+def claim_rows(s: Session, splits: dict[str, list[str]]) -> int:
+    """The silver claim rows behind a shard's split inputs (each claim observation counts its rows, `n`)."""
+    return s.scalar(
+        f"SELECT coalesce(sum(n), 0) FROM ({' UNION ALL '.join(f'SELECT n FROM {r}' for r in splits['split_claims'])})"
+    )
 
 
 def build_person_facts(s: Session, splits: dict[str, list[str]], units: int) -> None:
@@ -143,16 +183,26 @@ def person_facts(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, shard: i
     """What the statistical imputation needs to know of each active person of one shard (PGX_SHARDS; every member
     id and year of a person in one shard): the first active year's age band and observed zip3, whether a zip3 was
     observed in any year, the state and the observed sex. member_demographics draws the values nobody observed
-    from the facts of every shard."""
+    from the facts of every shard. Beside the facts it keeps the shard's inputs (silver claim observations,
+    eligibility, enrolment) split by person, which member_demographics reads back."""
     started = time.perf_counter()
-    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch, shard_inputs(s, lake, shard) as claim_rows:
+    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch, shard_inputs(s, lake, shard):
         splits, units = split_shard(s, scratch, duckdb)
         build_person_facts(s, splits, units)
-        dataset = PERSON_FACTS.shard(shard)
-        dataset.publish(s, lake, {dataset.filename: "SELECT * FROM person_facts"})
         persons = s.scalar("SELECT count(*) FROM person_facts")
+        claims = claim_rows(s, splits)
+        dataset = PERSON_FACTS.shard(shard)
+        # the split inputs go beside the facts, published with them: member_demographics reads them back
+        split_folders = {f"{PERSON_FACTS_SPLITS}/{split}": f"{scratch}/{split}" for split in SPLITS}
+        dataset.publish(
+            s,
+            lake,
+            {dataset.filename: "SELECT * FROM person_facts"},
+            texts={f"{PERSON_FACTS_SPLITS}/{SPLIT_UNITS_FILE}": json.dumps({"units": units})},
+            folders=split_folders,
+        )
         log.info(f"{STAGES['demographics'].log}: shard {shard + 1} of {shard_count()}: facts of {persons:,} persons "
-                 f"from {claim_rows:,} claim rows ({units} person unit(s))")  # fmt: skip
+                 f"from {claims:,} claim rows ({units} person unit(s))")  # fmt: skip
         return table_metadata(
             s, "person_facts", rows=persons, path=dataset.path(lake), started=started, shard=shard,
             shards=shard_count(), person_units=units,
@@ -174,10 +224,20 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, s
     person's consensus sex, birth year / age band and geography (zip3, state) across all years and all linked member
     ids, and per field its provenance (observed / member_consensus / linked_person / statistical). Statistical values
     are seeded draws from the observed distribution of the same age band and geography over every shard's persons
-    (person_facts), used only where nothing was observed for the person anywhere."""
+    (person_facts), used only where nothing was observed for the person anywhere. It reads the shard's inputs as
+    person_facts split and kept them (split again, and logged, only where person_facts kept none)."""
     started = time.perf_counter()
-    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch, shard_inputs(s, lake, shard) as claim_rows:
-        splits, units = split_shard(s, scratch, duckdb)
+    with duckdb.global_session() as s, duckdb.scratch_dir() as scratch, ExitStack() as inputs:
+        kept = kept_splits(lake, shard)
+        if kept is not None:
+            shard_settings(s, lake, shard)
+            splits, units = kept
+        else:
+            log.info(f"{STAGES['demographics'].log}: shard {shard + 1}: person_facts kept no split inputs (published "
+                     "by an earlier version): splitting silver, eligibility and enrolment again")  # fmt: skip
+            inputs.enter_context(shard_inputs(s, lake, shard))
+            splits, units = split_shard(s, scratch, duckdb)
+        claims = claim_rows(s, splits)
         # the draws need every person's facts: the distributions span shards (a draw is the person's own, seeded)
         s.view("person_facts", parquet_relation(PERSON_FACTS.files(lake)))
         rows = build_rows(s, scratch, splits, units)
@@ -187,7 +247,7 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, s
         persons = s.scalar("SELECT count(DISTINCT person_id) FROM demographics")
         log.info(
             f"{STAGES['demographics'].log}: shard {shard + 1} of {shard_count()}: {rows:,} member-years of "
-            f"{persons:,} persons from {claim_rows:,} claim rows ({units} person unit(s)); provenance {provenance}"
+            f"{persons:,} persons from {claims:,} claim rows ({units} person unit(s)); provenance {provenance}"
         )
         return table_metadata(
             s,
@@ -199,6 +259,7 @@ def member_demographics(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, s
             shards=shard_count(),
             persons=persons,
             person_units=units,
+            inputs_split_again=kept is None,
             provenance=provenance,
             persons_with_zip3_drawn_from=zip3_draws(s, "demographics"),
         )
@@ -227,7 +288,10 @@ def member_demographics_consensus(s: Session, lake: LakeResource, shard: int, du
     all the person's member ids, and every member-year with a claim has a row. Worked in units, as the asset is, so
     that it keeps to one worker's memory at any extract size; the units' figures add up to the shard's."""
     s.view("d", parquet_relation(DEMOGRAPHICS.shard(shard).path(lake)))
-    units = duckdb.units(register_silver(s, lake, shard))
+    register_silver(s, lake, shard)
+    units = duckdb.units(
+        s.scalar("SELECT (SELECT count(*) FROM silver_medical_all) + (SELECT count(*) FROM silver_pharmacy_all)")
+    )
     s.set_variables({"units": units})
     figures: dict[str, Any] = {}
     with duckdb.scratch_dir() as scratch:
