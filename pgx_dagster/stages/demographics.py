@@ -127,9 +127,9 @@ def kept_splits(lake: LakeResource, shard: int) -> tuple[dict[str, list[str]], i
     units = json.loads(recorded)["units"]
     # every unit of every split has a file, an empty one for a unit without rows (split_into_units)
     found: dict[str, set[int]] = {split: set() for split in SPLITS}
-    for file in lake.files(f"{folder}/*/unit=*/*.parquet"):
-        split, unit = file[len(folder) + 1 :].split("/")[:2]
-        found.setdefault(split, set()).add(int(unit.removeprefix("unit=")))
+    for split in SPLITS:
+        for file in lake.files(f"{folder}/{split}/unit=*/*.parquet"):
+            found[split].add(int(file[len(f"{folder}/{split}/unit=") :].split("/")[0]))
     incomplete = sorted(split for split in SPLITS if found[split] != set(range(units)))
     if incomplete:
         raise DataDefect(
