@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.demo_time", description=__doc__.split("\n\n")[0])
     ap.add_argument("--members", type=int, default=settings.demo_members())
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline-s", type=float, default=85.0, help="the wall time to compare with (README)")
+    ap.add_argument(
+        "--baseline-s", type=float, default=85.0, help="the wall time to compare with (docs/performance-history.md)"
+    )
     ap.add_argument("--workdir", default=str(REPO_ROOT / "data" / "demo_time"))
     ap.add_argument("--json", dest="json_path")
     a = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """The whole pipeline on real public extracts in other formats (../shared/data): the Tuva input layer
 (tuva_demo) and CMS DE-SynPUF (desynpuf_sample + desynpuf_schema_examples), run the way a user runs
 them (`pgx materialize` with PGX_RAW_FORMAT). Every expected figure is derived here, from the source
-CSV files, with plain SQL written from the definitions (DESIGN.md, README "Input formats") - not with
+CSV files, with plain SQL written from the definitions (DESIGN.md, docs/user-guide/input-formats.md) - not with
 the pipeline's SQL or macros."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def opioid_file(tmp: Path, con, ndc_query: str) -> tuple[Path, dict[str, tuple[f
 
 
 def run_pipeline(base: Path, env: dict[str, str]) -> SimpleNamespace:
-    """`pgx materialize` in a fresh process and instance, as the README documents it."""
+    """`pgx materialize` in a fresh process and instance, as the docs document it."""
     home, lake = base / "dagster_home", base / "lake"
     home.mkdir()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PGX_")}

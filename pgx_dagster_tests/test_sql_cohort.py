@@ -37,7 +37,7 @@ COHORT = CohortDefinition(
 
 
 def key(seed, person, salt) -> int:
-    """sample_key, recomputed outside DuckDB as README "Cohorts" documents it."""
+    """sample_key, recomputed outside DuckDB as docs/user-guide/cohorts.md documents it."""
     return int(hashlib.sha256(f"{seed}:{person}:{salt}".encode()).hexdigest()[:16], 16)
 
 

@@ -204,7 +204,7 @@ def test_claims_with_overlapping_dates_are_one_visit_and_the_visit_spans_them():
 
 
 def test_overlapping_claims_split_by_the_year_boundary_stay_two_visits():
-    """README "Events", a known limitation: episodes are formed per partition, so a stay billed on a
+    """docs/user-guide/pipeline.md, a known limitation: episodes are formed per partition, so a stay billed on a
     Dec 30 - Jan 2 facility claim (filed under December's year) and a Jan 1 professional claim (the new
     year's partition) is two ED visits though the claims overlap."""
     rows, _ = grain(

@@ -5,7 +5,7 @@ Every asset carries its task size as tags (`pgx/task_cpu`, `pgx/task_memory`; st
 partition's run needs one worker, a global step the whole pool. A run's task gets the largest size among
 its assets, so nobody sets `ecs/cpu` by hand for the global steps; an explicit `ecs/cpu` / `ecs/memory`
 run tag still wins (Dagster's own convention), and a run without assets keeps `run_resources`.
-deploy/dagster.yaml configures it; README "Running on AWS" lists the sizes it produces.
+deploy/dagster.yaml configures it; docs/operations/aws.md lists the sizes it produces.
 """
 
 from __future__ import annotations

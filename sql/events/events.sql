@@ -2,7 +2,7 @@
 -- Inputs: imputed_medical, imputed_pharmacy (the partition), codes (all code sets: concept,
 -- code_system, code, match, version), opioid_ndc.
 --
--- Counting grain (README "Events"):
+-- Counting grain (docs/user-guide/pipeline.md "Events"):
 --   ed_visit             a visit: the ED claims of one person whose dates overlap (a claim spans its
 --                        lines' first to last service date) are one visit - the facility and the
 --                        professional claim of one ED stay are one event, not two

@@ -8,7 +8,7 @@
 --   opioid use dis.   ICD-10-CM F11.1x, F11.2x, F11.9x; ICD-9-CM 304.0x, 304.7x, 305.5x
 --   opioid fill       the NDC is in the opioid NDC list (opioid_ndc: NDCs are data, not a rule, so
 --                     this one definition is shared with the events asset)
--- Grain: the same as events (README "Events"), re-stated plainly: claims of one person and type whose
+-- Grain: the same as events (docs/user-guide/pipeline.md "Events"), re-stated plainly: claims of one person and type whose
 -- date ranges overlap are one event; an opioid ED visit is an ED visit with a poisoning-coded ED claim.
 -- Inputs: imputed_medical, imputed_pharmacy, opioid_ndc, events (the written partition).
 WITH codes AS (

@@ -1,7 +1,7 @@
 """Synthetic APCD extract: medical and pharmacy claims, member eligibility, member linkage, genotypes.
 
 `pgx-synth --members N --years 2016-2020 --out DIR --seed S` writes Parquet files in the raw layout the
-pipeline reads (README "Raw layout") and `manifest.json` with the true figures the pipeline must
+pipeline reads (docs/user-guide/input-formats.md) and `manifest.json` with the true figures the pipeline must
 reproduce. Vectorized: categorical columns are integer codes into small vocabularies, written as
 Parquet dictionary columns, so no Python loop runs per row. The same seed gives the same data.
 

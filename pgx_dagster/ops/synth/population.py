@@ -12,7 +12,7 @@ from pgx_dagster.ops.synth.rates import Rates
 from pgx_dagster.ops.synth.vocab import PAYERS, SEX_SPELLINGS, ZIP3S, ZIP_VOCAB, cat, fmt_int
 
 # CPIC phenotype terms and approximate frequencies in people of European ancestry (CPIC / PharmGKB
-# gene-specific frequency tables; README "Analysis" cites them). Rounded to sum to 1.
+# gene-specific frequency tables; docs/user-guide/analysis.md cites them). Rounded to sum to 1.
 PHENOTYPES: dict[str, list[tuple[str, float]]] = {
     "CYP2D6": [
         ("Ultrarapid Metabolizer", 0.02),

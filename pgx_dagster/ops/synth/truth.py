@@ -1,5 +1,5 @@
 """The truth the pipeline must reproduce, per partition: rows that reach silver, events at the
-pipeline's counting grain (README "Events"), MME, and the cohort's targets with their attrition."""
+pipeline's counting grain (docs/user-guide/pipeline.md "Events"), MME, and the cohort's targets with their attrition."""
 
 from __future__ import annotations
 

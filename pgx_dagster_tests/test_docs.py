@@ -1,0 +1,129 @@
+"""The documentation: the MkDocs site builds strictly (no broken link or anchor, no page left out of the nav), the
+generated pages equal what the code gives, and the README keeps the commands CI and the hooks rely on."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgx_dagster import docgen
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+    )
+
+
+@pytest.fixture(scope="module")
+def mkdocs_available() -> None:
+    pytest.importorskip("mkdocs", reason="mkdocs is a dev extra: pip install -e '.[dev]'")
+
+
+def test_the_site_builds_strictly(mkdocs_available, tmp_path):
+    built = mkdocs_build(ROOT / "mkdocs.yml", tmp_path / "site")
+    assert built.returncode == 0, f"mkdocs build --strict failed:\n{built.stdout}\n{built.stderr}"
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert (tmp_path / "site" / "search" / "search_index.json").is_file(), "the site has no search index"
+
+
+def copy_of_the_docs(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    return tmp_path / "mkdocs.yml"
+
+
+def test_a_broken_link_fails_the_build(mkdocs_available, tmp_path):
+    config = copy_of_the_docs(tmp_path)
+    page = tmp_path / "docs" / "index.md"
+    page.write_text(page.read_text() + "\n[gone](no-such-page.md)\n")
+    built = mkdocs_build(config, tmp_path / "site")
+    assert built.returncode != 0 and "no-such-page.md" in built.stdout + built.stderr
+
+
+def test_a_page_missing_from_the_nav_fails_the_build(mkdocs_available, tmp_path):
+    config = copy_of_the_docs(tmp_path)
+    (tmp_path / "docs" / "orphan.md").write_text("# Not in the nav\n")
+    built = mkdocs_build(config, tmp_path / "site")
+    assert built.returncode != 0 and "orphan.md" in built.stdout + built.stderr
+
+
+@pytest.mark.parametrize("page", sorted(docgen.PAGES), ids=str)
+def test_generated_pages_match_the_code(page):
+    committed = (docgen.DOCS / page).read_text() if (docgen.DOCS / page).is_file() else ""
+    assert committed == docgen.PAGES[page](), (
+        f"docs/{page} differs from what the code gives: run `{docgen.COMMAND}` and commit the result"
+    )
+
+
+def test_the_catalogue_lists_every_asset_and_check():
+    from pgx_dagster.definitions import defs
+
+    page = docgen.assets_page(defs)
+    for spec in defs.resolve_all_asset_specs():
+        assert f"\n## {spec.key.to_user_string()}\n" in page
+    checks = [s for d in [*defs.assets, *(defs.asset_checks or [])] for s in getattr(d, "check_specs", [])]
+    assert checks
+    for check in checks:
+        assert f"| `{check.name}` |" in page
+
+
+def test_the_lake_layout_lists_every_declared_dataset():
+    from pgx_dagster import datasets
+
+    page = docgen.lake_page()
+    for name, value in vars(datasets).items():
+        if isinstance(value, datasets.Dataset):
+            assert f"| `{name}` | `{docgen.dataset_path(value)}` |" in page
+    assert "`gold/cohorts/<cohort>/age_band=…/event_year=…/<cohort>_cohort.parquet`" in page
+
+
+def test_docgen_check_names_the_command(tmp_path, capsys):
+    assert docgen.main(["--docs", str(tmp_path)]) == 0
+    assert docgen.main(["--check", "--docs", str(tmp_path)]) == 0
+    (tmp_path / docgen.ASSETS_PAGE).write_text("stale\n")
+    assert docgen.main(["--check", "--docs", str(tmp_path)]) == 1
+    assert docgen.COMMAND in capsys.readouterr().out
+
+
+def test_readme_is_short_and_keeps_the_two_commands():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    assert "make demo" in text and "make test" in text
+    assert "dagster dev" in text
+    assert "the seed" not in text.lower()
+    assert not re.search(r"\bissue \d+|#\d{2,}\b", text), "user-facing text names no issue numbers"
+
+
+def test_readme_links_exist():
+    text = README.read_text()
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_docs_name_no_issue_numbers():
+    for page in (ROOT / "docs").rglob("*.md"):
+        text = page.read_text()
+        assert not re.search(r"\bissue \d+\b", text, re.IGNORECASE), f"{page} names an issue number"
+
+
+def test_the_count_of_private_dagster_names_is_the_code_s():
+    source = (ROOT / "pgx_dagster" / "ops" / "dagster_private.py").read_text()
+    names = set(re.findall(r'_private\(\s*("[^"]+"|[A-Z_]+),\s*"([^"]+)"', source))
+    count = len(names)
+    for page in ("docs/design-decisions.md", "docs/operations/upgrading-dagster.md"):
+        claimed = re.findall(r"\b(\d+)\s+(?:private\s+Dagster\s+)?names\b", (ROOT / page).read_text())
+        assert claimed, f"{page} states no count of private names"
+        assert all(int(c) == count for c in claimed), f"{page} says {claimed}, dagster_private.py resolves {count}"
