@@ -38,13 +38,22 @@ PARTITION = "age_band=…/event_year=…"
 SHARD = "shard=NNN"
 
 
+def _escape(text: str) -> str:
+    """Plain text as Markdown: `<cohort>` outside code spans would be read as an HTML tag and vanish."""
+    parts = text.split("`")
+    return "`".join(
+        part if i % 2 else part.replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+        for i, part in enumerate(parts)
+    )
+
+
 def _one_line(text: str | None) -> str:
     """A description as one table cell: the docstring's lines joined, a pipe escaped."""
-    return " ".join(inspect.cleandoc(text or "").split()).replace("|", "\\|") or "—"
+    return _escape(" ".join(inspect.cleandoc(text or "").split())).replace("|", "\\|") or "—"
 
 
 def _paragraphs(text: str | None) -> str:
-    return inspect.cleandoc(text or "") or "(no description)"
+    return _escape(inspect.cleandoc(text or "")) or "(no description)"
 
 
 def partitioning(partitions_def: dg.PartitionsDefinition | None, short: bool = False) -> str:
