@@ -72,6 +72,19 @@ def moto_s3(logs: Path, adopt: bool = False):
         stop(proc)
 
 
+# Chromium on a closed network, as root: without the background-networking flags it keeps trying to reach the
+# internet. Also the launch arguments of Playwright's Chromium, for tests that click (headless is its own option).
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
 def chromium() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():
@@ -85,13 +98,7 @@ def render(url: str, screenshot: Path, profile: Path, window: str = "1600,1200",
     request other than the page itself goes to a closed port (what a page needs from the network fails)."""
     flags = [
         "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-quic",
+        *CHROMIUM_FLAGS,
         f"--user-data-dir={profile}",
         f"--window-size={window}",
         "--virtual-time-budget=20000",

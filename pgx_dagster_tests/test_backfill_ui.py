@@ -3,6 +3,7 @@ launched through the webserver's GraphQL API (the one the UI uses), a failure in
 partition, the others finishing, "re-execute failed" completing it, and the checks tab rendered in
 a real headless Chromium."""
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from pgx_dagster.datasets import SILVER
 from pgx_dagster.ops.backfill import Client
+from pgx_dagster.partitions import all_keys
 from pgx_dagster_tests.helpers import path_of
 from pgx_dagster_tests.services import ARTIFACTS, REPO, dagster_services, render
 
@@ -43,6 +45,45 @@ query Materialized($asset: AssetKeyInput!, $partitions: [String!]) {
     ... on Asset { assetMaterializations(partitions: $partitions) { partition runId timestamp } }
   }
 }"""
+
+
+CHECK_GRID = """
+query Grid($asset: AssetKeyInput!, $check: String!) {
+  assetNodeOrError(assetKey: $asset) {
+    ... on AssetNode {
+      assetCheckOrError(checkName: $check) {
+        ... on AssetCheck {
+          partitionKeysByDimension { name partitionKeys }
+          partitionStatuses {
+            __typename
+            ... on AssetCheckDefaultPartitionStatuses { ...Statuses }
+            ... on AssetCheckMultiPartitionStatuses {
+              primaryDimensionName
+              ranges {
+                primaryDimStartKey primaryDimEndKey
+                secondaryDim { ... on AssetCheckDefaultPartitionStatuses { ...Statuses } }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+fragment Statuses on AssetCheckDefaultPartitionStatuses {
+  succeededPartitions failedPartitions inProgressPartitions skippedPartitions executionFailedPartitions
+}"""
+
+PARTITIONED_CHECKS = """
+{ assetNodes { assetKey { path } isPartitioned assetChecksOrError { ... on AssetChecks { checks { name } } } } }"""
+
+STATUS_FIELDS = {
+    "succeededPartitions": "Passed",
+    "failedPartitions": "Failed",
+    "inProgressPartitions": "In progress",
+    "skippedPartitions": "Skipped",
+    "executionFailedPartitions": "Execution failed",
+}
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +191,85 @@ def test_checks_tab_renders_check_names_and_statuses_in_chromium(ui, tmp_path):
     assert 'data-tooltip="Passed"' in dom  # the selected check's latest evaluation
 
 
+def check_grid(client: Client, asset: str, check: str) -> dict[str, set[str]]:
+    """The Checks tab's partition grid of one check, as the UI reads it: partition keys by verdict ("Passed",
+    "Failed", ...); every partition in none of them is what the grid counts as missing."""
+    node = client.query(CHECK_GRID, {"asset": {"path": [asset]}, "check": check})["assetNodeOrError"]
+    found = node["assetCheckOrError"]
+    statuses = found["partitionStatuses"]
+    grid: dict[str, set[str]] = {label: set() for label in STATUS_FIELDS.values()}
+    dims = {d["name"]: d["partitionKeys"] for d in found["partitionKeysByDimension"]}
+    if statuses["__typename"] == "AssetCheckDefaultPartitionStatuses":
+        for field, label in STATUS_FIELDS.items():
+            grid[label] |= set(statuses[field])
+    else:  # two dimensions: runs of the primary dimension's keys, each with the secondary dimension's statuses
+        primary = statuses["primaryDimensionName"]
+        (secondary,) = set(dims) - {primary}
+        keys = dims[primary]
+        for run in statuses["ranges"]:
+            first, last = keys.index(run["primaryDimStartKey"]), keys.index(run["primaryDimEndKey"])
+            for key in keys[first : last + 1]:
+                for field, label in STATUS_FIELDS.items():
+                    for other in run["secondaryDim"][field]:
+                        parts = {primary: key, secondary: other}
+                        grid[label].add("|".join(parts[n] for n in sorted(parts)))  # keys join by dimension name
+    grid["Missing"] = set(map("|".join, itertools.product(*(dims[n] for n in sorted(dims))))) - set().union(
+        *grid.values()
+    )
+    return grid
+
+
+def partitioned_checks(client: Client) -> list[tuple[str, str]]:
+    nodes = client.query(PARTITIONED_CHECKS)["assetNodes"]
+    return [
+        (node["assetKey"]["path"][-1], c["name"])
+        for node in nodes
+        if node["isPartitioned"]
+        for c in (node["assetChecksOrError"].get("checks") or [])
+    ]
+
+
+def test_the_checks_partition_grid_shows_every_verdict_of_every_partitioned_check(ui):
+    """The Checks tab's partition grid (what an analyst reads at a glance) counts each partition's verdict, not
+    "Missing": each evaluation names the materialization it judged, in runs of one partition or of many."""
+    checks = partitioned_checks(ui["client"])
+    assert len(checks) >= 20 and ("events", "events_classification") in checks
+    for asset, check in checks:
+        grid = check_grid(ui["client"], asset, check)
+        counts = {label: len(keys) for label, keys in grid.items()}
+        assert grid["Passed"] and counts == {**dict.fromkeys(counts, 0), "Passed": counts["Passed"]}, (
+            asset,
+            check,
+            counts,
+        )
+    assert len(check_grid(ui["client"], "events", "events_classification")["Passed"]) == len(all_keys())
+
+
+def test_the_checks_partition_grid_reads_passed_35_in_chromium(ui):
+    """The same grid as a person sees it: the check's Partitions tab in headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    from pgx_dagster_tests.services import CHROMIUM_FLAGS, chromium
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    total = len(all_keys())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(f"{ui['url']}/assets/events?view=checks&checkDetail=events_classification")
+            skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
+            if skip.count():
+                skip.click()
+            page.locator("button[role=tab]", has_text="Partitions").click()  # the check's tab, not the asset's link
+            page.get_by_text(f"Passed ({total})").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "events_classification_partitions.png"))
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert f"Passed ({total})" in text and "Missing (0)" in text, text[:2000]
+
+
 def test_a_failed_check_ends_pgx_backfill_non_zero_though_every_partition_was_materialized(ui):
     """A failed ERROR check fails its run after the partition is materialized, so Dagster's backfill ends
     COMPLETED_SUCCESS with every partition done; `pgx backfill` must not call that a success. Last in this
@@ -179,3 +299,7 @@ def test_a_failed_check_ends_pgx_backfill_non_zero_though_every_partition_was_ma
     assert "a check failed, or a check step" in out and "pgx status " in out and "completed:" not in out
     coverage = latest_check(ui["client"], "imputed_medical", "imputed_medical_demographics_coverage", partition)
     assert coverage["status"] == "FAILED"
+    # The partition grid shows the planted failure as failed, and only it.
+    grid = check_grid(ui["client"], "imputed_medical", "imputed_medical_demographics_coverage")
+    assert grid["Failed"] == {partition}, grid["Failed"]
+    assert grid["Passed"] == set(all_keys()) - {partition}

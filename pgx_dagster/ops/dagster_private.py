@@ -1,6 +1,6 @@
 """Every private Dagster API the project uses, in this one module, each behind a version guard.
 
-Dagster's public API does not cover five things we do:
+Dagster's public API does not cover six things we do:
 - a run launcher of our own (`PreloadedRunLauncher`, ops/launcher.py): the RunLauncher base class and
   its context types (dagster._core.launcher) and ConfigurableClass (dagster._serdes);
 - executing a run in a process we started, as `dagster api execute_run` does
@@ -13,7 +13,10 @@ Dagster's public API does not cover five things we do:
 - validating instance and workspace YAML against Dagster's own schemas (dagster._config,
   dagster._core.instance.config, dagster._core.workspace.config_schema): the deploy/ tests;
 - SQLite storage that keeps its connections open (ops/sqlite_storage.py): Dagster's SQLite run, event
-  log and schedule storages (dagster._core.storage.*) and the connection methods they override.
+  log and schedule storages (dagster._core.storage.*) and the connection methods they override;
+- naming the materialization an asset check evaluation judged, in a step over several partitions
+  (AssetCheckEvaluationTargetMaterializationData, `check_target`): without it the Checks tab's partition
+  grid shows every verdict as missing. Unlike the others, it falls back to Dagster's behaviour by itself.
 
 Tested with Dagster TESTED_MINOR (pyproject.toml pins that range). Every name resolves through
 `_private`, which fails with one message naming the name, the installed version and the way back to
@@ -79,6 +82,31 @@ def instance_from_ref(serialized_ref: str) -> dagster.DagsterInstance:
 def capture_interrupts() -> Any:
     """Turns SIGTERM into an interrupt Dagster reports as a cancel (a context manager)."""
     return _private("dagster._utils.interrupts", "capture_interrupts", LAUNCHER_FALLBACK)()
+
+
+# ---- asset check evaluations ---------------------------------------------------------------------------
+TARGET_FALLBACK = "check verdicts then show in the partition grid only where a run covers one partition"
+_target_warned: list[bool] = []
+
+
+def check_target(storage_id: int, run_id: str, timestamp: float) -> Any | None:
+    """The materialization an asset check evaluation judged, as AssetCheckEvaluation's documented
+    `target_materialization_data` wants it. Dagster fills it in only for a step of one partition; a step
+    over a range must pass it itself, and Dagster does not export its class. Without it the Checks tab's
+    partition grid shows every verdict as missing. Where the class has moved: None, Dagster's own
+    behaviour for an evaluation it did not fill, with one warning."""
+    try:
+        data = _private(
+            "dagster._core.definitions.asset_checks.asset_check_evaluation",
+            "AssetCheckEvaluationTargetMaterializationData",
+            TARGET_FALLBACK,
+        )
+    except DagsterUpgradeError as exc:
+        if not _target_warned:
+            _target_warned.append(True)
+            warnings.warn(str(exc), stacklevel=2)
+        return None
+    return data(storage_id=storage_id, run_id=run_id, timestamp=timestamp)
 
 
 # ---- the daemon ----------------------------------------------------------------------------------------
@@ -281,6 +309,9 @@ def check() -> list[str]:
     check_storage_connections()
     instance_config_defaults("/")
     resolved += [f"{cls.__name__}.{method}" for cls, method in STORAGE_CONNECTIONS.items()]
+    if check_target(0, "", 0.0) is None:
+        raise DagsterUpgradeError(f"AssetCheckEvaluationTargetMaterializationData is gone: {TARGET_FALLBACK}")
+    resolved.append("AssetCheckEvaluationTargetMaterializationData")
     return resolved
 
 
