@@ -49,10 +49,25 @@ lint: install
 	$(BIN)/ruff check pgx_dagster pgx_dagster_tests benchmarks
 	$(BIN)/ruff format --check pgx_dagster pgx_dagster_tests benchmarks
 
-# The webserver and `pgx daemon` (dagster-daemon with a 1 s loop instead of 30 s, see README).
+# The webserver and `pgx daemon` (dagster-daemon with a 1 s loop instead of 30 s, see README), on
+# http://$(HOST):$(PORT): `make dev PORT=3001` when 3000 is taken. The port is checked before anything starts.
+HOST ?= 127.0.0.1
+PORT ?= 3000
+define PORT_CHECK
+import os, socket, sys
+try:
+    socket.create_server(("$(HOST)", int("$(PORT)"))).close()
+except (OSError, ValueError) as exc:
+    why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else "not a port number"
+    free = socket.create_server(("$(HOST)", 0)).getsockname()[1]
+    sys.exit(f"make dev: cannot listen on $(HOST):$(PORT) ({why}): another webserver? Stop it, or use another "
+             f"port, e.g. make dev PORT={free}")
+endef
+export PORT_CHECK
 dev: install instance
+	@$(BIN)/python -c "$$PORT_CHECK"
 	$(BIN)/pgx daemon -w workspace.yaml & daemon=$$!; trap 'kill $$daemon' EXIT INT TERM; \
-		$(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000
+		$(BIN)/dagster-webserver -w workspace.yaml -h $(HOST) -p $(PORT)
 
 # The benchmark of README "Performance" (BENCH_MEMBERS persons at 1x; JSON in data/benchmark.json).
 BENCH_MEMBERS ?= 425000

@@ -3,27 +3,51 @@ vocabulary: which pipeline and phase each stage belongs to, and how its log line
 
 from __future__ import annotations
 
+import csv
+import functools
 import json
+import os
 import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote as urlquote
 
 from dagster import MetadataValue, TableColumn, TableSchema
 
 from pgx_dagster.contracts import DEMOGRAPHIC_FIELDS
 from pgx_dagster.duck import Session
-from pgx_dagster.lake import CHECKPOINT
+from pgx_dagster.lake import CHECKPOINT, is_s3, s3_client, split_s3
+from pgx_dagster.settings import SQL_DIR
 
 PROFILE = "_profile.json"
+# The data dictionary: what every column of every dataset means, one description per column name. The one
+# source of the descriptions in the catalogue (each asset's column schema) and of the data_dictionary.csv a
+# cohort's export ships (sql/analysis/dictionary.sql).
+DATA_DICTIONARY = SQL_DIR / "data_dictionary.csv"
+
+
+@functools.cache
+def column_descriptions() -> dict[str, str]:
+    """Column name -> description, from the data dictionary."""
+    with DATA_DICTIONARY.open(newline="") as f:
+        return {row["column"]: row["description"] for row in csv.DictReader(f)}
+
+
+def column_schema(columns: list[tuple[str, str]]) -> TableSchema:
+    """Dagster's column schema of (name, type) columns, each with its description from the data dictionary
+    (none for a column it lacks: the tests require every column written to be in it)."""
+    described = column_descriptions()
+    return TableSchema(columns=[TableColumn(name=n, type=t, description=described.get(n)) for n, t in columns])
 
 
 def table_metadata(
     session: Session, relation: str, *, rows: int, path: str, started: float, **extra: Any
 ) -> dict[str, Any]:
-    """dagster/row_count, the column schema, duration, location, plus the stage's own figures."""
-    schema = TableSchema(columns=[TableColumn(name=n, type=t) for n, t in session.columns(relation)])
+    """dagster/row_count, the column schema (with the data dictionary's descriptions), duration, location, plus
+    the stage's own figures."""
+    schema = column_schema(session.columns(relation))
     seconds = time.perf_counter() - started
     meta: dict[str, Any] = {
         "dagster/row_count": rows,
@@ -153,4 +177,70 @@ def attrition_markdown(rows: list[dict]) -> str:
     """A cohort's attrition rows (population, step_order, step, persons) as a Markdown table."""
     lines = ["| population | step | persons |", "| --- | --- | ---: |"]
     lines += [f"| {r['population']} | {r['step_order']}. {r['step']} | {r['persons']:,} |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---- links a browser opens -----------------------------------------------------------------------------
+# A lake file's link in the UI: PGX_LAKE_URL, when set, is the base URL that serves the lake root (a static
+# server, CloudFront, an S3 website endpoint); otherwise a file on an s3:// lake gets a presigned URL valid for
+# PGX_PRESIGN_SECONDS (default 7 days, the most S3 allows; temporary credentials, e.g. an ECS task role, end it
+# sooner). A local file has no URL a browser opens from the UI: its path is shown as text.
+DEFAULT_PRESIGN_SECONDS = 7 * 24 * 3600
+
+
+def presign_seconds() -> int:
+    text = os.environ.get("PGX_PRESIGN_SECONDS", "").strip()
+    if not text:
+        return DEFAULT_PRESIGN_SECONDS
+    if not text.isdigit() or not 1 <= int(text) <= DEFAULT_PRESIGN_SECONDS:
+        raise ValueError(
+            f"PGX_PRESIGN_SECONDS must be a whole number of seconds from 1 to {DEFAULT_PRESIGN_SECONDS}, got {text!r}"
+        )
+    return int(text)
+
+
+def browser_url(lake_root: str, path: str) -> str | None:
+    """An http(s) URL a browser opens for `path`, a file under `lake_root`; None for a local lake without
+    PGX_LAKE_URL."""
+    base = os.environ.get("PGX_LAKE_URL", "").strip().rstrip("/")
+    root = lake_root.rstrip("/")
+    if base and (path == root or path.startswith(root + "/")):
+        return f"{base}/{urlquote(path[len(root) :].lstrip('/'))}"
+    if is_s3(path):
+        bucket, key = split_s3(path)
+        return s3_client().generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=presign_seconds()
+        )
+    return None
+
+
+def link_metadata(lake_root: str, path: str) -> dict[str, Any]:
+    """`url`, a link a browser opens (when there is one), and `path`, the file's location for a shell."""
+    url = browser_url(lake_root, path)
+    return {**({"url": MetadataValue.url(url)} if url else {}), "path": MetadataValue.path(path)}
+
+
+def markdown_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # NULL, NaN
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str], limit: int = 50) -> str:
+    """`rows` as a Markdown table of `columns` (at most `limit` rows, and a line saying how many more)."""
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(markdown_cell(r.get(c)) for c in columns) + " |" for r in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"\n{len(rows) - limit} more rows in the file.")
+    return "\n".join(lines)
+
+
+def files_markdown(lake_root: str, paths: dict[str, str]) -> str:
+    """A Markdown list of files (`label: path`): each a link where a browser can open it, its path as text."""
+    lines = []
+    for label, path in paths.items():
+        url = browser_url(lake_root, path)
+        lines.append(f"- [{label}]({url}) `{path}`" if url else f"- {label}: `{path}`")
     return "\n".join(lines)

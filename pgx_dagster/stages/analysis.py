@@ -38,6 +38,7 @@ from pgx_dagster.cohort_definitions import CohortDefinition, load_all
 from pgx_dagster.datasets import (
     DEMOGRAPHICS,
     EVENTS,
+    EXPORT_FILES,
     EXPOSURE_FLAGS_FILE,
     FEATURES_FILE,
     IMPUTED,
@@ -45,13 +46,21 @@ from pgx_dagster.datasets import (
     export_file,
 )
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
-from pgx_dagster.lake import LakeResource, is_s3
+from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import cohort_names
 from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import register_genotypes
 from pgx_dagster.report import SMD_LIMIT, render
-from pgx_dagster.reporting import STAGES, attrition_markdown, table_metadata
-from pgx_dagster.settings import REPO_ROOT, SQL_DIR
+from pgx_dagster.reporting import (
+    DATA_DICTIONARY,
+    STAGES,
+    attrition_markdown,
+    files_markdown,
+    link_metadata,
+    markdown_table,
+    table_metadata,
+)
+from pgx_dagster.settings import REPO_ROOT
 from pgx_dagster.stages.common import (
     contract_check,
     partitioned_asset,
@@ -62,7 +71,6 @@ from pgx_dagster.stages.common import (
 
 DEFINITIONS = {d.name: d for d in load_all()}
 EVERY_COHORT = [AssetDep(f"cohort_{name}", partition_mapping=AllPartitionMapping()) for name in cohort_names()]
-DICTIONARY = SQL_DIR / "analysis" / "data_dictionary.csv"
 
 
 def cohort_session(duckdb: DuckDBWorker) -> AbstractContextManager[Session]:
@@ -380,7 +388,7 @@ def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, starte
                            ("attrition", "")):  # fmt: skip
         read_analysis(s, lake, name, kind, filename)
     validation = validation_record(s.rows(sql_text("analysis/validation"))[0])
-    s.set_variables({"dictionary_file": str(DICTIONARY)})
+    s.set_variables({"dictionary_file": str(DATA_DICTIONARY)})
     s.model_table("dictionary", "analysis/dictionary")
     tables = {"features": "features", "features_csv": "features", "dictionary": "dictionary",
               "association": "association", "balance": "balance", "attrition": "attrition"}  # fmt: skip
@@ -392,14 +400,31 @@ def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, starte
         texts={export_file(name, "validation"): json.dumps({"cohort": name, **validation}, indent=2, default=str)},
     )
     log.info(f"{STAGES['analysis'].log}: final outputs of {name} written to {dataset.root(lake)}")
-    return table_metadata(
-        s,
-        "features",
-        rows=validation["feature_rows"],
-        path=dataset.root(lake),
-        started=started,
-        validation=validation,
-    )
+    files = {part: dataset.path(lake, filename=export_file(name, part)) for part in EXPORT_FILES}
+    return {
+        **table_metadata(
+            s,
+            "features",
+            rows=validation["feature_rows"],
+            path=dataset.root(lake),
+            started=started,
+            validation=validation,
+        ),
+        # the exported files, each a link where a browser opens it, and the aggregate tables as they were exported
+        "files": MetadataValue.md(files_markdown(lake.lake_root, files)),
+        "association": MetadataValue.md(
+            markdown_table(
+                s.rows("SELECT * FROM association ORDER BY coalesce(note, '') <> '', p_value, kind, exposure"),
+                ASSOCIATION_COLUMNS,
+            )
+        ),
+        "balance": MetadataValue.md(markdown_table(s.rows("SELECT * FROM balance"), BALANCE_COLUMNS)),
+        "attrition": MetadataValue.md(attrition_markdown(s.rows("SELECT * FROM attrition"))),
+    }
+
+
+ASSOCIATION_COLUMNS = ["kind", "exposure", "sets", "sets_used", "odds_ratio", "ci_low", "ci_high", "p_value", "note"]
+BALANCE_COLUMNS = ["kind", "covariate", "mean_targets", "mean_controls", "smd"]
 
 
 @partitioned_check(cohort_export, name="cohort_export_reproducible")
@@ -529,15 +554,41 @@ def cohort_report(
     dataset.publish(s, lake, {}, metrics={"bytes": len(page.encode())}, texts={dataset.filename: page})
     path = dataset.path(lake)
     log.info(f"{STAGES['analysis'].log}: report of {name}: {path}")
-    url = path if is_s3(path) else Path(path).resolve().as_uri()
+    link = link_metadata(lake.lake_root, path)
+    summary = report_summary(name, targets, association, verdicts, files_markdown(lake.lake_root, {"report": path}))
     return {
-        "report": MetadataValue.url(url),
-        "path": MetadataValue.path(path),
+        "report": MetadataValue.md(summary),
+        **({"report_url": link["url"]} if "url" in link else {}),
+        "path": link["path"],
         "bytes": len(page.encode()),
         "qa_verdicts": len(verdicts) if verdicts is not None else "not recorded",
         "qa_failed": sum(not v["passed"] for v in verdicts) if verdicts else 0,
         "duration_s": round(time.perf_counter() - started, 3),
     }
+
+
+def report_summary(name: str, targets: int, association: list[dict], verdicts: list[dict] | None, files: str) -> str:
+    """The report's key results as Markdown, shown in the UI where the materialization is: where the report is, the
+    targets, every odds ratio, and the QA verdicts. Aggregates only: no person appears in it."""
+    qa = (
+        "not recorded (no Dagster instance)"
+        if verdicts is None
+        else f"{sum(v['passed'] for v in verdicts):,} of {len(verdicts):,} check verdicts passed"
+    )
+    estimated = [r for r in association if not r["note"]]
+    estimated.sort(key=lambda r: (r["p_value"] is None, r["p_value"] or 0, r["exposure"]))
+    columns = ["kind", "exposure", "odds_ratio", "ci_low", "ci_high", "p_value", "sets_used"]
+    return "\n\n".join(
+        [
+            f"**Report of cohort {name}** (self-contained HTML: attrition, love plot, forest plot, QA, provenance)",
+            files,
+            f"{targets:,} incident targets matched. QA: {qa}.",
+            "**Conditional (matched) odds ratios**, by p-value",
+            markdown_table(estimated, columns) if estimated else "None estimable.",
+            f"{len(association) - len(estimated):,} more exposures not estimable (the report and the association "
+            "table say why).",
+        ]
+    )
 
 
 REPORT_SECTIONS = ("key-results", "attrition", "balance", "love-plot", "association", "forest-plot", "qa", "provenance")

@@ -187,7 +187,7 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, shard: 
                 )
         return table_metadata(
             s,
-            "intake_medical",
+            "(SELECT * EXCLUDE (quarantine_reason) FROM intake_medical)",  # the columns staged medical claims have
             rows=figures["medical"]["staged"] + figures["pharmacy"]["staged"],
             path=STAGED["medical"].shard(shard).root(lake),
             started=started,
