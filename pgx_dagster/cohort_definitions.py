@@ -1,14 +1,21 @@
-"""Cohort definitions are data: one TOML file per cohort in cohorts/ (see cohorts/opioid_ed.toml)."""
+"""Cohort definitions are data: one TOML file per cohort in cohorts/ (see cohorts/opioid_ed.toml).
+
+A file that cannot be read is an error naming the file and the setting, with the closest known setting for
+an unknown one. The code location does not load with a broken file (no cohort silently missing from the UI);
+`pgx status` loads the others and reports the broken file (`skipping_broken`).
+"""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgx_dagster.contracts import EVENT_TYPES
-from pgx_dagster.settings import COHORT_DIR
+from pgx_dagster.settings import cohort_dir, did_you_mean
 
 DESIGNS = ("exclusive", "risk_set")
 
@@ -33,9 +40,35 @@ class CohortDefinition:
     exposure_window_days: int = 365
 
 
+KEYS = ("name", "description", "target_event_types", "controls_per_target", "seed", "owners", "lookback_days",
+        "washout_event_types", "design", "exposure_window_days")  # fmt: skip
+
+
+class CohortFileError(ValueError):
+    """A cohort file that cannot be used: one line naming the file and what is wrong."""
+
+
 def load(path: Path) -> CohortDefinition:
+    try:
+        return _load(path)
+    except tomllib.TOMLDecodeError as error:
+        raise CohortFileError(f"cohort definition {path}: not valid TOML: {error}") from None
+    except CohortFileError:
+        raise
+    except ValueError as error:
+        raise CohortFileError(str(error)) from None
+
+
+def _load(path: Path) -> CohortDefinition:
     raw = tomllib.loads(path.read_text())
     where = f"cohort definition {path}"
+    unknown_keys = sorted(set(raw) - set(KEYS))
+    if unknown_keys:
+        raise CohortFileError(
+            f"{where}: unknown setting{'s' if len(unknown_keys) > 1 else ''} "
+            + ", ".join(f"`{key}`{did_you_mean(key, KEYS).replace(chr(39), '`')}" for key in unknown_keys)
+            + f" (the settings: {', '.join(KEYS)})"
+        )
     name = raw.get("name", "")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"{where}: name must be lower_snake_case, got {name!r}")
@@ -61,12 +94,6 @@ def load(path: Path) -> CohortDefinition:
     design = raw.get("design", "exclusive")
     if design not in DESIGNS:
         raise ValueError(f"{where}: design must be one of {DESIGNS}, got {design!r}")
-    unknown_keys = set(raw) - {
-        "name", "description", "target_event_types", "controls_per_target", "seed", "owners",
-        "lookback_days", "washout_event_types", "design", "exposure_window_days",
-    }  # fmt: skip
-    if unknown_keys:
-        raise ValueError(f"{where}: unknown setting(s) {sorted(unknown_keys)}")
     return CohortDefinition(
         name=name,
         description=str(raw.get("description", "")),
@@ -82,9 +109,33 @@ def load(path: Path) -> CohortDefinition:
     )
 
 
-def load_all(folder: Path = COHORT_DIR) -> list[CohortDefinition]:
-    defs = [load(p) for p in sorted(folder.glob("*.toml"))]
+# `pgx status` reads the instance with the cohorts that load: a broken file is left out and recorded here.
+_SKIP_BROKEN = False
+BROKEN: dict[str, str] = {}  # file -> why it is broken
+
+
+@contextmanager
+def skipping_broken() -> Iterator[dict[str, str]]:
+    """Within: load_all() leaves a broken cohort file out (recorded in the dict yielded) instead of failing."""
+    global _SKIP_BROKEN
+    _SKIP_BROKEN = True
+    try:
+        yield BROKEN
+    finally:
+        _SKIP_BROKEN = False
+
+
+def load_all(folder: Path | None = None) -> list[CohortDefinition]:
+    folder = folder or cohort_dir()
+    defs = []
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            defs.append(load(path))
+        except CohortFileError as error:
+            if not _SKIP_BROKEN:
+                raise
+            BROKEN[str(path)] = str(error)
     names = [d.name for d in defs]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate cohort names in {folder}: {names}")
+        raise CohortFileError(f"duplicate cohort names in {folder}: {names}")
     return defs

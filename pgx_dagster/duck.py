@@ -167,9 +167,10 @@ class Session:
         for key, value in values.items():
             self.execute(f"SET VARIABLE {key} = ?", [value])
 
-    def view(self, name: str, relation: str) -> None:
-        """Register an input: `relation` is a table expression such as parquet_relation(...)."""
-        with self.doing(f"reading {name}"):
+    def view(self, name: str, relation: str, what: str | None = None) -> None:
+        """Register an input: `relation` is a table expression such as parquet_relation(...); `what` names it in
+        an error in the user's words (default: the view's name)."""
+        with self.doing(what or f"reading {name}"):
             self.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {relation}")
 
     def model_view(self, name: str, model: str) -> None:

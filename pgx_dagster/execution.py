@@ -10,7 +10,9 @@
   run holds many partitions on a machine with many cores, or to isolate a step's memory.
 - Step retries: up to 3, exponential backoff with jitter, for transient failures (I/O, S3, a killed
   process). A data defect raises `DataDefect` (a Failure with allow_retries=False) and fails at once;
-  a failed asset check is a verdict, not an exception, so it is never retried either.
+  so does a bad setting (`settings.SettingError`, also a Failure with allow_retries=False) - normally caught
+  before anything runs, when the definitions load (preflight.py); a failed asset check is a verdict, not an
+  exception, so it is never retried either.
 """
 
 from dagster import Backoff, Jitter, RetryPolicy, in_process_executor, multiprocess_executor

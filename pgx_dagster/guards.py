@@ -12,9 +12,10 @@ carried before this run replaced it (`previous` in `_checkpoint.json`, reporting
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
+
+from pgx_dagster.settings import value
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,8 @@ class Guard:
     default: float = 0.0
 
     def threshold(self) -> float:
-        raw = os.environ.get(self.setting, "") if self.setting else ""
-        if not raw.strip():
-            return self.default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{self.setting}={raw!r}: expected a number like {self.default}") from None
-        if not 0 <= value <= 1:
-            raise ValueError(f"{self.setting}={raw!r}: expected a share between 0 and 1")
-        return value
+        """The threshold: its setting (a share from 0 to 1, checked by settings.py) or the default."""
+        return float(value(self.setting, self.default)) if self.setting else self.default
 
     @property
     def warn_only(self) -> bool:
@@ -113,12 +106,7 @@ MONITORED = {
 
 def min_rows() -> int:
     """Counts below this are too small to judge a rate by (PGX_GUARD_MIN_ROWS, default 10)."""
-    raw = os.environ.get("PGX_GUARD_MIN_ROWS", "").strip()
-    if not raw:
-        return 10
-    if not raw.isdigit():
-        raise ValueError(f"PGX_GUARD_MIN_ROWS={raw!r}: expected a whole number like 10")
-    return int(raw)
+    return value("PGX_GUARD_MIN_ROWS", 10)
 
 
 def quarantine_rate(tables: dict[str, tuple[int, dict[str, int]]], whole_tables: bool) -> tuple[bool, dict]:

@@ -32,7 +32,7 @@ from dagster import ConfigurableResource, Failure, get_dagster_logger
 from pydantic import Field
 
 from pgx_dagster.forksafe import remove_stale_temp
-from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT, s3_timeouts
+from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT, SettingError, instance_warning, s3_timeouts
 
 CHECKPOINT = "_checkpoint.json"
 _AT_FDCWD = -100
@@ -232,8 +232,19 @@ class LakeResource(ConfigurableResource):
             return date.today()
         try:
             return date.fromisoformat(self.extract_date)
-        except ValueError as exc:
-            raise ValueError(f"PGX_EXTRACT_DATE must be YYYY-MM-DD, got {self.extract_date!r}") from exc
+        except ValueError:
+            given = self.extract_date
+            raise SettingError(f"PGX_EXTRACT_DATE={given!r} is not valid: expected a date YYYY-MM-DD") from None
+
+    def setup_for_execution(self, context) -> None:
+        """A run recorded where nobody will find it again (an in-memory instance, or `dagster dev`'s temporary
+        one) says so in its log: the lake is written all the same (settings.instance_warning)."""
+        instance = getattr(context, "instance", None)
+        if instance is not None:
+            root = getattr(instance, "root_directory", None) if not instance.is_ephemeral else None
+            message = instance_warning(instance.is_ephemeral, root)
+            if message:
+                context.log.warning(message)
 
     def raw_roots(self) -> list[str]:
         return [r.strip().rstrip("/") for r in self.raw_root.split(",") if r.strip()]

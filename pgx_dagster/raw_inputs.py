@@ -31,6 +31,7 @@ from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import IMPUTED, KINDS, SILVER
 from pgx_dagster.duck import DataDefect, Session, quote, redact
 from pgx_dagster.lake import LakeResource
+from pgx_dagster.settings import SettingError, did_you_mean
 
 RAW_TABLES = ("medical_claims", "pharmacy_claims", "member_eligibility", "member_linkage")
 # The external assets that stand for them in the asset graph (stages/raw.py).
@@ -104,6 +105,7 @@ class Source:
     """One source table of a format, read into the view `view`."""
 
     view: str
+    label: str = ""  # what the user calls it in messages ("medical claims", "Tuva eligibility"): never the view
     patterns: tuple[str, ...] = ()  # globs under each raw folder; per folder the first that has files
     pgx_table: str = ""  # pgx format: resolved by raw_glob (legacy layouts, overrides)
     required: tuple[str, ...] = ()
@@ -126,6 +128,7 @@ def _tuva(stem: str, required: tuple[str, ...], optional: tuple[str, ...]) -> So
     is `person_id` (Tuva >= 0.13) or `patient_id` (before)."""
     return Source(
         f"tuva_{stem}",
+        f"Tuva {stem}",
         (f"{stem}.csv", f"{stem}.parquet", f"{stem}/*.parquet", f"{stem}/*.csv"),
         required=required,
         optional=dict.fromkeys(optional, "VARCHAR"),
@@ -145,6 +148,7 @@ FORMATS: dict[str, RawFormat] = {
             # Required: what a row cannot do without (guards.REQUIRED); the rest reads as NULL when absent.
             Source(
                 "src_medical_claims",
+                "medical claims",
                 pgx_table="medical_claims",
                 required=("payer_id", "member_id", "claim_id", "service_date", "diagnosis_code_1", "procedure_code"),
                 optional={
@@ -168,6 +172,7 @@ FORMATS: dict[str, RawFormat] = {
             ),
             Source(
                 "src_pharmacy_claims",
+                "pharmacy claims",
                 pgx_table="pharmacy_claims",
                 required=("payer_id", "member_id", "claim_id", "fill_date", "ndc"),
                 optional=dict.fromkeys(
@@ -185,13 +190,19 @@ FORMATS: dict[str, RawFormat] = {
             ),
             Source(
                 "src_member_eligibility",
+                "member eligibility",
                 pgx_table="member_eligibility",
                 required=("payer_id", "member_id", "coverage_year", "birth_year"),
                 optional=dict.fromkeys(
                     ("sex", "zip", "state", "enrollment_start_date", "enrollment_end_date"), "VARCHAR"
                 ),
             ),
-            Source("src_member_linkage", pgx_table="member_linkage", required=("payer_id", "member_id", "person_id")),
+            Source(
+                "src_member_linkage",
+                "member linkage",
+                pgx_table="member_linkage",
+                required=("payer_id", "member_id", "person_id"),
+            ),
         ),
     ),
     "tuva": RawFormat(
@@ -229,6 +240,7 @@ FORMATS: dict[str, RawFormat] = {
         (
             Source(
                 "desynpuf_beneficiary",
+                "DE-SynPUF beneficiary summary",
                 ("*Beneficiary_Summary_File*.csv",),
                 required=("DESYNPUF_ID", "BENE_BIRTH_DT", "BENE_SEX_IDENT_CD"),
                 optional=dict.fromkeys(
@@ -246,6 +258,7 @@ FORMATS: dict[str, RawFormat] = {
             ),
             Source(
                 "desynpuf_carrier",
+                "DE-SynPUF carrier claims",
                 ("*Carrier_Claims*.csv",),
                 may_be_absent=True,
                 required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
@@ -262,6 +275,7 @@ FORMATS: dict[str, RawFormat] = {
             *(
                 Source(
                     f"desynpuf_{kind.lower()}",
+                    f"DE-SynPUF {kind.lower()} claims",
                     (f"*{kind}_Claims*.csv",),
                     may_be_absent=True,
                     required=("DESYNPUF_ID", "CLM_ID", "CLM_FROM_DT"),
@@ -271,6 +285,7 @@ FORMATS: dict[str, RawFormat] = {
             ),
             Source(
                 "desynpuf_pde",
+                "DE-SynPUF prescription drug events",
                 ("*Prescription_Drug_Events*.csv",),
                 may_be_absent=True,
                 required=("DESYNPUF_ID", "PDE_ID", "SRVC_DT", "PROD_SRVC_ID"),
@@ -283,8 +298,31 @@ FORMATS: dict[str, RawFormat] = {
 
 def raw_format(name: str) -> RawFormat:
     if name not in FORMATS:
-        raise ValueError(f"PGX_RAW_FORMAT must be one of {', '.join(FORMATS)}, got {name!r}")
+        raise SettingError(
+            f"PGX_RAW_FORMAT={name!r} is not valid: expected one of {', '.join(FORMATS)}{did_you_mean(name, FORMATS)}"
+        )
     return FORMATS[name]
+
+
+def expected_files(source: Source) -> str:
+    """Where a source's files are expected under PGX_RAW_ROOT, in words."""
+    if source.pgx_table:
+        return " or ".join(pattern for pattern, _why in RAW_CANDIDATES[source.pgx_table])
+    return " or ".join(source.patterns)
+
+
+def no_files(lake: LakeResource, fmt: RawFormat, source: Source, tried: list[str]) -> DataDefect:
+    """No files for a source: the format, the files expected, PGX_RAW_ROOT and what to do."""
+    from pgx_dagster.resources import RAW_OVERRIDE_VARS
+
+    override = f" (or {RAW_OVERRIDE_VARS[source.pgx_table]})" if source.pgx_table in RAW_OVERRIDE_VARS else ""
+    where = (f"at {RAW_OVERRIDE_VARS[source.pgx_table]}={lake.raw_overrides[source.pgx_table]}"
+             if lake.raw_overrides.get(source.pgx_table) else f"under PGX_RAW_ROOT={lake.raw_root}")  # fmt: skip
+    return DataDefect(
+        f"no {source.label} files {where} (PGX_RAW_FORMAT={fmt.name}): expected {expected_files(source)}; tried "
+        f"{', '.join(tried)}. Put the files there, point PGX_RAW_ROOT{override} at them, or set PGX_RAW_FORMAT to "
+        "their layout (`pgx validate-inputs` shows what is read)."
+    )
 
 
 def source_files(lake: LakeResource, source: Source) -> tuple[list[str], list[str]]:
@@ -326,7 +364,7 @@ def file_columns(s: Session, files: list[str], source: Source) -> dict[str, set[
     if all(f.endswith(".parquet") for f in files):
         listing = ", ".join(quote(f) for f in files)
         try:
-            with s.doing(f"{source.view}: reading the Parquet footers"):
+            with s.doing(f"{source.label}: reading the Parquet footers"):
                 rows = s.execute(f"SELECT file_name, name FROM parquet_schema([{listing}])").fetchall()
         except DataDefect:
             raise unreadable(s, files, source) from None
@@ -337,7 +375,7 @@ def file_columns(s: Session, files: list[str], source: Source) -> dict[str, set[
     out = {}
     for path in files:
         try:
-            with s.doing(f"{source.view}: reading the header of {path}"):
+            with s.doing(f"{source.label}: reading the header of {path}"):
                 out[path] = {name for name, _type in s.columns(_reader([path], source))}
         except DataDefect:
             raise unreadable(s, [path], source) from None
@@ -353,21 +391,21 @@ def unreadable(s: Session, files: list[str], source: Source) -> DataDefect:
         except duckdb.Error as error:
             kind = "Parquet" if path.endswith(".parquet") else "CSV"
             return DataDefect(
-                f"{source.view} file {path} cannot be read as {kind}: {redact(str(error))}. The file is damaged "
+                f"{source.label} file {path} cannot be read as {kind}: {redact(str(error))}. The file is damaged "
                 "or not what its name says: replace it with a good copy (or remove it) and re-run."
             )
-    return DataDefect(f"{source.view}: its files ({len(files)}) could not be read together; each reads alone.")
+    return DataDefect(f"{source.label}: its files ({len(files)}) could not be read together; each reads alone.")
 
 
 def check_raw_readable(s: Session, used: dict[str, list[str]]) -> DataDefect | None:
     """After a query over the raw views failed: the raw file that cannot be read whole, if any."""
-    fmt_sources = {src.view: src for fmt in FORMATS.values() for src in fmt.sources}
-    for view, files in used.items():
+    sources = {src.label: src for fmt in FORMATS.values() for src in fmt.sources}
+    for label, files in used.items():
         for path in files:
             try:
-                s.con.execute(f"SELECT sum(hash(t)) FROM {_reader([path], fmt_sources[view])} t").fetchone()
+                s.con.execute(f"SELECT sum(hash(t)) FROM {_reader([path], sources[label])} t").fetchone()
             except duckdb.Error:
-                return unreadable(s, [path], fmt_sources[view])
+                return unreadable(s, [path], sources[label])
     return None
 
 
@@ -386,7 +424,8 @@ def reading_raw(s: Session, used: dict[str, list[str]]) -> Iterator[None]:
 
 def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple(RAW_VIEWS)) -> dict[str, list[str]]:
     """Views raw_medical / raw_pharmacy / raw_eligibility / raw_linkage in the raw layout, whatever
-    the input format. Returns the files each source view reads (for logs and metadata)."""
+    the input format. Returns the files each source reads, by the source's name in the user's words (for logs
+    and metadata: "medical claims", "Tuva eligibility"; never the internal view)."""
     fmt = raw_format(lake.raw_format)
     # Open enrolment spans run to the extract date.
     s.set_variables({"extract_date": lake.extract_day()})
@@ -399,21 +438,17 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
             types = {**dict.fromkeys(columns, "VARCHAR"), **source.optional}
             nulls = ", ".join(f'NULL::{types[c]} AS "{c}"' for c in columns)
             s.view(source.view, f"(SELECT {nulls} LIMIT 0)")
-            used[source.view] = []
+            used[source.label] = []
             continue
         if not files:
-            raise DataDefect(
-                f"PGX_RAW_FORMAT={fmt.name}: no {source.view} files; tried {', '.join(tried)}. Put the files there, "
-                "point PGX_RAW_ROOT (or a PGX_RAW_* override) at them, or set PGX_RAW_FORMAT to their layout "
-                "(`pgx validate-inputs` shows what is read)."
-            )
+            raise no_files(lake, fmt, source, tried)
         per_file = file_columns(s, files, source)
         for path, columns_of_file in per_file.items():
             missing = [c for c in source.required if not {c, *source.aliases.get(c, ())} & columns_of_file]
             if missing:
                 others = sum(1 for f, cols in per_file.items() if f != path and set(missing) - cols)
                 raise DataDefect(
-                    f"{source.view} file {path} has no column {', '.join(_with_aliases(c, source) for c in missing)}"
+                    f"{source.label} file {path} has no column {', '.join(_with_aliases(c, source) for c in missing)}"
                     + (f" (nor do {others} other file(s))" if others else "")
                     + f": the {fmt.name} format needs {', '.join(_with_aliases(c, source) for c in source.required)} "
                     '(README "Raw layout" / "Input formats"). Add or rename the column in the file and re-run.'
@@ -431,8 +466,8 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
         else:
             columns = [absent.get(c) or named.get(c) or f'"{c}"' for c in (*source.required, *source.optional)]
             columns += ["filename"] if source.with_filename else []
-        s.view(source.view, f"(SELECT {', '.join(columns)} FROM {relation})")
-        used[source.view] = files
+        s.view(source.view, f"(SELECT {', '.join(columns)} FROM {relation})", f"reading the {source.label} files")
+        used[source.label] = files
     for view in tables:
         s.model_view(view, f"formats/{fmt.name}/{RAW_VIEWS[view]}")
     return used
@@ -474,9 +509,9 @@ def _validate_format(lake: LakeResource) -> tuple[bool, list[str]]:
         try:
             files, tried = source_files(lake, source)
         except Failure as error:
-            lines += [f"  {source.view}:", f"     ERROR: {error.description}", "  (the other sources were not tried)"]
+            lines += [f"  {source.label}:", f"     ERROR: {error.description}", "  (the other sources were not tried)"]
             return False, lines
-        lines.append(f"  {source.view}: {len(files)} file(s)")
+        lines.append(f"  {source.label}: {len(files)} file(s)")
         lines += [f"    -> {f}" for f in files]
         if not files:
             lines.append(f"     {'(none: read as empty)' if source.may_be_absent else 'ERROR: no files'}; tried "
@@ -514,7 +549,7 @@ def register_genotypes(s: Session, lake: LakeResource) -> list[str]:
             "(SELECT NULL::VARCHAR AS person_id, NULL::VARCHAR AS gene, NULL::VARCHAR AS phenotype LIMIT 0)",
         )
         return []
-    source = Source("genotypes")
+    source = Source("genotypes", "genotypes")
     for path, present in file_columns(s, files, source).items():
         if missing := [c for c in GENOTYPE_COLUMNS if c not in present]:
             raise DataDefect(

@@ -9,14 +9,19 @@ here: the AWS default credential chain applies.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from dagster import EnvVar
 
 from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.lake import LakeResource, is_s3
-from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_MEMORY_PER_WORKER, DEFAULT_RAW_ROOT, DEFAULT_UNIT_ROWS
+from pgx_dagster.settings import (
+    DEFAULT_LAKE_ROOT,
+    DEFAULT_MEMORY_PER_WORKER,
+    DEFAULT_RAW_ROOT,
+    DEFAULT_UNIT_ROWS,
+    setting,
+)
 
 # The PGX_RAW_* overrides of raw_inputs.RAW_TABLES (README "Running on AWS").
 RAW_OVERRIDE_VARS = {
@@ -28,13 +33,14 @@ RAW_OVERRIDE_VARS = {
 
 
 def _env(name: str, default: Any) -> Any:
-    return EnvVar(name) if os.environ.get(name) else default
+    """A setting (settings.SETTINGS) that is set, as an EnvVar; else the default."""
+    return EnvVar(name) if setting(name).raw() else default
 
 
 def build_resources(raw_root: str | None = None, lake_root: str | None = None) -> dict[str, Any]:
     """The resources of the code location; explicit roots (tests, tools) override the environment."""
-    raw = raw_root or os.environ.get("PGX_RAW_ROOT") or DEFAULT_RAW_ROOT
-    lake = lake_root or os.environ.get("PGX_LAKE_ROOT") or DEFAULT_LAKE_ROOT
+    raw = raw_root or setting("PGX_RAW_ROOT").raw() or DEFAULT_RAW_ROOT
+    lake = lake_root or setting("PGX_LAKE_ROOT").raw() or DEFAULT_LAKE_ROOT
     return {
         "lake": LakeResource(
             raw_root=raw_root or _env("PGX_RAW_ROOT", DEFAULT_RAW_ROOT),
@@ -44,12 +50,12 @@ def build_resources(raw_root: str | None = None, lake_root: str | None = None) -
             ndc_ingredient_file=_env("PGX_NDC_INGREDIENT_FILE", ""),
             genotypes=_env("PGX_GENOTYPES", ""),
             extract_date=_env("PGX_EXTRACT_DATE", ""),
-            raw_overrides={table: os.environ[var] for table, var in RAW_OVERRIDE_VARS.items() if os.environ.get(var)},
+            raw_overrides={table: setting(var).raw() for table, var in RAW_OVERRIDE_VARS.items() if setting(var).raw()},
         ),
         "duckdb": DuckDBWorker(
             memory_limit=_env("PGX_MEMORY_PER_WORKER", DEFAULT_MEMORY_PER_WORKER),
             temp_root=_env("PGX_TEMP_DIR", None),
-            unit_rows=EnvVar.int("PGX_UNIT_ROWS") if os.environ.get("PGX_UNIT_ROWS") else DEFAULT_UNIT_ROWS,
+            unit_rows=EnvVar.int("PGX_UNIT_ROWS") if setting("PGX_UNIT_ROWS").raw() else DEFAULT_UNIT_ROWS,
             # httpfs + an S3 secret only when a root is on S3
             s3=is_s3(raw) or is_s3(lake),
         ),

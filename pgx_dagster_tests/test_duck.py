@@ -51,7 +51,7 @@ def test_settings_are_per_session_and_global_steps_get_every_core_within_the_bud
 
 @pytest.mark.parametrize("budget", ["", "2", "0GB", "-1GB", "2 gigabytes", "GB", "1.5.0GB", "nan"])
 def test_a_budget_that_is_not_a_size_is_a_clear_error(budget: str):
-    expected = rf"PGX_MEMORY_PER_WORKER must be a positive size .*got {re.escape(repr(budget))}"
+    expected = rf"PGX_MEMORY_PER_WORKER={re.escape(repr(budget))} is not valid: expected a positive size such as 2GB"
     with pytest.raises(ValueError, match=expected), DuckDBWorker(memory_limit=budget).session():
         pass
 

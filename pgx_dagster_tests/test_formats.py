@@ -37,13 +37,13 @@ def test_missing_required_column_is_a_clear_error(tmp_path):
         f"COPY (SELECT * EXCLUDE (birth_date) FROM read_csv('{DATA}/tuva_demo/eligibility.csv', all_varchar = true)) "
         f"TO '{elig}' (HEADER)"
     )
-    expected = r"tuva_eligibility file .*eligibility\.csv has no column birth_date: the tuva format needs"
+    expected = r"Tuva eligibility file .*eligibility\.csv has no column birth_date: the tuva format needs"
     with pytest.raises(Failure, match=expected):
         raw_counts(LakeResource(raw_root=str(tmp_path / "tuva"), raw_format="tuva"))
 
 
 def test_missing_files_name_every_place_tried(tmp_path):
-    with pytest.raises(Failure, match=r"no desynpuf_beneficiary files; tried .*Beneficiary_Summary_File"):
+    with pytest.raises(Failure, match=r"no DE-SynPUF beneficiary summary files .*; tried .*Beneficiary_Summary_File"):
         raw_counts(LakeResource(raw_root=str(tmp_path), raw_format="desynpuf"))
 
 
@@ -96,7 +96,7 @@ def test_state_codes_cover_the_zip3_states():
 def test_validate_inputs_lists_the_files_of_a_format(tmp_path):
     ok, lines = validate_inputs(LakeResource(raw_root=str(DATA / "desynpuf_sample"), raw_format="desynpuf"))
     assert ok
-    assert any("desynpuf_carrier: 0 file(s)" in line for line in lines)
+    assert any("DE-SynPUF carrier claims: 0 file(s)" in line for line in lines)
     assert any(line.strip().startswith("(none: read as empty)") for line in lines)
     ok, lines = validate_inputs(LakeResource(raw_root=str(tmp_path), raw_format="tuva"))
     assert not ok and sum("ERROR: no files" in line for line in lines) == 3

@@ -7,6 +7,8 @@ pgx materialize      the same backfill on whatever PGX_RAW_ROOT / PGX_LAKE_ROOT 
 pgx backfill         an asset backfill through a running webserver and daemon (ops/backfill.py)
 pgx daemon           `dagster-daemon run` with a short loop, so backfills advance every second
 pgx validate-inputs  which raw files would be read
+pgx partitions       every partition key: claims keys (age_band|event_year), shards, cohorts
+pgx status           per stage: partitions done / failed / retried of the latest backfill
 pgx build-ndc-map    the NDC -> ingredient map and opioid NDC / MME file from the FDA NDC Directory
 """
 
@@ -51,10 +53,21 @@ def _dagster_home() -> Path:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         sys.exit(
-            "DAGSTER_HOME is not set: runs must be recorded in a persistent instance "
-            "(the Makefile sets DAGSTER_HOME=.dagster_home)"
+            "pgx: DAGSTER_HOME is not set: runs must be recorded in a persistent instance, or they appear neither "
+            "in the UI nor in `pgx status` (the Makefile sets DAGSTER_HOME=.dagster_home)"
         )
     return Path(home).resolve()
+
+
+def _check_keys(keys: list[str] | None) -> None:
+    """Partition keys named on the command line, checked before anything starts: one line for the first
+    unknown one, with the order of a claims key and a few valid keys."""
+    from pgx_dagster.partitions import unknown_key
+
+    for key in keys or []:
+        why = unknown_key(key)
+        if why:
+            sys.exit(f"pgx: {why}")
 
 
 def _materialize(partitions: list[str] | None, started: float) -> None:
@@ -137,6 +150,7 @@ def _main(argv: list[str] | None = None) -> None:
     bf.add_argument("--timeout", type=float, default=3600 * 6, help="seconds to follow it (default 6 h)")
     bf.add_argument("--no-wait", action="store_true", help="submit and return")
     sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
+    sub.add_parser("partitions", help="every partition key: claims (age_band|event_year), shards, cohorts")
     st = sub.add_parser("status", help="per stage: partitions done / failed / retried, rows/s, CPU, peak RSS")
     st.add_argument("backfill_id", nargs="?", help="a backfill id (default: the latest)")
     sub.add_parser(
@@ -159,6 +173,14 @@ def _main(argv: list[str] | None = None) -> None:
         sys.exit(ndc_map_main(extra))
     if extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Every setting checked before anything starts (a path must exist only where the command reads it).
+    for note in settings.validate(check_paths=a.command == "materialize"):
+        print(f"pgx: warning: {note}", file=sys.stderr)
+    if a.command == "partitions":
+        from pgx_dagster.partitions import listing
+
+        print(listing())
+        return
     if a.command == "validate-inputs":
         from pgx_dagster.raw_inputs import validate_inputs
 
@@ -167,12 +189,19 @@ def _main(argv: list[str] | None = None) -> None:
         print("\n".join(lines))
         sys.exit(0 if ok else 2)
     if a.command == "status":
-        from pgx_dagster.ops.status import main as status_main
+        from pgx_dagster.cohort_definitions import skipping_broken
 
         _dagster_home()
-        print(status_main(a.backfill_id))
+        # A broken cohort file does not hide the rest: its cohort is left out and the file reported first.
+        with skipping_broken() as broken:
+            from pgx_dagster.ops.status import main as status_main
+
+            for why in broken.values():
+                print(f"Left out below, a broken cohort file: {why}")
+            print(status_main(a.backfill_id))
         return
     if a.command == "backfill":
+        _check_keys(_split(a.partitions))
         sys.exit(run_cli(a.url, _split(a.partitions), _split(a.assets), a.reexecute_failed, a.timeout, not a.no_wait))
     started = time.perf_counter()
     if a.command == "demo":
@@ -183,4 +212,5 @@ def _main(argv: list[str] | None = None) -> None:
             sys.exit("pgx demo generates the pgx raw layout; unset PGX_RAW_FORMAT (or use `pgx materialize`)")
         ensure_demo_data(raw_root, a.members or settings.demo_members(), settings.event_years())
         _materialize(None, started)
+    _check_keys(_split(a.partitions))
     _materialize(_split(a.partitions), started)
