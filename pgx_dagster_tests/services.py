@@ -107,3 +107,14 @@ def render(url: str, screenshot: Path, profile: Path, window: str = "1600,1200",
     subprocess.run([chromium(), *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
     dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     return dom.stdout
+
+
+def dismiss_first_visit_dialog(page, wait_ms: int = 10_000) -> None:
+    """Skip the newsletter dialog a fresh browser profile gets from Dagster's UI a moment after the page loads
+    (it covers the page and takes the clicks); nothing where it does not come within `wait_ms`."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_role("button", name="Skip").click(timeout=wait_ms)
+    except PlaywrightTimeout:
+        pass

@@ -249,7 +249,7 @@ def test_the_checks_partition_grid_reads_passed_35_in_chromium(ui):
     """The same grid as a person sees it: the check's Partitions tab in headless Chromium."""
     from playwright.sync_api import sync_playwright
 
-    from pgx_dagster_tests.services import CHROMIUM_FLAGS, chromium
+    from pgx_dagster_tests.services import CHROMIUM_FLAGS, chromium, dismiss_first_visit_dialog
 
     ARTIFACTS.mkdir(exist_ok=True)
     total = len(all_keys())
@@ -258,10 +258,10 @@ def test_the_checks_partition_grid_reads_passed_35_in_chromium(ui):
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1200})
             page.goto(f"{ui['url']}/assets/events?view=checks&checkDetail=events_classification")
-            skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
-            if skip.count():
-                skip.click()
-            page.locator("button[role=tab]", has_text="Partitions").click()  # the check's tab, not the asset's link
+            tab = page.locator("button[role=tab]", has_text="Partitions")  # the check's tab, not the asset's link
+            tab.wait_for()
+            dismiss_first_visit_dialog(page)
+            tab.click()
             page.get_by_text(f"Passed ({total})").first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "events_classification_partitions.png"))
             text = page.inner_text("body")
