@@ -71,9 +71,13 @@ def _check_keys(keys: list[str] | None) -> None:
 
 
 def _materialize(partitions: list[str] | None, started: float) -> None:
+    from pgx_dagster.ops.daemon import roots
     from pgx_dagster.ops.materialize import DaemonMismatch, backfill, summary
 
     home = _dagster_home()
+    # The roots as the runs will have them (the defaults made absolute): a raw folder that is not there stops
+    # here, not as a code location that fails to load behind the webserver.
+    settings.validate({**os.environ, **roots()})
     print(f"Materializing into {settings.lake_root()} (instance: {home})")
     try:
         outcome = backfill(home, partitions)

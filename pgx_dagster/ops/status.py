@@ -24,6 +24,9 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, PartitionKeyRan
 from pgx_dagster.stages import ALL
 
 GLOBAL = ""  # the partition key of an unpartitioned asset
+# The stage of an asset the backfill targets that the code location does not have (now): e.g. the cohort of
+# a cohort file that is broken (`pgx status` leaves it out and says so) or was removed.
+NOT_LOADED = "not loaded"
 QA_LINES = 20  # partitions that failed QA listed by name; the rest counted
 # stages in the order data flows: each stage module's assets are the group of its name
 STAGE_ORDER = [module.__name__.rsplit(".", 1)[1] for module in ALL]
@@ -106,7 +109,7 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
     failed = {_pair(ap) for ap in data.failed_and_downstream_subset.iterate_asset_partitions()}
     for ap in data.target_subset.iterate_asset_partitions():
         name, key = _pair(ap)
-        stages[stage_of.get(name, "default")].targeted.add((name, key))
+        stages[stage_of.get(name, NOT_LOADED)].targeted.add((name, key))
 
     runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
     kinds = {
@@ -141,14 +144,14 @@ def collect(instance: DagsterInstance, backfill_id: str | None = None) -> tuple[
             mat = event.step_materialization_data.materialization
             pair = (mat.asset_key.to_user_string(), mat.partition or GLOBAL)
             if retry_run:
-                stages[stage_of.get(pair[0], "default")].retried.add(pair)
+                stages[stage_of.get(pair[0], NOT_LOADED)].retried.add(pair)
             if pair not in latest or entry.timestamp >= latest[pair]["at"]:
                 meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
                 latest[pair] = {**meta, "at": entry.timestamp, "run_id": run.run_id}
     qa_failures = _qa_failures(latest, verdicts, planned, _ended(runs))
     on_failed = _downstream(qa_failures, graph)
     for (name, key), meta in latest.items():
-        figures = stages[stage_of.get(name, "default")]
+        figures = stages[stage_of.get(name, NOT_LOADED)]
         figures.done.add((name, key))
         figures.rows += int(meta.get("dagster/row_count") or 0)
         figures.seconds += float(meta.get("duration_s") or 0)
