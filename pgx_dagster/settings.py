@@ -216,10 +216,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("PGX_EXTRACT_DATE", "today", "The date the raw extract was cut: service dates after it are "
             "impossible, open enrolment spans run to it.", DATE),
     Setting("PGX_OPIOID_NDC_FILE", "", "The opioid NDC / MME conversion file (layout of "
-            "sql/codesets/opioid_ndc.csv, e.g. built by `pgx build-ndc-map`); unset: the shipped placeholder list.",
+            "sql/codesets/opioid_ndc.csv, e.g. built by `pgx build-opioid-ndc` from a newer CDC list, or by "
+            "`pgx build-ndc-map` from the FDA NDC Directory); unset: CDC's 2017 list as shipped.",
             FILE, must_exist=True),
-    Setting("PGX_NDC_INGREDIENT_FILE", "", "The NDC -> ingredient map (layout of sql/codesets/ndc_ingredient.csv); "
-            "unset: the shipped placeholder map.", FILE, must_exist=True),
+    Setting("PGX_NDC_INGREDIENT_FILE", "", "The NDC -> ingredient map of the non-opioid drugs with CPIC guidance "
+            "(layout of sql/codesets/ndc_ingredient.csv, built by `pgx build-ndc-map`); unset: the shipped map, "
+            "whose NDCs are placeholders only the synthetic data uses.", FILE, must_exist=True),
     Setting("PGX_COHORT_DIR", "cohorts", "The folder of the cohort definitions, one TOML file per cohort (relative: "
             "to the repository).", FOLDER, when=LOAD),
     Setting("PGX_GENOTYPES", "", "Genotypes (person_id, gene, phenotype in CPIC terms): a CSV or Parquet file, a "
@@ -244,8 +246,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "RSS); DuckDB's memory_limit is this less what the process holds beside it.", SIZE, "bytes"),
     Setting("PGX_UNIT_ROWS", str(DEFAULT_UNIT_ROWS), "Rows per unit of a global step (intake, demographics): "
             "bounds a step's memory at any extract size.", WHOLE, "rows", low=1),
-    Setting("PGX_TEMP_DIR", "the system temp folder", "Where each worker's DuckDB temp folder (spill) is made.",
-            TEXT),
+    Setting("PGX_TEMP_DIR", "the system temp folder", "Where each worker's DuckDB temp folder (spill) is made: a "
+            "local folder.", TEXT),
     Setting("PGX_EXECUTOR", "in_process", "How a run executes its steps: one after another in the run's process "
             "(in_process) or each in its own process (multiprocess).", CHOICE, choices=EXECUTORS, when=LOAD),
     Setting("PGX_MP_START_METHOD", "forkserver", "multiprocess executor: how step processes start (forkserver, "
@@ -459,6 +461,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _default(s: Setting) -> str:
+    """A value as code, a description (`the system temp folder`) as words, none as "unset"."""
+    if not s.default:
+        return "unset"
+    return s.default if " " in s.default and "(" not in s.default else f"`{s.default}`"
+
+
 def configuration_page() -> str:
     """docs/configuration.md, generated from SETTINGS (`python -m pgx_dagster.settings` writes it; a test keeps
     the committed page equal to it)."""
@@ -486,21 +495,14 @@ def configuration_page() -> str:
     for s in SETTINGS.values():
         if s.when == TOOLING:
             continue
-        default = f"`{s.default}`" if s.default else "unset"
-        lines.append(f"| `{s.name}` | {default} | {_cell(s.valid())} | {s.unit} | {s.when} | {_cell(s.meaning)} |")
+        lines.append(f"| `{s.name}` | {_default(s)} | {_cell(s.valid())} | {s.unit} | {s.when} | {_cell(s.meaning)} |")
     lines += [
         "",
         "## Read by the tests, the benchmarks and the deployment",
         "",
         "| Variable | Default | Meaning |",
         "|---|---|---|",
-        *(
-            f"| `{s.name}` | `{s.default}` | {_cell(s.meaning)} |"
-            if s.default
-            else f"| `{s.name}` | unset | {_cell(s.meaning)} |"
-            for s in SETTINGS.values()
-            if s.when == TOOLING
-        ),  # fmt: skip
+        *(f"| `{s.name}` | {_default(s)} | {_cell(s.meaning)} |" for s in SETTINGS.values() if s.when == TOOLING),
         "",
         "## Without DAGSTER_HOME",
         "",
