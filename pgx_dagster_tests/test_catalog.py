@@ -111,3 +111,25 @@ def test_a_report_on_s3_gets_a_presigned_url_that_opens(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="PGX_PRESIGN_SECONDS"):
             browser_url("s3://lake/pgx", "s3://lake/pgx/x.html")
     assert reporting.DEFAULT_PRESIGN_SECONDS == 7 * 24 * 3600
+
+
+def test_the_selection_of_a_backfill_is_summed_up_by_partitioning():
+    from pgx_dagster.ops.backfill import BackfillStatus, Partitioning, selection_summary
+
+    claims = Partitioning("age_band|event_year", tuple(f"{b}|2019" for b in "abcde"))
+    partitionings = {"silver": claims, "events": claims, "cohort": claims, "intake": Partitioning("", ("000",)),
+                     "export": Partitioning("", ("opioid_ed", "other")), "index": Partitioning("", ())}  # fmt: skip
+
+    def counts(n: int) -> dict[str, int]:
+        return {"targeted": n, "running": 0, "done": 0, "failed": 0}
+
+    everything = BackfillStatus("b1", "REQUESTED", {a: counts(len(p.keys) or 1) for a, p in partitionings.items()})
+    assert selection_summary(partitionings, everything) == (
+        "19 asset-partitions: all 5 age_band|event_year partitions x 3 assets; all 2 partitions (like opioid_ed) x "
+        "1 asset; partition 000 x 1 asset; 1 asset unpartitioned"
+    )
+    two = BackfillStatus("b2", "REQUESTED", {"silver": counts(2), "events": counts(2), "cohort": counts(5)})
+    assert selection_summary(partitionings, two) == (
+        "9 asset-partitions: all 5 age_band|event_year partitions x 1 asset; 2 of 5 age_band|event_year partitions x "
+        "2 assets"
+    )

@@ -165,6 +165,42 @@ def test_the_exports_are_listed_with_links_and_their_tables_render(catalog_ui):
     assert "<table" in association and all(f">{c}<" in association for c in ASSOCIATION_COLUMNS)
 
 
+def test_the_backfill_page_shows_the_partitions_given(catalog_ui):
+    """`pgx backfill --partitions` (no --assets) selects the assets that have those partitions, so the backfill
+    page's "Partition selection" reads the keys given - not shard "000", the first asset of the whole graph (and
+    the launch no longer fails: Dagster applies the keys to the first asset). Last in the module: it cancels the
+    backfill it started, which may leave a partition half done."""
+    from pgx_dagster.ops.backfill import Client
+
+    keys = ["65-74|2019", "45-54|2018"]
+    client = Client(catalog_ui["url"])
+    launched = subprocess.run(
+        [str(Path(sys.executable).parent / "pgx"), "backfill", "--url", catalog_ui["url"], "--partitions",
+         ",".join(keys), "--no-wait"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    backfill_id = launched.stdout.split("Backfill ", 1)[1].split(":", 1)[0]
+    try:
+        # what it targets, printed: the keys for every asset that has them, every cohort partition after them
+        assert "2 of 35 age_band|event_year partitions x 5 assets" in launched.stdout, launched.stdout
+        assert "all 35 age_band|event_year partitions x 1 asset" in launched.stdout, launched.stdout
+        page, close = browse(f"{catalog_ui['url']}/runs/b/{backfill_id}")
+        try:
+            page.get_by_text("Partition selection").first.wait_for(timeout=60_000)
+            page.get_by_text(keys[0]).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "backfill_partition_selection.png"))
+            text = page.inner_text("body")
+        finally:
+            close()
+        header = text.split("Partition selection", 1)[1].split("Status", 1)[0]
+        assert sorted(header.split()) == sorted(keys), header
+    finally:
+        if not client.status(backfill_id).finished:
+            client.cancel(backfill_id)
+        client.wait(backfill_id, timeout=300)
+
+
 def test_make_dev_listens_on_the_port_asked_and_says_when_it_is_taken(tmp_path):
     """`make dev PORT=...`: the port reaches the webserver, and a port in use stops it before anything starts,
     with one line naming the port and a free one."""

@@ -4,6 +4,14 @@
 bar of done / running / failed partitions per asset, and exits non-zero naming what failed - also when
 every partition was materialized but a run failed after it (a failed blocking check).
 `pgx backfill --reexecute-failed ID` is the UI's "Re-execute failed" for backfill ID.
+
+What a backfill targets is printed when it starts, grouped by partitioning ("220 asset-partitions: all 35
+age_band|event_year partitions x 6 assets; ..."). The backfill page's "Partition selection" is Dagster's
+own summary: the partitions of the first partitioned asset the backfill targets (`rootTargetedPartitions`),
+and Dagster applies `--partitions` keys to that asset. So `--partitions` without `--assets` selects the
+assets that have those partitions: the page shows the keys given. A backfill of the whole graph starts at
+claims_intake, partitioned by shard, and the page shows its shard ("000"); the per-asset table under it
+is the whole selection.
 The daemon must be running for a backfill to progress: `make dev` starts the webserver and `pgx daemon`
 (`pgx materialize` starts what is missing itself, ops/materialize.py).
 
@@ -85,6 +93,14 @@ mutation Cancel($id: String!) {
 ASSET_KEYS = """
 query Keys { assetNodes { assetKey { path } isExecutable isPartitioned } }
 """
+PARTITIONINGS = """
+query Partitionings {
+  assetNodes {
+    assetKey { path } isExecutable partitionKeys
+    partitionDefinition { type dimensionTypes { name } }
+  }
+}
+"""
 
 
 class GraphQLError(RuntimeError):
@@ -119,7 +135,32 @@ class Client:
         nodes = self.query(ASSET_KEYS)["assetNodes"]
         return sorted("/".join(n["assetKey"]["path"]) for n in nodes if n["isExecutable"])
 
-    def launch(self, assets: list[str], partitions: list[str] | None, title: str | None = None) -> str:
+    def partitionings(self) -> dict[str, Partitioning]:
+        """Every executable asset's partitions, by asset key."""
+        out = {}
+        for node in self.query(PARTITIONINGS)["assetNodes"]:
+            if node["isExecutable"]:
+                definition = node["partitionDefinition"] or {}
+                dimensions = [d["name"] for d in definition.get("dimensionTypes") or []]
+                name = "|".join(dimensions) if definition.get("type") == "MULTIPARTITIONED" else ""
+                out["/".join(node["assetKey"]["path"])] = Partitioning(name, tuple(node["partitionKeys"] or ()))
+        return out
+
+    def assets_with_partitions(self, partitions: list[str]) -> list[str]:
+        """The executable assets that have every one of `partitions`: what `--partitions` selects by default.
+        Dagster applies partition keys to the backfill's first asset, and the whole graph's first asset
+        (claims_intake) is partitioned by shard, not by age_band|event_year."""
+        chosen = sorted(a for a, p in self.partitionings().items() if set(partitions) <= set(p.keys))
+        if not chosen:
+            raise GraphQLError(
+                f"no asset has the partition(s) {', '.join(partitions)}: name partitions of one kind, e.g. "
+                "age_band|event_year keys ('65-74|2019'), a cohort ('opioid_ed') or a shard ('000') (`pgx partitions`)"
+            )
+        return chosen
+
+    def launch(
+        self, assets: list[str], partitions: list[str] | None, title: str | None = None, description: str | None = None
+    ) -> str:
         params: dict[str, Any] = {"assetSelection": [{"path": a.split("/")} for a in assets]}
         if partitions:
             params["partitionNames"] = partitions
@@ -127,6 +168,8 @@ class Client:
             params["allPartitions"] = True
         if title:
             params["title"] = title
+        if description:
+            params["description"] = description
         return _backfill_id(self.query(LAUNCH, {"params": params})["launchPartitionBackfill"])
 
     def requested(self) -> list[dict[str, Any]]:
@@ -177,6 +220,37 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"backfill {backfill_id} still {status.status} after {timeout:.0f} s")
             time.sleep(poll)
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """An asset's partitions: `name`, its dimensions ('age_band|event_year') when it has several, and its keys
+    (none: unpartitioned)."""
+
+    name: str
+    keys: tuple[str, ...]
+
+
+def selection_summary(partitionings: dict[str, Partitioning], status: BackfillStatus) -> str:
+    """What a backfill targets - the named partitions and those Dagster added downstream of them - grouped by
+    partitioning, e.g. '220 asset-partitions: all 35 age_band|event_year partitions x 6 assets, ...'."""
+    groups: dict[tuple[str, int, int, str], int] = {}
+    for asset, counts in status.per_asset.items():
+        p = partitionings.get(asset, Partitioning("", ()))
+        group = (p.name, counts["targeted"] if p.keys else 0, len(p.keys), p.keys[0] if p.keys else "")
+        groups[group] = groups.get(group, 0) + 1
+    parts = []
+    for (name, targeted, total, example), n in sorted(groups.items(), key=lambda g: (-g[0][1], g[0][0], g[0][3])):
+        assets = f"{n} asset{'s' * (n != 1)}"
+        if not total:
+            parts.append(f"{assets} unpartitioned")
+            continue
+        if total == 1:
+            parts.append(f"partition {example} x {assets}")
+            continue
+        kind = f"{name} partitions" if name else f"partitions (like {example})"
+        parts.append(f"{'all' if targeted == total else f'{targeted} of'} {total} {kind} x {assets}")
+    return f"{status.totals()['targeted']} asset-partitions: {'; '.join(parts)}"
 
 
 def _partition_of(tags: dict[str, str]) -> str | None:
@@ -311,10 +385,13 @@ def run_cli(
         backfill_id = client.reexecute_failed(reexecute)
         print(f"Re-executing the failed partitions of {reexecute} as backfill {backfill_id}")
     else:
-        selection = assets or client.executable_assets()
-        backfill_id = client.launch(selection, partitions, title="pgx backfill")
-        scope = f"{len(partitions)} partition(s)" if partitions else "all partitions"
-        print(f"Backfill {backfill_id}: {len(selection)} assets, {scope} -> {url}/runs/b/{backfill_id}")
+        selection = assets or (client.assets_with_partitions(partitions) if partitions else client.executable_assets())
+        requested = f"partitions {', '.join(partitions)}" if partitions else "all partitions"
+        backfill_id = client.launch(
+            selection, partitions, title="pgx backfill", description=f"{requested} of {', '.join(selection)}"
+        )
+        summary = selection_summary(client.partitionings(), client.status(backfill_id))
+        print(f"Backfill {backfill_id}: {len(selection)} assets, {summary} -> {url}/runs/b/{backfill_id}")
     if not wait:
         return 0
     status = follow(client, backfill_id, timeout)
