@@ -1,12 +1,12 @@
-"""What every asset check shares: contract validation of a written dataset, and verdicts with
-the numbers behind them. Each stage module declares its own checks with these helpers."""
+"""What every asset check shares: contract validation of a written dataset, verdicts with the numbers
+behind them, and the materialization a verdict judged. Each stage module declares its own checks with these helpers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, AssetRecordsFilter, DagsterInstance, MetadataValue
 
 from pgx_dagster.contracts import Contract, failure_counts
 from pgx_dagster.duck import Session
@@ -115,3 +115,19 @@ def contract_result(session: Session, relation: str, contract: Contract) -> Asse
             "key": ", ".join(contract.key),
         },
     )
+
+
+def judged_materialization(instance: DagsterInstance, asset_key: AssetKey, partition: str | None) -> Any | None:
+    """The latest materialization of the asset (partition) a check evaluation judges, as its
+    `target_materialization_data`. Dagster fills this in itself only for a step of one partition; without it
+    the Checks tab's partition grid counts the verdict as missing (it shows a verdict only when it targets
+    the partition's latest materialization). None where the asset (partition) was never materialized."""
+    from pgx_dagster.ops.dagster_private import check_target  # at step time: the code location loads without it
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    if not records:
+        return None
+    latest = records[0]
+    return check_target(latest.storage_id, latest.run_id, latest.timestamp)

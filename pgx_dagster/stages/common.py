@@ -31,12 +31,9 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
-    AssetRecordsFilter,
     AssetsDefinition,
     BackfillPolicy,
     BetaWarning,
-    DagsterInstance,
     Definitions,
     MaterializeResult,
     Output,
@@ -49,7 +46,7 @@ from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.execution import STEP_RETRY
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, cohort_partitions, shard_of, shard_partitions, split_key
-from pgx_dagster.quality import contract_result
+from pgx_dagster.quality import contract_result, judged_materialization
 from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 from pgx_dagster.settings import partitions_per_run
 
@@ -222,22 +219,6 @@ def partitioned_asset(
         return partition_asset
 
     return decorate
-
-
-def judged_materialization(instance: DagsterInstance, asset_key: AssetKey, partition: str | None) -> Any | None:
-    """The latest materialization of the asset (partition) a check evaluation judges, as its
-    `target_materialization_data`. Dagster fills this in itself only for a step of one partition; without it
-    the Checks tab's partition grid counts the verdict as missing (it shows a verdict only when it targets
-    the partition's latest materialization). None where the asset (partition) was never materialized."""
-    from pgx_dagster.ops.dagster_private import check_target  # at step time: the code location loads without it
-
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    if not records:
-        return None
-    latest = records[0]
-    return check_target(latest.storage_id, latest.run_id, latest.timestamp)
 
 
 def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
