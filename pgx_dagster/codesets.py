@@ -16,22 +16,36 @@ DEFAULT_NDC_INGREDIENT = CODESET_DIR / "ndc_ingredient.csv"
 VERSIONED = ("ed_visit", "opioid_poisoning", "opioid_use_disorder", "pgx_drugs", "mme_conversion")
 
 
+# How a fill becomes MME/day, by its reference row (CDC's documentation; ops/opioid_reference.py): `patch`, a
+# transdermal patch in MCG/HR, whose factor assumes one patch per 3 days (days supply set to patches x 3:
+# MME/day = strength x factor / 3); `no_factor`, a product CDC lists without a factor (buprenorphine) or unit:
+# an opioid fill without MME/day; `standard`, strength x quantity / days supply x factor (liquids per mL).
+MME_RULE_SQL = (
+    "CASE WHEN nullif(trim(mme_conversion_factor), '') IS NULL OR nullif(trim(strength_unit), '') IS NULL "
+    "THEN 'no_factor' WHEN upper(trim(strength_unit)) = 'MCG/HR' THEN 'patch' ELSE 'standard' END"
+)
+
+
 def _csv(path: Path | str) -> str:
     return f"read_csv({quote(str(path))}, all_varchar = true)"
 
 
 def register_codesets(s: Session, opioid_ndc_file: str = "", codes_dir: Path | None = None) -> None:
-    """Views `codes` (diagnosis / revenue / POS / CPT code sets, from `codes_dir`, default
-    sql/codesets/) and `opioid_ndc` (the shipped placeholder list, or PGX_OPIOID_NDC_FILE in the same
-    layout)."""
+    """View `codes` (diagnosis / revenue / POS / CPT code sets, from `codes_dir`, default sql/codesets/) and
+    table `opioid_ndc` (CDC's opioid list as shipped, or PGX_OPIOID_NDC_FILE in the same layout), with each
+    NDC's `mme_rule` (MME_RULE_SQL)."""
     files = ", ".join(quote(str((codes_dir or CODESET_DIR) / f"{c}.csv")) for c in CLINICAL)
     s.view("codes", f"read_csv([{files}], all_varchar = true, union_by_name = true)")
-    s.view(
-        "opioid_ndc",
-        f"(SELECT normalize_ndc(ndc) AS ndc, ingredient, CAST(strength_per_unit AS DOUBLE) AS strength_per_unit, "
-        f"CAST(mme_conversion_factor AS DOUBLE) AS mme_conversion_factor, version "
-        f"FROM {_csv(opioid_ndc_file or DEFAULT_OPIOID_NDC)})",
-    )
+    # A table, read once per session: CDC's list is 13,661 rows, and every model that classifies fills reads it.
+    with s.doing("reading the opioid NDC reference (PGX_OPIOID_NDC_FILE or sql/codesets/opioid_ndc.csv)"):
+        s.execute(
+            "CREATE OR REPLACE TEMP TABLE opioid_ndc AS "
+            f"SELECT normalize_ndc(ndc) AS ndc, lower(trim(ingredient)) AS ingredient, "
+            f"CAST(strength_per_unit AS DOUBLE) AS strength_per_unit, upper(trim(strength_unit)) AS strength_unit, "
+            f"CAST(nullif(trim(mme_conversion_factor), '') AS DOUBLE) AS mme_conversion_factor, "
+            f"{MME_RULE_SQL} AS mme_rule, version "
+            f"FROM {_csv(opioid_ndc_file or DEFAULT_OPIOID_NDC)}"
+        )
 
 
 def register_pgx_drugs(s: Session, ndc_ingredient_file: str = "", opioid_ndc_file: str = "") -> None:

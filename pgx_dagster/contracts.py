@@ -264,7 +264,14 @@ def events(age_band: str | None = None, event_year: int | None = None) -> Contra
                 True,
                 (
                     _one_of(
-                        ["computed", "missing_days_supply", "zero_days_supply", "missing_quantity", "zero_quantity"]
+                        [
+                            "computed",
+                            "missing_days_supply",
+                            "zero_days_supply",
+                            "missing_quantity",
+                            "zero_quantity",
+                            "no_conversion_factor",
+                        ]  # fmt: skip
                     ),
                 ),
             ),

@@ -228,6 +228,29 @@ def test_check_passes_on_good_data_and_fails_on_planted_bad_data(
     assert value not in (0, [], {}, None), (figure, value)
 
 
+def test_the_drug_reference_check_warns_when_no_fill_matches_any_reference(checked, tmp_path):
+    """Claims whose NDCs no reference knows (placeholder or out-of-date lists against real claims): a warning
+    with the counts and the reference files; a handful of such fills is not enough to judge."""
+    pipeline, _ = checked
+    lake = tmp_path / "lake"
+    shutil.copytree(pipeline.lake, lake)
+    check = ("claims_intake", "claims_intake_drug_reference", "000")
+    good = evaluate_check(pipeline.raw, lake, *check)
+    assert good.passed and meta(good, "fills_of_an_opioid") > 0 and "what_to_do" not in good.metadata
+    files = glob.glob(glob_of(lake, STAGED["pharmacy"].shard(0)))
+    unknown = "SELECT * REPLACE ('12345' || lpad(CAST(row_number() OVER () AS VARCHAR), 6, '0') AS ndc) FROM t"
+    for path in files:
+        rewrite_parquet(path, unknown)
+    bad = evaluate_check(pipeline.raw, lake, *check)
+    assert not bad.passed and bad.severity.value == "WARN"
+    assert meta(bad, "fills_of_any_referenced_drug") == 0 and meta(bad, "pharmacy_fills") >= 20
+    assert "PGX_OPIOID_NDC_FILE" in meta(bad, "what_to_do") and meta(bad, "opioid_reference").endswith(".csv")
+    for i, path in enumerate(files):  # 19 fills in all: too few to judge
+        rewrite_parquet(path, f"SELECT * FROM t LIMIT {19 if i == 0 else 0}")
+    few = evaluate_check(pipeline.raw, lake, *check)
+    assert few.passed and meta(few, "pharmacy_fills") <= 19
+
+
 CONSENSUS_COUNTS = [*CONSENSUS_DAMAGE, "member_years_with_claims", "member_years_enrolled_without_claims"]
 
 

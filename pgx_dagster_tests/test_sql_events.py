@@ -9,7 +9,11 @@ from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster_tests.helpers import table
 
 D = dt.date
-OXY_5MG = "99002000001"  # oxycodone 5 mg, MME factor 1.5 (sql/codesets/opioid_ndc.csv)
+# Real NDCs of CDC's opioid list (sql/codesets/opioid_ndc.csv), one per MME rule:
+OXY_5MG = "31722019201"  # oxycodone/acetaminophen 5 mg tablet, factor 1.5
+FENTANYL_25_PATCH = "00093690045"  # fentanyl 25 mcg/hr patch, factor 7.2 (one patch per 3 days)
+METHADONE_10_ML = "00054039168"  # methadone 10 mg/mL solution, factor 3 (quantity in mL)
+SUBOXONE_2MG = "00490005100"  # buprenorphine 2 mg tablet: CDC gives no factor
 
 
 def line(claim, date=None, rev=None, pos=None, cpt=None, dx1=None, dx2=None, line_no=1, other=None, person=None):
@@ -90,6 +94,10 @@ def events():
             [
                 fill("R1", OXY_5MG, 60.0, 30),
                 fill("R2", OXY_5MG, 60.0, None),
+                fill("R4", FENTANYL_25_PATCH, 10.0, 28),  # days supply as written, not patches x 3
+                fill("R5", METHADONE_10_ML, 150.0, 30),
+                fill("R6", SUBOXONE_2MG, 30.0, 30),
+                fill("R7", FENTANYL_25_PATCH, None, None),
                 fill("R3", "00093021401", 30.0, 30),
             ],
             schema=RX,
@@ -127,8 +135,14 @@ def test_opioid_fills_with_mme(events):
         "SELECT claim_id, ingredient, mme_per_day, mme_status FROM ev WHERE event_type = 'opioid_fill' "
         "ORDER BY claim_id"
     ).fetchall()
-    # 5 mg x 60 tablets / 30 days x 1.5 = 15 MME/day
-    assert got == [("R1", "oxycodone", 15.0, "computed"), ("R2", "oxycodone", None, "missing_days_supply")]
+    assert got == [
+        ("R1", "oxycodone", 15.0, "computed"),  # 5 mg x 60 tablets / 30 days x 1.5
+        ("R2", "oxycodone", None, "missing_days_supply"),
+        ("R4", "fentanyl", pytest.approx(60.0), "computed"),  # CDC: 25 mcg/hr x (10 patches / 30 days) x 7.2
+        ("R5", "methadone", 150.0, "computed"),  # 10 mg/mL x 150 mL / 30 days x 3
+        ("R6", "buprenorphine", None, "no_conversion_factor"),  # an opioid fill all the same
+        ("R7", "fentanyl", None, "missing_quantity"),
+    ]
 
 
 def test_the_classification_check_finds_nothing_wrong_in_correct_events(events):
@@ -136,7 +150,7 @@ def test_the_classification_check_finds_nothing_wrong_in_correct_events(events):
     from pgx_dagster.duck import sql_text
 
     row = events.rows(sql_text("events/verify_classification"))[0]
-    assert row["events_written"] == row["events_expected"] == 17
+    assert row["events_written"] == row["events_expected"] == 21  # 15 medical events, 6 opioid fills
     assert {k: v for k, v in row.items() if k not in ("events_written", "events_expected")} == {
         "missing_events": 0,
         "unexpected_events": 0,

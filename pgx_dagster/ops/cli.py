@@ -9,7 +9,8 @@ pgx daemon           `dagster-daemon run` with a short loop, so backfills advanc
 pgx validate-inputs  which raw files would be read
 pgx partitions       every partition key: claims keys (age_band|event_year), shards, cohorts
 pgx status           per stage: partitions done / failed / retried of the latest backfill
-pgx build-ndc-map    the NDC -> ingredient map and opioid NDC / MME file from the FDA NDC Directory
+pgx build-ndc-map    the NDC -> ingredient map (and an opioid NDC / MME file) from the FDA NDC Directory
+pgx build-opioid-ndc sql/codesets/opioid_ndc.csv, the opioid reference, from CDC's opioid MME list
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ def _main(argv: list[str] | None = None) -> None:
         "build-ndc-map", help="NDC -> ingredient and opioid MME files from the FDA NDC Directory", add_help=False
     )
     sub.add_parser(
+        "build-opioid-ndc", help="the opioid reference (sql/codesets/opioid_ndc.csv) from CDC's list", add_help=False
+    )
+    sub.add_parser(
         "daemon",
         help="`dagster-daemon run` (options passed on), its daemons and run queue looping every "
         "PGX_DAEMON_TICK_SECONDS (default 0.5; Dagster's 30)",
@@ -175,6 +179,10 @@ def _main(argv: list[str] | None = None) -> None:
         from pgx_dagster.ops.ndc_map import main as ndc_map_main
 
         sys.exit(ndc_map_main(extra))
+    if a.command == "build-opioid-ndc":
+        from pgx_dagster.ops.opioid_reference import main as opioid_reference_main
+
+        sys.exit(opioid_reference_main(extra))
     if extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
     # Every setting checked before anything starts (a path must exist only where the command reads it).

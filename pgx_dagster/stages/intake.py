@@ -18,6 +18,7 @@ import time
 from logging import Logger
 
 from pgx_dagster import guards
+from pgx_dagster.codesets import register_codesets, register_pgx_drugs
 from pgx_dagster.datasets import (
     ELIGIBILITY_QUARANTINE,
     INTAKE_QUARANTINE,
@@ -246,6 +247,44 @@ def intake_reconciles(s: Session, lake: LakeResource, shard: int):
             "placed_outside_partitions": outside,
         }
     return verdict(passed, {f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()})
+
+
+# Fewer fills than this may truly hold no opioid and no drug with CPIC guidance; more, and none matching any
+# reference means the reference does not fit the claims' NDCs (placeholder or out-of-date lists, NDCs cut short).
+DRUG_REFERENCE_MIN_FILLS = 20
+
+
+@partitioned_check(claims_intake, name="claims_intake_drug_reference")
+def claims_intake_drug_reference(s: Session, lake: LakeResource, shard: int):
+    """A warning when the shard's pharmacy fills (at least 20) match no NDC of any drug reference - neither the
+    opioid list (sql/codesets/opioid_ndc.csv or PGX_OPIOID_NDC_FILE) nor the NDC map of drugs with CPIC
+    guidance (sql/codesets/ndc_ingredient.csv or PGX_NDC_INGREDIENT_FILE): then MME, the opioid exposures and
+    the gene-drug analysis are empty because the reference does not fit the claims, not because nobody took a
+    drug. Judged per shard (a slice of persons across every age band and year), not per age band and year,
+    where a small partition, children's say, may truly hold none."""
+    register_codesets(s, lake.opioid_ndc_file)
+    register_pgx_drugs(s, lake.ndc_ingredient_file, lake.opioid_ndc_file)
+    placed = parquet_relation(STAGED["pharmacy"].shard(shard).glob(lake))
+    fills, opioid, any_drug = s.execute(
+        "SELECT count(*), count(*) FILTER (WHERE ndc IN (SELECT ndc FROM opioid_ndc)), "
+        f"count(*) FILTER (WHERE ndc IN (SELECT ndc FROM ndc_ingredient)) "
+        f"FROM (SELECT normalize_ndc(ndc) AS ndc FROM {placed})"
+    ).fetchone()
+    figures = {
+        "pharmacy_fills": fills,
+        "fills_of_an_opioid": opioid,
+        "fills_of_any_referenced_drug": any_drug,
+        "minimum_fills_to_judge": DRUG_REFERENCE_MIN_FILLS,
+        "opioid_reference": lake.opioid_ndc_file or "sql/codesets/opioid_ndc.csv",
+        "drug_reference": lake.ndc_ingredient_file or "sql/codesets/ndc_ingredient.csv",
+    }
+    if fills >= DRUG_REFERENCE_MIN_FILLS and not any_drug:
+        figures["what_to_do"] = (
+            "no fill's NDC is in any drug reference: check that the NDCs are 11-digit package codes and that "
+            "PGX_OPIOID_NDC_FILE / PGX_NDC_INGREDIENT_FILE point at references that cover this extract "
+            "(pgx build-opioid-ndc, pgx build-ndc-map)"
+        )
+    return verdict(fills < DRUG_REFERENCE_MIN_FILLS or any_drug > 0, figures, warn_only=True)
 
 
 def _null_counts(s: Session, relation: str, columns: tuple[str, ...]) -> tuple[int, dict[str, int]]:

@@ -164,7 +164,9 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
     tally.add("silver_pharmacy_rows", rx.my[distinct])
     opioid = distinct[rx.is_opioid()[distinct]]
     tally.add("opioid_fill", rx.my[opioid])
-    tally.add("opioid_fill_mme_per_day_sum", rx.my[opioid], rx.mme_per_day()[opioid])
+    mme = rx.mme_per_day()[opioid]
+    tally.add("opioid_fill_mme_per_day_sum", rx.my[opioid], np.nan_to_num(mme))  # as SQL's sum, NULLs left out
+    tally.add("opioid_fill_without_mme_factor", rx.my[opioid[np.isnan(mme)]])
 
     # ---- events and the cohort's targets ---------------------------------------------------------
     events = truth.person_day_events(pop, med.events)

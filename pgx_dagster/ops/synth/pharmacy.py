@@ -10,7 +10,7 @@ import numpy as np
 
 from pgx_dagster.ops.synth.population import CYP2D6_POOR, Population
 from pgx_dagster.ops.synth.rates import Rates
-from pgx_dagster.ops.synth.vocab import BG_NDC, ndc_forms, ndcs_of, opioid_ndcs, random_dates, year_start
+from pgx_dagster.ops.synth.vocab import background_ndcs, ndc_forms, ndcs_of, opioid_ndcs, random_dates, year_start
 
 CYP2D6_OPIOIDS = ["codeine", "tramadol", "hydrocodone", "oxycodone"]
 CYP2D6_INHIBITORS = ["paroxetine", "fluoxetine", "bupropion"]
@@ -66,11 +66,16 @@ class Fills:
         return codes[self.ndc]
 
     def mme_per_day(self) -> np.ndarray:
-        strength = np.array([float(self.opioid[n]["strength_per_unit"]) if n in self.opioid else 0.0
-                             for n in self.vocab_ndcs])  # fmt: skip
-        factor = np.array([float(self.opioid[n]["mme_conversion_factor"]) if n in self.opioid else 0.0
-                           for n in self.vocab_ndcs])  # fmt: skip
-        return strength[self.ndc] * self.qty / self.days * factor[self.ndc]
+        """Each fill's MME/day as CDC's documentation computes it (the events stage's rules, codesets.py
+        MME_RULE_SQL): NaN where the reference has no factor (buprenorphine), a patch's days supply taken as
+        patches x 3, every other fill strength x quantity / days supply x factor; 0 for a non-opioid."""
+        rows = [self.opioid.get(n, {}) for n in self.vocab_ndcs]
+        strength = np.array([float(r.get("strength_per_unit") or 0) for r in rows])
+        factor = np.array([float(r["mme_conversion_factor"]) if r.get("mme_conversion_factor") else
+                           (np.nan if r else 0.0) for r in rows])  # fmt: skip
+        patch = np.array([(r.get("strength_unit") or "").strip().upper() == "MCG/HR" for r in rows])
+        per_day = strength[self.ndc] * self.qty / self.days * factor[self.ndc]
+        return np.where(patch[self.ndc], strength[self.ndc] * factor[self.ndc] / 3, per_day)
 
 
 def _chronic(rng, pop: Population, persons: np.ndarray, drugs: list[int], every: int = 90):
@@ -94,7 +99,8 @@ def fills(rng: np.random.Generator, pop: Population, r: Rates, expo: Exposure) -
     opioid_rows = opioid_ndcs()
     opioid = {row["ndc"]: row for row in opioid_rows}
     pgx_ndcs = ndcs_of(CYP2D6_INHIBITORS + OTHER_PGX)
-    vocab = BG_NDC + [row["ndc"] for row in opioid_rows] + [n for i in pgx_ndcs.values() for n in i]
+    bg_ndcs = background_ndcs()
+    vocab = bg_ndcs + [row["ndc"] for row in opioid_rows] + [n for i in pgx_ndcs.values() for n in i]
     at = {ndc: i for i, ndc in enumerate(vocab)}
 
     parts: list[dict[str, np.ndarray]] = []
@@ -106,7 +112,7 @@ def fills(rng: np.random.Generator, pop: Population, r: Rates, expo: Exposure) -
     # background fills of non-PGx drugs, in every written NDC form but the ambiguous one
     n_fills = rng.poisson(r.rx_fills_per_member_year, len(pop.my_member))
     my = np.repeat(np.arange(len(pop.my_member)), n_fills)
-    add(my, rng.integers(0, len(BG_NDC), len(my)), rng.choice(4, len(my), p=[0.7, 0.15, 0.07, 0.08]),
+    add(my, rng.integers(0, len(bg_ndcs), len(my)), rng.choice(4, len(my), p=[0.7, 0.15, 0.07, 0.08]),
         rng.choice([30.0, 60.0, 90.0], len(my)), rng.choice([30, 90], len(my), p=[0.8, 0.2]),
         random_dates(rng, pop.my_year[my]), False)  # fmt: skip
 

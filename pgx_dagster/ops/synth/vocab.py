@@ -37,15 +37,28 @@ POS = BG_POS + ["23"]
 BG_CPT = ["99213", "99214", "80053", "85025", "71046", "93000", "36415"]
 ED_CPT = ["99281", "99282", "99283", "99284", "99285"]
 CPT = BG_CPT + ED_CPT
-# Non-opioid, non-PGx NDCs (labeler and product starting with 0) so every dashed form can be written.
-BG_NDC = ["00093021401", "00378018001", "00071015523", "00172409660", "00603388821", "00054017325",
-          "00781107001", "00143128201"]  # fmt: skip
+# Non-opioid, non-PGx NDCs (labeler and product starting with 0) so every dashed form can be written: in no
+# reference of sql/codesets/ (background_ndcs checks; one of the earlier list, 00603388821, is an opioid on
+# CDC's list, and three had products not starting with 0, so their 5-3-2 form named another NDC).
+BG_NDC = ["00093021401", "00378018001", "00071015523", "00172049660", "00603088821", "00054017325",
+          "00781017001", "00143028201"]  # fmt: skip
 SEX_SPELLINGS = ["F", "M", "f", "m"]
 
 
 def _rows(name: str) -> list[dict]:
     with open(SQL_DIR / "codesets" / name, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def background_ndcs() -> list[str]:
+    """BG_NDC, refused where an NDC is in a drug reference or cannot be written in every dashed form: a
+    background fill must be neither an opioid nor a PGx drug, whatever form it is written in."""
+    referenced = {r["ndc"] for name in ("opioid_ndc.csv", "ndc_ingredient.csv") for r in _rows(name)}
+    bad = [n for n in BG_NDC if n in referenced or n[0] != "0" or n[5] != "0"]
+    if bad:
+        raise ValueError(f"background NDCs {bad} are in a drug reference of sql/codesets/ or have a labeler or "
+                         "product not starting with 0: choose others for BG_NDC")  # fmt: skip
+    return BG_NDC
 
 
 def opioid_ndcs() -> list[dict]:
