@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import resource
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pgx_dagster.contracts import DEMOGRAPHIC_FIELDS
 from pgx_dagster.duck import Session
 from pgx_dagster.lake import CHECKPOINT, is_s3, s3_client, split_s3
 from pgx_dagster.settings import SQL_DIR
+from pgx_dagster.settings import value as setting
 
 PROFILE = "_profile.json"
 # The data dictionary: what every column of every dataset means, one description per column name. The one
@@ -184,25 +184,19 @@ def attrition_markdown(rows: list[dict]) -> str:
 # A lake file's link in the UI: PGX_LAKE_URL, when set, is the base URL that serves the lake root (a static
 # server, CloudFront, an S3 website endpoint); otherwise a file on an s3:// lake gets a presigned URL valid for
 # PGX_PRESIGN_SECONDS (default 7 days, the most S3 allows; temporary credentials, e.g. an ECS task role, end it
-# sooner). A local file has no URL a browser opens from the UI: its path is shown as text.
+# sooner). A local file has no URL a browser opens from the UI: its path is shown as text. Both settings are
+# read and checked by pgx_dagster.settings.
 DEFAULT_PRESIGN_SECONDS = 7 * 24 * 3600
 
 
 def presign_seconds() -> int:
-    text = os.environ.get("PGX_PRESIGN_SECONDS", "").strip()
-    if not text:
-        return DEFAULT_PRESIGN_SECONDS
-    if not text.isdigit() or not 1 <= int(text) <= DEFAULT_PRESIGN_SECONDS:
-        raise ValueError(
-            f"PGX_PRESIGN_SECONDS must be a whole number of seconds from 1 to {DEFAULT_PRESIGN_SECONDS}, got {text!r}"
-        )
-    return int(text)
+    return int(setting("PGX_PRESIGN_SECONDS", DEFAULT_PRESIGN_SECONDS))
 
 
 def browser_url(lake_root: str, path: str) -> str | None:
     """An http(s) URL a browser opens for `path`, a file under `lake_root`; None for a local lake without
     PGX_LAKE_URL."""
-    base = os.environ.get("PGX_LAKE_URL", "").strip().rstrip("/")
+    base = str(setting("PGX_LAKE_URL", "") or "").strip().rstrip("/")
     root = lake_root.rstrip("/")
     if base and (path == root or path.startswith(root + "/")):
         return f"{base}/{urlquote(path[len(root) :].lstrip('/'))}"
