@@ -270,6 +270,29 @@ def test_the_checks_partition_grid_reads_passed_35_in_chromium(ui):
     assert f"Passed ({total})" in text and "Missing (0)" in text, text[:2000]
 
 
+def test_pgx_materialize_with_named_partitions_runs_the_assets_that_have_them(pipeline, tmp_path):
+    """`pgx materialize --partitions K`: Dagster applies a backfill's keys to its first asset, which for the whole
+    graph is claims_intake (partitioned by shard), so the keys go to the assets partitioned by age_band|event_year."""
+    from pgx_dagster.ops.materialize import backfill
+
+    lake, home = tmp_path / "lake", tmp_path / "dagster_home"
+    shutil.copytree(pipeline.lake, lake)
+    shutil.copytree(pipeline.home, home)
+    lines: list[str] = []
+    outcome = backfill(
+        home, partitions=[PARTITIONS[0]], env={"PGX_RAW_ROOT": str(pipeline.raw), "PGX_LAKE_ROOT": str(lake)},
+        logs=tmp_path / "logs", echo=lines.append, title="pgx materialize --partitions",
+    )  # fmt: skip
+    assert outcome.succeeded, (outcome, lines)
+    assert any("assets with 1 partition(s)" in line for line in lines), lines
+    checked = {(c[0], c[2]) for c in outcome.checks}
+    assert ("events", PARTITIONS[0]) in checked and ("silver_medical", PARTITIONS[0]) in checked
+    # Only the named partition of each stage; the cohort in every partition, as Dagster plans it: a cohort
+    # partition reads every events partition (matched sets are exclusive across all of them).
+    assert {p for a, p in checked if a != "cohort_opioid_ed"} == {PARTITIONS[0]}, checked
+    assert {p for a, p in checked if a == "cohort_opioid_ed"} == set(all_keys())
+
+
 def test_a_failed_check_ends_pgx_backfill_non_zero_though_every_partition_was_materialized(ui):
     """A failed ERROR check fails its run after the partition is materialized, so Dagster's backfill ends
     COMPLETED_SUCCESS with every partition done; `pgx backfill` must not call that a success. Last in this

@@ -150,7 +150,10 @@ def _main(argv: list[str] | None = None) -> None:
     which.add_argument("--all", action="store_true", help="every partition")
     which.add_argument("--partitions", help="comma-separated keys like '65-74|2019,75+|2020'")
     which.add_argument("--reexecute-failed", metavar="BACKFILL_ID", help="re-run only what failed in a backfill")
-    bf.add_argument("--assets", help="comma-separated asset keys (default: every asset)")
+    bf.add_argument(
+        "--assets",
+        help="comma-separated asset keys (default: every asset; with --partitions, the assets that have them)",
+    )
     bf.add_argument("--url", default=DEFAULT_URL, help=f"Dagster webserver (default {DEFAULT_URL})")
     bf.add_argument("--timeout", type=float, default=3600 * 6, help="seconds to follow it (default 6 h)")
     bf.add_argument("--no-wait", action="store_true", help="submit and return")

@@ -117,9 +117,16 @@ def backfill(
                     echo(f"Backfill {left['id']} was left in progress by a `{title}` that died: cancelled (this one "
                          "redoes its work)")  # fmt: skip
         started = time.perf_counter()
-        backfill_id = client.launch(client.executable_assets(), partitions, title=title)
-        scope = f"{len(partitions)} partition(s)" if partitions else "every partition"
-        echo(f"Backfill {backfill_id}: every asset, {scope} (Backfills in the UI: `make dev`)")
+        # Named partitions go to the assets that have them: Dagster applies a backfill's keys to its first asset,
+        # and the whole graph's first (claims_intake) is partitioned by shard, not by age_band|event_year.
+        selection = client.assets_with_partitions(partitions) if partitions else client.executable_assets()
+        backfill_id = client.launch(selection, partitions, title=title)
+        scope = (
+            f"{len(selection)} assets with {len(partitions)} partition(s)"
+            if partitions
+            else "every asset, every partition"
+        )
+        echo(f"Backfill {backfill_id}: {scope} (Backfills in the UI: `make dev`)")
         status = follow(client, backfill_id, timeout, echo)
         seconds = time.perf_counter() - started
         failed = failed_runs(client, backfill_id)
