@@ -76,12 +76,12 @@ def test_the_export_dictionary_is_the_catalogue_dictionary(pipeline):
 
 def test_links_a_browser_opens(monkeypatch, tmp_path):
     monkeypatch.delenv("PGX_LAKE_URL", raising=False)
-    assert browser_url("/data/lake", "/data/lake/gold/exports/x/report/x_report.html") is None  # a local file: none
-    listing = files_markdown("/data/lake", {"report": "/data/lake/gold/r.html"})
-    assert listing == "- report: `/data/lake/gold/r.html`"  # the path as text, for a shell
+    assert browser_url("/data/lake", "/data/lake/out/exports/x/report/x_report.html") is None  # a local file: none
+    listing = files_markdown("/data/lake", {"report": "/data/lake/out/r.html"})
+    assert listing == "- report: `/data/lake/out/r.html`"  # the path as text, for a shell
     monkeypatch.setenv("PGX_LAKE_URL", "https://lake.example.org/pgx/")
-    url = browser_url("/data/lake", "/data/lake/gold/cohorts/a/age_band=75%2B/x y.parquet")
-    assert url == "https://lake.example.org/pgx/gold/cohorts/a/age_band%3D75%252B/x%20y.parquet"
+    url = browser_url("/data/lake", "/data/lake/out/cohorts/a/age_band=75%2B/x y.parquet")
+    assert url == "https://lake.example.org/pgx/out/cohorts/a/age_band%3D75%252B/x%20y.parquet"
     assert files_markdown("/data/lake", {"report": "/data/lake/r.html"}) == (
         "- [report](https://lake.example.org/pgx/r.html) `/data/lake/r.html`"
     )
@@ -95,9 +95,9 @@ def test_a_report_on_s3_gets_a_presigned_url_that_opens(tmp_path, monkeypatch):
     monkeypatch.delenv("PGX_LAKE_URL", raising=False)
     with moto_s3(tmp_path / "logs", adopt=True):
         s3_client().create_bucket(Bucket="lake")
-        s3_client().put_object(Bucket="lake", Key="pgx/gold/exports/c/report/c_report.html", Body=b"<html>ok</html>")
+        s3_client().put_object(Bucket="lake", Key="pgx/out/exports/c/report/c_report.html", Body=b"<html>ok</html>")
         monkeypatch.setenv("PGX_PRESIGN_SECONDS", "600")
-        url = browser_url("s3://lake/pgx", "s3://lake/pgx/gold/exports/c/report/c_report.html")
+        url = browser_url("s3://lake/pgx", "s3://lake/pgx/out/exports/c/report/c_report.html")
         assert url.startswith("http://127.0.0.1:")
         query = parse_qs(urlparse(url).query)  # SigV4 names the lifetime, SigV2 the moment it ends
         if "X-Amz-Expires" in query:

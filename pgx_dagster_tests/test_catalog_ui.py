@@ -5,6 +5,7 @@ One webserver for the module."""
 
 from __future__ import annotations
 
+import glob
 import shutil
 import socket
 import subprocess
@@ -15,8 +16,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, export
+from pgx_dagster.datasets import report as report_of
 from pgx_dagster.reporting import column_descriptions
 from pgx_dagster.stages.analysis import ASSOCIATION_COLUMNS
+from pgx_dagster_tests.helpers import glob_of, path_of
 from pgx_dagster_tests.services import ARTIFACTS, REPO, dagster_services, free_port
 
 COHORT = "opioid_ed"
@@ -78,8 +82,14 @@ def browse(url: str):
     return page, close
 
 
-def first_file(lake: Path, pattern: str) -> Path:
-    return sorted(lake.glob(pattern))[0]
+def first_file(lake: Path, dataset) -> Path:
+    return Path(sorted(glob.glob(glob_of(lake, dataset)))[0])
+
+
+def lake_link(catalog_ui, dataset, filename: str = "") -> str:
+    """The URL the lake's static server gives a file of an unpartitioned dataset (paths from datasets.py)."""
+    relative = path_of(catalog_ui["lake"], dataset, filename=filename).relative_to(catalog_ui["lake"])
+    return f"{catalog_ui['lake_url']}/{relative.as_posix()}"
 
 
 def parquet_columns(path: Path) -> list[str]:
@@ -90,9 +100,9 @@ def parquet_columns(path: Path) -> list[str]:
 @pytest.mark.parametrize(
     "asset, written",
     [
-        ("events", "gold/events/*/*/events.parquet"),
-        ("member_demographics", "silver/member_demographics/shard=*/member_demographics.parquet"),
-        ("cohort_export", f"gold/exports/{COHORT}/data/*.parquet"),
+        ("events", EVENTS),
+        ("member_demographics", DEMOGRAPHICS.shard(0)),
+        ("cohort_export", export(COHORT)),
     ],
 )
 def test_the_catalogue_shows_every_column_with_its_description(catalog_ui, asset, written):
@@ -124,7 +134,7 @@ def open_markdown(page, key: str) -> str:
 
 
 def test_the_report_summary_renders_as_markdown_with_a_link_the_browser_opens(catalog_ui):
-    report = f"{catalog_ui['lake_url']}/gold/exports/{COHORT}/report/{COHORT}_report.html"
+    report = lake_link(catalog_ui, report_of(COHORT))
     page, close = browse(f"{catalog_ui['url']}/assets/cohort_report?partition={COHORT}")
     try:
         page.get_by_text("report_url").first.wait_for(timeout=60_000)
@@ -155,10 +165,10 @@ def test_the_exports_are_listed_with_links_and_their_tables_render(catalog_ui):
         page.screenshot(path=str(ARTIFACTS / "cohort_export_association.png"))
     finally:
         close()
-    folder = catalog_ui["lake"] / "gold" / "exports" / COHORT / "data"
+    folder = path_of(catalog_ui["lake"], export(COHORT)).parent
     for part in EXPORT_FILES:
         name = export_file(COHORT, part)
-        url = f"{catalog_ui['lake_url']}/gold/exports/{COHORT}/data/{name}"
+        url = lake_link(catalog_ui, export(COHORT), name)
         assert f'href="{url}"' in files, name
         with urllib.request.urlopen(url, timeout=10) as response:  # the link serves the exported file itself
             assert response.read() == (folder / name).read_bytes(), name

@@ -89,7 +89,7 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
     # every asset's work is registered for the legacy-style baselines, with its checks
     assert {name: len(w.checks) for name, w in WORK.items()} == {
         "person_index": 3,
-        "claims_intake": 4,
+        "claims_intake": 5,
         "silver_medical": 4,
         "silver_pharmacy": 4,
         "person_facts": 0,
