@@ -14,7 +14,6 @@ import difflib
 import glob
 import os
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 from datetime import date
@@ -526,4 +525,8 @@ def write_configuration_page(path: Path = CONFIGURATION_PAGE) -> Path:
 
 
 if __name__ == "__main__":
-    print(f"wrote {write_configuration_page(Path(sys.argv[1]) if len(sys.argv) > 1 else CONFIGURATION_PAGE)}")
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pgx_dagster.settings", description="Write the configuration page.")
+    parser.add_argument("out", nargs="?", type=Path, default=CONFIGURATION_PAGE, help="default: docs/configuration.md")
+    print(f"wrote {write_configuration_page(parser.parse_args().out)}")
