@@ -109,12 +109,24 @@ def render(url: str, screenshot: Path, profile: Path, window: str = "1600,1200",
     return dom.stdout
 
 
-def dismiss_first_visit_dialog(page, wait_ms: int = 10_000) -> None:
-    """Skip the newsletter dialog a fresh browser profile gets from Dagster's UI a moment after the page loads
-    (it covers the page and takes the clicks); nothing where it does not come within `wait_ms`."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+def browse(url: str, viewport: tuple[int, int] = (1600, 1400)):
+    """`(page, close)`: `url` in headless Chromium (Debian's chromium, driven by Playwright, for tests that click)."""
+    from playwright.sync_api import sync_playwright
 
-    try:
-        page.get_by_role("button", name="Skip").click(timeout=wait_ms)
-    except PlaywrightTimeout:
-        pass
+    ARTIFACTS.mkdir(exist_ok=True)
+    p = sync_playwright().start()
+    browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.goto(url)
+
+    def close() -> None:
+        browser.close()
+        p.stop()
+
+    return page, close
+
+
+def write_instance_settings(home: Path) -> None:
+    """The repository's dagster.yaml in `home`, without Dagster's first-visit newsletter dialog, which a fresh
+    browser profile gets over every page a moment after it loads (it takes the clicks)."""
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text() + "\nnux:\n  enabled: false\n")

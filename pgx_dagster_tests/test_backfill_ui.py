@@ -16,7 +16,7 @@ from pgx_dagster.datasets import SILVER
 from pgx_dagster.ops.backfill import Client
 from pgx_dagster.partitions import all_keys
 from pgx_dagster_tests.helpers import path_of
-from pgx_dagster_tests.services import ARTIFACTS, REPO, dagster_services, render
+from pgx_dagster_tests.services import ARTIFACTS, REPO, browse, dagster_services, render, write_instance_settings
 
 ASSETS = ["imputed_medical", "imputed_pharmacy", "events"]
 PARTITIONS = ["65-74|2019", "45-54|2018", "18-34|2017"]
@@ -93,7 +93,7 @@ def ui(pipeline, tmp_path_factory):
     lake, home = base / "lake", base / "dagster_home"
     shutil.copytree(pipeline.lake, lake)
     shutil.copytree(pipeline.home, home)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    write_instance_settings(home)
     env = {"PGX_RAW_ROOT": str(pipeline.raw), "PGX_LAKE_ROOT": str(lake)}
     with dagster_services(home, env, ARTIFACTS / "logs") as url:
         yield {"url": url, "lake": lake, "client": Client(url), "started": time.time()}
@@ -247,26 +247,15 @@ def test_the_checks_partition_grid_shows_every_verdict_of_every_partitioned_chec
 
 def test_the_checks_partition_grid_reads_passed_35_in_chromium(ui):
     """The same grid as a person sees it: the check's Partitions tab in headless Chromium."""
-    from playwright.sync_api import sync_playwright
-
-    from pgx_dagster_tests.services import CHROMIUM_FLAGS, chromium, dismiss_first_visit_dialog
-
-    ARTIFACTS.mkdir(exist_ok=True)
     total = len(all_keys())
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            page.goto(f"{ui['url']}/assets/events?view=checks&checkDetail=events_classification")
-            tab = page.locator("button[role=tab]", has_text="Partitions")  # the check's tab, not the asset's link
-            tab.wait_for()
-            dismiss_first_visit_dialog(page)
-            tab.click()
-            page.get_by_text(f"Passed ({total})").first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "events_classification_partitions.png"))
-            text = page.inner_text("body")
-        finally:
-            browser.close()
+    page, close = browse(f"{ui['url']}/assets/events?view=checks&checkDetail=events_classification")
+    try:
+        page.locator("button[role=tab]", has_text="Partitions").click()  # the check's tab, not the asset's link
+        page.get_by_text(f"Passed ({total})").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "events_classification_partitions.png"))
+        text = page.inner_text("body")
+    finally:
+        close()
     assert f"Passed ({total})" in text and "Missing (0)" in text, text[:2000]
 
 

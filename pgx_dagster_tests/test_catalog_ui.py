@@ -21,10 +21,9 @@ from pgx_dagster.datasets import report as report_of
 from pgx_dagster.reporting import column_descriptions
 from pgx_dagster.stages.analysis import ASSOCIATION_COLUMNS
 from pgx_dagster_tests.helpers import glob_of, path_of
-from pgx_dagster_tests.services import ARTIFACTS, REPO, dagster_services, free_port
+from pgx_dagster_tests.services import ARTIFACTS, REPO, browse, dagster_services, free_port, write_instance_settings
 
 COHORT = "opioid_ed"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +36,7 @@ def catalog_ui(pipeline, tmp_path_factory):
     lake, home = base / "lake", base / "dagster_home"
     shutil.copytree(pipeline.lake, lake)
     shutil.copytree(pipeline.home, home)
-    # the repository's instance settings, without Dagster's first-visit newsletter dialog over every page
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text() + "\nnux:\n  enabled: false\n")
+    write_instance_settings(home)
     logs = ARTIFACTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -61,25 +59,6 @@ def catalog_ui(pipeline, tmp_path_factory):
             yield {"url": url, "lake": lake, "lake_url": lake_url}
     finally:
         stop(files)
-
-
-def browse(url: str):
-    """A headless Chromium page (Debian's chromium, driven by Playwright)."""
-    from playwright.sync_api import sync_playwright
-
-    from pgx_dagster_tests.services import chromium
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    p = sync_playwright().start()
-    browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1600, "height": 1400})
-    page.goto(url)
-
-    def close() -> None:
-        browser.close()
-        p.stop()
-
-    return page, close
 
 
 def first_file(lake: Path, dataset) -> Path:
