@@ -205,6 +205,7 @@ class Client:
                     "partition": _partition_of(tags),
                     "assets": ["/".join(a["path"]) for a in run["assetSelection"] or []],
                     "retry_of": tags.get("dagster/parent_run_id"),  # a run retry's failed run
+                    "will_retry": tags.get("dagster/will_retry"),  # set on a failed run by the daemon: "true"/"false"
                 }
             )
         return out
@@ -345,12 +346,33 @@ def follow(client: Client, backfill_id: str, timeout: float, echo: Callable[[str
     return status
 
 
-def failed_runs(client: Client, backfill_id: str) -> list[dict[str, Any]]:
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def failed_runs(
+    client: Client, backfill_id: str, grace_s: float = 15.0, timeout_s: float = 1800.0, poll_s: float = 1.0
+) -> list[dict[str, Any]]:
     """The backfill's failed or canceled runs that no run retry redid (a lost run process is retried,
-    dagster.yaml `run_retries`: the retry's outcome is the one that counts)."""
-    runs = client.runs(backfill_id)
-    retried = {run["retry_of"] for run in runs if run["retry_of"]}
-    return [run for run in runs if run["status"] in ("FAILURE", "CANCELED") and run["run_id"] not in retried]
+    dagster.yaml `run_retries`: the retry's outcome is the one that counts).
+
+    A backfill can end before a failed run's retry exists: a run whose process died after its partitions were
+    materialized (in its check step, say) leaves nothing for the backfill to wait on, and the daemon decides
+    on the retry a moment later (dagster-io/dagster#34204). So this waits - for a failed run the daemon has
+    not yet judged (no `dagster/will_retry` tag), up to `grace_s`; for one it will retry, until the retry
+    exists and has finished, up to `timeout_s` - and judges by the retry."""
+    started = time.monotonic()
+    while True:
+        runs = client.runs(backfill_id)
+        retried = {run["retry_of"] for run in runs if run["retry_of"]}
+        failed = [run for run in runs if run["status"] in ("FAILURE", "CANCELED") and run["run_id"] not in retried]
+        waited = time.monotonic() - started
+        pending = [
+            run for run in failed if run["will_retry"] == "true" or (run["will_retry"] is None and waited < grace_s)
+        ]
+        running_retries = [run for run in runs if run["retry_of"] and run["status"] not in FINISHED]
+        if (not pending and not running_retries) or waited > timeout_s:
+            return failed
+        time.sleep(poll_s)
 
 
 def failure_lines(backfill_id: str, status: BackfillStatus, failed: list[dict[str, Any]]) -> list[str]:
