@@ -240,7 +240,8 @@ class LakeResource(ConfigurableResource):
         """A run recorded where nobody will find it again (an in-memory instance, or `dagster dev`'s temporary
         one) says so in its log: the lake is written all the same (settings.instance_warning)."""
         instance = getattr(context, "instance", None)
-        if instance is not None:
+        # Only in a run: the pgx command builds this resource outside any run too (its summary), on no instance.
+        if instance is not None and getattr(context, "dagster_run", None) is not None:
             root = getattr(instance, "root_directory", None) if not instance.is_ephemeral else None
             message = instance_warning(instance.is_ephemeral, root)
             if message:
