@@ -30,6 +30,7 @@ def bench(tmp_path, name: str, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # the benchmark end to end, every engine: about a minute each
 def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_engine(tmp_path):
     r = bench(tmp_path, "all", "--members", "40", "--tiny-members", "0", "--no-2x", "--lean-repeats", "3")
     for key in ("members", "claim_rows", "dagster_s", "legacy_pool_s", "duckdb_single_s", "ratio_vs_legacy",
@@ -72,6 +73,7 @@ def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_e
     assert r["peak_rss_mb_global_steps"] > 0 and r["peak_rss_mb_per_worker"]["dagster"] > 0
 
 
+@pytest.mark.slow  # the benchmark end to end, every engine: about a minute each
 def test_fixed_and_marginal_cost_from_tiny_1x_and_2x(tmp_path):
     r = bench(tmp_path, "scales", "--members", "30", "--tiny-members", "10", "--engines", "legacy_pool,duckdb_single")
     assert set(r["marginal_s_per_million_rows"]) == {"legacy_pool", "duckdb_single"}
