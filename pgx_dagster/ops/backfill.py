@@ -346,7 +346,8 @@ def follow(client: Client, backfill_id: str, timeout: float, echo: Callable[[str
     return status
 
 
-FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+# A run that has ended (FINISHED above: a backfill that has).
+RUN_FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
 def failed_runs(
@@ -369,7 +370,7 @@ def failed_runs(
         pending = [
             run for run in failed if run["will_retry"] == "true" or (run["will_retry"] is None and waited < grace_s)
         ]
-        running_retries = [run for run in runs if run["retry_of"] and run["status"] not in FINISHED]
+        running_retries = [run for run in runs if run["retry_of"] and run["status"] not in RUN_FINISHED]
         if (not pending and not running_retries) or waited > timeout_s:
             return failed
         time.sleep(poll_s)
