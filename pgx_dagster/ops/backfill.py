@@ -158,6 +158,11 @@ class Client:
             )
         return chosen
 
+    def selection(self, partitions: list[str] | None) -> list[str]:
+        """What a backfill of `partitions` targets when no assets are named: the assets that have them, or every
+        executable asset."""
+        return self.assets_with_partitions(partitions) if partitions else self.executable_assets()
+
     def launch(
         self, assets: list[str], partitions: list[str] | None, title: str | None = None, description: str | None = None
     ) -> str:
@@ -408,7 +413,7 @@ def run_cli(
         backfill_id = client.reexecute_failed(reexecute)
         print(f"Re-executing the failed partitions of {reexecute} as backfill {backfill_id}")
     else:
-        selection = assets or (client.assets_with_partitions(partitions) if partitions else client.executable_assets())
+        selection = assets or client.selection(partitions)
         requested = f"partitions {', '.join(partitions)}" if partitions else "all partitions"
         backfill_id = client.launch(
             selection, partitions, title="pgx backfill", description=f"{requested} of {', '.join(selection)}"

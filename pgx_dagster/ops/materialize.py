@@ -119,7 +119,7 @@ def backfill(
         started = time.perf_counter()
         # Named partitions go to the assets that have them: Dagster applies a backfill's keys to its first asset,
         # and the whole graph's first (claims_intake) is partitioned by shard, not by age_band|event_year.
-        selection = client.assets_with_partitions(partitions) if partitions else client.executable_assets()
+        selection = client.selection(partitions)
         backfill_id = client.launch(selection, partitions, title=title)
         scope = (
             f"{len(selection)} assets with {len(partitions)} partition(s)"
