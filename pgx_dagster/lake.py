@@ -241,7 +241,7 @@ class LakeResource(ConfigurableResource):
         one) says so in its log: the lake is written all the same (settings.instance_warning)."""
         instance = getattr(context, "instance", None)
         # Only in a run: the pgx command builds this resource outside any run too (its summary), on no instance.
-        if instance is not None and getattr(context, "dagster_run", None) is not None:
+        if instance is not None and getattr(context, "run", None) is not None:
             root = getattr(instance, "root_directory", None) if not instance.is_ephemeral else None
             message = instance_warning(instance.is_ephemeral, root)
             if message:

@@ -105,12 +105,25 @@ def _keys(node) -> list[str]:
 
 
 class _Runs:
-    """The runs of one backfill as `Client.runs` gives them (the GraphQL answer, already parsed)."""
+    """The runs of one backfill as `Client.runs` gives them (the GraphQL answer, already parsed). A failed run's
+    `will_retry` is what the daemon decided: "false" unless given."""
 
-    def __init__(self, *runs: tuple[str, str, str | None]):
-        self._runs = [{"run_id": r, "status": s, "partition": None, "assets": [], "retry_of": p} for r, s, p in runs]
+    def __init__(self, *runs: tuple):
+        self._runs = [
+            {
+                "run_id": r[0],
+                "status": r[1],
+                "partition": None,
+                "assets": [],
+                "retry_of": r[2],
+                "will_retry": r[3] if len(r) > 3 else ("false" if r[1] in ("FAILURE", "CANCELED") else None),
+            }
+            for r in runs
+        ]
+        self.calls = 0
 
     def runs(self, backfill_id: str) -> list[dict]:
+        self.calls += 1
         return self._runs
 
 
@@ -118,10 +131,39 @@ def test_a_failed_run_that_a_run_retry_redid_is_not_a_failure_of_the_backfill():
     from pgx_dagster.ops.backfill import failed_runs
 
     # a lost run process retried, and the retry succeeded: nothing failed
-    assert failed_runs(_Runs(("a", "FAILURE", None), ("a2", "SUCCESS", "a"), ("b", "SUCCESS", None)), "x") == []
+    runs = _Runs(("a", "FAILURE", None, "true"), ("a2", "SUCCESS", "a"), ("b", "SUCCESS", None))
+    assert failed_runs(runs, "x", poll_s=0) == []
     # retried twice, the last attempt failed too: that last attempt is the failure
-    runs = _Runs(("a", "FAILURE", None), ("a2", "FAILURE", "a"), ("a3", "FAILURE", "a2"), ("c", "CANCELED", None))
-    assert [r["run_id"] for r in failed_runs(runs, "x")] == ["a3", "c"]
+    runs = _Runs(
+        ("a", "FAILURE", None, "true"), ("a2", "FAILURE", "a", "true"), ("a3", "FAILURE", "a2"), ("c", "CANCELED", None)
+    )
+    assert [r["run_id"] for r in failed_runs(runs, "x", poll_s=0)] == ["a3", "c"]
+    assert runs.calls == 1  # every failure judged by the daemon, no retry running: no waiting
+
+
+def test_failed_runs_waits_for_the_daemon_to_judge_a_failed_run_and_for_a_retry_it_will_make():
+    from pgx_dagster.ops.backfill import failed_runs
+
+    # not yet judged (no tag): waited for up to the grace, then counted as failed
+    runs = _Runs(("a", "FAILURE", None, None))
+    assert [r["run_id"] for r in failed_runs(runs, "x", grace_s=0.05, poll_s=0.01)] == ["a"]
+    assert runs.calls > 1
+
+    # the daemon will retry it, the retry appears on a later poll and succeeds: nothing failed
+    class _Later(_Runs):
+        def runs(self, backfill_id: str) -> list[dict]:
+            self.calls += 1
+            if self.calls == 3:
+                self._runs.append(
+                    {**self._runs[0], "run_id": "a2", "status": "STARTED", "retry_of": "a", "will_retry": None}
+                )
+            if self.calls == 5:
+                self._runs[-1]["status"] = "SUCCESS"
+            return self._runs
+
+    later = _Later(("a", "FAILURE", None, "true"))
+    assert failed_runs(later, "x", grace_s=0, poll_s=0.01) == []
+    assert later.calls == 5
 
 
 def test_pgx_materialize_fails_on_a_run_that_failed_though_every_verdict_given_passed():
