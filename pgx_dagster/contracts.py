@@ -47,6 +47,8 @@ def _rule(name: str, *args: Any, **kwargs: Any) -> Rule:
 
 
 SOURCES = ["observed", "member_consensus", "linked_person", "statistical"]
+# A birth year may also be derived from the ages on a person's records (a release without birth dates).
+SOURCES_OF = {"birth_year": [*SOURCES, "from_ages"], "sex": SOURCES, "zip3": SOURCES}
 # The demographic fields that carry a provenance (`<field>_source`).
 DEMOGRAPHIC_FIELDS = ("birth_year", "sex", "zip3")
 # The distributions a statistical zip3 may be drawn from (sql/demographics/member_demographics.sql).
@@ -193,7 +195,7 @@ def silver_pharmacy(age_band: str | None = None, event_year: int | None = None) 
 
 DEMOGRAPHICS = {
     "birth_year": Col("INTEGER", False, (_rule("in_range", 1880, 2100),)),
-    "birth_year_source": Col("VARCHAR", False, (_one_of(SOURCES),)),
+    "birth_year_source": Col("VARCHAR", False, (_one_of(SOURCES_OF["birth_year"]),)),
     "sex": Col("VARCHAR", False, (_one_of(["F", "M"]),)),
     "sex_source": Col("VARCHAR", False, (_one_of(SOURCES),)),
     "zip3": Col("VARCHAR", False, (_matches("[0-9]{3}"),)),
@@ -337,8 +339,10 @@ def failure_counts(
 
 
 def features(name: str, controls_per_target: int = 5) -> Contract:
-    """The merged cohort with its features (sql/analysis/features.sql): one row per member of a set."""
+    """The merged cohort with its features (sql/analysis/features.sql): one row per member of a set. An exposure
+    group is NULL (unknown) only when a drug-coverage gap meets the member's window."""
     phenotype = Col("VARCHAR", True)
+    exposure = Col("BOOLEAN", True)  # NULL: unknown
     return Contract(
         f"{name}_features",
         {
@@ -355,20 +359,39 @@ def features(name: str, controls_per_target: int = 5) -> Contract:
             "prior_opioid_fills": Col("BIGINT", False, (_rule("ge", 0),)),
             "max_mme_per_day": Col("DOUBLE", False, (_rule("ge", 0),)),
             "prior_oud": Col("BOOLEAN", False),
-            "cyp2d6_opioid": Col("BOOLEAN", False),
+            "cyp2d6_opioid": exposure,
             "cyp2d6_opioid_days": Col("BIGINT", False, (_rule("ge", 0),)),
-            "strong_cyp2d6_inhibitor": Col("BOOLEAN", False),
-            "cyp2d6_opioid_with_inhibitor": Col("BOOLEAN", False),
+            "strong_cyp2d6_inhibitor": exposure,
+            "cyp2d6_opioid_with_inhibitor": exposure,
             "cpic_drugs": Col("VARCHAR[]", False),
             "cyp2d6_phenotype": phenotype,
             "cyp2c19_phenotype": phenotype,
             "cyp2c9_phenotype": phenotype,
             "slco1b1_phenotype": phenotype,
             "vkorc1_phenotype": phenotype,
-            "cyp2d6_opioid_functional_poor": Col("BOOLEAN", False),
+            "cyp2d6_opioid_functional_poor": exposure,
+            "drug_coverage_gap_in_window": Col("BOOLEAN", False),
         },
         key=("matched_set_id", "person_id"),
+        extra_checks=(
+            FrameRule(
+                (*EXPOSURE_GROUPS, "drug_coverage_gap_in_window"),
+                lambda: pa.Check(
+                    lambda df: ~df[list(EXPOSURE_GROUPS)].isna().any(axis=1) | df["drug_coverage_gap_in_window"],
+                    error="an exposure group is NULL (unknown) only when a drug-coverage gap meets the window",
+                ),
+            ),
+        ),
     )
+
+
+# The exposure groups of the features (sql/analysis/features.sql), each a column and an exposure.
+EXPOSURE_GROUPS = (
+    "cyp2d6_opioid",
+    "strong_cyp2d6_inhibitor",
+    "cyp2d6_opioid_with_inhibitor",
+    "cyp2d6_opioid_functional_poor",
+)
 
 
 # The columns of a cohort's association table (pgx_dagster/association.py, one row per exposure).
@@ -381,6 +404,7 @@ ASSOCIATION_TYPES = {
     "sets_used": "BIGINT",
     "exposed_targets": "BIGINT",
     "exposed_controls": "BIGINT",
+    "members_exposure_unknown": "BIGINT",
     "odds_ratio": "DOUBLE",
     "ci_low": "DOUBLE",
     "ci_high": "DOUBLE",

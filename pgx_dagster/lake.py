@@ -200,11 +200,18 @@ class LakeResource(ConfigurableResource):
         default=DEFAULT_RAW_ROOT,
         description="raw extract folder (PGX_RAW_ROOT); for the tuva and desynpuf formats several, comma-separated",
     )
-    raw_format: str = Field(default="pgx", description="input format: pgx | tuva | desynpuf (PGX_RAW_FORMAT)")
+    raw_format: str = Field(default="pgx", description="input format: pgx | tuva | desynpuf | apcd (PGX_RAW_FORMAT)")
+    raw_delimiter: str = Field(default="auto", description="apcd format: auto | pipe | comma | tab (PGX_RAW_DELIMITER)")
+    apcd_layout: str = Field(
+        default="", description="apcd format: folder of <table>_columns.csv for header-less files (PGX_APCD_LAYOUT)"
+    )
+    apcd_elements: str = Field(
+        default="", description="apcd format: element map, layout of sql/formats/apcd/elements.csv (PGX_APCD_ELEMENTS)"
+    )
     opioid_ndc_file: str = Field(
         default="",
         description="opioid NDC / MME conversion file in the layout of sql/codesets/opioid_ndc.csv, e.g. built "
-        "by `pgx build-ndc-map` (PGX_OPIOID_NDC_FILE); default the shipped placeholder list",
+        "by `pgx build-opioid-ndc` (PGX_OPIOID_NDC_FILE); default CDC's 2017 list as shipped",
     )
     ndc_ingredient_file: str = Field(
         default="",
@@ -268,6 +275,15 @@ class LakeResource(ConfigurableResource):
                 return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
             except s3_client().exceptions.NoSuchKey:
                 return None
+
+    def head(self, path: str, size: int = 65536) -> bytes:
+        """The first `size` bytes of a file, local or on S3 (a ranged GET: a raw file's first line)."""
+        if not is_s3(path):
+            with open(path, "rb") as f:
+                return f.read(size)
+        bucket, key = split_s3(path)
+        with s3_errors(f"reading {path}"):
+            return s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{size - 1}")["Body"].read()
 
     def files(self, pattern: str) -> list[str]:
         """Paths matching a glob (`*` within one path segment), local or on S3."""

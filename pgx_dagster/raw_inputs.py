@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import duckdb
 from dagster import Failure
 
+from pgx_dagster import apcd_release
+from pgx_dagster.apcd_release import register_apcd
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import IMPUTED, KINDS, SILVER
 from pgx_dagster.duck import DataDefect, Session, quote, redact
@@ -90,7 +92,9 @@ def raw_glob(lake: LakeResource, table: str) -> str:
 RAW_VIEWS = {
     "raw_eligibility": "eligibility",
     "raw_enrollment": "enrollment",
+    "raw_drug_coverage": "drug_coverage",
     "raw_linkage": "linkage",
+    "raw_ages": "ages",
     "raw_medical": "medical",
     "raw_pharmacy": "pharmacy",
 }
@@ -194,8 +198,10 @@ FORMATS: dict[str, RawFormat] = {
                 pgx_table="member_eligibility",
                 required=("payer_id", "member_id", "coverage_year", "birth_year"),
                 optional=dict.fromkeys(
-                    ("sex", "zip", "state", "enrollment_start_date", "enrollment_end_date"), "VARCHAR"
-                ),
+                    ("sex", "zip", "state", "enrollment_start_date", "enrollment_end_date", "age", "coverage_month",
+                     "medical_coverage", "drug_coverage"),
+                    "VARCHAR",
+                ),  # fmt: skip
             ),
             Source(
                 "src_member_linkage",
@@ -290,6 +296,22 @@ FORMATS: dict[str, RawFormat] = {
                 may_be_absent=True,
                 required=("DESYNPUF_ID", "PDE_ID", "SRVC_DT", "PROD_SRVC_ID"),
                 optional=dict.fromkeys(("QTY_DSPNSD_NUM", "DAYS_SUPLY_NUM", "TOT_RX_CST_AMT"), "VARCHAR"),
+            ),
+        ),
+    ),
+    # A state APCD release: its MC/PC/ME/PE files are found and read by apcd_release.py (element codes,
+    # delimiters, headers or a layout); here only the optional linkage file of member ids to persons.
+    "apcd": RawFormat(
+        "apcd",
+        (
+            Source(
+                "apcd_linkage",
+                "APCD member linkage",
+                ("member_linkage/*.parquet", "member_linkage/*.csv", "linkage/*.parquet", "linkage/*.csv"),
+                pgx_table="",
+                required=("member_id", "person_id"),
+                optional={"payer_id": "VARCHAR"},
+                may_be_absent=True,
             ),
         ),
     ),
@@ -402,9 +424,16 @@ def check_raw_readable(s: Session, used: dict[str, list[str]]) -> DataDefect | N
     sources = {src.label: src for fmt in FORMATS.values() for src in fmt.sources}
     for label, files in used.items():
         for path in files:
+            spec = apcd_release.LAST_SPECS.get(path) if label not in sources else None
+            relation = apcd_release.file_relation(spec) if spec else _reader([path], sources[label])
             try:
-                s.con.execute(f"SELECT sum(hash(t)) FROM {_reader([path], sources[label])} t").fetchone()
-            except duckdb.Error:
+                s.con.execute(f"SELECT sum(hash(t)) FROM {relation} t").fetchone()
+            except duckdb.Error as error:
+                if spec:
+                    return DataDefect(
+                        f"{label} file {path} cannot be read as {spec.describe()}: {redact(str(error))}. The file is "
+                        "damaged or not what its name says: replace it with a good copy (or remove it) and re-run."
+                    )
                 return unreadable(s, [path], sources[label])
     return None
 
@@ -430,7 +459,7 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
     # Open enrolment spans run to the extract date.
     s.set_variables({"extract_date": lake.extract_day()})
     register_geography(s)
-    used: dict[str, list[str]] = {}
+    used: dict[str, list[str]] = register_apcd(s, lake) if fmt.name == "apcd" else {}
     for source in fmt.sources:
         files, tried = source_files(lake, source)
         if not files and source.may_be_absent:
@@ -475,6 +504,8 @@ def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple
 
 # ---- the preflight: `pgx validate-inputs` -----------------------------------------------------------
 def validate_inputs(lake: LakeResource) -> tuple[bool, list[str]]:
+    if lake.raw_format == "apcd":
+        return _validate_apcd(lake)
     if lake.raw_format != "pgx":
         return _validate_format(lake)
     lines = [f"Raw inputs under {lake.raw_root}:"]
@@ -498,6 +529,18 @@ def validate_inputs(lake: LakeResource) -> tuple[bool, list[str]]:
             tried = ", ".join(p for p, _, _ in found)
             lines.append(f"     ERROR: no files for {table}; tried {tried}")
     return ok, lines
+
+
+def _validate_apcd(lake: LakeResource) -> tuple[bool, list[str]]:
+    """The APCD release's files and elements (apcd_release.validate), then the optional linkage file."""
+    from pgx_dagster.resources import build_resources
+
+    with build_resources()["duckdb"].process_config_and_initialize().global_session() as s:
+        ok, lines = apcd_release.validate(lake, s)
+    linkage_ok, linkage_lines = _validate_format(lake)
+    return ok and linkage_ok, lines + linkage_lines[1:] + [
+        "  persons: from the cross-payer key where a record has one, else from the linkage file, else the member id"
+    ]
 
 
 def _validate_format(lake: LakeResource) -> tuple[bool, list[str]]:

@@ -200,8 +200,17 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "tuva and desynpuf formats take several, comma-separated. A local folder given must exist.",
             FOLDERS, must_exist=True),
     Setting("PGX_RAW_FORMAT", "pgx", "The layout of the raw extract: pgx (our Parquet layout, and the legacy "
-            "pipeline's), tuva (the Tuva Project input layer) or desynpuf (CMS DE-SynPUF CSV files).", CHOICE,
-            choices=("pgx", "tuva", "desynpuf")),
+            "pipeline's), tuva (the Tuva Project input layer), desynpuf (CMS DE-SynPUF CSV files) or apcd (a state "
+            "APCD release: MC/PC/ME/PE files by APCD element code).", CHOICE,
+            choices=("pgx", "tuva", "desynpuf", "apcd")),
+    Setting("PGX_RAW_DELIMITER", "auto", "apcd format: the delimiter of its text files: auto (detected per file "
+            "from its first line), pipe, comma or tab.", CHOICE, choices=("auto", "pipe", "comma", "tab")),
+    Setting("PGX_APCD_LAYOUT", "", "apcd format: a folder with the column layout of files that come without a "
+            "header: mc_columns.csv, pc_columns.csv, me_columns.csv, pe_columns.csv, each with columns `column` "
+            "and `element`, one row per field in the order of the file's fields.", PATH, must_exist=True),
+    Setting("PGX_APCD_ELEMENTS", "", "apcd format: which APCD elements the pipeline reads for what, when a "
+            "state numbers them differently (the layout of sql/formats/apcd/elements.csv); unset: that file.",
+            FILE, must_exist=True),
     Setting("PGX_LAKE_ROOT", DEFAULT_LAKE_ROOT, "Where every dataset is written: a folder or s3://bucket/prefix.",
             URI),
     Setting("PGX_RAW_MEDICAL", "", "pgx format: the exact path or glob of the medical claims, used as given "

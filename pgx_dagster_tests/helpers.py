@@ -30,12 +30,16 @@ def table(s: Session, name: str, rows: list[dict[str, Any]], schema: dict[str, s
 def eligibility(s: Session, rows: list[dict[str, Any]], schema: dict[str, str] | None = None) -> None:
     """Register raw eligibility rows as `raw_eligibility` and, as intake does, their typed view `eligibility`
     (birth years judged against the extract date: set `extract_date`, 2021-06-30 when unset)."""
-    optional = {"sex": "VARCHAR", "zip": "VARCHAR", "state": "VARCHAR"}  # the raw layer adds absent ones as NULL
+    # the raw layer adds absent ones as NULL
+    optional = dict.fromkeys(
+        ("sex", "zip", "state", "age", "coverage_month", "medical_coverage", "drug_coverage"), "VARCHAR"
+    )
     rows = [{**dict.fromkeys(optional), **r} for r in rows]
     table(s, "raw_eligibility", rows, schema={**optional, **(schema or {})})
     if s.scalar("SELECT getvariable('extract_date') IS NULL"):
         s.set_variables({"extract_date": date(2021, 6, 30)})
     s.model_view("eligibility", "intake/eligibility")
+    s.model_view("raw_ages", "formats/pgx/ages")  # the pgx layout's: the optional ages of eligibility rows
 
 
 def rewrite_parquet(path: str | Path, select_sql: str) -> None:

@@ -50,8 +50,9 @@ def test_missing_files_name_every_place_tried(tmp_path):
 def test_desynpuf_without_claim_files_reads_fills_only():
     counts = raw_counts(LakeResource(raw_root=str(DATA / "desynpuf_sample"), raw_format="desynpuf"))
     # 93 beneficiary rows have no month of coverage in their year: no enrolment span
+    # DE-SynPUF states no drug coverage apart from enrolment (so drug coverage = enrolment) and no ages
     assert counts == {"raw_eligibility": 2498, "raw_enrollment": 2405, "raw_linkage": 2498, "raw_medical": 0,
-                      "raw_pharmacy": 4998}  # fmt: skip
+                      "raw_pharmacy": 4998, "raw_drug_coverage": 2405, "raw_ages": 0}  # fmt: skip
 
 
 def test_tuva_parquet_reads_like_csv(tmp_path):
@@ -65,7 +66,7 @@ def test_tuva_parquet_reads_like_csv(tmp_path):
         )
     csv_counts = raw_counts(LakeResource(raw_root=str(DATA / "tuva_demo"), raw_format="tuva"))
     assert csv_counts == {"raw_eligibility": 395, "raw_enrollment": 219, "raw_linkage": 100, "raw_medical": 6075,
-                          "raw_pharmacy": 612}  # fmt: skip
+                          "raw_pharmacy": 612, "raw_drug_coverage": 219, "raw_ages": 0}  # fmt: skip
     assert raw_counts(LakeResource(raw_root=str(tmp_path), raw_format="tuva")) == csv_counts
 
 

@@ -73,7 +73,7 @@ def materialize_command(partition: str = "65-74|2019") -> list[str]:
 @pytest.mark.parametrize(
     ("name", "bad", "valid"),
     [
-        ("PGX_RAW_FORMAT", "tuwa", "one of pgx, tuva, desynpuf; did you mean 'tuva'?"),
+        ("PGX_RAW_FORMAT", "tuwa", "one of pgx, tuva, desynpuf, apcd; did you mean 'tuva'?"),
         ("PGX_MIN_YEAR", "20x", "a year from 1900 to 2100"),
         ("PGX_SHARDS", "0", "a whole number from 1 to 999"),
         ("PGX_MEMORY_PER_WORKER", "2G", "a positive size such as 2GB"),
@@ -113,7 +113,7 @@ def test_dagster_asset_materialize_with_a_typo_in_the_raw_format_stops_at_load_i
     code, lines, _ = run(materialize_command(), clean_env(DAGSTER_HOME=str(home), PGX_RAW_FORMAT="tuwa"))
     line = one_line(lines)
     assert code == 2 and line == (
-        "pgx: PGX_RAW_FORMAT='tuwa' is not valid: expected one of pgx, tuva, desynpuf; did you mean 'tuva'?"
+        "pgx: PGX_RAW_FORMAT='tuwa' is not valid: expected one of pgx, tuva, desynpuf, apcd; did you mean 'tuva'?"
     )
     assert not any("STEP_UP_FOR_RETRY" in line or "RUN_START" in line for line in lines)  # nothing ran
 

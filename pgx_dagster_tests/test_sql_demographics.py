@@ -21,6 +21,8 @@ def person(payer, member, pid):
         "in_eligibility": True,
         "in_linkage": True,
         "conflicting_linkage": False,
+        "birth_year_basis": "birth_year",
+        "birth_year_conflict": False,
     }
 
 

@@ -70,14 +70,14 @@ def build_imputed(kind: str) -> AssetsDefinition:
     @partitioned_check(imputed, name=f"{name}_imputation_completeness")
     def completeness(s: Session, lake: LakeResource, band: str, year: int):
         """QA 5: rows in (silver) = rows out (imputed), and every demographic value has a provenance (observed /
-        member_consensus / linked_person / statistical)."""
+        member_consensus / linked_person / statistical; a birth year also from_ages)."""
         rel = parquet_relation(dataset.path(lake, band, year))
         rows_in = s.count_parquet(SILVER[kind].path(lake, band, year))
         rows_out = s.scalar(f"SELECT count(*) FROM {rel}")
-        valid = ", ".join(f"'{v}'" for v in contracts.SOURCES)
+        valid = {f: ", ".join(f"'{v}'" for v in contracts.SOURCES_OF[f]) for f in contracts.DEMOGRAPHIC_FIELDS}
         no_provenance = s.scalar(
             f"SELECT count(*) FROM {rel} WHERE "
-            + " OR ".join(f"{f}_source IS NULL OR {f}_source NOT IN ({valid})" for f in contracts.DEMOGRAPHIC_FIELDS)
+            + " OR ".join(f"{f}_source IS NULL OR {f}_source NOT IN ({valid[f]})" for f in contracts.DEMOGRAPHIC_FIELDS)
         )
         provenance = provenance_counts(s, rel)
         return verdict(

@@ -20,6 +20,7 @@ from logging import Logger
 from pgx_dagster import guards
 from pgx_dagster.codesets import register_codesets, register_pgx_drugs
 from pgx_dagster.datasets import (
+    DRUG_COVERAGE_GAP,
     ELIGIBILITY_QUARANTINE,
     INTAKE_QUARANTINE,
     KINDS,
@@ -47,7 +48,7 @@ from pgx_dagster.stages.common import (
 
 DATE_COLUMN = {"medical": "service_date", "pharmacy": "fill_date"}
 # The raw views person_index reads (the claims' views may read these too: register_raw's default, all).
-PERSON_SOURCES = ("raw_eligibility", "raw_enrollment", "raw_linkage")
+PERSON_SOURCES = ("raw_eligibility", "raw_enrollment", "raw_drug_coverage", "raw_linkage", "raw_ages")
 # Every eligibility row intake could not use (row-level reason), and every row it used with a value it
 # rejected (`rejected_value`): one quarantine file, each row with its reason.
 ELIGIBILITY_REJECTS = (
@@ -98,6 +99,20 @@ def eligibility_figures(s: Session, rows_in: int) -> dict:
     }  # fmt: skip
 
 
+def person_basis(s: Session) -> dict[str, int]:
+    """Persons by what formed them: a cross-payer key or a linkage file (the apcd linkage's `basis`), the
+    linkage table of the other formats, or a member id of its own."""
+    basis = "l.basis" if "basis" in {name for name, _type in s.columns("raw_linkage")} else "'linkage'"
+    return dict(s.execute(f"""
+        SELECT coalesce(b.basis, CASE WHEN p.in_linkage THEN 'linkage' ELSE 'member_id' END),
+               count(DISTINCT p.person_id)
+        FROM person_index p
+        LEFT JOIN (SELECT DISTINCT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
+                          {basis} AS basis
+                   FROM raw_linkage l) b USING (payer_id, member_id)
+        GROUP BY 1 ORDER BY 1""").fetchall())  # fmt: skip
+
+
 @global_asset("person_index", group_name="intake", deps=RAW_ASSET_KEYS)
 def person_index(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
     """Links every member id to its person (linkage table) with the person's consensus birth year, and writes each
@@ -117,18 +132,32 @@ def person_index(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
             PERSON_INDEX.publish(s, lake, {PERSON_INDEX.filename: "SELECT * FROM person_index"})
             n_periods = s.model_table("observation_period", "intake/observation_period")
             OBSERVATION_PERIOD.publish(s, lake, {OBSERVATION_PERIOD.filename: "SELECT * FROM observation_period"})
+            # the days under observation without drug coverage: no fill could be seen (the analysis's "unknown")
+            n_gaps = s.model_table("drug_coverage_gap", "intake/drug_coverage_gap")
+            DRUG_COVERAGE_GAP.publish(s, lake, {DRUG_COVERAGE_GAP.filename: "SELECT * FROM drug_coverage_gap"})
             facts = s.rows("""
                 SELECT count(DISTINCT person_id) AS persons,
                        count(*) FILTER (WHERE conflicting_linkage) AS members_linked_to_several_persons,
                        count(*) FILTER (WHERE NOT in_linkage) AS members_without_linkage,
-                       count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year
+                       count(DISTINCT person_id) FILTER (WHERE birth_year IS NULL) AS persons_without_birth_year,
+                       count(DISTINCT person_id) FILTER (WHERE birth_year_basis = 'ages')
+                           AS persons_birth_year_from_ages,
+                       count(DISTINCT person_id) FILTER (WHERE birth_year_conflict)
+                           AS persons_with_conflicting_birth_years
                 FROM person_index""")[0]
+            facts["persons_by_basis"] = person_basis(s)
             eligibility = eligibility_figures(s, eligibility_in)
         log.info(
             f"{STAGES['intake'].log}: {n_members:,} member ids of {facts['persons']:,} persons, {n_periods:,} "
             f"observation periods; eligibility {eligibility['used']:,} rows used, {eligibility['quarantined']:,} "
-            "quarantined"
+            f"quarantined; persons formed from {facts['persons_by_basis']}"
         )
+        if facts["persons_with_conflicting_birth_years"]:
+            log.warning(
+                f"{facts['persons_with_conflicting_birth_years']:,} persons' records disagree on the birth year (their "
+                "ages or birth years cannot be reconciled): the consensus value is used; see person_index "
+                "birth_year_conflict"
+            )
         return table_metadata(
             s,
             "person_index",
@@ -137,6 +166,8 @@ def person_index(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
             started=started,
             observation_periods=n_periods,
             persons_under_observation=s.scalar("SELECT count(DISTINCT person_id) FROM observation_period"),
+            drug_coverage_gaps=n_gaps,
+            persons_with_drug_coverage_gaps=s.scalar("SELECT count(DISTINCT person_id) FROM drug_coverage_gap"),
             raw_format=lake.raw_format,
             raw_inputs=raw_inputs,
             **facts,

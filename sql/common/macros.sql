@@ -150,3 +150,9 @@ CREATE OR REPLACE MACRO intake_shard(payer_id, claim_id, shards) AS hash('claims
 CREATE OR REPLACE MACRO person_shard(person_id, shards) AS hash('member_demographics', person_id) % shards;
 -- The unit of a member's rows (every year of one payer's member id), when a check splits its work by member.
 CREATE OR REPLACE MACRO member_unit(payer_id, member_id, units) AS hash(payer_id, member_id) % units;
+
+-- A coverage flag of a member-month (APCD ME018 / ME019, PE019): TRUE for Y, YES, 1, T, TRUE; FALSE for N, NO,
+-- 0, F, FALSE (any case); NULL when blank - and when anything else, which `is_invalid` then flags.
+CREATE OR REPLACE MACRO flag_value(x) AS
+    CASE WHEN upper(clean_text(x)) IN ('Y', 'YES', '1', 'T', 'TRUE') THEN TRUE
+         WHEN upper(clean_text(x)) IN ('N', 'NO', '0', 'F', 'FALSE') THEN FALSE END;

@@ -7,7 +7,7 @@
 --
 -- Consensus (per person, across all member ids, all years, eligibility and claims):
 --   sex        most frequent observed value; ties: latest year, then 'F' before 'M' (sex_observed.sql).
---   birth_year person_index (most frequent eligibility value).
+--   birth_year person_index (most frequent eligibility value; else derived from the ages on the records).
 --   zip3       per person-year: most frequent zip3 observed that year; else the nearest year with
 --              an observation (the later on a tie) (zip_year.sql, zip_observed.sql).
 -- Provenance of a value for member m in year y:
@@ -16,6 +16,8 @@
 --   linked_person     only another member id of the same person shows it;
 --   statistical       nothing observed for the person anywhere: a seeded draw (sex_imputed.sql,
 --                     zip_imputed.sql).
+--   from_ages         birth year only: no record states one; derived from the ages on the person's records
+--                     (person_index.sql, birth_year_basis 'ages').
 WITH person_zip AS (  -- the zip3 of every active person-year
     SELECT person_id, event_year, zip3 FROM zip_observed
     UNION ALL
@@ -49,7 +51,7 @@ member_births AS (
 ),
 resolved AS (
     SELECT a.payer_id, a.member_id, a.person_id, a.event_year, a.age_band,
-           pi.birth_year, ps.sex, pz.zip3
+           pi.birth_year, pi.birth_year_basis, ps.sex, pz.zip3
     FROM active a
     JOIN person_index pi ON pi.payer_id = a.payer_id AND pi.member_id = a.member_id
     LEFT JOIN person_sex ps ON ps.person_id = a.person_id
@@ -84,7 +86,8 @@ SELECT f.person_id, f.payer_id, f.member_id, f.event_year, f.age_band,
        f.birth_year,
        -- observed only when the member's own records of the year agree; a conflict among them is
        -- resolved by the person's consensus, and says so
-       CASE WHEN f.birth_same_year AND NOT coalesce(f.birth_conflict_same_year, FALSE) THEN 'observed'
+       CASE WHEN f.birth_year_basis = 'ages' THEN 'from_ages'
+            WHEN f.birth_same_year AND NOT coalesce(f.birth_conflict_same_year, FALSE) THEN 'observed'
             WHEN f.birth_same_member THEN 'member_consensus'
             ELSE 'linked_person' END AS birth_year_source,
        f.sex,

@@ -1,12 +1,21 @@
 -- person_index: one row per member (payer_id, member_id) seen in eligibility or linkage, with the
 -- person it belongs to and the person's consensus birth year.
--- Inputs: eligibility (intake/eligibility.sql: its usable rows), raw_linkage.
+-- Inputs: eligibility (intake/eligibility.sql: its usable rows), raw_linkage, raw_ages.
 -- A member absent from the linkage table is a person of its own ("member:<payer>:<member>").
 -- A member the linkage gives to several persons cannot be attributed: it is marked
 -- `conflicting_linkage` (its claims are quarantined as member_linked_to_several_persons by
 -- placement.sql) and its eligibility rows count for nobody's consensus.
--- Birth year: the most frequent value over all eligibility rows of all the person's members;
--- ties go to the value seen in the latest coverage year, then the earliest birth year.
+-- Birth year (birth_year_basis):
+--   birth_year  the most frequent value over all eligibility rows of all the person's members; ties go to
+--               the value seen in the latest coverage year, then the earliest birth year. Several values:
+--               birth_year_conflict.
+--   ages        a person with no birth year anywhere but ages (an APCD release): each record's year minus
+--               the age on it is a candidate; over every record (eligibility months and claims) of every
+--               member id of the person, the two most frequent candidates, and of those the smaller (the
+--               Maine APCD specification's rule: an age taken on a date before the birthday in the year gives
+--               the year after the birth year, so the two are one year apart and the birth year is the
+--               smaller). Candidates that are not the birth year or the year after cannot be reconciled
+--               with it: birth_year_conflict (the most frequent two further apart keep the most frequent).
 WITH members AS (
     SELECT DISTINCT payer_id, member_id FROM eligibility WHERE quarantine_reason IS NULL
     UNION
@@ -40,12 +49,45 @@ birth_obs AS (
     WHERE e.quarantine_reason IS NULL AND e.birth_year IS NOT NULL AND NOT k.conflicting_linkage
     GROUP BY ALL
 ),
-birth AS (
-    SELECT person_id, birth_year
+birth_stated AS (
+    SELECT person_id, birth_year, 'birth_year' AS birth_year_basis,
+           count(*) OVER (PARTITION BY person_id) > 1 AS birth_year_conflict
     FROM birth_obs
     QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY n DESC, latest DESC NULLS LAST, birth_year) = 1
+),
+age_candidates AS (  -- persons without a stated birth year only
+    SELECT k.person_id, integer_value(a.year) - integer_value(a.age) AS candidate, count(*) AS n
+    FROM raw_ages a
+    JOIN linked k ON k.payer_id = clean_text(a.payer_id) AND k.member_id = clean_text(a.member_id)
+    WHERE NOT k.conflicting_linkage AND integer_value(a.age) BETWEEN 0 AND 125
+      AND integer_value(a.year) BETWEEN 1880 AND year(getvariable('extract_date'))
+      AND k.person_id NOT IN (SELECT person_id FROM birth_stated)
+    GROUP BY ALL
+),
+age_ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY person_id ORDER BY n DESC, candidate) AS rank FROM age_candidates
+),
+age_top AS (
+    SELECT person_id,
+           CASE WHEN max(candidate) FILTER (WHERE rank <= 2) - min(candidate) FILTER (WHERE rank <= 2) <= 1
+                THEN min(candidate) FILTER (WHERE rank <= 2)
+                ELSE min(candidate) FILTER (WHERE rank = 1) END AS birth_year
+    FROM age_ranked GROUP BY person_id
+),
+birth_from_ages AS (
+    SELECT t.person_id, t.birth_year, 'ages' AS birth_year_basis,
+           bool_or(c.candidate NOT IN (t.birth_year, t.birth_year + 1)) AS birth_year_conflict
+    FROM age_top t JOIN age_candidates c USING (person_id)
+    WHERE t.birth_year BETWEEN 1880 AND year(getvariable('extract_date'))
+    GROUP BY ALL
+),
+birth AS (
+    SELECT person_id, birth_year, birth_year_basis, birth_year_conflict FROM birth_stated
+    UNION ALL
+    SELECT person_id, birth_year, birth_year_basis, birth_year_conflict FROM birth_from_ages
 )
-SELECT k.payer_id, k.member_id, k.person_id, b.birth_year, k.in_eligibility, k.in_linkage, k.conflicting_linkage
+SELECT k.payer_id, k.member_id, k.person_id, b.birth_year, k.in_eligibility, k.in_linkage, k.conflicting_linkage,
+       b.birth_year_basis, coalesce(b.birth_year_conflict, FALSE) AS birth_year_conflict
 FROM linked k
 LEFT JOIN birth b USING (person_id)
 ORDER BY k.person_id, k.payer_id, k.member_id

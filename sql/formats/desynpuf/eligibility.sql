@@ -8,6 +8,9 @@ SELECT 'cms' AS payer_id, clean_text(b.DESYNPUF_ID) AS member_id, clean_text(b.D
        coalesce(CAST(year(date_value(b.BENE_BIRTH_DT)) AS VARCHAR), clean_text(b.BENE_BIRTH_DT)) AS birth_year,
        CASE clean_text(b.BENE_SEX_IDENT_CD) WHEN '1' THEN 'M' WHEN '2' THEN 'F' END AS sex,
        NULL::VARCHAR AS zip,
-       sc.state
+       sc.state,
+       -- what only a member-month layout (apcd) has
+       NULL::VARCHAR AS coverage_month, NULL::VARCHAR AS medical_coverage, NULL::VARCHAR AS drug_coverage,
+       NULL::VARCHAR AS age
 FROM desynpuf_beneficiary b
 LEFT JOIN state_codes sc ON TRY_CAST(sc.ssa_code AS INTEGER) = TRY_CAST(b.SP_STATE_CODE AS INTEGER)

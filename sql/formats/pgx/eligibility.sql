@@ -1,2 +1,3 @@
--- raw_eligibility, pgx layout: the files as they are (`state` is optional; NULL when absent).
+-- raw_eligibility, pgx layout: the files as they are (`state`, `age` and the member-month columns
+-- coverage_month, medical_coverage, drug_coverage are optional; NULL when absent).
 SELECT * FROM src_member_eligibility

@@ -19,7 +19,10 @@ WITH spans AS (
                  greatest(year(date_value(enrollment_start_date)), year(getvariable('extract_date')))) AS last_year
     FROM tuva_eligibility
 )
-SELECT s.payer_id, s.member_id, s.person_id, y.coverage_year, s.birth_year, s.sex, s.zip, sc.state
+SELECT s.payer_id, s.member_id, s.person_id, y.coverage_year, s.birth_year, s.sex, s.zip, sc.state,
+       -- what only a member-month layout (apcd) has
+       NULL::VARCHAR AS coverage_month, NULL::VARCHAR AS medical_coverage, NULL::VARCHAR AS drug_coverage,
+       NULL::VARCHAR AS age
 FROM spans s
 CROSS JOIN LATERAL (
     SELECT unnest(CASE WHEN s.first_year IS NULL THEN [NULL::BIGINT]
