@@ -535,7 +535,9 @@ def _validate_apcd(lake: LakeResource) -> tuple[bool, list[str]]:
     """The APCD release's files and elements (apcd_release.validate), then the optional linkage file."""
     from pgx_dagster.resources import build_resources
 
-    with build_resources()["duckdb"].process_config_and_initialize().global_session() as s:
+    # httpfs and the S3 secret when the release is on S3 (Parquet footers are read through DuckDB)
+    worker = build_resources(raw_root=lake.raw_root, lake_root=lake.lake_root)["duckdb"]
+    with worker.process_config_and_initialize().global_session() as s:
         ok, lines = apcd_release.validate(lake, s)
     linkage_ok, linkage_lines = _validate_format(lake)
     return ok and linkage_ok, lines + linkage_lines[1:] + [

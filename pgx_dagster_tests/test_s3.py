@@ -89,3 +89,26 @@ def test_validate_inputs_on_s3(s3_pipeline):
     assert f"uses s3://{BUCKET}/raw/medical_claims/*.parquet (the pgx raw layout)" in "\n".join(lines)
     ok, lines = validate_inputs(LakeResource(raw_root=f"s3://{BUCKET}/nothing-here"))
     assert not ok and any("ERROR: no files for medical_claims" in line for line in lines)
+
+
+def test_an_apcd_release_on_s3_reads_as_it_does_locally(s3_env, tmp_path):
+    """Headers by ranged GET, files through httpfs: the same raw tables as from the local folder."""
+    from pgx_dagster.duck import DuckDBWorker
+    from pgx_dagster.raw_inputs import RAW_VIEWS, register_raw
+    from pgx_dagster_tests.test_apcd_format import release
+
+    local = release(tmp_path / "apcd")
+    for f in local.rglob("*.*"):
+        s3_client().upload_file(str(f), BUCKET, f"apcd/{f.relative_to(local).as_posix()}")
+
+    def tables(root: str, s3: bool) -> dict[str, list]:
+        lake = LakeResource(raw_root=root, raw_format="apcd", extract_date="2020-06-30")
+        with DuckDBWorker(s3=s3).session() as s:
+            register_raw(s, lake)
+            return {view: s.rows(f"SELECT * FROM {view} ORDER BY ALL") for view in RAW_VIEWS}
+
+    remote = tables(f"s3://{BUCKET}/apcd", True)
+    assert remote == tables(str(local), False)
+    assert len(remote["raw_eligibility"]) == 8 and len(remote["raw_medical"]) == 2
+    ok, lines = validate_inputs(LakeResource(raw_root=f"s3://{BUCKET}/apcd", raw_format="apcd"))
+    assert ok, lines

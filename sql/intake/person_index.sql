@@ -10,12 +10,13 @@
 --               the value seen in the latest coverage year, then the earliest birth year. Several values:
 --               birth_year_conflict.
 --   ages        a person with no birth year anywhere but ages (an APCD release): each record's year minus
---               the age on it is a candidate; over every record (eligibility months and claims) of every
---               member id of the person, the two most frequent candidates, and of those the smaller (the
---               Maine APCD specification's rule: an age taken on a date before the birthday in the year gives
---               the year after the birth year, so the two are one year apart and the birth year is the
---               smaller). Candidates that are not the birth year or the year after cannot be reconciled
---               with it: birth_year_conflict (the most frequent two further apart keep the most frequent).
+--               the age on it is a candidate, over every record (eligibility months and claims) of every member
+--               id of the person. An age taken before the birthday in the year gives the year after the birth
+--               year, so a person's candidates are two adjacent years and the birth year is the smaller - the
+--               Maine APCD specification's rule ("the smaller of the two most frequent"), made robust: the
+--               second is the more frequent of the years next to the most frequent one, so a stray age
+--               elsewhere cannot pair with it. Candidates other than the birth year and the year after cannot
+--               be reconciled with it: birth_year_conflict.
 WITH members AS (
     SELECT DISTINCT payer_id, member_id FROM eligibility WHERE quarantine_reason IS NULL
     UNION
@@ -64,20 +65,22 @@ age_candidates AS (  -- persons without a stated birth year only
       AND k.person_id NOT IN (SELECT person_id FROM birth_stated)
     GROUP BY ALL
 ),
-age_ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY person_id ORDER BY n DESC, candidate) AS rank FROM age_candidates
+age_top AS (  -- the most frequent candidate (the earlier on a tie)
+    SELECT person_id, candidate AS top FROM age_candidates
+    QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY n DESC, candidate) = 1
 ),
-age_top AS (
-    SELECT person_id,
-           CASE WHEN max(candidate) FILTER (WHERE rank <= 2) - min(candidate) FILTER (WHERE rank <= 2) <= 1
-                THEN min(candidate) FILTER (WHERE rank <= 2)
-                ELSE min(candidate) FILTER (WHERE rank = 1) END AS birth_year
-    FROM age_ranked GROUP BY person_id
+age_pair AS (  -- and the more frequent of the years next to it (the earlier on a tie): the smaller of the two
+    SELECT t.person_id,
+           CASE WHEN coalesce(b.n, 0) > 0 AND coalesce(b.n, 0) >= coalesce(a.n, 0) THEN t.top - 1 ELSE t.top END
+               AS birth_year
+    FROM age_top t
+    LEFT JOIN age_candidates b ON b.person_id = t.person_id AND b.candidate = t.top - 1
+    LEFT JOIN age_candidates a ON a.person_id = t.person_id AND a.candidate = t.top + 1
 ),
 birth_from_ages AS (
     SELECT t.person_id, t.birth_year, 'ages' AS birth_year_basis,
            bool_or(c.candidate NOT IN (t.birth_year, t.birth_year + 1)) AS birth_year_conflict
-    FROM age_top t JOIN age_candidates c USING (person_id)
+    FROM age_pair t JOIN age_candidates c USING (person_id)
     WHERE t.birth_year BETWEEN 1880 AND year(getvariable('extract_date'))
     GROUP BY ALL
 ),
