@@ -153,6 +153,18 @@ def first_line(lake: LakeResource, path: str) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def unique_names(fields: list[str]) -> list[str]:
+    """A first line's fields as column names: blank ones (a delimiter after the last field) and repeats of a name
+    made unique, so that the file can be read; an element code is never among them twice (checked after)."""
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(fields):
+        name = name or f"_blank_{i + 1}"
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 or element_of(name) else f"{name}_{seen[name]}")
+    return out
+
+
 def layout_columns(lake: LakeResource, table: str) -> list[tuple[str, str]] | None:
     """(column, element) in field order from PGX_APCD_LAYOUT/<table>_columns.csv, or None."""
     if not lake.apcd_layout:
@@ -190,9 +202,10 @@ def inspect(lake: LakeResource, s: Session, path: str, table: str) -> FileSpec:
                 f"{label} file {path}: its first line has no pipe, comma or tab, so its delimiter cannot be told; "
                 "set PGX_RAW_DELIMITER (pipe, comma or tab)."
             )
-    fields = [f.strip().strip('"') for f in line.split(delimiter)]
-    named = [f for f in fields if element_of(f)]
-    if len(named) * 2 >= len([f for f in fields if f]):
+    raw_fields = [f.strip().strip('"') for f in line.split(delimiter)]
+    fields = unique_names(raw_fields)
+    named = [f for f in raw_fields if element_of(f)]
+    if len(named) * 2 >= len([f for f in raw_fields if f]):
         return _spec(path, table, False, delimiter, True, fields)
     layout = layout_columns(lake, table)
     if layout is None:
@@ -203,7 +216,7 @@ def inspect(lake: LakeResource, s: Session, path: str, table: str) -> FileSpec:
             "file order), or add a header line of element codes."
         )
     names = [c for c, _e in layout]
-    if len(fields) == len(names) + 1 and not fields[-1]:  # a delimiter after the last field
+    if len(fields) == len(names) + 1 and not raw_fields[-1]:  # a delimiter after the last field
         names.append("_trailing_delimiter")
     if len(fields) != len(names):
         raise DataDefect(
@@ -268,10 +281,12 @@ def group_relation(specs: list[FileSpec]) -> str:
     if first.parquet:
         source = f"read_parquet([{listing}], hive_partitioning = false)"
     else:
-        names = "" if first.header else ", names = [" + ", ".join(quote(c) for c in first.columns) + "]"
-        # every field as text (ids, NDCs and zip codes keep their leading zeros); a quote opens a quoted field
+        # Every field as text (ids, NDCs and zip codes keep their leading zeros) under the names the first line
+        # (or the layout) gave, nothing sniffed: a release has hundreds of files, and sniffing each again whenever
+        # a view over them is bound cost seconds per query. A double quote opens a quoted field (RFC 4180).
+        columns = ", ".join(f"{quote(c)}: 'VARCHAR'" for c in first.columns)
         source = (f"read_csv([{listing}], delim = {quote(first.delimiter)}, header = {str(first.header).lower()}, "
-                  f"all_varchar = true, auto_detect = true{names})")  # fmt: skip
+                  f"auto_detect = false, columns = {{{columns}}}, quote = '\"', escape = '\"')")  # fmt: skip
     return f"(SELECT {select or 'NULL AS _none'} FROM {source})"
 
 
@@ -390,7 +405,9 @@ def validate(lake: LakeResource, s: Session) -> tuple[bool, list[str]]:
             if missing := missing_required(spec, element_roles[table]):
                 lines.append(f"     ERROR: {missing_error(spec, missing, 0)}")
                 ok = False
-        if table == "ME" and not {"ME019"} & present and not table_files(lake, "PE")[0]:
-            lines.append("     note: no pharmacy coverage stated (no ME019, no PE files): every enrolled month "
+        drug_elements = {e for r in element_roles[table] if r.name == "drug_coverage" for e in r.elements}
+        if table == "ME" and not drug_elements & present and not table_files(lake, "PE")[0]:
+            stated = "/".join(sorted(drug_elements))
+            lines.append(f"     note: no pharmacy coverage stated (no {stated}, no PE files): every enrolled month "
                          "counts as a month of drug coverage")  # fmt: skip
     return ok, lines

@@ -290,3 +290,16 @@ def test_no_files_of_a_table_and_an_undetectable_delimiter_are_clear_errors(tmp_
     write(tmp_path / "PC" / "PC_2019.txt", ["PC001 PC107"], [])
     with pytest.raises(Failure, match=r"PC_2019\.txt: its first line has no pipe, comma or tab.*PGX_RAW_DELIMITER"):
         raw(lake_of(tmp_path))
+
+
+def test_a_damaged_line_names_its_file_and_line(tmp_path):
+    from pgx_dagster.raw_inputs import reading_raw
+
+    release(tmp_path)
+    with (tmp_path / "ME" / "ME_201901.txt").open("a") as f:
+        f.write("P1|M3|K3|2019|1|F\n")  # cut short: 6 of 11 fields
+    with DuckDBWorker().session() as s:
+        used = register_raw(s, lake_of(tmp_path))
+        with pytest.raises(Failure, match=r"ME_201901\.txt cannot be read as pipe-delimited text, header: .*Line: 10"):
+            with reading_raw(s, used):
+                s.scalar("SELECT count(*) FROM raw_eligibility")
