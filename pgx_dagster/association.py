@@ -6,6 +6,10 @@ Only sets with a target and at least one control take part, and the fit uses the
 those whose members differ in exposure: a set whose members are all exposed, or all unexposed, adds a
 constant to the conditional likelihood and nothing to the Mantel-Haenszel sums, so leaving it out
 changes no estimate and makes the fit fast. `sets_used` counts the discordant sets.
+
+A member whose exposure is unknown (NULL, NaN or None: no fill seen while a drug-coverage gap met the
+window) is left out of that exposure's estimate - complete cases: its set keeps its other members, and a
+set left without its target or without any control takes no part. `members_exposure_unknown` counts them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Estimate:
     sets_used: int  # discordant sets: the ones that inform the estimate
     exposed_targets: int
     exposed_controls: int
+    members_exposure_unknown: int  # members left out: their exposure is unknown
     odds_ratio: float | None
     ci_low: float | None
     ci_high: float | None
@@ -47,7 +52,8 @@ def _finite(x: float) -> float | None:
 def estimate(
     exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed: np.ndarray, published: float | None = None
 ) -> Estimate:
-    """The odds ratio of `exposed` for being a target, conditional on the matched set: statsmodels'
+    """The odds ratio of `exposed` for being a target, conditional on the matched set, on the members whose
+    exposure is known (`exposed` None or NaN: unknown, left out; see the module's docstring): statsmodels'
     Newton-Raphson from the Mantel-Haenszel estimate. With `published` (an odds ratio to reproduce) no fit
     starts: statsmodels' score and Hessian of the conditional likelihood at that odds ratio give one Newton
     step from it, and the odds ratio returned is where that step lands. The log-likelihood is concave, so
@@ -55,10 +61,12 @@ def estimate(
     from statsmodels.discrete.conditional_models import ConditionalLogit
     from statsmodels.stats.contingency_tables import StratifiedTable
 
+    x = np.asarray(exposed, dtype=float)  # None -> NaN
+    known = ~np.isnan(x)
     # integer set codes: np.unique and statsmodels' grouping are much faster on them than on strings
-    codes, sets = np.unique(np.asarray(set_ids), return_inverse=True)
-    y = np.asarray(is_target, dtype=float)
-    x = np.asarray(exposed, dtype=float)
+    codes, sets = np.unique(np.asarray(set_ids)[known], return_inverse=True)
+    y = np.asarray(is_target, dtype=float)[known]
+    x = x[known]
     targets = np.bincount(sets, weights=y, minlength=len(codes))
     members = np.bincount(sets, minlength=len(codes))
     exposed_per_set = np.bincount(sets, weights=x, minlength=len(codes))
@@ -71,6 +79,7 @@ def estimate(
         "sets_used": int(discordant.sum()),
         "exposed_targets": int(((y == 1) & (x == 1) & usable[sets]).sum()),
         "exposed_controls": int(((y == 0) & (x == 1) & usable[sets]).sum()),
+        "members_exposure_unknown": int((~known).sum()),
     }
     empty = dict.fromkeys(("odds_ratio", "ci_low", "ci_high", "p_value", "mh_odds_ratio", "mh_ci_low",
                            "mh_ci_high", "mh_p_value"))  # fmt: skip

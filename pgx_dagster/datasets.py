@@ -194,6 +194,8 @@ PERSON_INDEX = Dataset("staging/person_index", "person_index.parquet", partition
 OBSERVATION_PERIOD = Dataset(
     "silver/observation_period", "observation_period.parquet", partitioned=False, stage="intake"
 )
+# The days of each person's observation periods without drug coverage (sql/intake/drug_coverage_gap.sql).
+DRUG_COVERAGE_GAP = Dataset("silver/drug_coverage_gap", "drug_coverage_gap.parquet", partitioned=False, stage="intake")
 INTAKE_QUARANTINE = {
     kind: Dataset(f"quarantine/intake_{kind}", "quarantine.parquet", partitioned=False, stage="intake", by_shard=True)
     for kind in KINDS

@@ -179,8 +179,9 @@ def render(
     verdicts: list[dict] | None, provenance: dict[str, Any],
 ) -> str:  # fmt: skip
     balance_columns = ["kind", "covariate", "mean_targets", "mean_controls", "smd"]
-    association_columns = ["exposure", "sets", "sets_used", "exposed_targets", "exposed_controls", "odds_ratio",
-                           "ci_low", "ci_high", "p_value", "mh_odds_ratio", "note"]  # fmt: skip
+    association_columns = ["exposure", "sets", "sets_used", "exposed_targets", "exposed_controls",
+                           "members_exposure_unknown", "odds_ratio", "ci_low", "ci_high", "p_value", "mh_odds_ratio",
+                           "note"]  # fmt: skip
     return Template(TEMPLATE.read_text()).substitute(
         title=html.escape(title),
         lead=html.escape(lead),

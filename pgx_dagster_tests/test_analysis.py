@@ -115,6 +115,41 @@ def test_sets_without_a_control_take_no_part():
     assert e.odds_ratio == pytest.approx(3.0, rel=1e-12)
 
 
+def test_members_of_unknown_exposure_are_left_out_complete_case():
+    """1:2 sets where members of unknown exposure (None) leave 1:1 pairs, or nothing: a set without its target, or
+    without a known control, takes no part. The estimate is that of the complete cases, worked out by hand (1:1:
+    OR = n10 / n01), and the members left out are counted - through association_rows' SQL NULLs too."""
+    from pgx_dagster.stages.analysis import association_rows
+
+    rows = sets_of(
+        (30, True, [False, None]), (10, False, [True, None]),  # discordant pairs once the unknown are out
+        (15, True, [True, None]), (25, False, [False, None]),  # concordant pairs
+        (5, None, [True, False]),  # the target unknown: the set takes no part
+        (4, True, [None, None]),  # no control known: the set takes no part
+    )  # fmt: skip
+    e = estimate("x", *rows)
+    assert (e.sets, e.sets_used, e.exposed_targets, e.exposed_controls) == (80, 40, 45, 25)
+    assert e.members_exposure_unknown == 30 + 10 + 15 + 25 + 5 + 4 * 2
+    assert e.odds_ratio == pytest.approx(30 / 10, rel=1e-12) and e.mh_odds_ratio == pytest.approx(3.0, rel=1e-12)
+    se = math.sqrt(1 / 30 + 1 / 10)
+    assert e.ci_low == pytest.approx(3.0 * math.exp(-Z_95 * se), rel=1e-7)
+    # the same as the estimate on the complete cases alone
+    complete = [(i, t, x) for i, t, x in zip(*rows, strict=True) if x is not None]
+    alone = estimate("x", *map(list, zip(*complete, strict=True)))
+    assert (alone.odds_ratio, alone.ci_low, alone.p_value, alone.sets) == (e.odds_ratio, e.ci_low, e.p_value, e.sets)
+    assert alone.members_exposure_unknown == 0
+    # from exposure flags with NULLs, as matched_association reads them
+    with DuckDBWorker().session() as s:
+        table(s, "flags", [
+            {"matched_set_id": i, "person_id": f"{i}-{n}", "is_target": t, "kind": "drug", "exposure": "drug:x",
+             "gene": None, "phenotype": None, "exposed": x}
+            for n, (i, t, x) in enumerate(zip(*rows, strict=True))
+        ], schema={"exposed": "BOOLEAN", "gene": "VARCHAR", "phenotype": "VARCHAR"})  # fmt: skip
+        (row,) = association_rows(s, "flags")
+    assert row["members_exposure_unknown"] == e.members_exposure_unknown and row["sets_used"] == 40
+    assert row["odds_ratio"] == pytest.approx(e.odds_ratio, rel=1e-12)
+
+
 # ---- exposures in the window, on hand-written fills ----------------------------------------------------
 INDEX = D(2019, 6, 30)
 
@@ -158,6 +193,7 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
             {"person_id": "P1", "gene": "CYP2D6", "phenotype": "Normal Metabolizer"},
             {"person_id": "P4", "gene": "CYP2C19", "phenotype": "Poor Metabolizer"},
         ])  # fmt: skip
+        s.execute("CREATE TEMP TABLE drug_coverage_gap (person_id VARCHAR, gap_start DATE, gap_end DATE)")
         s.set_variables({"exposure_window_days": 365})
         s.model_table("fills", "analysis/fills")
         s.model_table("exposures", "analysis/exposures")
@@ -193,6 +229,74 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
     for _person, exposure in flags:
         by_exposure[exposure] = by_exposure.get(exposure, 0) + 1
     assert set(by_exposure.values()) == {5}
+
+
+def test_a_drug_not_seen_is_unknown_when_a_drug_coverage_gap_meets_the_window():
+    """Window [2018-06-30, 2019-06-30). A member without a fill of a drug whose window meets a drug-coverage gap
+    has that exposure unknown (NULL) - every drug, group and drug x phenotype; a fill seen is exposed as before; a
+    gap outside the window changes nothing. A drug x phenotype of another phenotype is known: unexposed."""
+    gaps = {  # person: (gap start, gap end)
+        "T1": (D(2019, 2, 1), D(2019, 3, 31)),  # inside the window; a codeine fill seen
+        "C1": (D(2018, 1, 1), D(2018, 6, 29)),  # ends the day before the window: no gap in it
+        "C2": (D(2019, 6, 30), D(2019, 12, 31)),  # starts on the index date: no gap in it
+        "C3": (D(2018, 1, 1), D(2018, 6, 30)),  # ends on the window's first day; no fill
+        "C4": (D(2019, 6, 29), D(2019, 7, 15)),  # starts on its last day; a paroxetine fill seen
+    }  # C5: no gap, no fill
+    with DuckDBWorker().session() as s:
+        register_pgx_drugs(s)
+        ndc = dict(s.execute("SELECT ingredient, min(ndc) FROM ndc_ingredient GROUP BY 1").fetchall())
+        members = [("T1", "target")] + [(f"C{i}", "control") for i in range(1, 6)]
+        table(s, "members", [
+            {"matched_set_id": "opioid_ed:65-74:2019:F:000001", "person_id": p, "role": r, "index_date": INDEX,
+             "age_band": "65-74", "event_year": 2019, "sex": "F", "n_controls": 5} for p, r in members
+        ])  # fmt: skip
+        fills = [("T1", "c1", "codeine", D(2019, 5, 1)), ("C4", "c2", "paroxetine", D(2019, 1, 10))]
+        table(s, "pharmacy", [
+            {"person_id": p, "payer_id": "A", "claim_id": c, "claim_line": 1, "fill_date": d, "days_supply": 30,
+             "ndc": ndc[drug]} for p, c, drug, d in fills
+        ])  # fmt: skip
+        table(s, "opioid_fills", [{"event_id": "opioid_fill:A:c1:1", "person_id": "T1", "event_date": D(2019, 5, 1),
+                                   "mme_per_day": 9.0}])  # fmt: skip
+        table(s, "oud_events", [{"person_id": "C5", "event_date": D(2019, 3, 1)}])
+        table(s, "demographics", [{"person_id": p, "birth_year": 1950} for p, _ in members])
+        table(s, "genotypes", [{"person_id": "T1", "gene": "CYP2D6", "phenotype": "Normal Metabolizer"},
+                               {"person_id": "C5", "gene": "CYP2D6", "phenotype": "Poor Metabolizer"}])  # fmt: skip
+        table(s, "drug_coverage_gap", [{"person_id": p, "gap_start": a, "gap_end": b} for p, (a, b) in gaps.items()])
+        s.set_variables({"exposure_window_days": 365})
+        for model in ("fills", "exposures", "features", "exposure_flags"):
+            s.model_table(model, f"analysis/{model}")
+        f = {r["person_id"]: r for r in s.rows("SELECT * FROM features")}
+        flags = s.rows("SELECT person_id, kind, exposure, exposed FROM exposure_flags")
+
+    groups = ("cyp2d6_opioid", "strong_cyp2d6_inhibitor", "cyp2d6_opioid_with_inhibitor",
+              "cyp2d6_opioid_functional_poor")  # fmt: skip
+    assert {p for p in f if f[p]["drug_coverage_gap_in_window"]} == {"T1", "C3", "C4"}
+    assert [f["T1"][g] for g in groups] == [True, None, None, None]  # an inhibitor may hide in the gap
+    assert [f["C3"][g] for g in groups] == [None, None, None, None]
+    assert [f["C4"][g] for g in groups] == [None, True, None, None]
+    for p in ("C1", "C2", "C5"):
+        assert [f[p][g] for g in groups] == [False] * 4, p
+    assert f["T1"]["cpic_drugs"] == ["codeine"] and f["C3"]["cpic_drugs"] == []  # what was seen
+    # the flags: NULL exactly for a member with a gap in the window and no fill of the drug (the drug x phenotype
+    # of the member's own phenotype); TRUE for a fill seen; FALSE for everyone else
+    unknown = {(r["person_id"], r["exposure"]) for r in flags if r["exposed"] is None}
+    drugs = {r["exposure"] for r in flags if r["kind"] == "drug"}
+    normal = {r["exposure"] for r in flags if r["exposure"].endswith("x CYP2D6 Normal Metabolizer")}
+    expected = (
+        {("T1", x) for x in drugs - {"drug:codeine"}} | {("T1", g) for g in groups[1:]}
+        | {("T1", x) for x in normal - {"drug:codeine x CYP2D6 Normal Metabolizer"}}
+        | {("C3", x) for x in drugs} | {("C3", g) for g in groups}
+        | {("C4", x) for x in drugs - {"drug:paroxetine"}} | {("C4", g) for g in groups if g != groups[1]}
+    )  # fmt: skip
+    assert unknown == expected
+    exposed = {(r["person_id"], r["exposure"]) for r in flags if r["exposed"]}
+    assert exposed == {("T1", "drug:codeine"), ("T1", "cyp2d6_opioid"),
+                       ("T1", "drug:codeine x CYP2D6 Normal Metabolizer"),
+                       ("C4", "drug:paroxetine"), ("C4", "strong_cyp2d6_inhibitor")}  # fmt: skip
+    assert all(r["exposed"] is False for r in flags if r["person_id"] in ("C1", "C2", "C5"))
+    # known not to have the phenotype: unexposed to the drug x phenotype, gap or not
+    poor = [r for r in flags if r["exposure"].endswith("x CYP2D6 Poor Metabolizer")]
+    assert poor and all(r["exposed"] is False for r in poor if r["person_id"] in ("T1", "C3", "C4"))
 
 
 # ---- the planted effect, through a real backfill ---------------------------------------------------------
@@ -442,6 +546,64 @@ def _export_again(boosted, lake: Path) -> dict:
     resource = LakeResource(raw_root=str(boosted.raw), lake_root=str(lake))
     WORK["cohort_export"].run(logging.getLogger("test"), resource, DuckDBWorker(), COHORT)
     return json.loads((export_dir(lake) / datasets.export_file(COHORT, "validation")).read_text())
+
+
+def test_checks_agree_with_unknown_exposures_and_still_fail(boosted, tmp_path):
+    """Drug-coverage gaps planted in the windows of a quarter of the cohort's persons and the analysis run again:
+    exposures unknown, left out of the estimates and counted; every check of the analysis passes on them - and
+    fails when an unknown exposure is written as unexposed again (the flags, the balance, the exported CSV)."""
+    import logging
+
+    from pgx_dagster.stages.common import WORK
+
+    lake = _copy(boosted, tmp_path)
+    resource = LakeResource(raw_root=str(boosted.raw), lake_root=str(lake))
+    features = _analysis_file(lake, "exposures", datasets.FEATURES_FILE)
+    con = duckdb.connect()
+    con.execute(
+        f"COPY (SELECT person_id, min(index_date) - 200 AS gap_start, min(index_date) - 100 AS gap_end "
+        f"FROM '{features}' WHERE hash(person_id) % 4 = 0 GROUP BY 1) "
+        f"TO '{datasets.DRUG_COVERAGE_GAP.path(resource)}' (FORMAT parquet)"
+    )
+    for asset in ("pgx_exposures", "covariate_balance", "matched_association", "cohort_export"):
+        WORK[asset].run(logging.getLogger("test"), resource, DuckDBWorker(), COHORT)
+    gaps, unknown = con.execute(
+        f"SELECT count(*) FILTER (WHERE drug_coverage_gap_in_window), count(*) FILTER (WHERE cyp2d6_opioid IS NULL) "
+        f"FROM '{features}'"
+    ).fetchone()
+    assert gaps > 100 and 0 < unknown < gaps
+    association = {r["exposure"]: r for r in analysis_rows(lake, "association")}
+    assert association["cyp2d6_opioid"]["members_exposure_unknown"] == unknown
+    assert association["cyp2d6_opioid_functional_poor"]["odds_ratio"] is not None
+    checks = [("pgx_exposures", "pgx_exposures_complete"), ("pgx_exposures", "pgx_exposures_contract"),
+              ("covariate_balance", "covariate_balance_matching_keys"),
+              ("matched_association", "matched_association_consistent"),
+              ("cohort_export", "cohort_export_reproducible")]  # fmt: skip
+    for asset, check in checks:
+        assert evaluate_check(boosted.raw, lake, asset, check, COHORT).passed, check
+    # an unknown exposure written as unexposed
+    flags = _analysis_file(lake, "exposures", datasets.EXPOSURE_FLAGS_FILE)
+    rewrite_parquet(flags, "SELECT * REPLACE (coalesce(exposed, FALSE) AS exposed) FROM t")
+    bad = evaluate_check(boosted.raw, lake, "pgx_exposures", "pgx_exposures_complete", COHORT)
+    assert not bad.passed and meta(bad, "flags_unexposed_despite_a_gap") > 0 and meta(bad, "flags_unknown") == 0
+    bad = evaluate_check(boosted.raw, lake, "matched_association", "matched_association_consistent", COHORT)
+    assert not bad.passed and "cyp2d6_opioid" in meta(bad, "counts_differing")
+    bad = evaluate_check(boosted.raw, lake, "covariate_balance", "covariate_balance_matching_keys", COHORT)
+    assert not bad.passed and "cyp2d6_opioid" in meta(bad, "rows_not_the_cohort")
+    # a group unknown without a gap breaks the features' contract
+    rewrite_parquet(features, "SELECT * REPLACE (FALSE AS drug_coverage_gap_in_window) FROM t")
+    bad = evaluate_check(boosted.raw, lake, "pgx_exposures", "pgx_exposures_contract", COHORT)
+    assert not bad.passed and any("drug-coverage gap" in k for k in meta(bad, "value_failures")), meta(
+        bad, "value_failures"
+    )
+    # the exported CSV without its gaps: unknown drugs read as unexposed, the counts differ
+    csv_file = export_dir(lake) / f"{COHORT}_cohort_features.csv"
+    con.execute(
+        f"COPY (SELECT * REPLACE (FALSE AS drug_coverage_gap_in_window) FROM read_csv('{csv_file}', header = true)) "
+        f"TO '{csv_file}' (FORMAT csv, HEADER true)"
+    )
+    bad = evaluate_check(boosted.raw, lake, "cohort_export", "cohort_export_reproducible", COHORT)
+    assert not bad.passed and "drug:codeine" in meta(bad, "differing")
 
 
 def test_validation_fails_on_a_row_missing_its_demographics(boosted, tmp_path):

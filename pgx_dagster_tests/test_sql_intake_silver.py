@@ -458,3 +458,70 @@ def test_observation_periods_merge_a_persons_member_ids_within_the_claim_window(
         ("P1", D(2018, 3, 1), D(2021, 6, 30)),
         ("P9", D(2019, 1, 1), D(2021, 6, 30)),
     ]
+
+
+def drug_coverage_gaps(s, enrollment, coverage, linkage):
+    """sql/intake/drug_coverage_gap.sql over hand-written enrolment, drug coverage (None: the pgx layout's,
+    its enrolment) and linkage: the gaps as (person, start, end)."""
+    table(s, "raw_enrollment", [
+        {"payer_id": p, "member_id": m, "enrollment_start": a, "enrollment_end": b} for p, m, a, b in enrollment
+    ])  # fmt: skip
+    if coverage is None:
+        s.model_view("raw_drug_coverage", "formats/pgx/drug_coverage")
+    else:
+        table(s, "raw_drug_coverage", [
+            {"payer_id": p, "member_id": m, "coverage_start": a, "coverage_end": b} for p, m, a, b in coverage
+        ], schema={"coverage_start": "DATE", "coverage_end": "DATE"})  # fmt: skip
+    members = sorted({(p, m) for p, m, _, _ in enrollment})
+    eligibility(s, [{"payer_id": p, "member_id": m, "coverage_year": 2019, "birth_year": 1950} for p, m in members])
+    table(s, "raw_linkage", [{"payer_id": p, "member_id": m, "person_id": person} for p, m, person in linkage])
+    s.set_variables({"min_year": 2016, "extract_date": D(2021, 6, 30)})
+    s.model_table("person_index", "intake/person_index")
+    s.model_table("observation_period", "intake/observation_period")
+    return s.execute("SELECT * FROM (" + open_sql("intake/drug_coverage_gap") + ") ORDER BY ALL").fetchall()
+
+
+def test_drug_coverage_gaps_are_the_observed_days_no_member_id_had_drug_coverage(s):
+    enrollment = [
+        ("A", "1", D(2019, 1, 1), D(2019, 12, 31)),  # P1
+        ("A", "1", D(2021, 1, 1), None),  # P1 again, to the extract date
+        ("A", "3", D(2019, 1, 1), D(2019, 12, 31)),  # P2, member A/3 ...
+        ("B", "3", D(2019, 1, 1), D(2019, 3, 31)),  # ... and B/3
+        ("A", "4", D(2018, 1, 1), D(2018, 12, 31)),  # P3
+        ("A", "5", D(2020, 1, 1), D(2020, 6, 30)),  # P5: never drug coverage
+    ]
+    coverage = [
+        ("A", "1", D(2019, 1, 1), D(2019, 3, 31)),  # P1: January to March ...
+        ("A", "1", D(2019, 7, 1), D(2019, 12, 31)),  # ... and July to December: a gap April to June
+        ("A", "1", D(2020, 6, 1), None),  # between P1's periods (no gap there: unobserved) and to the end
+        ("A", "3", D(2019, 1, 1), D(2019, 6, 30)),  # P2: A/3 to June, B/3 from July (adjacent) and
+        (" B ", "3", D(2019, 7, 1), D(2019, 12, 31)),  # overlapping: together the whole year (ids as typed)
+        ("B", "3", D(2019, 5, 1), D(2019, 8, 31)),
+        ("A", "4", D(2017, 6, 1), D(2017, 12, 31)),  # P3: before the period ...
+        ("A", "4", D(2018, 3, 1), D(2018, 10, 31)),  # ... March to October: gaps at both ends
+        ("C", "9", D(2018, 1, 1), D(2018, 12, 31)),  # linked to P3 and P4: nobody's coverage
+        ("A", "5", D(2019, 1, 1), D(2019, 12, 1)),  # P5: before the period only
+    ]
+    linkage = [("A", "1", "P1"), ("A", "3", "P2"), ("B", "3", "P2"), ("A", "4", "P3"), ("A", "5", "P5"),
+               ("C", "9", "P3"), ("C", "9", "P4")]  # fmt: skip
+    assert drug_coverage_gaps(s, enrollment, coverage, linkage) == [
+        ("P1", D(2019, 4, 1), D(2019, 6, 30)),
+        ("P3", D(2018, 1, 1), D(2018, 2, 28)),
+        ("P3", D(2018, 11, 1), D(2018, 12, 31)),
+        ("P5", D(2020, 1, 1), D(2020, 6, 30)),
+    ]
+
+
+def test_where_drug_coverage_is_enrolment_there_is_no_drug_coverage_gap(s):
+    """The pgx layout (and tuva, desynpuf) says nothing of drug coverage: its enrolment is its drug coverage."""
+    enrollment = [
+        ("A", "1", D(2015, 1, 1), D(2016, 12, 31)),
+        ("B", "2", D(2017, 1, 1), D(2017, 6, 30)),
+        ("A", "1", D(2017, 5, 1), D(2017, 12, 31)),
+        ("A", "1", D(2018, 3, 1), D(2030, 1, 1)),
+        ("B", "1", D(2019, 1, 1), None),
+        ("C", "9", D(2019, 1, 1), D(2019, 12, 31)),
+    ]
+    linkage = [("A", "1", "P1"), ("B", "2", "P1"), ("B", "1", "P9"), ("C", "9", "P1"), ("C", "9", "P2")]
+    assert drug_coverage_gaps(s, enrollment, None, linkage) == []
+    assert s.scalar("SELECT count(*) FROM observation_period") == 3  # there was something to cover

@@ -37,6 +37,7 @@ from pgx_dagster.codesets import register_codesets, register_pgx_drugs, versions
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
 from pgx_dagster.datasets import (
     DEMOGRAPHICS,
+    DRUG_COVERAGE_GAP,
     EVENTS,
     EXPORT_FILES,
     EXPOSURE_FLAGS_FILE,
@@ -99,8 +100,8 @@ def analysis_asset(name: str, deps: list, **asset_args: object) -> Callable[[Cal
 
 def register_cohort(s: Session, lake: LakeResource, d: CohortDefinition) -> None:
     """Views of a whole cohort and what its analyses read: members (every cohort partition), pharmacy
-    (every imputed_pharmacy partition), opioid_fills and oud_events, demographics, genotypes, the drug
-    reference; variables of the cohort's definition."""
+    (every imputed_pharmacy partition), opioid_fills and oud_events, demographics, the drug-coverage gaps,
+    genotypes, the drug reference; variables of the cohort's definition."""
     s.view("members", parquet_relation(datasets.cohort(d.name).glob(lake)))
     s.view("pharmacy", parquet_relation(IMPUTED["pharmacy"].glob(lake)))
     s.view("events_all", parquet_relation(EVENTS.glob(lake)))
@@ -109,6 +110,7 @@ def register_cohort(s: Session, lake: LakeResource, d: CohortDefinition) -> None
         "CREATE OR REPLACE TEMP VIEW oud_events AS SELECT * FROM events_all WHERE event_type = 'opioid_use_disorder'"
     )
     s.view("demographics", parquet_relation(DEMOGRAPHICS.files(lake)))
+    s.view("drug_coverage_gap", parquet_relation(DRUG_COVERAGE_GAP.path(lake)))
     register_genotypes(s, lake)
     register_codesets(s, lake.opioid_ndc_file)
     register_pgx_drugs(s, lake.ndc_ingredient_file, lake.opioid_ndc_file)
@@ -192,13 +194,15 @@ def attrition_consistent(s: Session, lake: LakeResource, name: str):
         AssetDep("events", partition_mapping=AllPartitionMapping()),
         AssetDep("imputed_pharmacy", partition_mapping=AllPartitionMapping()),
         AssetDep("member_demographics", partition_mapping=AllPartitionMapping()),  # every shard
+        "person_index",  # the drug-coverage gaps
     ],
 )
 def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
     """For every member of every matched set: fills of drugs with CPIC gene-drug guidance (and strong CYP2D6
     inhibitors) in the exposure window before the set's index date - days supplied, highest MME/day - and the merged
     cohort with its features (CYP2D6 opioids, inhibitors and their overlap, prior opioid fills, prior OUD,
-    phenotypes when genotypes are given) and every exposure flag the association uses."""
+    phenotypes when genotypes are given) and every exposure flag the association uses. A member without a fill of
+    a drug whose window meets a drug-coverage gap (no fill could be seen then) has that exposure unknown (NULL)."""
     d = DEFINITIONS[name]
     dataset = analysis(name, "exposures")
     register_cohort(s, lake, d)
@@ -208,6 +212,7 @@ def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, starte
     # members x exposures: computed as it is written, never held (a temp table of it outgrew a worker's memory)
     s.model_view("exposure_flags", "analysis/exposure_flags")
     genotyped = s.scalar("SELECT count(*) FROM features WHERE cyp2d6_phenotype IS NOT NULL")
+    with_a_gap = s.scalar("SELECT count(*) FROM features WHERE drug_coverage_gap_in_window")
     dataset.publish(
         s,
         lake,
@@ -229,6 +234,7 @@ def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, starte
         exposure_rows=exposures,
         exposures_by_group=by_group,
         members_with_a_cyp2d6_phenotype=genotyped,
+        members_with_a_drug_coverage_gap_in_window=with_a_gap,
         exposure_window_days=d.exposure_window_days,
     )
 
@@ -236,7 +242,8 @@ def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, starte
 @partitioned_check(pgx_exposures, name="pgx_exposures_complete")
 def exposures_complete(s: Session, lake: LakeResource, name: str):
     """Rows in = persons in the cohort: one feature row per cohort row (matched set and person), none missing or extra,
-    no row without its demographics, and every exposure flagged for every member."""
+    no row without its demographics, and every exposure flagged for every member: unknown (NULL) only when a
+    drug-coverage gap meets the member's window, and then a drug or group never unexposed."""
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
     read_analysis(s, lake, name, "exposures", FEATURES_FILE)
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
@@ -248,6 +255,8 @@ def exposures_complete(s: Session, lake: LakeResource, name: str):
             "rows_not_in_the_cohort",
             "rows_missing_a_feature",
             "exposures_not_for_everyone",
+            "flags_unknown_without_a_gap",
+            "flags_unexposed_despite_a_gap",
         )  # fmt: skip
     )
     return verdict(passed, f)
@@ -286,6 +295,7 @@ def covariate_balance(log: Logger, lake: LakeResource, s: Session, name: str, st
 )
 def matching_keys_balanced(s: Session, lake: LakeResource, name: str):
     read_analysis(s, lake, name, "balance")
+    read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
     s.set_variables({"smd_limit": SMD_LIMIT})
     f = s.rows(sql_text("analysis/balance_check"))[0]
@@ -301,13 +311,16 @@ def matched_association(log: Logger, lake: LakeResource, s: Session, name: str, 
     """Conditional logistic regression on the matched sets, per exposure and, when genotypes are given, per drug x
     phenotype (members on the drug with that phenotype against every other member of their sets): odds ratio, 95%
     CI, p and the sets used (statsmodels ConditionalLogit), with the Mantel-Haenszel odds ratio as the cross-check
-    (statsmodels StratifiedTable)."""
+    (statsmodels StratifiedTable). A member whose exposure is unknown (a drug-coverage gap in the window, no fill seen)
+    is left out of that exposure's estimate and counted (members_exposure_unknown)."""
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     rows = association_rows(s, "exposure_flags")
     s.register_rows("association", rows, contracts.ASSOCIATION_TYPES)
     estimable = {r["exposure"]: round(r["odds_ratio"], 3) for r in rows if r["odds_ratio"] is not None}
+    unknown = {r["exposure"]: r["members_exposure_unknown"] for r in rows if r["members_exposure_unknown"]}
     log.info(f"{STAGES['analysis'].log}: {len(estimable)} of {len(rows)} exposures of {name} estimable")
-    return publish_table(s, lake, name, "association", started, estimable=len(estimable), odds_ratios=estimable)
+    return publish_table(s, lake, name, "association", started, estimable=len(estimable), odds_ratios=estimable,
+                         members_exposure_unknown=unknown)  # fmt: skip
 
 
 @partitioned_check(matched_association, name="matched_association_consistent")
@@ -340,6 +353,7 @@ def _reproduced(written: list[dict], again: list[dict]) -> object:
         or (w["odds_ratio"] is None) != (by_exposure[w["exposure"]]["odds_ratio"] is None)
         or (w["odds_ratio"] is not None and abs(w["odds_ratio"] - by_exposure[w["exposure"]]["odds_ratio"]) > 1e-9)
         or w["sets_used"] != by_exposure[w["exposure"]]["sets_used"]
+        or w["members_exposure_unknown"] != by_exposure[w["exposure"]]["members_exposure_unknown"]
     ]
     odd = [w["exposure"] for w in written if w["sets_used"] > w["sets"]]
     return verdict(
@@ -423,7 +437,8 @@ def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, starte
     }
 
 
-ASSOCIATION_COLUMNS = ["kind", "exposure", "sets", "sets_used", "odds_ratio", "ci_low", "ci_high", "p_value", "note"]
+ASSOCIATION_COLUMNS = ["kind", "exposure", "sets", "sets_used", "odds_ratio", "ci_low", "ci_high", "p_value",
+                       "members_exposure_unknown", "note"]  # fmt: skip
 BALANCE_COLUMNS = ["kind", "covariate", "mean_targets", "mean_controls", "smd"]
 
 
@@ -466,7 +481,8 @@ def export_reproducible(s: Session, lake: LakeResource, name: str):
 EXPORT_TYPES = (
     "{'matched_set_id': 'VARCHAR', 'person_id': 'VARCHAR', 'cpic_drugs': 'VARCHAR[]', "
     + ", ".join(f"'{c}': 'BOOLEAN'" for c in ("is_target", "cyp2d6_opioid", "strong_cyp2d6_inhibitor",
-                                               "cyp2d6_opioid_with_inhibitor", "cyp2d6_opioid_functional_poor"))
+                                               "cyp2d6_opioid_with_inhibitor", "cyp2d6_opioid_functional_poor",
+                                               "drug_coverage_gap_in_window"))
     + ", "
     + ", ".join(f"'{g}_phenotype': 'VARCHAR'" for g in ("cyp2d6", "cyp2c19", "cyp2c9", "slco1b1", "vkorc1"))
     + "}"

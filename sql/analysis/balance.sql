@@ -5,7 +5,9 @@
 -- Sets without a control are left out (they cannot be compared). SMD = (mean of targets - weighted mean
 -- of controls) / sqrt((variance of targets + weighted variance of controls) / 2); with no variance on
 -- either side it is 0 when the means agree, and NULL (undefined: the groups differ entirely) when not.
--- Inputs: features, exposure_flags.
+-- A member whose exposure is unknown (exposed NULL: a drug-coverage gap in the window, no fill seen) is
+-- left out of that exposure's row (targets, controls: those compared), its set's other members keep their
+-- weights. Inputs: features, exposure_flags.
 WITH members AS (
     SELECT f.*, CASE WHEN f.is_target THEN 1.0 ELSE 1.0 / f.n_controls END AS w
     FROM features f WHERE f.n_controls > 0
@@ -33,7 +35,7 @@ covariates AS (
     SELECT m.is_target, m.w, 'exposure', x.exposure, x.exposed::DOUBLE
     FROM members m
     JOIN exposure_flags x USING (matched_set_id, person_id)
-    WHERE x.kind IN ('drug', 'group')
+    WHERE x.kind IN ('drug', 'group') AND x.exposed IS NOT NULL
 ),
 moments AS (
     SELECT kind, covariate, is_target,

@@ -1,9 +1,19 @@
 -- The balance check of a cohort: every matching key balanced (|SMD| <= smd_limit, the report's line), and
 -- every covariate measured on the cohort's members of sets with a control (rows in = persons in the
--- cohort). Inputs: balance, members (the cohort, every partition). Variable: smd_limit.
+-- cohort): an exposure on those whose exposure is known, the cohort's less those exposure_flags gives as
+-- unknown (exposed NULL). Inputs: balance, members (the cohort, every partition), exposure_flags.
+-- Variable: smd_limit.
 WITH cohort AS (
     SELECT count(*) FILTER (WHERE role = 'target') AS targets, count(*) FILTER (WHERE role = 'control') AS controls
     FROM members WHERE n_controls > 0
+),
+unknown AS (
+    SELECT x.exposure, count(*) FILTER (WHERE m.role = 'target') AS targets,
+           count(*) FILTER (WHERE m.role = 'control') AS controls
+    FROM exposure_flags x
+    JOIN members m USING (matched_set_id, person_id)
+    WHERE m.n_controls > 0 AND x.exposed IS NULL
+    GROUP BY 1
 )
 SELECT
   (SELECT count(*) FROM balance WHERE kind = 'matching_key') AS matching_keys,
@@ -14,5 +24,8 @@ SELECT
   (SELECT max(abs(smd)) FROM balance WHERE kind = 'matching_key') AS max_abs_smd,
   (SELECT targets FROM cohort) AS cohort_targets,
   (SELECT controls FROM cohort) AS cohort_controls,
-  coalesce((SELECT list(DISTINCT covariate ORDER BY covariate) FROM balance b, cohort c
-   WHERE b.targets <> c.targets OR b.controls <> c.controls), []) AS rows_not_the_cohort
+  (SELECT coalesce(sum(targets + controls), 0) FROM unknown) AS unknown_exposure_flags,
+  coalesce((SELECT list(DISTINCT b.covariate ORDER BY b.covariate) FROM balance b CROSS JOIN cohort c
+            LEFT JOIN unknown u ON b.kind = 'exposure' AND u.exposure = b.covariate
+   WHERE b.targets <> c.targets - coalesce(u.targets, 0) OR b.controls <> c.controls - coalesce(u.controls, 0)), [])
+      AS rows_not_the_cohort

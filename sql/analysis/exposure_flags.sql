@@ -2,6 +2,10 @@
 -- not. Exposures: each drug of pgx_drugs (`drug:<ingredient>`); the groups of features.sql; and, when
 -- genotypes are given, each drug x phenotype of a gene the drug has CPIC guidance for
 -- (`drug:<ingredient> x <GENE> <phenotype>`: the drug in the window and that phenotype).
+-- Unknown (exposed NULL): a member without a fill of the drug whose window meets a drug-coverage gap
+-- (features.drug_coverage_gap_in_window) - a fill then could not be seen. A group is as features.sql gives it
+-- (NULL there the same way); a drug x phenotype is the drug's flag AND the phenotype, so a member known not
+-- to have the phenotype is unexposed (FALSE) whatever the drug, and one with it is as unknown as the drug.
 -- Inputs: features (analysis/features.sql), pgx_drugs, genotypes. Written straight to its file and not sorted:
 -- at a cohort's size (members x exposures) a temp table or a sort of it ran out of a worker's memory, and every
 -- reader orders what it needs (association_rows, the checks).
@@ -18,7 +22,9 @@ member_phenotypes AS (
     FROM features f JOIN genotypes g USING (person_id)
 )
 SELECT f.matched_set_id, f.person_id, f.is_target, 'drug' AS kind, 'drug:' || d.ingredient AS exposure,
-       NULL::VARCHAR AS gene, NULL::VARCHAR AS phenotype, list_contains(f.cpic_drugs, d.ingredient) AS exposed
+       NULL::VARCHAR AS gene, NULL::VARCHAR AS phenotype,
+       CASE WHEN list_contains(f.cpic_drugs, d.ingredient) THEN TRUE WHEN NOT f.drug_coverage_gap_in_window THEN FALSE
+       END AS exposed
 FROM features f, drugs d
 UNION ALL
 SELECT f.matched_set_id, f.person_id, f.is_target, 'group', g.exposure, NULL, NULL, g.exposed
@@ -30,7 +36,9 @@ FROM features f,
 UNION ALL
 SELECT f.matched_set_id, f.person_id, f.is_target, 'drug_phenotype',
        'drug:' || dp.ingredient || ' x ' || dp.gene || ' ' || dp.phenotype, dp.gene, dp.phenotype,
-       list_contains(f.cpic_drugs, dp.ingredient) AND coalesce(mp.phenotype = dp.phenotype, FALSE)
+       CASE WHEN list_contains(f.cpic_drugs, dp.ingredient) THEN TRUE WHEN NOT f.drug_coverage_gap_in_window
+            THEN FALSE END
+           AND coalesce(mp.phenotype = dp.phenotype, FALSE)
 FROM features f
 CROSS JOIN drug_phenotypes dp
 LEFT JOIN member_phenotypes mp ON mp.matched_set_id = f.matched_set_id AND mp.person_id = f.person_id

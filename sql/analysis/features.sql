@@ -12,7 +12,13 @@
 --                              of sql/codesets/pgx_drugs.csv (a new gene there needs its column here)
 --   cyp2d6_opioid_functional_poor  a CYP2D6 opioid with a poor-metaboliser phenotype or an overlapping
 --                              strong inhibitor: a genetic or drug-induced poor metaboliser on the drug
--- Inputs: members, fills, opioid_fills, oud_events, demographics, genotypes. Variable: exposure_window_days.
+--   drug_coverage_gap_in_window  the window meets a day the person was observed without drug coverage
+--                              (drug_coverage_gap): a fill then could not be seen. The four exposure groups
+--                              above are then TRUE when seen and otherwise NULL (unknown), never FALSE;
+--                              cpic_drugs, the counts and the days are what was seen (exposure_flags.sql
+--                              makes a drug not in cpic_drugs unknown the same way)
+-- Inputs: members, fills, opioid_fills, oud_events, demographics, genotypes, drug_coverage_gap.
+-- Variable: exposure_window_days.
 WITH window_events AS (
     SELECT m.matched_set_id, m.person_id, e.event_type, e.mme_per_day
     FROM members m
@@ -58,25 +64,48 @@ phenotypes AS (
            any_value(phenotype) FILTER (WHERE gene = 'SLCO1B1') AS slco1b1_phenotype,
            any_value(phenotype) FILTER (WHERE gene = 'VKORC1') AS vkorc1_phenotype
     FROM genotypes GROUP BY person_id
+),
+gap_in_window AS (  -- a gap meets the window [index_date - exposure_window_days, index_date)
+    SELECT DISTINCT m.matched_set_id, m.person_id
+    FROM members m
+    JOIN drug_coverage_gap g ON g.person_id = m.person_id
+        AND g.gap_start < m.index_date
+        AND g.gap_end >= m.index_date - CAST(getvariable('exposure_window_days') AS INTEGER)
+),
+seen AS (  -- the exposure groups as seen: TRUE with a fill (or two overlapping), else FALSE
+    SELECT m.matched_set_id, m.person_id, w.person_id IS NOT NULL AS gap,
+           coalesce(d.cyp2d6_opioid, FALSE) AS cyp2d6_opioid,
+           coalesce(d.strong_cyp2d6_inhibitor, FALSE) AS strong_cyp2d6_inhibitor,
+           o.person_id IS NOT NULL AS cyp2d6_opioid_with_inhibitor,
+           coalesce(d.cyp2d6_opioid, FALSE)
+               AND (coalesce(g.cyp2d6_phenotype = 'Poor Metabolizer', FALSE) OR o.person_id IS NOT NULL)
+               AS cyp2d6_opioid_functional_poor  -- not genotyped: poor only by an inhibitor
+    FROM members m
+    LEFT JOIN drugs_per_member d USING (matched_set_id, person_id)
+    LEFT JOIN opioid_inhibitor_overlap o USING (matched_set_id, person_id)
+    LEFT JOIN phenotypes g USING (person_id)
+    LEFT JOIN gap_in_window w USING (matched_set_id, person_id)
 )
 SELECT m.matched_set_id, m.person_id, m.role, m.role = 'target' AS is_target, m.index_date, m.age_band,
        m.event_year, m.sex, m.n_controls, p.birth_year,
        coalesce(e.prior_opioid_fills, 0) AS prior_opioid_fills,
        coalesce(e.max_mme_per_day, 0) AS max_mme_per_day,
        coalesce(e.prior_oud, FALSE) AS prior_oud,
-       coalesce(d.cyp2d6_opioid, FALSE) AS cyp2d6_opioid,
+       -- seen, or else unknown with a gap in the window (CASE without ELSE: NULL)
+       CASE WHEN x.cyp2d6_opioid THEN TRUE WHEN NOT x.gap THEN FALSE END AS cyp2d6_opioid,
        coalesce(d.cyp2d6_opioid_days, 0) AS cyp2d6_opioid_days,
-       coalesce(d.strong_cyp2d6_inhibitor, FALSE) AS strong_cyp2d6_inhibitor,
-       o.person_id IS NOT NULL AS cyp2d6_opioid_with_inhibitor,
+       CASE WHEN x.strong_cyp2d6_inhibitor THEN TRUE WHEN NOT x.gap THEN FALSE END AS strong_cyp2d6_inhibitor,
+       CASE WHEN x.cyp2d6_opioid_with_inhibitor THEN TRUE WHEN NOT x.gap THEN FALSE END
+           AS cyp2d6_opioid_with_inhibitor,
        coalesce(d.cpic_drugs, []::VARCHAR[]) AS cpic_drugs,
        g.cyp2d6_phenotype, g.cyp2c19_phenotype, g.cyp2c9_phenotype, g.slco1b1_phenotype, g.vkorc1_phenotype,
-       coalesce(d.cyp2d6_opioid, FALSE)
-           AND (coalesce(g.cyp2d6_phenotype = 'Poor Metabolizer', FALSE) OR o.person_id IS NOT NULL)
-           AS cyp2d6_opioid_functional_poor  -- not genotyped: poor only by an inhibitor
+       CASE WHEN x.cyp2d6_opioid_functional_poor THEN TRUE WHEN NOT x.gap THEN FALSE END
+           AS cyp2d6_opioid_functional_poor,
+       x.gap AS drug_coverage_gap_in_window
 FROM members m
 LEFT JOIN events_per_member e USING (matched_set_id, person_id)
 LEFT JOIN drugs_per_member d USING (matched_set_id, person_id)
-LEFT JOIN opioid_inhibitor_overlap o USING (matched_set_id, person_id)
+JOIN seen x USING (matched_set_id, person_id)
 LEFT JOIN persons p USING (person_id)
 LEFT JOIN phenotypes g USING (person_id)
 ORDER BY m.matched_set_id, m.role DESC, m.person_id
