@@ -127,3 +127,27 @@ def test_the_count_of_private_dagster_names_is_the_code_s():
         claimed = re.findall(r"\b(\d+)\s+(?:private\s+Dagster\s+)?names\b", (ROOT / page).read_text())
         assert claimed, f"{page} states no count of private names"
         assert all(int(c) == count for c in claimed), f"{page} says {claimed}, dagster_private.py resolves {count}"
+
+
+def test_the_apcd_page_lists_the_element_map_as_shipped():
+    """docs/user-guide/apcd.md's table of the elements read is sql/formats/apcd/elements.csv, row for row: the
+    page cannot drift from what the reader reads (regenerate the table from the CSV when the map changes)."""
+    import csv
+
+    from pgx_dagster.apcd_release import ELEMENTS_FILE
+
+    header = "| file | role | elements | required | meaning |"
+    lines = (ROOT / "docs" / "user-guide" / "apcd.md").read_text().splitlines()
+    assert lines.count(header) == 1, f"docs/user-guide/apcd.md has no single table headed {header}"
+    start = lines.index(header) + 2  # after the header and its separator
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        file, role, elements, required, meaning = (cell.strip() for cell in line.strip().strip("|").split(" | "))
+        rows.append({"file": file, "role": role.strip("`"), "elements": re.findall(r"`([^`]+)`", elements),
+                     "required": required, "meaning": meaning})  # fmt: skip
+    with open(ELEMENTS_FILE, newline="") as f:
+        shipped = [{"file": r["file"], "role": r["role"], "elements": r["elements"].split(), "required": r["required"],
+                    "meaning": r["meaning"]} for r in csv.DictReader(f)]  # fmt: skip
+    assert rows == shipped, "docs/user-guide/apcd.md's element table differs from sql/formats/apcd/elements.csv"
