@@ -118,8 +118,8 @@ def roles(lake: LakeResource) -> dict[str, list[Role]]:
 def _is_data_file(path: str) -> bool:
     name = path.rsplit("/", 1)[-1].lower()
     name = name[:-3] if name.endswith(".gz") else name
-    # a layout file beside the data (mc_columns.csv) is not data
-    return name.endswith((".parquet", *TEXT_SUFFIXES)) and "_columns." not in name and "layout" not in name
+    # a column layout beside the data (mc_columns.csv, as PGX_APCD_LAYOUT has them) is not data
+    return name.endswith((".parquet", *TEXT_SUFFIXES)) and not re.fullmatch(r"(mc|pc|me|pe)_columns\.csv", name)
 
 
 def table_files(lake: LakeResource, table: str) -> tuple[list[str], list[str]]:
@@ -127,18 +127,20 @@ def table_files(lake: LakeResource, table: str) -> tuple[list[str], list[str]]:
     after the table (any case) or files whose name starts with its code."""
     override = TABLES[table][2]
     if override and lake.raw_overrides.get(override):
-        given = lake.raw_overrides[override]
-        return [f for f in lake.files(given) if _is_data_file(f)], [given]
+        given = lake.raw_overrides[override].rstrip("/")
+        # a folder (no glob, not a data file itself): the data files in it
+        pattern = given if _is_data_file(given) or re.search(r"[*?\[]", given) else f"{given}/*"
+        return [f for f in lake.files(pattern) if _is_data_file(f)], [pattern]
     code = table.lower()
     named = re.compile(rf"{code}(?![a-z])[^/]*", re.IGNORECASE)
     found: list[str] = []
     tried: list[str] = []
     for root in lake.raw_roots():
-        tried += [f"{root}/{table}/*", f"{root}/{table}*"]
-        for path in lake.files(f"{root}/*/*") + lake.files(f"{root}/*"):
+        tried += [f"{root}/{table}/*", f"{root}/{table}/*/*", f"{root}/{table}*"]
+        for path in lake.files(f"{root}/*/*/*") + lake.files(f"{root}/*/*") + lake.files(f"{root}/*"):
             rel = path[len(root) + 1 :]
             folder, _, name = rel.rpartition("/")
-            in_folder = folder.lower() == code
+            in_folder = folder.split("/")[0].lower() == code  # the table's folder, or a folder in it (MC/2019/)
             if _is_data_file(path) and (in_folder or (not folder and named.fullmatch(name))):
                 found.append(path)
     return sorted(set(found)), tried

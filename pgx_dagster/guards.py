@@ -88,12 +88,13 @@ GUARDS = [QUARANTINE_RATE, REQUIRED_COLUMNS, EXPECTED_COLUMNS, NULL_RATE_JUMP, E
 NOT_DEFECTS = frozenset({"superseded_claim_version", "outside_event_years"})
 
 # The columns without which a table cannot do its job: events need diagnoses and procedures (an ED visit
-# and a poisoning are found by them), fills need the NDC, age bands need birth years. Raw files lacking
+# and a poisoning are found by them), fills need the NDC, age bands need birth years (stated, or derived from
+# the ages of a release without birth dates: birth_year_or_age, stages/intake.py). Raw files lacking
 # one stop intake (raw_inputs.py); NULL on every row fails REQUIRED_COLUMNS.
 REQUIRED = {
     "medical": ("service_date", "diagnosis_code_1", "procedure_code"),
     "pharmacy": ("fill_date", "ndc"),
-    "eligibility": ("coverage_year", "birth_year"),
+    "eligibility": ("coverage_year", "birth_year_or_age"),
 }
 # Worth a warning when NULL on every row (the Tuva demo's days supply is): MME/day needs both.
 EXPECTED = {"pharmacy": ("quantity", "days_supply")}

@@ -197,7 +197,7 @@ class Setting:
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
     # -- the data --------------------------------------------------------------------------------------------
     Setting("PGX_RAW_ROOT", DEFAULT_RAW_ROOT, "Where the raw extract is read: a folder or s3://bucket/prefix; the "
-            "tuva and desynpuf formats take several, comma-separated. A local folder given must exist.",
+            "tuva, desynpuf and apcd formats take several, comma-separated. A local folder given must exist.",
             FOLDERS, must_exist=True),
     Setting("PGX_RAW_FORMAT", "pgx", "The layout of the raw extract: pgx (our Parquet layout, and the legacy "
             "pipeline's), tuva (the Tuva Project input layer), desynpuf (CMS DE-SynPUF CSV files) or apcd (a state "
@@ -213,12 +213,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             FILE, must_exist=True),
     Setting("PGX_LAKE_ROOT", DEFAULT_LAKE_ROOT, "Where every dataset is written: a folder or s3://bucket/prefix.",
             URI),
-    Setting("PGX_RAW_MEDICAL", "", "pgx format: the exact path or glob of the medical claims, used as given "
-            "instead of the folders under PGX_RAW_ROOT.", PATH, must_exist=True),
-    Setting("PGX_RAW_PHARMACY", "", "pgx format: the exact path or glob of the pharmacy claims.", PATH,
+    Setting("PGX_RAW_MEDICAL", "", "pgx and apcd formats: the exact path or glob of the medical claims (apcd: "
+            "of the MC files, or their folder), used as given instead of the folders under PGX_RAW_ROOT.", PATH,
             must_exist=True),
-    Setting("PGX_RAW_ELIGIBILITY", "", "pgx format: the exact path or glob of the member eligibility.", PATH,
-            must_exist=True),
+    Setting("PGX_RAW_PHARMACY", "", "pgx and apcd formats: the exact path or glob of the pharmacy claims (apcd: "
+            "of the PC files, or their folder).", PATH, must_exist=True),
+    Setting("PGX_RAW_ELIGIBILITY", "", "pgx and apcd formats: the exact path or glob of the member eligibility "
+            "(apcd: of the ME files, or their folder).", PATH, must_exist=True),
     Setting("PGX_RAW_LINKAGE", "", "pgx format: the exact path or glob of the member linkage (person) table.",
             PATH, must_exist=True),
     Setting("PGX_EXTRACT_DATE", "today", "The date the raw extract was cut: service dates after it are "

@@ -79,6 +79,17 @@ def person_index(lake: LakeResource) -> list[dict]:
         )
 
 
+def basis_of(lake: LakeResource) -> dict[str, int]:
+    from pgx_dagster.stages.intake import person_basis
+
+    with DuckDBWorker().session() as s:
+        register_raw(s, lake)
+        s.set_variables({"extract_date": lake.extract_day(), "min_year": 2016, "max_year": 2020})
+        s.model_table("eligibility", "intake/eligibility")
+        s.model_table("person_index", "intake/person_index")
+        return person_basis(s)
+
+
 def test_three_header_styles_and_delimiters_read_as_one_layout(tmp_path):
     lake = lake_of(release(tmp_path))
     counts = raw(lake)
@@ -303,3 +314,29 @@ def test_a_damaged_line_names_its_file_and_line(tmp_path):
         with pytest.raises(Failure, match=r"ME_201901\.txt cannot be read as pipe-delimited text, header: .*Line: 10"):
             with reading_raw(s, used):
                 s.scalar("SELECT count(*) FROM raw_eligibility")
+
+
+def test_a_key_on_several_member_ids_of_one_payer_is_not_used(tmp_path):
+    """A placeholder key (zeros, a subscriber's SSN on the dependants' records) would merge different people."""
+    release(tmp_path)
+    with (tmp_path / "ME" / "ME_201901.txt").open("a") as f:  # M5 and M6 of payer P1 carry M1's key K1
+        for member in ("M5", "M6"):
+            f.write("|".join(str(v) for v in me_row("P1", member, "K1", 2019, 1, 12)) + "\n")
+    index, _periods = person_index(lake_of(tmp_path))
+    persons = {r["member_id"]: r["person_id"] for r in index}
+    # K1 is not used at P1 (M1, M5, M6: each a person of its own); at P2 it still links X9
+    assert persons == {"M1": "member:P1:M1", "M5": "member:P1:M5", "M6": "member:P1:M6", "X9": "K1",
+                       "M2": "member:P1:M2"}  # fmt: skip
+    assert basis_of(lake_of(tmp_path)) == {"cross_payer_key": 1, "member_id": 4,
+                                           "members_whose_key_is_shared_within_payer": 3}  # fmt: skip
+    # and without the placeholder: K1 forms one person of two member ids, M2 its own
+    assert basis_of(lake_of(release(tmp_path / "clean"))) == {"cross_payer_key": 1, "member_id": 1}
+
+
+def test_a_quarantined_member_month_gives_no_age(tmp_path):
+    release(tmp_path)
+    with (tmp_path / "ME" / "ME_201901.txt").open("a") as f:  # three month-13 rows with another age: quarantined
+        for _ in range(3):
+            f.write("|".join(str(v) for v in me_row("P1", "M2", "", 2019, 13, 35)) + "\n")
+    index, _periods = person_index(lake_of(tmp_path))
+    assert [(r["birth_year"], r["birth_year_conflict"]) for r in index if r["member_id"] == "M2"] == [(1989, False)]

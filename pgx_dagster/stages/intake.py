@@ -100,17 +100,20 @@ def eligibility_figures(s: Session, rows_in: int) -> dict:
 
 
 def person_basis(s: Session) -> dict[str, int]:
-    """Persons by what formed them: a cross-payer key or a linkage file (the apcd linkage's `basis`), the
-    linkage table of the other formats, or a member id of its own."""
-    basis = "l.basis" if "basis" in {name for name, _type in s.columns("raw_linkage")} else "'linkage'"
-    return dict(s.execute(f"""
-        SELECT coalesce(b.basis, CASE WHEN p.in_linkage THEN 'linkage' ELSE 'member_id' END),
-               count(DISTINCT p.person_id)
+    """Persons by what formed them - a cross-payer key or a linkage file (the apcd linkage's `basis`), the linkage
+    table of the other formats, or a member id of its own - and the member ids whose key was not used because
+    several member ids of one payer carry it (apcd: `key_shared_within_payer`, then linked by what follows)."""
+    basis = "basis" if "basis" in {name for name, _type in s.columns("raw_linkage")} else "'linkage'"
+    links = f"""(SELECT DISTINCT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id, {basis} AS basis,
+                        clean_text(person_id) IS NOT NULL AS links FROM raw_linkage)"""
+    counts = dict(s.execute(f"""
+        SELECT coalesce(b.basis, 'member_id'), count(DISTINCT p.person_id)
         FROM person_index p
-        LEFT JOIN (SELECT DISTINCT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
-                          {basis} AS basis
-                   FROM raw_linkage l) b USING (payer_id, member_id)
+        LEFT JOIN (SELECT * FROM {links} WHERE links) b ON p.in_linkage AND b.payer_id = p.payer_id
+            AND b.member_id = p.member_id
         GROUP BY 1 ORDER BY 1""").fetchall())  # fmt: skip
+    shared = s.scalar(f"SELECT count(*) FROM {links} WHERE basis = 'key_shared_within_payer'")
+    return {**counts, **({"members_whose_key_is_shared_within_payer": shared} if shared else {})}
 
 
 @global_asset("person_index", group_name="intake", deps=RAW_ASSET_KEYS)
@@ -329,7 +332,8 @@ def _eligibility_used(s: Session, lake: LakeResource) -> str:
     register_raw(s, lake, tables=("raw_eligibility",))
     s.set_variables({"extract_date": lake.extract_day()})
     s.model_view("eligibility", "intake/eligibility")
-    return "(SELECT * FROM eligibility WHERE quarantine_reason IS NULL)"
+    return ("(SELECT *, coalesce(birth_year, coverage_year - age) AS birth_year_or_age FROM eligibility "
+            "WHERE quarantine_reason IS NULL)")  # fmt: skip
 
 
 def _shard_claims(s: Session, lake: LakeResource, shard: int) -> dict[str, str]:

@@ -34,5 +34,7 @@ SELECT payer_id, member_id, coverage_year,
             WHEN is_invalid(medical_coverage, flag_value(medical_coverage)) THEN 'invalid_medical_coverage'
             WHEN is_invalid(drug_coverage, flag_value(drug_coverage)) THEN 'invalid_drug_coverage'
        END AS rejected_value,
-       CAST(birth_year_raw AS VARCHAR) AS birth_year_as_written
+       CAST(birth_year_raw AS VARCHAR) AS birth_year_as_written,
+       -- the member's age on the record (a release without birth dates): person_index derives a birth year
+       CASE WHEN age_v BETWEEN 0 AND 125 THEN age_v END AS age
 FROM parsed
