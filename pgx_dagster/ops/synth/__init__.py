@@ -4,6 +4,7 @@
 pipeline reads (docs/user-guide/input-formats.md) and `manifest.json` with the true figures the pipeline must
 reproduce. Vectorized: categorical columns are integer codes into small vocabularies, written as
 Parquet dictionary columns, so no Python loop runs per row. The same seed gives the same data.
+`--layout apcd` writes the same population as a state APCD releases it (apcd.py; PGX_RAW_FORMAT=apcd).
 
 One module per table: population.py (persons, members, enrolment, eligibility, linkage, genotypes),
 medical.py (medical lines and planted events), pharmacy.py (fills and chronic PGx drug use),
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pgx_dagster.ops.synth import defects, truth
+from pgx_dagster.ops.synth.apcd import write_apcd
 from pgx_dagster.ops.synth.medical import medical_lines
 from pgx_dagster.ops.synth.pharmacy import exposure, fills
 from pgx_dagster.ops.synth.population import (
@@ -64,9 +67,18 @@ from pgx_dagster.ops.synth.vocab import (
 
 __all__ = ["Rates", "generate", "main"]
 
+SYNTH_LAYOUTS = ("pgx", "apcd")
 
-def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates | None = None) -> dict:
-    """Write the raw extract under `out` and return the manifest (also written to manifest.json)."""
+
+def generate(
+    members: int, years: list[int], seed: int, out: Path, rates: Rates | None = None, layout: str = "pgx"
+) -> dict:
+    """Write the raw extract under `out` and return the manifest (also written to manifest.json).
+    layout "apcd": the same population in a state APCD's layout (apcd.py), read with PGX_RAW_FORMAT=apcd."""
+    if layout == "apcd":
+        return _generate_apcd(members, years, seed, out, rates)
+    if layout != "pgx":
+        raise ValueError(f"layout {layout!r}: expected one of {', '.join(SYNTH_LAYOUTS)}")
     r = rates or Rates()
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -213,6 +225,19 @@ def generate(members: int, years: list[int], seed: int, out: Path, rates: Rates 
     return manifest
 
 
+def _generate_apcd(members: int, years: list[int], seed: int, out: Path, rates: Rates | None) -> dict:
+    """The pgx layout in a temporary folder under `out`, rewritten as APCD files (apcd.py); the files of
+    the first year have bare element codes as headers."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pgx-layout-", dir=out) as tmp:
+        manifest = generate(members, years, seed, Path(tmp), rates)
+        t0 = time.perf_counter()
+        rows = write_apcd(Path(tmp), out, seed, bare_year=years[0])
+    manifest = {**manifest, "layout": "apcd", "apcd_rows": rows, "apcd_seconds": round(time.perf_counter() - t0, 3)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def _write(out: Path, tables: dict[str, pa.Table], rows_per_file: int = 1_000_000) -> None:
     """One folder per table, files of at most `rows_per_file` rows, written by parallel threads
     (Parquet encoding releases the GIL)."""
@@ -243,6 +268,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("data/raw"))
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument(
+        "--layout",
+        choices=SYNTH_LAYOUTS,
+        default="pgx",
+        help="pgx: our Parquet layout (default); apcd: the same population as a state APCD's pipe-delimited "
+        "ME/MC/PC files (PGX_RAW_FORMAT=apcd)",
+    )
+    ap.add_argument(
         "--rate",
         action="append",
         default=[],
@@ -256,9 +288,11 @@ def main(argv: list[str] | None = None) -> None:
         rates = parse_overrides(a.rate)
     except ValueError as exc:
         ap.error(str(exc))
-    m = generate(a.members, a.years, a.seed, a.out, rates)
+    m = generate(a.members, a.years, a.seed, a.out, rates, layout=a.layout)
     rows = m["raw_rows"]["medical_claims"] + m["raw_rows"]["pharmacy_claims"]
     print(
         f"pgx-synth: {m['persons']} persons, {rows:,} claim rows in {m['seconds']} s "
-        f"({m['claim_rows_per_second']:,} rows/s) -> {a.out}"
+        f"({m['claim_rows_per_second']:,} rows/s)"
+        + (f", APCD layout in {m['apcd_seconds']} s" if a.layout == "apcd" else "")
+        + f" -> {a.out}"
     )
