@@ -39,10 +39,9 @@ from pathlib import Path
 
 import duckdb
 
+from pgx_dagster.apcd_release import ELEMENTS_FILE as SYNTH_APCD_ELEMENTS
 from pgx_dagster.ops.synth.vocab import ICD10_START
-from pgx_dagster.settings import SQL_DIR
 
-SYNTH_APCD_ELEMENTS = SQL_DIR / "formats" / "apcd" / "elements.csv"
 SYNTH_APCD_TABLES = ("ME", "MC", "PC")
 APCD_PERSON_MAP = "apcd_person_map.parquet"
 SYNTH_UNKNOWN_MONTH = "unknown"
