@@ -151,3 +151,22 @@ def test_the_apcd_page_lists_the_element_map_as_shipped():
         shipped = [{"file": r["file"], "role": r["role"], "elements": r["elements"].split(), "required": r["required"],
                     "meaning": r["meaning"]} for r in csv.DictReader(f)]  # fmt: skip
     assert rows == shipped, "docs/user-guide/apcd.md's element table differs from sql/formats/apcd/elements.csv"
+
+
+def test_the_readme_apcd_table_names_only_elements_the_reader_reads():
+    """The README's short table of APCD elements: every element it names is in sql/formats/apcd/elements.csv,
+    and every required one is named."""
+    import csv
+
+    from pgx_dagster.apcd_release import ELEMENTS_FILE
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Running on your APCD release") :]
+    table = section[section.index("| Table | Elements | Meaning |") :].split("\n\n")[0]
+    named = set(re.findall(r"`((?:MC|PC|ME|PE)\d{3}[A-Z]?)`", table))
+    with open(ELEMENTS_FILE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    shipped = {e for r in rows for e in r["elements"].split()}
+    assert named and named <= shipped, f"README names elements the reader does not read: {named - shipped}"
+    required = {r["elements"].split()[0] for r in rows if r["required"] == "yes"}
+    assert required <= named, f"README's APCD table leaves out required elements: {required - named}"
