@@ -26,7 +26,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgx_dagster.duck import DataDefect, Session, quote
+import duckdb
+
+from pgx_dagster.duck import DataDefect, Session, quote, redact
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.settings import SettingError
 
@@ -322,6 +324,19 @@ def empty_view(table_roles: list[Role]) -> str:
     return f"(SELECT {', '.join(columns)} LIMIT 0)"
 
 
+def damaged(s: Session, spec: FileSpec) -> DataDefect | None:
+    """The error naming `spec`'s file when it cannot be read whole (each line decoded: only on the way to an
+    error), else None."""
+    try:
+        s.con.execute(f"SELECT sum(hash(t)) FROM {file_relation(spec)} t").fetchone()
+    except duckdb.Error as error:
+        return DataDefect(
+            f"{TABLES[spec.table][1]} file {spec.path} cannot be read as {spec.describe()}: {redact(str(error))}. The "
+            "file is damaged or not what its name says: replace it with a good copy (or remove it) and re-run."
+        )
+    return None
+
+
 # The specs of the last registration, by path: to name a damaged file after a query failed (raw_inputs).
 LAST_SPECS: dict[str, FileSpec] = {}
 
@@ -363,6 +378,16 @@ def register_apcd(s: Session, lake: LakeResource) -> dict[str, list[str]]:
         LAST_SPECS.update({spec.path: spec for spec in specs})
         s.view(view, table_view(specs, element_roles[table]), f"reading the {label} files")
         used[label] = [spec.path for spec in specs]
+    # Whether the release says when members had drug coverage at all (sql/formats/apcd/drug_coverage.sql): read
+    # up to the first value, and a constant to the SQL, so that its other branch is never read.
+    try:
+        stated = s.scalar("SELECT EXISTS (SELECT 1 FROM apcd_me WHERE clean_text(drug_coverage) IS NOT NULL LIMIT 1) "
+                          "OR EXISTS (SELECT 1 FROM apcd_pe LIMIT 1)")  # fmt: skip
+    except DataDefect:
+        raise next(filter(None, (damaged(s, spec) for spec in LAST_SPECS.values())), None) or DataDefect(
+            "the APCD eligibility files could not be read together; each reads alone"
+        ) from None
+    s.set_variables({"drug_coverage_stated": bool(stated)})
     return used
 
 

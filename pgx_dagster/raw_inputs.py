@@ -198,8 +198,17 @@ FORMATS: dict[str, RawFormat] = {
                 pgx_table="member_eligibility",
                 required=("payer_id", "member_id", "coverage_year", "birth_year"),
                 optional=dict.fromkeys(
-                    ("sex", "zip", "state", "enrollment_start_date", "enrollment_end_date", "age", "coverage_month",
-                     "medical_coverage", "drug_coverage"),
+                    (
+                        "sex",
+                        "zip",
+                        "state",
+                        "enrollment_start_date",
+                        "enrollment_end_date",
+                        "age",
+                        "coverage_month",
+                        "medical_coverage",
+                        "drug_coverage",
+                    ),
                     "VARCHAR",
                 ),  # fmt: skip
             ),
@@ -425,15 +434,13 @@ def check_raw_readable(s: Session, used: dict[str, list[str]]) -> DataDefect | N
     for label, files in used.items():
         for path in files:
             spec = apcd_release.LAST_SPECS.get(path) if label not in sources else None
-            relation = apcd_release.file_relation(spec) if spec else _reader([path], sources[label])
+            if spec:
+                if culprit := apcd_release.damaged(s, spec):
+                    return culprit
+                continue
             try:
-                s.con.execute(f"SELECT sum(hash(t)) FROM {relation} t").fetchone()
-            except duckdb.Error as error:
-                if spec:
-                    return DataDefect(
-                        f"{label} file {path} cannot be read as {spec.describe()}: {redact(str(error))}. The file is "
-                        "damaged or not what its name says: replace it with a good copy (or remove it) and re-run."
-                    )
+                s.con.execute(f"SELECT sum(hash(t)) FROM {_reader([path], sources[label])} t").fetchone()
+            except duckdb.Error:
                 return unreadable(s, [path], sources[label])
     return None
 

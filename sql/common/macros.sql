@@ -156,3 +156,12 @@ CREATE OR REPLACE MACRO member_unit(payer_id, member_id, units) AS hash(payer_id
 CREATE OR REPLACE MACRO flag_value(x) AS
     CASE WHEN upper(clean_text(x)) IN ('Y', 'YES', '1', 'T', 'TRUE') THEN TRUE
          WHEN upper(clean_text(x)) IN ('N', 'NO', '0', 'F', 'FALSE') THEN FALSE END;
+
+-- The runs of consecutive months in a 12-bit mask of a year's months (bit 0 = January): a list of
+-- {first_month, last_month}, e.g. 0b111000000111 -> [{1, 3}, {10, 12}].
+CREATE OR REPLACE MACRO month_runs(mask) AS
+    list_transform(
+        list_filter(range(1, 13), m -> (mask >> (m - 1)) & 1 = 1 AND (m = 1 OR (mask >> (m - 2)) & 1 = 0)),
+        m -> {'first_month': m,
+              'last_month': list_min(list_filter(range(m, 13), e -> (mask >> (e - 1)) & 1 = 1
+                                                             AND (e = 12 OR (mask >> e) & 1 = 0)))});
