@@ -354,9 +354,11 @@ def inspect_table(
     return specs, tried
 
 
-def register_apcd(s: Session, lake: LakeResource) -> dict[str, list[str]]:
+def register_apcd(s: Session, lake: LakeResource, stage_in: str | None = None) -> dict[str, list[str]]:
     """Views apcd_me, apcd_pe, apcd_mc, apcd_pc: one row per record, a text column per role. Returns the
-    files each read, by label."""
+    files each read, by label. `stage_in` (a scratch folder): each table's roles are first written there as
+    Parquet, read once from the text files - for a step that reads a table several times (person_index reads
+    the member-months for eligibility, enrolment, drug coverage, persons and ages: seven parses of the text)."""
     element_roles = roles(lake)
     used: dict[str, list[str]] = {}
     LAST_SPECS.clear()
@@ -378,6 +380,15 @@ def register_apcd(s: Session, lake: LakeResource) -> dict[str, list[str]]:
         LAST_SPECS.update({spec.path: spec for spec in specs})
         s.view(view, table_view(specs, element_roles[table]), f"reading the {label} files")
         used[label] = [spec.path for spec in specs]
+        if stage_in:
+            staged = f"{stage_in}/{view}.parquet"
+            try:
+                s.execute(f"COPY (SELECT * FROM {view}) TO {quote(staged)} (FORMAT parquet)")
+            except DataDefect:
+                raise next(filter(None, (damaged(s, spec) for spec in specs)), None) or DataDefect(
+                    f"the {label} files could not be read together; each reads alone"
+                ) from None
+            s.view(view, f"read_parquet({quote(staged)})", f"reading the {label} files")
     # Whether the release says when members had drug coverage at all (sql/formats/apcd/drug_coverage.sql): read
     # up to the first value, and a constant to the SQL, so that its other branch is never read.
     try:

@@ -458,15 +458,18 @@ def reading_raw(s: Session, used: dict[str, list[str]]) -> Iterator[None]:
         raise
 
 
-def register_raw(s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple(RAW_VIEWS)) -> dict[str, list[str]]:
+def register_raw(
+    s: Session, lake: LakeResource, tables: tuple[str, ...] = tuple(RAW_VIEWS), stage_in: str | None = None
+) -> dict[str, list[str]]:
     """Views raw_medical / raw_pharmacy / raw_eligibility / raw_linkage in the raw layout, whatever
     the input format. Returns the files each source reads, by the source's name in the user's words (for logs
-    and metadata: "medical claims", "Tuva eligibility"; never the internal view)."""
+    and metadata: "medical claims", "Tuva eligibility"; never the internal view). `stage_in`: a scratch folder
+    where an APCD release's text is staged as Parquet for a step that reads it several times."""
     fmt = raw_format(lake.raw_format)
     # Open enrolment spans run to the extract date.
     s.set_variables({"extract_date": lake.extract_day()})
     register_geography(s)
-    used: dict[str, list[str]] = register_apcd(s, lake) if fmt.name == "apcd" else {}
+    used: dict[str, list[str]] = register_apcd(s, lake, stage_in) if fmt.name == "apcd" else {}
     for source in fmt.sources:
         files, tried = source_files(lake, source)
         if not files and source.may_be_absent:

@@ -67,9 +67,9 @@ def raw(lake: LakeResource, query: str | None = None):
         return {view: s.scalar(f"SELECT count(*) FROM {view}") for view in RAW_VIEWS}
 
 
-def person_index(lake: LakeResource) -> list[dict]:
+def person_index(lake: LakeResource, stage_in: str | None = None) -> list[dict]:
     with DuckDBWorker().session() as s:
-        register_raw(s, lake)
+        register_raw(s, lake, stage_in=stage_in)
         s.set_variables({"extract_date": lake.extract_day(), "min_year": 2016, "max_year": 2020})
         s.model_table("eligibility", "intake/eligibility")
         s.model_table("person_index", "intake/person_index")
@@ -303,7 +303,8 @@ def test_no_files_of_a_table_and_an_undetectable_delimiter_are_clear_errors(tmp_
         raw(lake_of(tmp_path))
 
 
-def test_a_damaged_line_names_its_file_and_line(tmp_path):
+@pytest.mark.parametrize("staged", [False, True], ids=["read", "staged as Parquet"])
+def test_a_damaged_line_names_its_file_and_line(tmp_path, staged):
     from pgx_dagster.raw_inputs import reading_raw
 
     release(tmp_path)
@@ -312,7 +313,7 @@ def test_a_damaged_line_names_its_file_and_line(tmp_path):
     # found when the files are registered (ME is read up to its first drug-coverage value) or first queried
     match = r"ME_201901\.txt cannot be read as pipe-delimited text, header: .*Line: 10"
     with DuckDBWorker().session() as s, pytest.raises(Failure, match=match):
-        used = register_raw(s, lake_of(tmp_path))
+        used = register_raw(s, lake_of(tmp_path), stage_in=str(tmp_path) if staged else None)
         with reading_raw(s, used):
             s.scalar("SELECT count(*) FROM raw_eligibility")
 
@@ -341,3 +342,12 @@ def test_a_quarantined_member_month_gives_no_age(tmp_path):
             f.write("|".join(str(v) for v in me_row("P1", "M2", "", 2019, 13, 35)) + "\n")
     index, _periods = person_index(lake_of(tmp_path))
     assert [(r["birth_year"], r["birth_year_conflict"]) for r in index if r["member_id"] == "M2"] == [(1989, False)]
+
+
+def test_staging_the_release_as_parquet_changes_nothing(tmp_path):
+    """person_index stages the text as Parquet once (it reads the member-months seven times): the same rows."""
+    lake = lake_of(release(tmp_path / "raw"))
+    (tmp_path / "stage").mkdir()
+    assert person_index(lake, stage_in=str(tmp_path / "stage")) == person_index(lake)
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == [
+        "apcd_mc.parquet", "apcd_me.parquet", "apcd_pc.parquet"]  # fmt: skip

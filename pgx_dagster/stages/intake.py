@@ -130,7 +130,7 @@ def person_index(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
     started = time.perf_counter()
     years = event_years()
     with duckdb.global_session() as s, duckdb.scratch_dir() as scratch:
-        source_files = register_raw(s, lake, tables=PERSON_SOURCES)
+        source_files = register_raw(s, lake, tables=PERSON_SOURCES, stage_in=scratch)
         raw_inputs = {view: f"{len(files)} file(s): {', '.join(files[:3])}" for view, files in source_files.items()}
         with reading_raw(s, source_files):
             s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
