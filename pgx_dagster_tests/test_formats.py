@@ -210,6 +210,7 @@ def test_both_tuva_input_layer_versions_map_to_the_same_raw_tables(tmp_path, ver
     reference = raw_tables(LakeResource(raw_root=str(DATA / "tuva_demo"), raw_format="tuva"))
     assert {view: len(rows) for view, rows in reference.items()} == {
         "raw_eligibility": 395, "raw_enrollment": 219, "raw_linkage": 100, "raw_medical": 6075, "raw_pharmacy": 612,
+        "raw_drug_coverage": 219, "raw_ages": 0,
     }  # fmt: skip
     folder = tuva_as_version(tmp_path / f"tuva_{version}", version)
     header = (folder / "eligibility.csv").read_text().splitlines()[0].split(",")
