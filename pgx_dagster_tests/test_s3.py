@@ -34,6 +34,7 @@ def s3_pipeline(pipeline, s3_env, tmp_path_factory):
     return run_backfill(f"s3://{BUCKET}/raw", f"s3://{BUCKET}/lake", home, env=s3_env)
 
 
+@pytest.mark.slow  # the whole backfill again on S3: about 100 s
 def test_whole_pipeline_on_s3_matches_the_local_run(pipeline, s3_pipeline):
     assert s3_pipeline.succeeded and all(passed for *_, passed in s3_pipeline.checks)
     local, remote = lake_fingerprint(str(pipeline.lake)), lake_fingerprint(f"s3://{BUCKET}/lake")
@@ -83,6 +84,7 @@ def test_extensions_load_from_wheels_with_no_network(tmp_path):
     assert "REPOSITORY" not in done.stdout
 
 
+@pytest.mark.slow  # on the S3 pipeline's raw files
 def test_validate_inputs_on_s3(s3_pipeline):
     ok, lines = validate_inputs(LakeResource(raw_root=f"s3://{BUCKET}/raw"))
     assert ok, lines
