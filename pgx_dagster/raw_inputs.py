@@ -28,7 +28,6 @@ import duckdb
 from dagster import Failure
 
 from pgx_dagster import apcd_release
-from pgx_dagster.apcd_release import register_apcd
 from pgx_dagster.codesets import register_geography
 from pgx_dagster.datasets import IMPUTED, KINDS, SILVER
 from pgx_dagster.duck import DataDefect, Session, quote, redact
@@ -317,7 +316,6 @@ FORMATS: dict[str, RawFormat] = {
                 "apcd_linkage",
                 "APCD member linkage",
                 ("member_linkage/*.parquet", "member_linkage/*.csv", "linkage/*.parquet", "linkage/*.csv"),
-                pgx_table="",
                 required=("member_id", "person_id"),
                 optional={"payer_id": "VARCHAR"},
                 may_be_absent=True,
@@ -469,7 +467,7 @@ def register_raw(
     # Open enrolment spans run to the extract date.
     s.set_variables({"extract_date": lake.extract_day()})
     register_geography(s)
-    used: dict[str, list[str]] = register_apcd(s, lake, stage_in) if fmt.name == "apcd" else {}
+    used: dict[str, list[str]] = apcd_release.register_apcd(s, lake, stage_in) if fmt.name == "apcd" else {}
     for source in fmt.sources:
         files, tried = source_files(lake, source)
         if not files and source.may_be_absent:
