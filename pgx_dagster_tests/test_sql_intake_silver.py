@@ -77,7 +77,8 @@ def run_intake(s, medical_rows):
     eligibility(s, eligibility_rows())
     table(s, "raw_linkage", LINKAGE)
     table(s, "raw_medical", medical_rows, schema=LIST_DX)
-    s.set_variables({"extract_date": D(2021, 6, 30), "min_year": 2016, "max_year": 2020, "date_column": "service_date"})
+    s.set_variables({"extract_date": D(2021, 6, 30), "earliest_date": D(1990, 1, 1), "min_year": 2016,
+                     "max_year": 2020, "date_column": "service_date"})  # fmt: skip
     s.model_table("person_index", "intake/person_index")
     s.model_view("typed", "intake/medical")
     s.model_table("intake_medical", "intake/placement")
@@ -163,8 +164,9 @@ def test_rows_tied_on_the_highest_version_keep_the_smallest_row_in_any_input_ord
 
 def test_null_versions_rank_last_and_null_keys_are_one_group_with_no_row_lost(s):
     """Versions are ranked by aggregation, joined back on keys that may be NULL: a NULL version is below
-    every other (on top only when all of a line's are NULL, then tied), a NULL line is one line, and a row
-    with a NULL key is kept and quarantined - never lost in the join."""
+    every other; a line whose rows all lack a version and differ is quarantined whole (missing_claim_version),
+    never settled by its values; a NULL line is one line, and a row with a NULL key is kept and quarantined -
+    never lost in the join."""
     rows_in = [
         medical("NV", "1", None, D(2019, 3, 1)),
         medical("NV", "1", 1, D(2019, 3, 1)),
@@ -181,8 +183,8 @@ def test_null_versions_rank_last_and_null_keys_are_one_group_with_no_row_lost(s)
         [
             ("NV", 1, None, 10.0, "superseded_claim_version"),
             ("NV", 1, 1, 10.0, None),
-            ("AN", 1, None, 7.0, "superseded_claim_version"),
-            ("AN", 1, None, 5.0, None),
+            ("AN", 1, None, 7.0, "missing_claim_version"),  # nothing to rank them by: neither is guessed
+            ("AN", 1, None, 5.0, "missing_claim_version"),
             ("NL", None, 1, 10.0, "superseded_claim_version"),
             ("NL", None, 2, 10.0, None),
             ("NL", 2, 1, 10.0, None),
@@ -495,7 +497,7 @@ def test_drug_coverage_gaps_are_the_observed_days_no_member_id_had_drug_coverage
         ("A", "1", D(2019, 7, 1), D(2019, 12, 31)),  # ... and July to December: a gap April to June
         ("A", "1", D(2020, 6, 1), None),  # between P1's periods (no gap there: unobserved) and to the end
         ("A", "3", D(2019, 1, 1), D(2019, 6, 30)),  # P2: A/3 to June, B/3 from July (adjacent) and
-        (" B ", "3", D(2019, 7, 1), D(2019, 12, 31)),  # overlapping: together the whole year (ids as typed)
+        ("B", "3", D(2019, 7, 1), D(2019, 12, 31)),  # overlapping: together the whole year
         ("B", "3", D(2019, 5, 1), D(2019, 8, 31)),
         ("A", "4", D(2017, 6, 1), D(2017, 12, 31)),  # P3: before the period ...
         ("A", "4", D(2018, 3, 1), D(2018, 10, 31)),  # ... March to October: gaps at both ends
@@ -525,3 +527,64 @@ def test_where_drug_coverage_is_enrolment_there_is_no_drug_coverage_gap(s):
     linkage = [("A", "1", "P1"), ("B", "2", "P1"), ("B", "1", "P9"), ("C", "9", "P1"), ("C", "9", "P2")]
     assert drug_coverage_gaps(s, enrollment, None, linkage) == []
     assert s.scalar("SELECT count(*) FROM observation_period") == 3  # there was something to cover
+
+
+def test_identical_rows_without_a_version_keep_one_and_differing_ones_are_all_quarantined(s):
+    """All-NULL versions: byte-identical rows are one row sent twice (one kept); rows that differ cannot be
+    ranked, in any input order, and none is kept - the paid total is never settled by a value order."""
+    rows_in = [
+        *[medical("SAME", "1", None, D(2019, 3, 1))] * 3,
+        *[medical(f"DIFF{i}", "1", None, D(2019, 3, 1), paid_amount=a) for i in range(3) for a in (5.0, 9.0)],
+        medical("ONE", "1", None, D(2019, 3, 1)),  # a single unversioned row: nothing to rank
+    ]
+    for order in (rows_in, rows_in[::-1]):
+        run_intake(s, order)
+        got = s.execute(
+            "SELECT claim_id, quarantine_reason, count(*) FROM intake_medical GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        assert got == [
+            *[(f"DIFF{i}", "missing_claim_version", 2) for i in range(3)],
+            ("ONE", None, 1),
+            ("SAME", "superseded_claim_version", 2),
+            ("SAME", None, 1),
+        ]
+
+
+def test_a_sentinel_date_spoils_its_line_not_its_claim(s):
+    """A line dated 1900-01-01 (or any date before PGX_EARLIEST_SERVICE_DATE) is quarantined on its own as
+    implausible_service_date; the claim's other lines are placed by their own first date, in 2019."""
+    rows_in = [
+        medical("S", "1", 1, D(2019, 3, 1), line=1),
+        medical("S", "1", 1, D(1900, 1, 1), line=2),
+        medical("S", "1", 1, D(2019, 3, 2), line=3),
+        medical("E", "1", 1, D(1970, 1, 1), line=1),  # every line implausible: the claim cannot be placed
+    ]
+    run_intake(s, rows_in)
+    got = s.execute(
+        "SELECT claim_id, claim_line, event_year, quarantine_reason FROM intake_medical ORDER BY ALL"
+    ).fetchall()
+    assert got == [
+        ("E", 1, None, "implausible_service_date"),
+        ("S", 1, 2019, None),
+        ("S", 2, 2019, "implausible_service_date"),
+        ("S", 3, 2019, None),
+    ]
+
+
+def test_member_ids_are_compared_as_delivered(s):
+    """'1 ' is not member '1': a claim whose member id matches an enrolled member's only once whitespace or case
+    is normalised is quarantined with a reason that names the defect, never joined to that member."""
+    rows_in = [
+        medical("EXACT", "1", 1, D(2019, 3, 1)),
+        medical("PADDED", "1 ", 1, D(2019, 3, 1)),
+        medical("TAB", "\t1", 1, D(2019, 3, 1)),
+        medical("NOBODY", "77", 1, D(2019, 3, 1)),
+    ]
+    run_intake(s, rows_in)
+    got = s.execute("SELECT claim_id, person_id, quarantine_reason FROM intake_medical ORDER BY ALL").fetchall()
+    assert got == [
+        ("EXACT", "P1", None),
+        ("NOBODY", None, "member_not_in_eligibility"),
+        ("PADDED", None, "member_id_differs_by_whitespace_or_case"),
+        ("TAB", None, "member_id_differs_by_whitespace_or_case"),
+    ]

@@ -24,6 +24,17 @@ CREATE OR REPLACE MACRO clean_text(x) AS
          ELSE nullif(regexp_replace(CAST(x AS VARCHAR), '^[\p{Z}\p{Cc}\p{Cf}]+|[\p{Z}\p{Cc}\p{Cf}]+$', '', 'g'), '')
     END;
 
+-- An id (payer, member, claim, person) exactly as delivered: 'A1 ' and 'A1' are two ids, because in one
+-- payer's files they may be two members (README "Ids are compared as delivered"). Only a blank id (NULL,
+-- or whitespace of any kind) is missing.
+CREATE OR REPLACE MACRO id_text(x) AS CASE WHEN clean_text(x) IS NOT NULL THEN CAST(x AS VARCHAR) END;
+-- The key under which ids collide once whitespace (anywhere, of any kind) and case are normalised: used to
+-- report such ids, never to join by. Fast path as clean_text's: a visible-ASCII id is only upper-cased.
+CREATE OR REPLACE MACRO id_key(x) AS
+    CASE WHEN regexp_full_match(CAST(x AS VARCHAR), '[!-~]+') THEN upper(CAST(x AS VARCHAR))
+         ELSE nullif(upper(regexp_replace(CAST(x AS VARCHAR), '[\p{Z}\p{Cc}\p{Cf}]+', '', 'g')), '')
+    END;
+
 -- Typed values from raw text (or an already typed column): NULL when absent (NULL or blank). A value
 -- that is present but does not parse - or a number that is NaN or infinite - is *invalid*
 -- (`is_invalid`): intake quarantines its row as `invalid_<column>`, never a silent NULL.

@@ -8,5 +8,5 @@ FROM (SELECT p.payer_id, p.member_id, p.person_id, p.birth_year,
              unnest(range(greatest(year(e.enrollment_start), getvariable('min_year'), p.birth_year),
                           least(year(e.enrollment_end), getvariable('max_year')) + 1)) AS event_year
       FROM raw_enrollment e
-      JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
+      JOIN person_index p ON p.payer_id = id_text(e.payer_id) AND p.member_id = id_text(e.member_id)
       WHERE p.birth_year IS NOT NULL AND p.in_eligibility AND NOT p.conflicting_linkage)

@@ -12,7 +12,7 @@ WITH spans AS (
            greatest(c.coverage_start, make_date(getvariable('min_year'), 1, 1)) AS span_start,
            least(c.coverage_end, getvariable('extract_date')) AS span_end
     FROM raw_drug_coverage c
-    JOIN person_index p ON p.payer_id = clean_text(c.payer_id) AND p.member_id = clean_text(c.member_id)
+    JOIN person_index p ON p.payer_id = id_text(c.payer_id) AND p.member_id = id_text(c.member_id)
     WHERE NOT p.conflicting_linkage
 ),
 valid AS (

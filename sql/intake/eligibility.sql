@@ -10,7 +10,7 @@
 --                      coverage, sex, zip.
 -- A member id the linkage gives to several persons is left out by person_index.sql, not here.
 WITH parsed AS (
-    SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
+    SELECT id_text(payer_id) AS payer_id, id_text(member_id) AS member_id,
            coverage_year AS coverage_year_raw, integer_value(coverage_year) AS coverage_year,
            coverage_month AS coverage_month_raw, integer_value(coverage_month) AS coverage_month,
            birth_year AS birth_year_raw, integer_value(birth_year) AS birth_year_v,

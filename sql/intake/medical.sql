@@ -8,8 +8,8 @@ WITH parsed AS (
            integer_value(claim_version) AS claim_version_v, number_value(paid_amount) AS paid_amount_v
     FROM raw_medical
 )
-SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
-       clean_text(claim_id) AS claim_id, claim_line_v AS claim_line,
+SELECT id_text(payer_id) AS payer_id, id_text(member_id) AS member_id,
+       id_text(claim_id) AS claim_id, claim_line_v AS claim_line,
        claim_version_v AS claim_version, clean_text(claim_type) AS claim_type,
        service_date_v AS service_date,
        CAST(revenue_code AS VARCHAR) AS revenue_code, CAST(place_of_service AS VARCHAR) AS place_of_service,

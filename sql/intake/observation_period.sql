@@ -8,7 +8,7 @@ WITH spans AS (
            greatest(e.enrollment_start, make_date(getvariable('min_year'), 1, 1)) AS period_start,
            least(e.enrollment_end, getvariable('extract_date')) AS period_end
     FROM raw_enrollment e
-    JOIN person_index p ON p.payer_id = clean_text(e.payer_id) AND p.member_id = clean_text(e.member_id)
+    JOIN person_index p ON p.payer_id = id_text(e.payer_id) AND p.member_id = id_text(e.member_id)
     WHERE NOT p.conflicting_linkage  -- a member of several persons is nobody's observation
 ),
 valid AS (

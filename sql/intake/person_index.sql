@@ -20,13 +20,13 @@
 WITH members AS (
     SELECT DISTINCT payer_id, member_id FROM eligibility WHERE quarantine_reason IS NULL
     UNION
-    SELECT DISTINCT clean_text(payer_id), clean_text(member_id) FROM raw_linkage
+    SELECT DISTINCT id_text(payer_id), id_text(member_id) FROM raw_linkage
 ),
 links AS (
-    SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
-           min(clean_text(person_id)) AS person_id, count(DISTINCT clean_text(person_id)) AS n_persons
+    SELECT id_text(payer_id) AS payer_id, id_text(member_id) AS member_id,
+           min(id_text(person_id)) AS person_id, count(DISTINCT id_text(person_id)) AS n_persons
     FROM raw_linkage
-    WHERE clean_text(person_id) IS NOT NULL
+    WHERE id_text(person_id) IS NOT NULL
     GROUP BY ALL
 ),
 eligible AS (
@@ -59,7 +59,7 @@ birth_stated AS (
 age_candidates AS (  -- persons without a stated birth year only
     SELECT k.person_id, integer_value(a.year) - integer_value(a.age) AS candidate, count(*) AS n
     FROM raw_ages a
-    JOIN linked k ON k.payer_id = clean_text(a.payer_id) AND k.member_id = clean_text(a.member_id)
+    JOIN linked k ON k.payer_id = id_text(a.payer_id) AND k.member_id = id_text(a.member_id)
     WHERE NOT k.conflicting_linkage AND integer_value(a.age) BETWEEN 0 AND 125
       AND integer_value(a.year) BETWEEN 1880 AND year(getvariable('extract_date'))
       AND k.person_id NOT IN (SELECT person_id FROM birth_stated)

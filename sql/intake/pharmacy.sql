@@ -9,8 +9,8 @@ WITH parsed AS (
            integer_value(days_supply) AS days_supply_v, number_value(paid_amount) AS paid_amount_v
     FROM raw_pharmacy
 )
-SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
-       clean_text(claim_id) AS claim_id, coalesce(claim_line_v, 1) AS claim_line,
+SELECT id_text(payer_id) AS payer_id, id_text(member_id) AS member_id,
+       id_text(claim_id) AS claim_id, coalesce(claim_line_v, 1) AS claim_line,
        claim_version_v AS claim_version,
        fill_date_v AS fill_date,
        CAST(ndc AS VARCHAR) AS ndc,

@@ -6,8 +6,8 @@ SELECT payer_id, member_id, coverage_year AS year, age FROM raw_eligibility
 WHERE clean_text(age) IS NOT NULL  -- and a row intake/eligibility.sql does not quarantine (a bad year: person_index)
   AND (clean_text(coverage_month) IS NULL OR integer_value(coverage_month) BETWEEN 1 AND 12)
 UNION ALL
-SELECT coalesce(clean_text(payer), 'apcd'), clean_text(member_id), CAST(year(date_value(service_date)) AS VARCHAR), age
+SELECT coalesce(id_text(payer), 'apcd'), id_text(member_id), CAST(year(date_value(service_date)) AS VARCHAR), age
 FROM apcd_mc WHERE clean_text(age) IS NOT NULL
 UNION ALL
-SELECT coalesce(clean_text(payer), 'apcd'), clean_text(member_id), CAST(year(date_value(fill_date)) AS VARCHAR), age
+SELECT coalesce(id_text(payer), 'apcd'), id_text(member_id), CAST(year(date_value(fill_date)) AS VARCHAR), age
 FROM apcd_pc WHERE clean_text(age) IS NOT NULL

@@ -5,7 +5,7 @@
 -- validate-inputs` says so). Inputs: apcd_me, apcd_pe, raw_enrollment. Variable: drug_coverage_stated (set
 -- by pgx_dagster/apcd_release.py: a constant, so the branch not taken is never read).
 WITH masks AS (
-    SELECT coalesce(clean_text(payer), 'apcd') AS payer_id, clean_text(member_id) AS member_id,
+    SELECT coalesce(id_text(payer), 'apcd') AS payer_id, id_text(member_id) AS member_id,
            integer_value(year) AS year, bit_or(1 << (integer_value(month) - 1)) AS mask
     FROM (SELECT payer, member_id, year, month FROM apcd_me WHERE flag_value(drug_coverage)
           UNION ALL

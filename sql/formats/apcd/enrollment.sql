@@ -5,7 +5,7 @@
 -- gathered into a 12-bit mask first: a release has a row per member-month (22M rows for 425k members), and
 -- ordering those rows per member ran out of a worker's memory. Input: apcd_me.
 WITH masks AS (
-    SELECT coalesce(clean_text(payer), 'apcd') AS payer_id, clean_text(member_id) AS member_id,
+    SELECT coalesce(id_text(payer), 'apcd') AS payer_id, id_text(member_id) AS member_id,
            integer_value(year) AS year, bit_or(1 << (integer_value(month) - 1)) AS mask
     FROM apcd_me
     WHERE flag_value(medical_coverage) AND integer_value(month) BETWEEN 1 AND 12

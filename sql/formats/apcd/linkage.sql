@@ -14,8 +14,8 @@ WITH records AS (
     UNION ALL SELECT payer, member_id, person_key FROM apcd_pc
 ),
 members AS (
-    SELECT coalesce(clean_text(payer), 'apcd') AS payer_id, clean_text(member_id) AS member_id,
-           clean_text(person_key) AS person_key
+    SELECT coalesce(id_text(payer), 'apcd') AS payer_id, id_text(member_id) AS member_id,
+           id_text(person_key) AS person_key
     FROM records
 ),
 keyed_all AS (
@@ -31,12 +31,12 @@ keyed AS (
     SELECT k.* FROM keyed_all k ANTI JOIN shared s USING (payer_id, person_id)
 ),
 from_file AS (
-    SELECT DISTINCT m.payer_id, m.member_id, clean_text(l.person_id) AS person_id
+    SELECT DISTINCT m.payer_id, m.member_id, id_text(l.person_id) AS person_id
     FROM apcd_linkage l
     JOIN (SELECT DISTINCT payer_id, member_id FROM members WHERE member_id IS NOT NULL) m
-        ON m.member_id = clean_text(l.member_id)
-        AND (clean_text(l.payer_id) IS NULL OR clean_text(l.payer_id) = m.payer_id)
-    WHERE clean_text(l.person_id) IS NOT NULL
+        ON m.member_id = id_text(l.member_id)
+        AND (id_text(l.payer_id) IS NULL OR id_text(l.payer_id) = m.payer_id)
+    WHERE id_text(l.person_id) IS NOT NULL
 )
 SELECT payer_id, member_id, person_id, 'cross_payer_key' AS basis FROM keyed
 UNION ALL

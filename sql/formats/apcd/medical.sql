@@ -6,7 +6,7 @@
 -- diagnoses: the first three become diagnosis_code_1..3, the rest other_diagnosis_codes. Which code system
 -- a code is follows the service date, as for every format. Bill type (MC036) marks an institutional claim.
 -- Input: apcd_mc.
-SELECT coalesce(clean_text(payer), 'apcd') AS payer_id, member_id, claim_id, claim_line, claim_version,
+SELECT coalesce(id_text(payer), 'apcd') AS payer_id, member_id, claim_id, claim_line, claim_version,
        CASE WHEN clean_text(bill_type) IS NOT NULL THEN 'institutional' ELSE 'professional' END AS claim_type,
        service_date, revenue_code, place_of_service, procedure_code,
        diagnoses[1] AS diagnosis_code_1, diagnoses[2] AS diagnosis_code_2, diagnoses[3] AS diagnosis_code_3,

@@ -3,7 +3,7 @@
 -- Payer 'cms'; member = person = DESYNPUF_ID. Sex: BENE_SEX_IDENT_CD 1 = male, 2 = female.
 -- No zip code in DE-SynPUF; the state comes from SP_STATE_CODE (SSA state code; 54 'others'
 -- stays unknown). Input: desynpuf_beneficiary, state_codes.
-SELECT 'cms' AS payer_id, clean_text(b.DESYNPUF_ID) AS member_id, clean_text(b.DESYNPUF_ID) AS person_id,
+SELECT 'cms' AS payer_id, id_text(b.DESYNPUF_ID) AS member_id, id_text(b.DESYNPUF_ID) AS person_id,
        TRY_CAST(regexp_extract(b.filename, '([0-9]{4})_Beneficiary_Summary', 1) AS INTEGER) AS coverage_year,
        coalesce(CAST(year(date_value(b.BENE_BIRTH_DT)) AS VARCHAR), clean_text(b.BENE_BIRTH_DT)) AS birth_year,
        CASE clean_text(b.BENE_SEX_IDENT_CD) WHEN '1' THEN 'M' WHEN '2' THEN 'F' END AS sex,

@@ -5,7 +5,7 @@
 -- from January until death; anyone else is taken to have enrolled during the year, covered for the
 -- last N months. No months: not enrolled that year. Input: desynpuf_beneficiary.
 WITH years AS (
-    SELECT clean_text(DESYNPUF_ID) AS member_id,
+    SELECT id_text(DESYNPUF_ID) AS member_id,
            TRY_CAST(regexp_extract(filename, '([0-9]{4})_Beneficiary_Summary', 1) AS INTEGER) AS year,
            greatest(coalesce(TRY_CAST(BENE_HI_CVRAGE_TOT_MONS AS INTEGER), 0),
                     coalesce(TRY_CAST(BENE_SMI_CVRAGE_TOT_MONS AS INTEGER), 0),

@@ -36,7 +36,7 @@ institutional_wide AS (
 institutional AS (
     SELECT *, list_bool_or(list_transform(hcpcs, x -> clean_text(x) IS NOT NULL)) AS has_lines FROM institutional_wide
 )
-SELECT 'cms' AS payer_id, clean_text(c.DESYNPUF_ID) AS member_id, 'carrier:' || clean_text(c.CLM_ID) AS claim_id,
+SELECT 'cms' AS payer_id, id_text(c.DESYNPUF_ID) AS member_id, 'carrier:' || id_text(c.CLM_ID) AS claim_id,
        k AS claim_line, NULL::INTEGER AS claim_version, 'professional' AS claim_type,
        clean_text(c.CLM_FROM_DT) AS service_date,
        NULL::VARCHAR AS revenue_code, NULL::VARCHAR AS place_of_service, c.hcpcs[k] AS procedure_code,
@@ -46,7 +46,7 @@ SELECT 'cms' AS payer_id, clean_text(c.DESYNPUF_ID) AS member_id, 'carrier:' || 
 FROM carrier c, range(1, 14) AS r(k)
 WHERE clean_text(c.hcpcs[k]) IS NOT NULL OR clean_text(c.line_dx[k]) IS NOT NULL OR (k = 1 AND NOT c.has_lines)
 UNION ALL
-SELECT 'cms', clean_text(i.DESYNPUF_ID), i.file_type || ':' || clean_text(i.CLM_ID),
+SELECT 'cms', id_text(i.DESYNPUF_ID), i.file_type || ':' || id_text(i.CLM_ID),
        (coalesce(TRY_CAST(i.SEGMENT AS INTEGER), 1) - 1) * 100 + k, NULL::INTEGER, 'institutional',
        clean_text(i.CLM_FROM_DT),
        NULL, NULL, i.hcpcs[k],

@@ -5,9 +5,9 @@
 -- State may be a name or a USPS code; zip_code is often blank.
 -- Input: tuva_eligibility, state_codes. Variable: extract_date.
 WITH spans AS (
-    SELECT coalesce(clean_text(payer), 'tuva') AS payer_id,
-           coalesce(clean_text(member_id), clean_text(person_id)) AS member_id,
-           clean_text(person_id) AS person_id,
+    SELECT coalesce(id_text(payer), 'tuva') AS payer_id,
+           coalesce(id_text(member_id), id_text(person_id)) AS member_id,
+           id_text(person_id) AS person_id,
            -- the year of the birth date; the text as written when it is no date (intake rejects it)
            coalesce(CAST(year(date_value(birth_date)) AS VARCHAR), clean_text(birth_date)) AS birth_year,
            gender AS sex, zip_code AS zip,

@@ -11,8 +11,8 @@ WITH claims AS (
 patient_payer AS (
     SELECT person_id, min(payer_id) AS payer_id FROM raw_linkage GROUP BY person_id
 )
-SELECT coalesce(clean_text(c.payer), pp.payer_id, 'tuva') AS payer_id,
-       coalesce(clean_text(c.member_id), clean_text(c.person_id)) AS member_id,
+SELECT coalesce(id_text(c.payer), pp.payer_id, 'tuva') AS payer_id,
+       coalesce(id_text(c.member_id), id_text(c.person_id)) AS member_id,
        c.claim_id, c.claim_line_number AS claim_line, NULL::INTEGER AS claim_version, c.claim_type,
        coalesce(clean_text(c.claim_line_start_date), clean_text(c.claim_start_date)) AS service_date,
        c.revenue_center_code AS revenue_code, c.place_of_service_code AS place_of_service,
@@ -22,4 +22,4 @@ SELECT coalesce(clean_text(c.payer), pp.payer_id, 'tuva') AS payer_id,
        NULL::VARCHAR AS patient_sex, NULL::VARCHAR AS patient_zip,
        c.paid_amount
 FROM claims c
-LEFT JOIN patient_payer pp ON pp.person_id = clean_text(c.person_id)
+LEFT JOIN patient_payer pp ON pp.person_id = id_text(c.person_id)
