@@ -272,6 +272,38 @@ def missing_error(spec: FileSpec, missing: list[Role], others: int) -> DataDefec
     )
 
 
+def optional_groups(table_roles: list[Role]) -> dict[str, tuple[str, ...]]:
+    """What an optional role reads, by what to call it: its elements (any one will do), and every diagnosis
+    element as one group (an ICD-9-era file has MC041.., an ICD-10-era one MC200..: both are diagnoses)."""
+    groups = {f"{' or '.join(r.elements)} ({r.name}: {r.meaning})": r.elements
+              for r in table_roles if not r.required and r.name not in DIAGNOSIS_ROLES}  # fmt: skip
+    dx = tuple(e for r in table_roles if r.name in DIAGNOSIS_ROLES for e in r.elements)
+    if dx:
+        groups[f"any diagnosis element ({', '.join(dx[:4])}... {len(dx)} in all)"] = dx
+    return groups
+
+
+def drift_error(specs: list[FileSpec], table_roles: list[Role]) -> DataDefect | None:
+    """A file without any element of an optional role that other files of the table have (the role would read
+    as empty for its records alone: a field dropped from one submission), named, else None."""
+    have = [{e for e, _c in spec.elements} for spec in specs]
+    n = len(specs) - 1
+    for i, spec in enumerate(specs):
+        held = {what: k for what, elements in optional_groups(table_roles).items() if not have[i] & set(elements)
+                if (k := sum(1 for j, h in enumerate(have) if j != i and h & set(elements)))}  # fmt: skip
+        if not held:
+            continue
+        what = "; ".join(f"{w}, which {'the other' if k == n else f'{k} of the other'} {n} file(s) of the table have"
+                         for w, k in held.items())  # fmt: skip
+        return DataDefect(
+            f"{TABLES[spec.table][1]} file {spec.path} has no element {what}. An element some files of a table have "
+            "and others lack would read as empty for those files' records: add the field to the file, or, if the "
+            "release lacks it in some files, leave the element out of a copy of sql/formats/apcd/elements.csv named "
+            "by PGX_APCD_ELEMENTS (`pgx validate-inputs` lists what each file has)."
+        )
+    return None
+
+
 # ---- reading ---------------------------------------------------------------------------------------------
 def file_relation(spec: FileSpec) -> str:
     return group_relation([spec])
@@ -351,6 +383,8 @@ def inspect_table(
         if missing := missing_required(spec, table_roles):
             others = sum(1 for o in specs if o is not spec and missing_required(o, table_roles))
             raise missing_error(spec, missing, others)
+    if drift := drift_error(specs, table_roles):
+        raise drift
     return specs, tried
 
 
@@ -443,6 +477,9 @@ def validate(lake: LakeResource, s: Session) -> tuple[bool, list[str]]:
             if missing := missing_required(spec, element_roles[table]):
                 lines.append(f"     ERROR: {missing_error(spec, missing, 0)}")
                 ok = False
+        if drift := drift_error(specs, element_roles[table]):
+            lines.append(f"     ERROR: {drift.description}")
+            ok = False
         drug_elements = {e for r in element_roles[table] if r.name == "drug_coverage" for e in r.elements}
         if table == "ME" and not drug_elements & present and not table_files(lake, "PE")[0]:
             stated = "/".join(sorted(drug_elements))
