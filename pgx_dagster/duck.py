@@ -37,6 +37,7 @@ from dagster import Failure
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from pgx_dagster.execution import os_fault
 from pgx_dagster.forksafe import remove_stale_temp  # also closes the default connection `import duckdb` opens
 from pgx_dagster.settings import (
     DEFAULT_MEMORY_PER_WORKER,
@@ -99,6 +100,8 @@ TRANSIENT = re.compile(r"HTTP|timed? ?out|connection|could not (?:connect|resolv
 
 def failure_for(error: duckdb.Error, context: str) -> Exception:
     """What a DuckDB error means for the step running `context` (a SQL model, a dataset read)."""
+    if os_fault(error) is not None:  # the disk or S3 refused: the step names the folder (execution.os_faults)
+        return error
     first = redact(str(error))
     if isinstance(error, duckdb.HTTPException) or (isinstance(error, duckdb.IOException) and TRANSIENT.search(first)):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "S3"

@@ -129,11 +129,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def one_line(error: BaseException) -> str:
     """An error as one line: a Dagster Failure's description (data defects say what, where and what to
-    do), else the error's type and first line."""
+    do), a disk or S3 refusing (execution.os_fault) in words, else the error's type and first line."""
     from dagster import Failure
+
+    from pgx_dagster.execution import os_fault
 
     if isinstance(error, Failure) and error.description:
         return error.description
+    if (fault := os_fault(error)) is not None:
+        return fault.description
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
