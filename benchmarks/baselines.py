@@ -229,6 +229,8 @@ def floor(raw_root: str, lake_root: str) -> dict[str, Any]:
 
     def silver() -> None:
         with duck.session() as s:
+            s.set_variables(settings.plausibility_bounds())  # as the silver assets do
+            register_codesets(s, lake.opioid_ndc_file)
             for kind in ("medical", "pharmacy"):
                 s.view("staged", parquet_relation(STAGED[kind].all_files(lake)))
                 rows[f"silver_{kind}"] = s.model_table("silver_out", f"silver/{kind}") - s.scalar(

@@ -142,11 +142,8 @@ SELECT 'opioid_fill:' || p.payer_id || ':' || p.claim_id || ':' || p.claim_line,
        p.age_band, p.event_year, p.sex,
        'NDC:' || p.ndc, n.version,
        p.ndc, n.ingredient, p.quantity, p.days_supply,
-       -- MME/day by the NDC's rule (codesets.py MME_RULE_SQL, after CDC's documentation): a patch's days
-       -- supply is set to patches x 3, so quantity cancels out; a product without a CDC factor has none.
-       CASE WHEN n.mme_rule = 'patch' AND p.quantity > 0 THEN n.strength_per_unit * n.mme_conversion_factor / 3
-            WHEN n.mme_rule = 'standard' AND p.days_supply > 0 AND p.quantity > 0
-            THEN n.strength_per_unit * p.quantity / p.days_supply * n.mme_conversion_factor END,
+       -- MME/day by the NDC's rule (macro mme_per_day); silver quarantined fills above PGX_MAX_MME_PER_DAY.
+       mme_per_day(n.mme_rule, n.strength_per_unit, n.mme_conversion_factor, p.quantity, p.days_supply),
        CASE WHEN n.mme_rule = 'no_factor' THEN 'no_conversion_factor'
             WHEN n.mme_rule = 'standard' AND p.days_supply IS NULL THEN 'missing_days_supply'
             WHEN n.mme_rule = 'standard' AND p.days_supply = 0 THEN 'zero_days_supply'

@@ -1,6 +1,10 @@
 -- silver_pharmacy: one partition's pharmacy claims, typed, NDC as 11 digits.
--- Input: staged. Missing days supply or quantity are kept (NULL): only MME needs them, and events
--- report how many fills could not get an MME. Impossible values are quarantined.
+-- Inputs: staged; opioid_ndc (codesets.py); variables max_quantity, max_days_supply, max_mme_per_day,
+-- max_paid_amount (settings.plausibility_bounds). Missing days supply or quantity are kept (NULL), and so is 0
+-- (extracts write 0 for not recorded): only MME needs them, and events report how many fills could not get
+-- an MME. A magnitude out of its bounds - below 0 or above the setting; a paid amount beyond it either way (a
+-- reversal is negative); an opioid fill's MME/day above it - quarantines the fill as implausible_<what>, the
+-- first that applies in that order (after the NDC): one such fill made an MME sum 24,000 times too large.
 -- One dispensing is one fill: an exact duplicate - the same person, fill date, NDC, quantity and days
 -- supply, under another line or claim id (a rebilled or twice-sent line) - is quarantined as
 -- `duplicate_fill`; the copy with the first (payer, claim, line) is kept.
@@ -14,10 +18,16 @@ WITH checked AS (
            paid_amount,
            CASE
                WHEN ndc_problem(ndc) IS NOT NULL THEN ndc_problem(ndc)
-               WHEN days_supply < 0 THEN 'negative_days_supply'
-               WHEN quantity < 0 THEN 'negative_quantity'
+               WHEN NOT days_supply BETWEEN 0 AND getvariable('max_days_supply') THEN 'implausible_days_supply'
+               WHEN NOT quantity BETWEEN 0 AND getvariable('max_quantity') THEN 'implausible_quantity'
+               WHEN abs(paid_amount) > getvariable('max_paid_amount') THEN 'implausible_paid_amount'
+               -- as events compute it; the max of an NDC listed twice (a row is never repeated by a join)
+               WHEN (SELECT max(mme_per_day(n.mme_rule, n.strength_per_unit, n.mme_conversion_factor,
+                                            s.quantity, s.days_supply))
+                     FROM opioid_ndc n WHERE n.ndc = normalize_ndc(s.ndc)) > getvariable('max_mme_per_day')
+                   THEN 'implausible_mme_per_day'
            END AS problem
-    FROM staged
+    FROM staged s
 )
 SELECT * EXCLUDE (problem),
        coalesce(problem, CASE WHEN row_number() OVER (

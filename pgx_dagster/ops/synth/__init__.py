@@ -205,7 +205,7 @@ def generate(
             for k, v in {
                 "duplicate_fill": len(good_rows) - len(distinct),
                 "ndc_10_digit_ambiguous": int(rx_bad.ambiguous_ndc.sum()),
-                "negative_days_supply": int(rx_bad.negative_days.sum()),
+                "implausible_days_supply": int(rx_bad.negative_days.sum()),
             }.items()
             if v
         },

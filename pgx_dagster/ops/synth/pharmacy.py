@@ -14,6 +14,10 @@ from pgx_dagster.ops.synth.vocab import background_ndcs, ndc_forms, ndcs_of, opi
 
 CYP2D6_OPIOIDS = ["codeine", "tramadol", "hydrocodone", "oxycodone"]
 CYP2D6_INHIBITORS = ["paroxetine", "fluoxetine", "bupropion"]
+# The highest MME/day of a synthetic opioid fill: a random NDC (160 mg oxycodone, 1600 mcg fentanyl spray) with a
+# random quantity over 3 days would reach 11,520, which silver quarantines (PGX_MAX_MME_PER_DAY, 5,000): such a
+# fill's days supply is lengthened to stay under this, clean data being what the extract models.
+MAX_MME_PER_DAY = 2000
 OTHER_PGX = ["clopidogrel", "citalopram", "escitalopram", "sertraline", "amitriptyline", "nortriptyline",
              "ondansetron", "warfarin", "simvastatin"]  # fmt: skip
 
@@ -123,9 +127,16 @@ def fills(rng: np.random.Generator, pop: Population, r: Rates, expo: Exposure) -
     op_my = np.repeat(cand, rng.integers(1, 4, len(cand)))
     op_my = op_my[rng.random(len(op_my)) < 0.5]
     opioid_idx = np.array([at[row["ndc"]] for row in opioid_rows])
-    add(op_my, opioid_idx[rng.integers(0, len(opioid_idx), len(op_my))], rng.choice(2, len(op_my), p=[0.6, 0.4]),
-        rng.integers(10, 121, len(op_my)), rng.integers(3, 31, len(op_my)), random_dates(rng, pop.my_year[op_my]),
-        True)  # fmt: skip
+    # drawn in the order they always were, so a seed's extract changes only where a fill is capped
+    op_ndc = opioid_idx[rng.integers(0, len(opioid_idx), len(op_my))]
+    op_form = rng.choice(2, len(op_my), p=[0.6, 0.4])
+    op_qty, op_days = rng.integers(10, 121, len(op_my)), rng.integers(3, 31, len(op_my))
+    per_unit = np.zeros(len(vocab))  # MME per unit of the standard rule (a patch's MME/day is its own)
+    per_unit[opioid_idx] = [float(r["strength_per_unit"]) * float(r["mme_conversion_factor"])
+                            if r["mme_conversion_factor"] and r["strength_unit"].strip().upper() != "MCG/HR" else 0.0
+                            for r in opioid_rows]  # fmt: skip
+    op_days = np.maximum(op_days, np.ceil(per_unit[op_ndc] * op_qty / MAX_MME_PER_DAY)).astype(op_days.dtype)
+    add(op_my, op_ndc, op_form, op_qty, op_days, random_dates(rng, pop.my_year[op_my]), True)
 
     def chronic(users: np.ndarray, ingredients: list[str], qty: tuple[int, int], days: int) -> None:
         idx = [at[row["ndc"]] for row in opioid_rows if row["ingredient"] in ingredients]
