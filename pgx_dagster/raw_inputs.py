@@ -12,17 +12,21 @@ PGX_RAW_FORMAT picks one:
 
 Each format declares its source files (name patterns under every folder of PGX_RAW_ROOT, which may
 list several, comma-separated) and the columns it reads. A missing required column is a clear
-error naming the file; a missing optional column reads as NULL. The mapping itself is SQL:
+error naming the file; an optional column missing from every file of a table reads as NULL, one missing
+from some files only (schema drift: renamed or dropped in one delivery) is a clear error naming the file, the
+column and the unknown column that looks like its new name. Headers match without regard to case, blanks or a
+byte-order mark, and the other spellings in ALIASES read as the column. The mapping itself is SQL:
 `sql/formats/<format>/{medical,pharmacy,eligibility,enrollment,linkage}.sql`, each producing one raw
 table (raw_medical, raw_pharmacy, raw_eligibility, raw_enrollment, raw_linkage) in our raw layout.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 from dagster import Failure
@@ -120,13 +124,42 @@ class Source:
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+# Other names real extracts give a column, read as it (README / docs/user-guide/input-formats.md, "Other names
+# of a column"). One group per column; a format reads every name of a group as the one of the group it uses.
+ALIASES: tuple[tuple[str, ...], ...] = (
+    ("quantity", "qty", "quantity_dispensed", "dispensed_quantity"),
+    ("days_supply", "day_supply", "days_supplied", "days_of_supply"),
+    ("ndc", "ndc_code", "ndc11", "national_drug_code"),
+    ("fill_date", "dispensing_date", "dispense_date", "date_filled"),
+    ("claim_line", "claim_line_number"),
+    ("paid_amount", "paid_amt", "amount_paid"),
+)
+
+
+def header_key(name: str) -> str:
+    """A column name as headers are matched: case, surrounding blanks and a byte-order mark do not count."""
+    return name.strip().lstrip("\ufeff").strip().lower()
+
+
+def used_names(source: Source) -> dict[str, tuple[str, ...]]:
+    """Each column the source reads -> its names in order of preference: its own, the source's older names
+    (Source.aliases), then the other names of its ALIASES group that the source does not read itself."""
+    used = (*source.required, *source.optional)
+    out = {}
+    for column in used:
+        group = next((g for g in ALIASES if column in g), ())
+        out[column] = tuple(dict.fromkeys((column, *source.aliases.get(column, ()),
+                                           *(n for n in group if n not in used))))  # fmt: skip
+    return out
+
+
 @dataclass(frozen=True)
 class RawFormat:
     name: str
     sources: tuple[Source, ...]
 
 
-def _tuva(stem: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Source:
+def _tuva(stem: str, required: tuple[str, ...], optional: tuple[str, ...], with_filename: bool = False) -> Source:
     """A table of the Tuva input layer: `<stem>.csv`, `.parquet` or a folder of either; the person column
     is `person_id` (Tuva >= 0.13) or `patient_id` (before)."""
     return Source(
@@ -136,6 +169,7 @@ def _tuva(stem: str, required: tuple[str, ...], optional: tuple[str, ...]) -> So
         required=required,
         optional=dict.fromkeys(optional, "VARCHAR"),
         aliases={"person_id": ("patient_id",)},
+        with_filename=with_filename,
     )
 
 
@@ -153,6 +187,7 @@ FORMATS: dict[str, RawFormat] = {
                 "src_medical_claims",
                 "medical claims",
                 pgx_table="medical_claims",
+                with_filename=True,  # claims_intake_code_reject_rate judges each file
                 required=("payer_id", "member_id", "claim_id", "service_date", "diagnosis_code_1", "procedure_code"),
                 optional={
                     **dict.fromkeys(
@@ -177,6 +212,7 @@ FORMATS: dict[str, RawFormat] = {
                 "src_pharmacy_claims",
                 "pharmacy claims",
                 pgx_table="pharmacy_claims",
+                with_filename=True,
                 required=("payer_id", "member_id", "claim_id", "fill_date", "ndc"),
                 optional=dict.fromkeys(
                     (
@@ -241,11 +277,13 @@ FORMATS: dict[str, RawFormat] = {
                     "paid_amount",
                     *_numbered("diagnosis_code_", 25),
                 ),
+                with_filename=True,  # claims_intake_code_reject_rate judges each file
             ),  # fmt: skip
             _tuva(
                 "pharmacy_claim",
                 ("claim_id", "person_id", "dispensing_date", "ndc_code"),
                 ("claim_line_number", "member_id", "payer", "quantity", "days_supply", "paid_amount"),
+                with_filename=True,
             ),
         ),
     ),
@@ -388,27 +426,109 @@ def quote_ident(name: str) -> str:
 
 
 def file_columns(s: Session, files: list[str], source: Source) -> dict[str, set[str]]:
-    """The columns of each file (Parquet footers, CSV headers). A file that cannot be read as what it
-    claims to be stops here, named, before any query reads it."""
+    """The top-level columns of each file (Parquet footers, CSV headers). A file that cannot be read as what
+    it claims to be stops here, named, before any query reads it."""
     if all(f.endswith(".parquet") for f in files):
         listing = ", ".join(quote(f) for f in files)
         try:
             with s.doing(f"{source.label}: reading the Parquet footers"):
-                rows = s.execute(f"SELECT file_name, name FROM parquet_schema([{listing}])").fetchall()
+                rows = s.execute(f"SELECT file_name, name, num_children FROM parquet_schema([{listing}])").fetchall()
         except DataDefect:
             raise unreadable(s, files, source) from None
-        out: dict[str, set[str]] = {f: set() for f in files}
-        for path, name in rows:
-            out.setdefault(path, set()).add(name)
-        return out
+        elements: dict[str, list[tuple[str, int]]] = {f: [] for f in files}
+        for path, name, children in rows:
+            elements.setdefault(path, []).append((name, children or 0))
+        return {path: _top_level(schema) for path, schema in elements.items()}
     out = {}
     for path in files:
         try:
             with s.doing(f"{source.label}: reading the header of {path}"):
-                out[path] = {name for name, _type in s.columns(_reader([path], source))}
+                # not the `filename` the reader adds
+                out[path] = {name for name, _type in s.columns(_reader([path], replace(source, with_filename=False)))}
         except DataDefect:
             raise unreadable(s, [path], source) from None
     return out
+
+
+def _top_level(schema: list[tuple[str, int]]) -> set[str]:
+    """The columns of a Parquet schema, flattened depth-first as (name, children): the root's children, not
+    the root itself nor the fields inside a list or struct column."""
+    names, i = set(), 1
+    while i < len(schema):
+        names.add(schema[i][0])
+        pending, i = schema[i][1], i + 1
+        while pending:  # the column's subtree
+            pending, i = pending - 1 + schema[i][1], i + 1
+    return names
+
+
+def matched_columns(source: Source, columns_of_file: set[str]) -> dict[str, str]:
+    """Each column the source reads that the file has -> its name in the file (ALIASES, header_key)."""
+    by_key: dict[str, str] = {}
+    for name in sorted(columns_of_file):
+        by_key.setdefault(header_key(name), name)
+    out = {}
+    for column, names in used_names(source).items():
+        found = next((by_key[header_key(n)] for n in names if header_key(n) in by_key), None)
+        if found is not None:
+            out[column] = found
+    return out
+
+
+def _renamed(source: Source, per_file: dict[str, set[str]], path: str, missing: list[str]) -> str:
+    """'; it has an unknown column qnty, which looks like quantity (renamed?)' for each column the source does
+    not read whose name is close to a missing column's (difflib), else ''. A column only this file of several
+    has is the likely new name (ratio 0.6 will do: qnty / quantity); any other must be closer (0.8), so that
+    death_date is not offered for birth_date."""
+    known = {header_key(n) for names in used_names(source).values() for n in names}
+    elsewhere = {header_key(c) for f, columns in per_file.items() if f != path for c in columns}
+    hints = []
+    for name in sorted(c for c in per_file[path] if header_key(c) not in known):
+        score, like = max(((difflib.SequenceMatcher(None, header_key(name), header_key(n)).ratio(), column)
+                           for column in missing for n in used_names(source)[column]), default=(0.0, ""))  # fmt: skip
+        if score >= (0.6 if len(per_file) > 1 and header_key(name) not in elsewhere else 0.8):
+            hints.append(f"; it has an unknown column {name}, which looks like {like} (renamed?)")
+    return "".join(hints)
+
+
+def check_columns(fmt: RawFormat, source: Source, per_file: dict[str, set[str]]) -> dict[str, dict[str, str]]:
+    """Per file, its name of each column the source reads (matched_columns). Every file must have every
+    required column, and every column that another file of the table has (else that column would read as
+    NULL for this file's rows alone: a column renamed or dropped in one delivery). Raises a DataDefect naming
+    the first file that does not, its missing columns and an unknown column that looks like one of them."""
+    matched = {path: matched_columns(source, columns) for path, columns in per_file.items()}
+    for path in per_file:
+        missing = [c for c in source.required if c not in matched[path]]
+        if missing:
+            others = sum(1 for f in per_file if f != path and set(missing) - set(matched[f]))
+            raise DataDefect(
+                f"{source.label} file {path} has no column {', '.join(_with_aliases(c, source) for c in missing)}"
+                + (f" (nor do {others} other file(s))" if others else "")
+                + _renamed(source, per_file, path, missing)
+                + f": the {fmt.name} format needs {', '.join(_with_aliases(c, source) for c in source.required)} "
+                "(docs/user-guide/input-formats.md). Add or rename the column in the file and re-run."
+            )
+    n = len(per_file) - 1
+    drift = {path: {c: held for c in source.optional if c not in matched[path]
+                    if (held := sum(1 for f in per_file if f != path and c in matched[f]))}
+             for path in per_file}  # fmt: skip
+    for path, held in drift.items():
+        if not held:
+            continue
+        if set(held.values()) == {n}:
+            what = f"{', '.join(held)}, which the other {n} file(s) of the table have"
+        else:
+            what = ", ".join(f"{c} (which {k} of the other {n} file(s) of the table have)" for c, k in held.items())
+        more = sum(1 for f, h in drift.items() if h and f != path)
+        raise DataDefect(
+            f"{source.label} file {path} has no column {what}"
+            + _renamed(source, per_file, path, list(held))
+            + (f" ({more} other file(s) also lack columns the rest have)" if more else "")
+            + ". A column some files of a table have and others lack would read as NULL for those files' rows: "
+            "rename or add the column in the file (docs/user-guide/input-formats.md lists the other names read "
+            "as each column) and re-run."
+        )
+    return matched
 
 
 def unreadable(s: Session, files: list[str], source: Source) -> DataDefect:
@@ -479,27 +599,24 @@ def register_raw(
             continue
         if not files:
             raise no_files(lake, fmt, source, tried)
-        per_file = file_columns(s, files, source)
-        for path, columns_of_file in per_file.items():
-            missing = [c for c in source.required if not {c, *source.aliases.get(c, ())} & columns_of_file]
-            if missing:
-                others = sum(1 for f, cols in per_file.items() if f != path and set(missing) - cols)
-                raise DataDefect(
-                    f"{source.label} file {path} has no column {', '.join(_with_aliases(c, source) for c in missing)}"
-                    + (f" (nor do {others} other file(s))" if others else "")
-                    + f": the {fmt.name} format needs {', '.join(_with_aliases(c, source) for c in source.required)} "
-                    '(README "Raw layout" / "Input formats"). Add or rename the column in the file and re-run.'
-                )
-        present = set().union(*per_file.values())
+        matched = check_columns(fmt, source, file_columns(s, files, source))
         relation = _reader(files, source)
         # Declared order (the SQL gathers numbered columns such as HCPCS_CD_1..45 by pattern).
-        absent = {c: f'NULL::{t} AS "{c}"' for c, t in source.optional.items() if c not in present}
-        # A column under its current or an older name (files of both versions may be read together).
-        named = {c: f'coalesce({", ".join(quote_ident(n) for n in (c, *source.aliases[c]) if n in present)}) AS "{c}"'
-                 for c in source.aliases if {c, *source.aliases[c]} & present}  # fmt: skip
+        absent = {c: f'NULL::{t} AS "{c}"' for c, t in source.optional.items()
+                  if not any(c in m for m in matched.values())}  # fmt: skip
+        # A column under another name in some file (an older name, an alias, blanks around it): read from each
+        # of its names (union_by_name already joins names that differ in case only, as DuckDB binds them).
+        names: dict[str, dict[str, str]] = {}
+        for m in matched.values():
+            for c, name in m.items():
+                names.setdefault(c, {}).setdefault(name.lower(), name)
+        named = {c: f'coalesce({", ".join(quote_ident(n) for n in by.values())}) AS "{c}"'
+                 for c, by in names.items() if list(by) != [c.lower()]}  # fmt: skip
 
         if source.pgx_table:
-            columns = ["*", *absent.values()]
+            # the files as they are, a column under another name read under its own
+            drop = ", ".join(quote_ident(n) for c in named for n in names[c].values())
+            columns = [f"* EXCLUDE ({drop})" if drop else "*", *absent.values(), *named.values()]
         else:
             columns = [absent.get(c) or named.get(c) or f'"{c}"' for c in (*source.required, *source.optional)]
             columns += ["filename"] if source.with_filename else []
@@ -518,6 +635,7 @@ def validate_inputs(lake: LakeResource) -> tuple[bool, list[str]]:
         return _validate_format(lake)
     lines = [f"Raw inputs under {lake.raw_root}:"]
     ok = True
+    sources = {source.pgx_table: source for source in FORMATS["pgx"].sources}
     for table in RAW_TABLES:
         candidates = raw_candidates(lake, table)
         try:
@@ -532,6 +650,10 @@ def validate_inputs(lake: LakeResource) -> tuple[bool, list[str]]:
             lines.append(f"    {mark} {path}  [{n} file(s); {why}]")
         if chosen:
             lines.append(f"     uses {chosen[0]} ({chosen[1]})")
+            with _preflight_session(lake) as s:
+                errors = _column_errors(s, FORMATS["pgx"], sources[table], lake.files(chosen[0]))
+            lines += errors
+            ok &= not errors
         else:
             ok = False
             tried = ", ".join(p for p, _, _ in found)
@@ -539,13 +661,28 @@ def validate_inputs(lake: LakeResource) -> tuple[bool, list[str]]:
     return ok, lines
 
 
-def _validate_apcd(lake: LakeResource) -> tuple[bool, list[str]]:
-    """The APCD release's files and elements (apcd_release.validate), then the optional linkage file."""
+@contextmanager
+def _preflight_session(lake: LakeResource) -> Iterator[Session]:
     from pgx_dagster.resources import build_resources
 
-    # httpfs and the S3 secret when the release is on S3 (Parquet footers are read through DuckDB)
+    # httpfs and the S3 secret when the files are on S3 (Parquet footers are read through DuckDB)
     worker = build_resources(raw_root=lake.raw_root, lake_root=lake.lake_root)["duckdb"]
     with worker.process_config_and_initialize().global_session() as s:
+        yield s
+
+
+def _column_errors(s: Session, fmt: RawFormat, source: Source, files: list[str]) -> list[str]:
+    """The error register_raw would raise for the columns of a source's files (check_columns), as a line."""
+    try:
+        check_columns(fmt, source, file_columns(s, files, source))
+    except DataDefect as error:
+        return [f"     ERROR: {error.description}"]
+    return []
+
+
+def _validate_apcd(lake: LakeResource) -> tuple[bool, list[str]]:
+    """The APCD release's files and elements (apcd_release.validate), then the optional linkage file."""
+    with _preflight_session(lake) as s:
         ok, lines = apcd_release.validate(lake, s)
     linkage_ok, linkage_lines = _validate_format(lake)
     return ok and linkage_ok, lines + linkage_lines[1:] + [
@@ -566,6 +703,11 @@ def _validate_format(lake: LakeResource) -> tuple[bool, list[str]]:
             return False, lines
         lines.append(f"  {source.label}: {len(files)} file(s)")
         lines += [f"    -> {f}" for f in files]
+        if files:
+            with _preflight_session(lake) as s:
+                errors = _column_errors(s, fmt, source, files)
+            lines += errors
+            ok &= not errors
         if not files:
             lines.append(f"     {'(none: read as empty)' if source.may_be_absent else 'ERROR: no files'}; tried "
                          + ", ".join(tried))  # fmt: skip
@@ -617,7 +759,7 @@ def register_genotypes(s: Session, lake: LakeResource) -> list[str]:
         f"""(SELECT DISTINCT person_id, gene,
                     CASE WHEN starts_with(upper(phenotype), gene || ' ') THEN clean_text(phenotype[length(gene) + 2:])
                          ELSE phenotype END AS phenotype
-             FROM (SELECT clean_text(person_id) AS person_id, upper(clean_text(gene)) AS gene,
+             FROM (SELECT id_text(person_id) AS person_id, upper(clean_text(gene)) AS gene,
                           clean_text(phenotype) AS phenotype FROM {relation})
              WHERE phenotype IS NOT NULL)""",
     )

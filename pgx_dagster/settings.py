@@ -224,6 +224,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             PATH, must_exist=True),
     Setting("PGX_EXTRACT_DATE", "today", "The date the raw extract was cut: service dates after it are "
             "impossible, open enrolment spans run to it.", DATE),
+    Setting("PGX_EARLIEST_SERVICE_DATE", "1990-01-01", "Service and fill dates before it are implausible (sentinels "
+            "such as 1900-01-01 or 1970-01-01): the line is quarantined as implausible_<date column>, and its claim "
+            "is placed by its other lines. No APCD holds claims from before 1990.", DATE),
     Setting("PGX_OPIOID_NDC_FILE", "", "The opioid NDC / MME conversion file (layout of "
             "sql/codesets/opioid_ndc.csv, e.g. built by `pgx build-opioid-ndc` from a newer CDC list, or by "
             "`pgx build-ndc-map` from the FDA NDC Directory); unset: CDC's 2017 list as shipped.",
@@ -280,6 +283,29 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "against the partition's previous materialization.", SHARE, "share"),
     Setting("PGX_GUARD_MIN_ROWS", "10", "Counts below this are too small to judge a guard's rate by.", WHOLE,
             "rows", low=0),
+    Setting("PGX_GUARD_ALPHA", "0.001", "Rate guards: a count breaches a rate only when a one-sided exact binomial "
+            "test says it is significantly above it, P(X >= count | rows, rate) below this (a small partition's "
+            "chance excess is no breach).", SHARE, "probability"),
+    Setting("PGX_PAYER_RATE_MARGIN", "0.02", "Guard payer_shift: how far above the other payers' pooled rate (or its "
+            "own previous rate) a payer's quarantine or code-reject rate may be.", SHARE, "share"),
+    Setting("PGX_MAX_PAYER_DROP", "0.50", "Guard payer_shift: the largest fall of a payer's rows in a silver "
+            "partition against the partition's previous materialization.", SHARE, "share"),
+    # -- plausibility bounds (silver quarantines a row beyond one as implausible_<what>; README "Bad input") ---
+    Setting("PGX_MAX_QUANTITY", "10000", "Silver pharmacy: the largest quantity dispensed on one fill (units, "
+            "mL, g); above it, or below 0, the fill is implausible_quantity. NCPDP's field holds up to 9,999,999.999, "
+            "but a 90-day supply at 4 a day is 360 (DE-SynPUF's largest). 0 is kept (not recorded): no MME.",
+            NUMBER, "units", low=1),
+    Setting("PGX_MAX_DAYS_SUPPLY", "365", "Silver pharmacy: the longest days supply of one fill; above it, or "
+            "below 0, the fill is implausible_days_supply. A fill covers at most a year (NCPDP's field has 3 "
+            "digits; plans cap at 90-102 days). 0 is kept (not recorded): no MME.", WHOLE, "days", low=1),
+    Setting("PGX_MAX_MME_PER_DAY", "5000", "Silver pharmacy: the largest MME/day of an opioid fill (by the opioid "
+            "NDC reference, as events compute it); above it the fill is implausible_mme_per_day and reaches no "
+            "MME sum. CDC's 2022 guideline calls 90 MME/day high; 5,000 leaves room for palliative extremes and "
+            "catches data errors (the issue's probe: 1e9 tablets, 277,777,778 MME/day).", NUMBER,
+            "MME/day", low=1),
+    Setting("PGX_MAX_PAID_AMOUNT", "10000000", "Silver medical and pharmacy: the largest paid amount of one "
+            "line, either sign (a reversal is negative); beyond it the line is implausible_paid_amount. The "
+            "costliest single drugs (gene therapies) are 2-4.25 million.", NUMBER, "currency per line", low=1),
     # -- commands --------------------------------------------------------------------------------------------
     Setting("PGX_DEMO_MEMBERS", str(DEFAULT_DEMO_MEMBERS), "`pgx demo`: persons in the synthetic extract.", WHOLE,
             "persons", low=1, when=COMMAND),
@@ -346,6 +372,23 @@ def parse_bytes(text: str, name: str = "PGX_MEMORY_PER_WORKER") -> int:
     if not match or unit not in _BYTE_UNITS or float(match.group(1)) <= 0:
         raise SettingError(f"{name}={text!r} is not valid: expected a positive size such as 2GB, 1500MB or 2GiB")
     return int(float(match.group(1)) * _BYTE_UNITS[unit])
+
+
+def earliest_service_date() -> date:
+    """Dates before this are implausible (PGX_EARLIEST_SERVICE_DATE)."""
+    return value("PGX_EARLIEST_SERVICE_DATE", date(1990, 1, 1))
+
+
+def plausibility_bounds() -> dict[str, float]:
+    """The bounds silver quarantines implausible magnitudes by, as the DuckDB variables its SQL reads."""
+    bounds = {
+        "max_quantity": "PGX_MAX_QUANTITY",
+        "max_days_supply": "PGX_MAX_DAYS_SUPPLY",
+        "max_mme_per_day": "PGX_MAX_MME_PER_DAY",
+        "max_paid_amount": "PGX_MAX_PAID_AMOUNT",
+    }
+    # unset: the default the registry shows (one number for the page and the SQL)
+    return {var: float(value(name, SETTINGS[name].default)) for var, name in bounds.items()}
 
 
 def event_years() -> list[int]:

@@ -41,9 +41,9 @@ def test_one_backfill_materialized_every_partition_and_every_check_passed(pipeli
     outcome = pipeline.report
     assert outcome.succeeded and outcome.status == "COMPLETED_SUCCESS"
     assert [c for c in outcome.checks if not c[3]] == []
-    # 3 person_index + 5 claims_intake checks (one shard) + 35 x (8 silver + 6 imputed + 3 events + 4 cohort)
+    # 5 person_index + 8 claims_intake checks (one shard) + 35 x (11 silver + 6 imputed + 3 events + 4 cohort)
     # + 2 demographics + 7 analysis
-    assert len(outcome.checks) == 3 + 5 + 35 * 21 + 2 + 7
+    assert len(outcome.checks) == 5 + 8 + 35 * 24 + 2 + 7
     assert {a: len(p) for a, p in outcome.rows.items()} == {
         "person_index": 1, "claims_intake": 1, "silver_medical": 35, "silver_pharmacy": 35, "person_facts": 1,
             "member_demographics": 1,

@@ -46,7 +46,9 @@ def test_one_run_over_a_year_reports_every_partition_separately(pipeline, tmp_pa
         assert meta["dagster/row_count"].value == con.execute(f"SELECT count(*) FROM '{file}'").fetchone()[0], key
     evaluations = result.get_asset_check_evaluations()
     assert sorted((e.check_name, e.partition) for e in evaluations) == sorted(
-        (f"silver_medical_{c}", k) for c in ("reconciles", "contract", "quarantine_rate", "null_rates") for k in keys
+        (f"silver_medical_{c}", k)
+        for c in ("reconciles", "contract", "quarantine_rate", "null_rates", "payer_shift", "code_reject_rate")
+        for k in keys
     )
     assert all(e.passed for e in evaluations)
     # every check of the asset in one step, not a step per check
@@ -74,7 +76,7 @@ def test_a_bad_partition_in_a_ranged_run_fails_only_its_own_verdict(pipeline, tm
     _, again = run_range(pipeline.raw, lake, ["silver_pharmacy"], 2018, checks_only=True)
     assert not again.success
     evaluations = again.get_asset_check_evaluations()
-    assert len(evaluations) == 4 * len(keys)
+    assert len(evaluations) == 5 * len(keys)
     assert [(e.check_name, e.partition) for e in evaluations if not e.passed] == [("silver_pharmacy_reconciles", bad)]
     failures = [e for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
     assert [f.step_key for f in failures] == ["silver_pharmacy_checks"]
@@ -88,10 +90,10 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
     assert PARTITION_POLICY != COHORT_POLICY
     # every asset's work is registered for the legacy-style baselines, with its checks
     assert {name: len(w.checks) for name, w in WORK.items()} == {
-        "person_index": 3,
-        "claims_intake": 5,
-        "silver_medical": 4,
-        "silver_pharmacy": 4,
+        "person_index": 5,
+        "claims_intake": 8,
+        "silver_medical": 6,
+        "silver_pharmacy": 5,
         "person_facts": 0,
         "member_demographics": 2,
         "imputed_medical": 3,

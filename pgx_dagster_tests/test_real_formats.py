@@ -253,10 +253,18 @@ def tuva(tmp_path_factory) -> SimpleNamespace:
 def test_tuva_pipeline_runs_and_every_check_passes(tuva):
     assert tuva.run.returncode == 0, tuva.run.stdout[-3000:] + tuva.run.stderr[-3000:]
     # the demo's days supply is blank on every fill: a warning (no fill gets an MME/day), not a failure
-    assert "All blocking checks passed; 1 warning(s) above." in tuva.run.stdout
+    assert "All blocking checks passed; 2 warning(s) above." in tuva.run.stdout
     assert "check claims_intake_expected_columns [000] WARN: columns_entirely_null=['pharmacy.days_supply']" in (
         tuva.run.stdout
     )
+    # and its claims are of 2017-2018 while the default event years are 2016-2020: a warning naming the years
+    (completeness,) = [line for line in tuva.run.stdout.splitlines() if "check person_index_completeness" in line]
+    assert "[all] WARN: " in completeness and "configured_years=2016-2020" in completeness
+    assert (
+        "gaps=['2019: no data at all: PGX_MIN_YEAR/PGX_MAX_YEAR cover a year the extract does not', '2020: no data "
+        "at all: PGX_MIN_YEAR/PGX_MAX_YEAR cover a year the extract does not', '2016: no medical claims from any "
+        "payer', '2016: no pharmacy claims from any payer']"
+    ) in completeness
 
 
 def test_tuva_persons_claims_and_fills_match_the_source(tuva):

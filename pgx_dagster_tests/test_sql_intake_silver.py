@@ -4,7 +4,9 @@ import datetime as dt
 
 import pytest
 
+from pgx_dagster.codesets import register_codesets
 from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.settings import plausibility_bounds
 from pgx_dagster_tests.helpers import eligibility, table
 
 D = dt.date
@@ -255,6 +257,7 @@ def staged_medical(**codes):
 
 def silver_medical(s, rows):
     table(s, "staged", rows, schema=LIST_DX)
+    s.set_variables(plausibility_bounds())
     s.model_table("silver_out", "silver/medical")
     s.model_table("code_rejects", "silver/code_rejects")
     lines = s.rows(
@@ -415,6 +418,8 @@ def test_silver_pharmacy_ndc_forms_impossible_values_and_duplicate_fills(s):
         ],
         schema={"days_supply": "INTEGER", "quantity": "DOUBLE"},
     )
+    s.set_variables(plausibility_bounds())
+    register_codesets(s)
     rows = s.execute(
         "SELECT claim_id, claim_line, ndc, quarantine_reason FROM (" + open_sql("silver/pharmacy") + ") ORDER BY ALL"
     ).fetchall()
@@ -428,7 +433,7 @@ def test_silver_pharmacy_ndc_forms_impossible_values_and_duplicate_fills(s):
         ("R06", 1, "0093021401", "ndc_10_digit_ambiguous"),
         ("R07", 1, "ABC", "invalid_ndc"),
         ("R08", 1, None, "missing_ndc"),
-        ("R09", 1, "00093021401", "negative_days_supply"),
+        ("R09", 1, "00093021401", "implausible_days_supply"),
         ("R10", 1, "00093021401", None),
         ("R11", 1, "00093021401", "duplicate_fill"),
         ("R12", 1, "00093021401", None),

@@ -17,6 +17,7 @@ partition exactly as a one-partition run would.
 
 import inspect
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -41,9 +42,10 @@ from dagster import (
     multi_asset_check,
 )
 
+from pgx_dagster import guards
 from pgx_dagster.contracts import Contract
-from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
-from pgx_dagster.execution import STEP_RETRY
+from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
+from pgx_dagster.execution import STEP_RETRY, os_faults
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import claims_partitions, cohort_partitions, shard_of, shard_partitions, split_key
 from pgx_dagster.quality import contract_result, judged_materialization
@@ -115,6 +117,13 @@ def partition_args(partitions_def: Any, key: str) -> tuple:
 WORK: dict[str, Work] = {}
 
 
+def step_folders(lake: LakeResource, duckdb: DuckDBWorker) -> list[tuple[str, str, str]]:
+    """The folders a step writes or reads, with their settings: to name the one that refused (execution.os_fault)."""
+    temp = duckdb.temp_root or tempfile.gettempdir()
+    raw = [("raw folder", "PGX_RAW_ROOT", root) for root in lake.raw_roots()]
+    return [("lake folder", "PGX_LAKE_ROOT", lake.lake_root), ("temp folder", "PGX_TEMP_DIR", temp), *raw]
+
+
 def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[str, Any]]], AssetsDefinition]:
     """`run(log, lake, duckdb) -> metadata` as an unpartitioned asset (a step over the whole extract). Here as
     in every decorator of this module the description is `description=` or the docstring of `run`, as with
@@ -127,7 +136,8 @@ def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[s
         @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, tags=GLOBAL_TASK, **asset_args)
         def whole_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
             reset_peak_rss()
-            return MaterializeResult(metadata=run(context.log, lake, duckdb))
+            with os_faults(step_folders(lake, duckdb)):
+                return MaterializeResult(metadata=run(context.log, lake, duckdb))
 
         return whole_asset
 
@@ -213,7 +223,8 @@ def partitioned_asset(
             )
             for key in context.partition_keys:
                 reset_peak_rss()  # each partition's figures are its own
-                meta = run(context.log, lake, duckdb, *partition_args(partitions_def, key), **extra)
+                with os_faults(step_folders(lake, duckdb)):
+                    meta = run(context.log, lake, duckdb, *partition_args(partitions_def, key), **extra)
                 context.add_asset_metadata(meta, partition_key=key)
 
         return partition_asset
@@ -250,7 +261,8 @@ def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
             for c in selected:
                 started = time.perf_counter()
                 reset_peak_rss()
-                result = c.run(lake, duckdb, *args)
+                with os_faults(step_folders(lake, duckdb)):
+                    result = c.run(lake, duckdb, *args)
                 yield AssetCheckEvaluation(
                     asset_key=asset_def.key,
                     check_name=c.name,
@@ -318,3 +330,30 @@ def contract_check(
         return contract_result(s, parquet_relation(path_of(lake, *partition)), contract_of(*partition))
 
     return register_check(asset_def, name=f"{name}_contract", description=description)(contract)
+
+
+def payer_figures(s: Session, kind: str, staged: str, quarantine: str, codes: bool = True) -> guards.PayerFigures:
+    """Per payer: rows in (`staged`), rows quarantined by reason (`quarantine`: rows with a quarantine_reason) and,
+    for medical claims, codes present and rejected per family (sql/silver/code_tally_medical.sql over `staged`).
+    Pharmacy's NDCs are judged as quarantine reasons: a fill with a rejected NDC is quarantined whole. Rows without
+    a payer id are no payer's (all quarantined, by definition): the whole table's figures judge them."""
+    out: guards.PayerFigures = {}
+
+    def of(payer: str | None) -> dict:
+        figures = {"rows": 0, "quarantined": {}, "codes": {}}
+        return figures if payer is None else out.setdefault(str(payer), figures)
+
+    for payer, rows in s.execute(f"SELECT payer_id, count(*) FROM {staged} GROUP BY 1").fetchall():
+        of(payer)["rows"] = rows
+    for payer, reason, n in s.execute(
+        f"SELECT payer_id, quarantine_reason, count(*) FROM {quarantine} WHERE quarantine_reason IS NOT NULL "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        of(payer)["quarantined"][reason] = n
+    if codes and kind == "medical":
+        s.view("coded", f"(SELECT *, NULL::VARCHAR AS filename FROM {staged})")
+        with s.doing("sql/silver/code_tally_medical.sql"):
+            tally = s.execute(sql_text("silver/code_tally_medical")).fetchall()
+        for payer, _file, family, present, rejected in tally:
+            of(payer)["codes"][family] = [present, rejected]
+    return dict(sorted(out.items()))

@@ -29,18 +29,27 @@ from pgx_dagster.datasets import (
     STAGED,
 )
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
-from pgx_dagster.guards import EXPECTED_COLUMNS, QUARANTINE_RATE, REQUIRED_COLUMNS
+from pgx_dagster.guards import (
+    CODE_REJECT_RATE,
+    COMPLETENESS,
+    EXPECTED_COLUMNS,
+    ID_COLLISIONS,
+    PAYER_SHIFT,
+    QUARANTINE_RATE,
+    REQUIRED_COLUMNS,
+)
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import AGE_BANDS, shard_count
 from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import RAW_ASSET_KEYS, reading_raw, register_raw
 from pgx_dagster.reporting import STAGES, table_metadata
-from pgx_dagster.settings import event_years
+from pgx_dagster.settings import earliest_service_date, event_years
 from pgx_dagster.stages.common import (
     global_asset,
     global_check,
     partitioned_asset,
     partitioned_check,
+    payer_figures,
     reason_counts,
     split_into_units,
     stage_definitions,
@@ -62,8 +71,8 @@ def register_shard_claims(s: Session, lake: LakeResource, kind: str, shard: int)
     """View `typed`: the typed `kind` claim rows of one shard (intake_shard over the typed keys, as the asset
     and its checks must agree on them). Needs view raw_<kind>."""
     years = event_years()
-    s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1],
-                     "date_column": DATE_COLUMN[kind]})  # fmt: skip
+    s.set_variables({"extract_date": lake.extract_day(), "earliest_date": earliest_service_date(),
+                     "min_year": years[0], "max_year": years[-1], "date_column": DATE_COLUMN[kind]})  # fmt: skip
     s.model_view(f"typed_{kind}_all", f"intake/{kind}")
     s.view(
         "typed", f"(SELECT * FROM typed_{kind}_all WHERE intake_shard(payer_id, claim_id, {shard_count()}) = {shard})"
@@ -110,8 +119,8 @@ def person_basis(s: Session) -> dict[str, int]:
     # an equi-join only (a condition beside the keys made it a nested loop: 170 s at 437k members)
     s.execute("""
         CREATE OR REPLACE TEMP TABLE linkage_basis AS
-        SELECT clean_text(payer_id) AS payer_id, clean_text(member_id) AS member_id,
-               min(basis) FILTER (WHERE clean_text(person_id) IS NOT NULL) AS basis,
+        SELECT id_text(payer_id) AS payer_id, id_text(member_id) AS member_id,
+               min(basis) FILTER (WHERE id_text(person_id) IS NOT NULL) AS basis,
                bool_or(basis = 'key_shared_within_payer') AS key_shared
         FROM raw_linkage GROUP BY ALL""")  # fmt: skip
     counts = dict(s.execute("""
@@ -220,7 +229,15 @@ def claims_intake(log: Logger, lake: LakeResource, duckdb: DuckDBWorker, shard: 
                     "staged": n_in - sum(reasons.values()),
                     "quarantined": sum(reasons.values()),
                     "quarantine_reasons": reasons,
+                    # versions (placement.sql): a lone unversioned row needs none; differing unversioned rows of
+                    # one line cannot be ranked and are all quarantined as missing_claim_version
+                    "rows_without_claim_version": s.scalar(f"SELECT count(*) FROM {table} WHERE claim_version IS NULL"),
                 }
+                if reasons.get("missing_claim_version"):
+                    log.warning(
+                        f"{reasons['missing_claim_version']:,} {kind} rows quarantined as missing_claim_version: "
+                        "lines with several differing rows and no version to tell the current one"
+                    )
                 log.info(
                     f"{STAGES['intake'].log}: shard {shard + 1} of {shard_count()}: {n_in:,} raw {kind} rows -> "
                     f"{figures[kind]['staged']:,} placed in partitions, {figures[kind]['quarantined']:,} quarantined "
@@ -257,6 +274,26 @@ def person_index_reconciles(s: Session, lake: LakeResource):
         {"eligibility_rows_in": eligibility_in, "eligibility_rows_used": used, "eligibility_rows_quarantined": written,
          "eligibility_unaccounted": eligibility_in - used - written},
     )  # fmt: skip
+
+
+@global_check(
+    person_index,
+    name="person_index_completeness",
+    description=COMPLETENESS.describe("counts per payer x year x table in the metadata, the gaps as lines"),
+)
+def person_index_completeness(s: Session, lake: LakeResource):
+    # A missing file (a payer's pharmacy for a year) or a year the extract lacks otherwise runs green: read the
+    # typed payer and year of each table (the views prune every other column), one scan per table.
+    years = event_years()
+    source_files = register_raw(s, lake)  # every view: a format's claims may name the payer from its linkage
+    s.set_variables({"min_year": years[0], "max_year": years[-1]})
+    for kind in KINDS:
+        s.model_view(f"typed_{kind}", f"intake/{kind}")
+    s.model_view("eligibility", "intake/eligibility")
+    with reading_raw(s, source_files), s.doing("sql/intake/completeness.sql"):
+        grid = s.execute(sql_text("intake/completeness")).fetchall()
+    passed, meta = guards.completeness(grid, years)
+    return verdict(passed, meta, warn_only=COMPLETENESS.warn_only)
 
 
 @partitioned_check(claims_intake, name="intake_reconciles")
@@ -362,7 +399,9 @@ def person_index_quarantine_rate(s: Session, lake: LakeResource):
     # row-level reasons and values rejected on rows used, as written by person_index
     written = parquet_relation(ELIGIBILITY_QUARANTINE.path(lake))
     figures = {"eligibility": (s.scalar("SELECT count(*) FROM eligibility"), reason_counts(s, written))}
-    passed, meta = guards.quarantine_rate(figures, whole_tables=True)
+    by_payer = payer_figures(s, "eligibility", "eligibility", written, codes=False)
+    payers = {"eligibility": {p: (f["rows"], f["quarantined"]) for p, f in by_payer.items()}}
+    passed, meta = guards.quarantine_rate(figures, whole_tables=True, payers=payers)
     return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)
 
 
@@ -373,12 +412,90 @@ def person_index_quarantine_rate(s: Session, lake: LakeResource):
 )
 def intake_quarantine_rate(s: Session, lake: LakeResource, shard: int):
     tables = _shard_claims(s, lake, shard)
-    figures = {}
+    figures, payers = {}, {}
     for kind in KINDS:
-        reasons = reason_counts(s, parquet_relation(INTAKE_QUARANTINE[kind].shard(shard).path(lake)))
-        figures[kind] = (s.scalar(f"SELECT count(*) FROM {tables[kind]}"), reasons)
-    passed, meta = guards.quarantine_rate(figures, whole_tables=True)
+        quarantined = parquet_relation(INTAKE_QUARANTINE[kind].shard(shard).path(lake))
+        figures[kind] = (s.scalar(f"SELECT count(*) FROM {tables[kind]}"), reason_counts(s, quarantined))
+        by_payer = payer_figures(s, kind, tables[kind], quarantined, codes=False)
+        payers[kind] = {p: (f["rows"], f["quarantined"]) for p, f in by_payer.items()}
+    passed, meta = guards.quarantine_rate(figures, whole_tables=True, payers=payers)
     return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)
+
+
+# The code columns of each kind that silver validates (sql/silver/code_tally_<kind>.sql).
+CODE_COLUMNS = {
+    "medical": "revenue_code, place_of_service, procedure_code, diagnosis_code_1, diagnosis_code_2, diagnosis_code_3, "
+    "CAST(other_diagnosis_codes AS VARCHAR[]) AS other_diagnosis_codes",
+    "pharmacy": "ndc",
+}
+
+
+def _code_tally(s: Session, kind: str, shard: int) -> list[tuple]:
+    """(payer, file, family, codes present, codes rejected) of the shard's raw `kind` rows by silver's code rules,
+    before any row is placed or deduplicated: silver sees a partition, where one file's damage is diluted. The
+    file is the raw reader's `filename` where the format reads it (pgx, tuva); else NULL (judged per payer only)."""
+    has_file = "filename" in {name for name, _type in s.columns(f"raw_{kind}")}
+    # the shard as intake/<kind>.sql types the ids (register_shard_claims)
+    s.view(
+        "coded",
+        f"(SELECT id_text(payer_id) AS payer_id, {'filename' if has_file else 'NULL::VARCHAR'} AS filename, "
+        f"{CODE_COLUMNS[kind]} FROM raw_{kind} "
+        f"WHERE intake_shard(id_text(payer_id), id_text(claim_id), {shard_count()}) = {shard})",
+    )
+    with s.doing(f"sql/silver/code_tally_{kind}.sql"):
+        return s.execute(sql_text(f"silver/code_tally_{kind}")).fetchall()
+
+
+def _code_tallies(s: Session, lake: LakeResource, shard: int) -> dict[str, list[tuple]]:
+    source_files = register_raw(s, lake)
+    with reading_raw(s, source_files):
+        return {kind: _code_tally(s, kind, shard) for kind in KINDS}
+
+
+@partitioned_check(
+    claims_intake,
+    name="claims_intake_code_reject_rate",
+    description=CODE_REJECT_RATE.describe("per shard, table and code family: the table, each payer, each raw file"),
+)
+def intake_code_reject_rate(s: Session, lake: LakeResource, shard: int):
+    tallies: list[guards.Tally] = []
+    for kind, rows in _code_tallies(s, lake, shard).items():
+        whole: dict[str, list[int]] = {}
+        by_payer: dict[tuple[str, str], list[int]] = {}
+        for payer_id, file, family, present, rejected in rows:
+            payer = guards.payer_label(payer_id)
+            for key, into in ((family, whole), ((payer, family), by_payer)):
+                into.setdefault(key, [0, 0])
+                into[key][0] += rejected
+                into[key][1] += present
+            if file is not None:
+                tallies.append((f"{kind}, file {file}, payer {payer}", family, rejected, present))
+        tallies += [(kind, f, n, of) for f, (n, of) in sorted(whole.items())]
+        tallies += [(f"{kind}, payer {p}", f, n, of) for (p, f), (n, of) in sorted(by_payer.items())]
+    passed, meta = guards.code_reject_rate(tallies)
+    return verdict(passed, meta, warn_only=CODE_REJECT_RATE.warn_only)
+
+
+@partitioned_check(
+    claims_intake,
+    name="claims_intake_payer_shift",
+    description=PAYER_SHIFT.describe("each payer of the shard against the other payers, per table, reason and family"),
+)
+def intake_payer_shift(s: Session, lake: LakeResource, shard: int):
+    code_rows = _code_tallies(s, lake, shard)
+    tables = _shard_claims(s, lake, shard)
+    passed, meta = True, {}
+    for kind in KINDS:
+        quarantined = parquet_relation(INTAKE_QUARANTINE[kind].shard(shard).path(lake))
+        by_payer = payer_figures(s, kind, tables[kind], quarantined, codes=False)
+        for payer_id, _file, family, present, rejected in code_rows[kind]:
+            payer = by_payer.setdefault(guards.payer_label(payer_id), {"rows": 0, "quarantined": {}, "codes": {}})
+            was = payer["codes"].get(family, [0, 0])
+            payer["codes"][family] = [was[0] + present, was[1] + rejected]
+        ok, meta[kind] = guards.payer_shift(by_payer, table=kind)
+        passed &= ok
+    shifts = [line for kind in KINDS for line in meta[kind]["shifts"]]
+    return verdict(passed, {"shifts": shifts, **meta}, warn_only=PAYER_SHIFT.warn_only)
 
 
 def _null_check(guard: guards.Guard, columns: dict[str, tuple[str, ...]], why: str) -> None:
@@ -405,6 +522,46 @@ def _null_check(guard: guards.Guard, columns: dict[str, tuple[str, ...]], why: s
         partitioned_check(claims_intake, name=f"claims_intake_{guard.name}", description=scope(claims))(claims_check)
     if people:
         global_check(person_index, name=f"person_index_{guard.name}", description=scope(people))(people_check)
+
+
+def _id_collisions(s: Session, ids: str, what: str, quarantined: dict[str, int] | None = None):
+    """The id_collisions verdict over `ids` (a query of payer_id, id): per payer, the keys several ids share."""
+    s.view("ids", ids)
+    with s.doing("sql/intake/id_collisions.sql"):
+        found = s.execute(sql_text("intake/id_collisions")).fetchall()
+    by_payer = {payer: {"colliding_keys": keys, what: n} for payer, keys, n in found}
+    figures: dict = {
+        "by_payer": by_payer or "none",
+        "colliding_keys": sum(v["colliding_keys"] for v in by_payer.values()),
+    }
+    if quarantined:
+        figures["claims_quarantined_as_member_id_differs_by_whitespace_or_case"] = quarantined
+    if by_payer or quarantined:
+        figures["rule"] = (
+            "ids are compared exactly as delivered: ids that differ only in whitespace or case are different ids "
+            "(docs/user-guide/pipeline.md, 'Ids are compared as delivered'); fix them at the source if they are one"
+        )
+    return verdict(not by_payer and not quarantined, figures, warn_only=ID_COLLISIONS.warn_only)
+
+
+@global_check(person_index, name="person_index_id_collisions", description=ID_COLLISIONS.describe("member ids"))
+def person_index_id_collisions(s: Session, lake: LakeResource):
+    members = parquet_relation(PERSON_INDEX.path(lake))
+    return _id_collisions(s, f"(SELECT DISTINCT payer_id, member_id AS id FROM {members})", "member_ids")
+
+
+@partitioned_check(claims_intake, name="claims_intake_id_collisions", description=ID_COLLISIONS.describe("claim ids"))
+def claims_intake_id_collisions(s: Session, lake: LakeResource, shard: int):
+    tables = _shard_claims(s, lake, shard)
+    ids = " UNION ".join(f"SELECT DISTINCT payer_id, claim_id AS id FROM {tables[kind]}" for kind in KINDS)
+    quarantined = {}
+    for kind in KINDS:
+        rows = s.execute(
+            f"SELECT payer_id, count(*) FROM {parquet_relation(INTAKE_QUARANTINE[kind].shard(shard).path(lake))} "
+            "WHERE quarantine_reason = 'member_id_differs_by_whitespace_or_case' GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        quarantined.update({f"{kind}: {payer}": n for payer, n in rows})
+    return _id_collisions(s, f"({ids})", "claim_ids", quarantined)
 
 
 _null_check(REQUIRED_COLUMNS, guards.REQUIRED, " An empty diagnosis or NDC column would silently lose every event.")

@@ -1,7 +1,8 @@
 """Silver: one partition's claims typed, codes normalized (ICD without dots, upper case; revenue
 codes 4 digits; place of service 2 digits; CPT without modifiers; NDC 11 digits). Rows that break a
-rule go to the quarantine dataset with their reason; a malformed code alone goes to the code-level
-quarantine and its line stays. SQL: sql/silver/.
+rule go to the quarantine dataset with their reason - implausible magnitudes too, by the bounds of
+settings.plausibility_bounds; a malformed code alone goes to the code-level quarantine and its line stays.
+SQL: sql/silver/.
 """
 
 import time
@@ -10,16 +11,19 @@ from logging import Logger
 from dagster import AllPartitionMapping, AssetDep, AssetsDefinition
 
 from pgx_dagster import contracts, guards
+from pgx_dagster.codesets import register_codesets
 from pgx_dagster.datasets import CODE_QUARANTINE, KINDS, SILVER, SILVER_QUARANTINE, STAGED
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation
-from pgx_dagster.guards import NULL_RATE_JUMP, QUARANTINE_RATE
+from pgx_dagster.guards import CODE_REJECT_RATE, NULL_RATE_JUMP, PAYER_SHIFT, QUARANTINE_RATE
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.quality import verdict
 from pgx_dagster.reporting import STAGES, table_metadata
+from pgx_dagster.settings import plausibility_bounds
 from pgx_dagster.stages.common import (
     contract_check,
     partitioned_asset,
     partitioned_check,
+    payer_figures,
     reason_counts,
     stage_definitions,
 )
@@ -49,6 +53,9 @@ def build_silver(kind: str) -> AssetsDefinition:
         started = time.perf_counter()
         with duckdb.session() as s:
             s.view("staged", parquet_relation(STAGED[kind].files(lake, band, year)))
+            s.set_variables(plausibility_bounds())
+            if kind == "pharmacy":  # an opioid fill's MME/day is bounded
+                register_codesets(s, lake.opioid_ndc_file)
             n_in = s.model_table("silver_out", f"silver/{kind}")
             reasons = reason_counts(s, "silver_out")
             n_out = n_in - sum(reasons.values())
@@ -83,6 +90,8 @@ def build_silver(kind: str) -> AssetsDefinition:
                     "quarantined": reasons,
                     "codes_rejected": code_rejects,
                     "null_rates": null_rates(s, good, guards.REQUIRED[kind]),
+                    # the baseline of the next materialization's payer_shift
+                    "by_payer": payer_figures(s, kind, "staged", "silver_out"),
                 },  # fmt: skip
             )
             log.info(
@@ -120,8 +129,39 @@ def build_silver(kind: str) -> AssetsDefinition:
     def quarantine_rate(s: Session, lake: LakeResource, band: str, year: int):
         rows_in = s.count_parquet(STAGED[kind].files(lake, band, year))
         reasons = reason_counts(s, parquet_relation(quarantine_ds.path(lake, band, year)))
-        passed, meta = guards.quarantine_rate({kind: (rows_in, reasons)}, whole_tables=False)
+        by_payer = payer_figures(s, kind, *written(lake, band, year), codes=False)
+        payers = {kind: {p: (f["rows"], f["quarantined"]) for p, f in by_payer.items()}}
+        passed, meta = guards.quarantine_rate({kind: (rows_in, reasons)}, whole_tables=False, payers=payers)
         return verdict(passed, meta, warn_only=QUARANTINE_RATE.warn_only)
+
+    def written(lake: LakeResource, band: str, year: int) -> tuple[str, str]:
+        """The partition's staged rows and its quarantine, as relations."""
+        staged = parquet_relation(STAGED[kind].files(lake, band, year))
+        return staged, parquet_relation(quarantine_ds.path(lake, band, year))
+
+    @partitioned_check(
+        silver,
+        name=f"{name}_payer_shift",
+        description=PAYER_SHIFT.describe(
+            "each payer of this partition, per defect reason" + (" and code family" if kind == "medical" else "")
+        ),
+    )
+    def payer_shift(s: Session, lake: LakeResource, band: str, year: int):
+        previous = silver_ds.checkpoint(lake, band, year).get("previous")
+        passed, meta = guards.payer_shift(payer_figures(s, kind, *written(lake, band, year)), previous)
+        return verdict(passed, meta, warn_only=PAYER_SHIFT.warn_only)
+
+    if kind == "medical":
+
+        @partitioned_check(
+            silver,
+            name=f"{name}_code_reject_rate",
+            description=CODE_REJECT_RATE.describe("per code family, for the partition and for each payer"),
+        )
+        def code_reject_rate(s: Session, lake: LakeResource, band: str, year: int):
+            by_payer = payer_figures(s, kind, *written(lake, band, year))
+            passed, meta = guards.code_reject_rate(code_tallies(kind, by_payer))
+            return verdict(passed, meta, warn_only=CODE_REJECT_RATE.warn_only)
 
     @partitioned_check(
         silver,
@@ -141,6 +181,19 @@ def build_silver(kind: str) -> AssetsDefinition:
         silver, silver_ds.path, CONTRACTS[kind], detail=", every row in this partition's age band and event year"
     )
     return silver
+
+
+def code_tallies(table: str, by_payer: guards.PayerFigures) -> list[guards.Tally]:
+    """(scope, family, rejected, present) for the whole table and for each payer."""
+    whole: dict[str, list[int]] = {}
+    tallies = []
+    for payer, f in sorted(by_payer.items()):
+        for family, (present, rejected) in sorted(f["codes"].items()):
+            tallies.append((f"{table}, payer {payer}", family, rejected, present))
+            whole.setdefault(family, [0, 0])
+            whole[family][0] += rejected
+            whole[family][1] += present
+    return [(table, family, n, rows) for family, (n, rows) in sorted(whole.items())] + tallies
 
 
 def null_rates(s: Session, query: str, columns: tuple[str, ...]) -> dict[str, float]:

@@ -25,8 +25,8 @@ CREATE OR REPLACE MACRO clean_text(x) AS
     END;
 
 -- An id (payer, member, claim, person) exactly as delivered: 'A1 ' and 'A1' are two ids, because in one
--- payer's files they may be two members (README "Ids are compared as delivered"). Only a blank id (NULL,
--- or whitespace of any kind) is missing.
+-- payer's files they may be two members (docs/user-guide/pipeline.md, "Ids are compared as delivered").
+-- Only a blank id (NULL, or whitespace of any kind) is missing.
 CREATE OR REPLACE MACRO id_text(x) AS CASE WHEN clean_text(x) IS NOT NULL THEN CAST(x AS VARCHAR) END;
 -- The key under which ids collide once whitespace (anywhere, of any kind) and case are normalised: used to
 -- report such ids, never to join by. Fast path as clean_text's: a visible-ASCII id is only upper-cased.
@@ -85,6 +85,11 @@ CREATE OR REPLACE MACRO normalize_revenue_code(x) AS
 -- Place of service is 2 digits ('9' -> '09').
 CREATE OR REPLACE MACRO normalize_pos(x) AS
     CASE WHEN regexp_full_match(code_text(x), '[0-9]{1,2}') THEN lpad(code_text(x), 2, '0') ELSE code_text(x) END;
+
+-- Valid when absent or, once normalized, 4 digits (revenue code) / 2 digits (place of service): silver rejects
+-- the others, and claims_intake_code_reject_rate applies the same rule to each raw file.
+CREATE OR REPLACE MACRO revenue_code_is_valid(x) AS coalesce(regexp_full_match(normalize_revenue_code(x), '[0-9]{4}'), TRUE);
+CREATE OR REPLACE MACRO pos_is_valid(x) AS coalesce(regexp_full_match(normalize_pos(x), '[0-9]{2}'), TRUE);
 
 -- CPT / HCPCS level II: 5 characters (99283, 1234F, J1100), optionally followed by 2-character
 -- modifiers, with or without dashes ('99283-25', '99283 25', '9928325', '99283-25-59').
@@ -176,3 +181,11 @@ CREATE OR REPLACE MACRO month_runs(mask) AS
         m -> {'first_month': m,
               'last_month': list_min(list_filter(range(m, 13), e -> (mask >> (e - 1)) & 1 = 1
                                                              AND (e = 12 OR (mask >> e) & 1 = 0)))});
+
+-- An opioid fill's MME/day by its opioid_ndc row's rule (codesets.py MME_RULE_SQL, after CDC's documentation):
+-- a patch's days supply is taken as patches x 3, so quantity cancels out; NULL without a factor, or without a
+-- positive quantity (and, for the standard rule, days supply). Silver bounds it, events record it.
+CREATE OR REPLACE MACRO mme_per_day(rule, strength, factor, quantity, days_supply) AS
+    CASE WHEN rule = 'patch' AND quantity > 0 THEN strength * factor / 3
+         WHEN rule = 'standard' AND days_supply > 0 AND quantity > 0 THEN strength * quantity / days_supply * factor
+    END;

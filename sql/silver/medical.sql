@@ -1,12 +1,13 @@
 -- silver_medical: one partition's medical claim lines, typed and with codes normalized.
--- Input: staged (the partition's rows from intake).
+-- Input: staged (the partition's rows from intake); variable max_paid_amount (settings.plausibility_bounds).
 -- A malformed code is rejected on its own: it is left out of the line (NULL, or dropped from
 -- other_diagnosis_codes) and listed in `rejected_codes` with the field, the code as written and the
 -- reason, which the asset writes to the code-level quarantine; the line and its valid codes stay (a
 -- valid poisoning code is never lost because another diagnosis on the line is malformed).
 -- CPT / HCPCS modifiers are split off: '99283-25' -> procedure_code 99283, procedure_modifiers [25].
--- `quarantine_reason` is the line-level verdict, kept for the quarantine dataset's shape: no rule
--- rejects a whole medical line here.
+-- `quarantine_reason` is the line-level verdict: only a paid amount beyond PGX_MAX_PAID_AMOUNT either way
+-- (a reversal is negative) rejects a whole line, as `implausible_paid_amount` - a magnitude no payer pays says
+-- the line's other fields cannot be trusted either.
 WITH normalized AS (
     SELECT *,
            normalize_revenue_code(revenue_code) AS rev,
@@ -16,8 +17,8 @@ WITH normalized AS (
 ),
 checked AS (
     SELECT *,
-           coalesce(regexp_full_match(rev, '[0-9]{4}'), TRUE) AS rev_ok,
-           coalesce(regexp_full_match(pos, '[0-9]{2}'), TRUE) AS pos_ok,
+           revenue_code_is_valid(revenue_code) AS rev_ok,
+           pos_is_valid(place_of_service) AS pos_ok,
            code_text(procedure_code) IS NULL OR procedure_is_valid(procedure_code) AS procedure_ok
     FROM normalized
 )
@@ -48,5 +49,6 @@ SELECT payer_id, member_id, person_id, claim_id, claim_line, claim_version,
            list_transform(list_filter(other_dx, d -> NOT dx_is_valid(d)),
                           d -> rejected_code('other_diagnosis_codes', d, 'invalid_diagnosis_code'))
        ) AS rejected_codes,
-       NULL::VARCHAR AS quarantine_reason
+       CASE WHEN abs(paid_amount) > getvariable('max_paid_amount') THEN 'implausible_paid_amount' END
+           AS quarantine_reason
 FROM checked

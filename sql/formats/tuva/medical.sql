@@ -4,6 +4,7 @@
 -- revenue_center_code, place_of_service_code, hcpcs_code; diagnosis_code_1..3 as the first three,
 -- diagnosis_code_4..25 kept in other_diagnosis_codes. diagnosis_code_type is not read: the code
 -- system follows the service date (ICD-10-CM from 2015-10-01), as for every format.
+-- `filename`: the file a line came from (claims_intake_code_reject_rate judges each file).
 -- Input: tuva_medical_claim, raw_linkage.
 WITH claims AS (
     SELECT *, list_value(*COLUMNS('^diagnosis_code_([4-9]|1[0-9]|2[0-5])$')) AS other_dx FROM tuva_medical_claim
@@ -20,6 +21,6 @@ SELECT coalesce(id_text(c.payer), pp.payer_id, 'tuva') AS payer_id,
        c.diagnosis_code_1, c.diagnosis_code_2, c.diagnosis_code_3,
        list_filter(c.other_dx, d -> clean_text(d) IS NOT NULL) AS other_diagnosis_codes,
        NULL::VARCHAR AS patient_sex, NULL::VARCHAR AS patient_zip,
-       c.paid_amount
+       c.paid_amount, c.filename
 FROM claims c
 LEFT JOIN patient_payer pp ON pp.person_id = id_text(c.person_id)
