@@ -16,6 +16,9 @@ from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.partitions import all_keys
 from pgx_dagster_tests.helpers import lake_fingerprint, run_work
 
+# Units and shards change nothing: whole-lake comparisons (about 2 minutes), run with the slow suite.
+pytestmark = pytest.mark.slow
+
 UP_TO_COHORTS = [
     "claims_intake",
     "silver_medical",
