@@ -53,6 +53,30 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch, to the second), from /proc; None where unknown."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def owner_gone(pid: int, path: Path) -> bool:
+    """The process that made `path` is gone: no process has its pid, or the one that has it started after
+    `path` was last written (the pid was reused - a long backfill spawns thousands of processes, and pids wrap
+    at 32768 - so a killed process's folder would otherwise stay until the new owner of its pid ended)."""
+    if not pid_alive(pid):
+        return True
+    started = process_start(pid)
+    try:
+        return started is not None and started > path.stat().st_mtime + 1  # /proc/stat's boot time is in seconds
+    except OSError:
+        return False
+
+
 def remove_stale_temp(folder: str | None, prefix: str) -> list[str]:
     """Remove `<prefix><pid>_*` folders in `folder` (the system temp folder if None) whose process is
     gone: a killed process cannot remove its own. Returns what was removed."""
@@ -60,7 +84,7 @@ def remove_stale_temp(folder: str | None, prefix: str) -> list[str]:
     removed = []
     for path in root.glob(f"{prefix}*_*"):
         pid = path.name[len(prefix) :].split("_", 1)[0]
-        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and owner_gone(int(pid), path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))
     return removed

@@ -176,3 +176,30 @@ print(held - start, rss() - start)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     held, left = map(int, out.stdout.split())
     assert held > 300 and left < 100, (held, left)
+
+
+def test_stale_temp_folders_go_also_when_their_pid_was_reused_and_a_live_owners_stay(tmp_path):
+    """remove_stale_temp: a folder of a dead process goes; so does one whose pid now belongs to a process started
+    after the folder was last written (pids wrap); a folder of its live owner stays."""
+    import subprocess
+    import time
+
+    from pgx_dagster.forksafe import remove_stale_temp
+
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        owned = tmp_path / f"pgx_duckdb_{live.pid}_a_owned"
+        reused = tmp_path / f"pgx_duckdb_{live.pid}_b_reused"
+        gone = tmp_path / f"pgx_duckdb_{dead.pid}_c_gone"
+        for folder in (owned, reused, gone):
+            folder.mkdir()
+        old = time.time() - 3600  # written an hour before the live process started: another process's pid
+        os.utime(reused, (old, old))
+        removed = remove_stale_temp(str(tmp_path), "pgx_duckdb_")
+        assert sorted(removed) == sorted([str(reused), str(gone)])
+        assert owned.is_dir() and not reused.exists() and not gone.exists()
+    finally:
+        live.kill()
+        live.wait()
