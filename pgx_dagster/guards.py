@@ -113,7 +113,7 @@ CODE_REJECT_RATE = Guard(
 PAYER_SHIFT = Guard(
     "payer_shift",
     "WARN",
-    "claims_intake (each shard), silver_medical / silver_pharmacy (each partition)",
+    "claims_intake (each shard: quarantine reasons), silver_medical / silver_pharmacy (each partition)",
     "one payer's rate of a quarantine reason or of rejected codes of a family significantly above the other "
     "payers' pooled rate in the same shard or partition, or above its own rate in the partition's previous "
     "materialization, by more than the margin (the size-aware rule against that rate + margin); or a payer's rows "
