@@ -254,6 +254,20 @@ def code_reject_rate(tallies: list[Tally]) -> tuple[bool, dict]:
 PayerFigures = dict[str, dict[str, Any]]
 
 
+def code_tallies(table: str, by_payer: PayerFigures) -> list[Tally]:
+    """(scope, family, rejected, present) for the whole table and for each payer, from each payer's
+    `codes` ({family: [present, rejected]}): what code_reject_rate judges."""
+    whole: dict[str, list[int]] = {}
+    tallies = []
+    for payer, f in sorted(by_payer.items()):
+        for family, (present, rejected) in sorted(f["codes"].items()):
+            tallies.append((f"{table}, payer {payer}", family, rejected, present))
+            whole.setdefault(family, [0, 0])
+            whole[family][0] += rejected
+            whole[family][1] += present
+    return [(table, family, n, rows) for family, (n, rows) in sorted(whole.items())] + tallies
+
+
 def payer_tallies(by_payer: PayerFigures) -> dict[tuple[str, str], tuple[int, int]]:
     """(payer, what) -> (count, rows) for every defect reason and code family of `by_payer`."""
     out: dict[tuple[str, str], tuple[int, int]] = {}

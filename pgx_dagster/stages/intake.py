@@ -446,12 +446,6 @@ def _code_tally(s: Session, kind: str, shard: int) -> list[tuple]:
         return s.execute(sql_text(f"silver/code_tally_{kind}")).fetchall()
 
 
-def _code_tallies(s: Session, lake: LakeResource, shard: int) -> dict[str, list[tuple]]:
-    source_files = register_raw(s, lake)
-    with reading_raw(s, source_files):
-        return {kind: _code_tally(s, kind, shard) for kind in KINDS}
-
-
 @partitioned_check(
     claims_intake,
     name="claims_intake_code_reject_rate",
@@ -459,19 +453,18 @@ def _code_tallies(s: Session, lake: LakeResource, shard: int) -> dict[str, list[
 )
 def intake_code_reject_rate(s: Session, lake: LakeResource, shard: int):
     tallies: list[guards.Tally] = []
-    for kind, rows in _code_tallies(s, lake, shard).items():
-        whole: dict[str, list[int]] = {}
-        by_payer: dict[tuple[str, str], list[int]] = {}
-        for payer_id, file, family, present, rejected in rows:
-            payer = guards.payer_label(payer_id)
-            for key, into in ((family, whole), ((payer, family), by_payer)):
-                into.setdefault(key, [0, 0])
-                into[key][0] += rejected
-                into[key][1] += present
-            if file is not None:
-                tallies.append((f"{kind}, file {file}, payer {payer}", family, rejected, present))
-        tallies += [(kind, f, n, of) for f, (n, of) in sorted(whole.items())]
-        tallies += [(f"{kind}, payer {p}", f, n, of) for (p, f), (n, of) in sorted(by_payer.items())]
+    source_files = register_raw(s, lake)
+    with reading_raw(s, source_files):
+        for kind in KINDS:
+            by_payer: guards.PayerFigures = {}
+            for payer_id, file, family, present, rejected in _code_tally(s, kind, shard):
+                payer = guards.payer_label(payer_id)
+                codes = by_payer.setdefault(payer, {"codes": {}})["codes"]
+                was = codes.get(family, [0, 0])
+                codes[family] = [was[0] + present, was[1] + rejected]
+                if file is not None:
+                    tallies.append((f"{kind}, file {file}, payer {payer}", family, rejected, present))
+            tallies += guards.code_tallies(kind, by_payer)
     passed, meta = guards.code_reject_rate(tallies)
     return verdict(passed, meta, warn_only=CODE_REJECT_RATE.warn_only)
 

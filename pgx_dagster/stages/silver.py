@@ -166,7 +166,7 @@ def build_silver(kind: str) -> AssetsDefinition:
             description=CODE_REJECT_RATE.describe("per code family, for the partition and for each payer"),
         )
         def code_reject_rate(s: Session, lake: LakeResource, band: str, year: int):
-            passed, meta = guards.code_reject_rate(code_tallies(kind, by_payer(s, lake, band, year)))
+            passed, meta = guards.code_reject_rate(guards.code_tallies(kind, by_payer(s, lake, band, year)))
             return verdict(passed, meta, warn_only=CODE_REJECT_RATE.warn_only)
 
     @partitioned_check(
@@ -187,19 +187,6 @@ def build_silver(kind: str) -> AssetsDefinition:
         silver, silver_ds.path, CONTRACTS[kind], detail=", every row in this partition's age band and event year"
     )
     return silver
-
-
-def code_tallies(table: str, by_payer: guards.PayerFigures) -> list[guards.Tally]:
-    """(scope, family, rejected, present) for the whole table and for each payer."""
-    whole: dict[str, list[int]] = {}
-    tallies = []
-    for payer, f in sorted(by_payer.items()):
-        for family, (present, rejected) in sorted(f["codes"].items()):
-            tallies.append((f"{table}, payer {payer}", family, rejected, present))
-            whole.setdefault(family, [0, 0])
-            whole[family][0] += rejected
-            whole[family][1] += present
-    return [(table, family, n, rows) for family, (n, rows) in sorted(whole.items())] + tallies
 
 
 def null_rates(s: Session, query: str, columns: tuple[str, ...]) -> dict[str, float]:
