@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pgx_dagster.power import bh_q_values, min_detectable_or, power_to_detect
+
 Z_95 = 1.959963984540054
 
 
@@ -40,6 +42,11 @@ class Estimate:
     mh_ci_high: float | None
     mh_p_value: float | None
     note: str
+    # Power (pgx_dagster/power.py): the exposure's prevalence among the known controls of the sets, and the
+    # smallest odds ratio above 1 these sets detect with 80% power at that prevalence
+    controls_per_set: float | None = None  # known controls per set (short sets, unknown exposures lower it)
+    exposure_prevalence: float | None = None
+    min_detectable_or: float | None = None
 
     def row(self) -> dict:
         return asdict(self)
@@ -47,6 +54,12 @@ class Estimate:
 
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _ratio(x: float) -> float | None:
+    """An odds ratio or its bound as estimated: 0 and infinity (a separated exposure) are no estimate."""
+    x = _finite(x)
+    return x if x is not None and x > 0 else None
 
 
 def estimate(
@@ -73,6 +86,7 @@ def estimate(
     usable = (targets == 1) & (members > 1)
     discordant = usable & (exposed_per_set > 0) & (exposed_per_set < members)
     keep = discordant[sets]
+    known_controls = int(((y == 0) & usable[sets]).sum())
     base = {
         "exposure": exposure,
         "sets": int(usable.sum()),
@@ -81,8 +95,17 @@ def estimate(
         "exposed_controls": int(((y == 0) & (x == 1) & usable[sets]).sum()),
         "members_exposure_unknown": int((~known).sum()),
     }
+    prevalence = base["exposed_controls"] / known_controls if known_controls else None
+    per_set = known_controls / base["sets"] if base["sets"] else None
+    base |= {
+        "controls_per_set": per_set,
+        "exposure_prevalence": prevalence,
+        "min_detectable_or": min_detectable_or(base["sets"], per_set, prevalence) if prevalence is not None else None,
+    }
     empty = dict.fromkeys(("odds_ratio", "ci_low", "ci_high", "p_value", "mh_odds_ratio", "mh_ci_low",
                            "mh_ci_high", "mh_p_value"))  # fmt: skip
+    if not known.any():
+        return Estimate(**base, **empty, note="not estimable: the exposure is unknown for every member")
     if not keep.any():
         return Estimate(**base, **empty, note="not estimable: no set whose members differ in exposure")
     # per set: [[exposed targets, unexposed targets], [exposed controls, unexposed controls]]
@@ -91,9 +114,9 @@ def estimate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a zero cell warns; the fields are None then
         mh = StratifiedTable(tables)
-        mh_or = _finite(mh.oddsratio_pooled)
+        mh_or = _ratio(mh.oddsratio_pooled)
         mh_ci = mh.oddsratio_pooled_confint() if mh_or else (None, None)
-        mh_fields = {"mh_odds_ratio": mh_or, "mh_ci_low": _finite(mh_ci[0]), "mh_ci_high": _finite(mh_ci[1]),
+        mh_fields = {"mh_odds_ratio": mh_or, "mh_ci_low": _ratio(mh_ci[0]), "mh_ci_high": _ratio(mh_ci[1]),
                      "mh_p_value": _finite(mh.test_null_odds().pvalue)}  # fmt: skip
     # With one binary exposure the conditional likelihood has a finite maximum only if some discordant sets
     # have the target exposed and some have it unexposed; otherwise the odds ratio is unbounded (0 or inf).
@@ -140,3 +163,27 @@ def _newton_step(model, beta: float) -> tuple[float, float, bool]:
     if not hessian < 0:  # not concave at beta: no step to take
         return math.nan, math.nan, False
     return beta - score / hessian, math.sqrt(-1 / hessian), True
+
+
+POWER = 0.8
+
+
+def with_multiplicity_and_power(rows: list[dict], power: float = POWER) -> list[dict]:
+    """`rows` (Estimate.row() of one analysis, one per exposure) with q_value, the Benjamini-Hochberg adjusted
+    p-value over every exposure estimated, and power_note: 'not estimable' without an estimate, 'underpowered'
+    when the 95% CI covers 1 and the sets had less than `power` power to detect an odds ratio as far from 1 as
+    the estimate (at the exposure's prevalence): no effect shown is then no evidence of none; '' otherwise."""
+    q = bh_q_values([r["p_value"] for r in rows])
+    out = []
+    for r, q_value in zip(rows, q, strict=True):
+        if r["odds_ratio"] is None:
+            note = "not estimable"
+        elif r["ci_low"] <= 1 <= r["ci_high"] and not power_to_detect(
+            r["odds_ratio"], r["sets"], r["controls_per_set"], r["exposure_prevalence"] or 0.0
+        ) >= power:  # NaN (impossible input) counts as underpowered
+            note = "underpowered"
+        else:
+            note = ""
+        out.append({**r, "q_value": q_value, "power_note": note})
+    return out
+

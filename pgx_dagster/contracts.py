@@ -340,7 +340,8 @@ def failure_counts(
 
 def features(name: str, controls_per_target: int = 5) -> Contract:
     """The merged cohort with its features (sql/analysis/features.sql): one row per member of a set. An exposure
-    group is NULL (unknown) only when a drug-coverage gap meets the member's window."""
+    group is NULL (unknown) when a drug-coverage gap meets the member's window, and the genotype-based one
+    (cyp2d6_opioid_functional_poor) also without a CYP2D6 genotype - and then always (complete case)."""
     phenotype = Col("VARCHAR", True)
     exposure = Col("BOOLEAN", True)  # NULL: unknown
     return Contract(
@@ -375,17 +376,27 @@ def features(name: str, controls_per_target: int = 5) -> Contract:
         key=("matched_set_id", "person_id"),
         extra_checks=(
             FrameRule(
-                (*EXPOSURE_GROUPS, "drug_coverage_gap_in_window"),
+                (*EXPOSURE_GROUPS, "cyp2d6_phenotype", "drug_coverage_gap_in_window"),
                 lambda: pa.Check(
-                    lambda df: ~df[list(EXPOSURE_GROUPS)].isna().any(axis=1) | df["drug_coverage_gap_in_window"],
-                    error="an exposure group is NULL (unknown) only when a drug-coverage gap meets the window",
+                    lambda df: ~df[list(EXPOSURE_GROUPS)].isna().any(axis=1) | df["drug_coverage_gap_in_window"]
+                    | (df["cyp2d6_phenotype"].isna() & ~df[list(EXPOSURE_GROUPS[:-1])].isna().any(axis=1)),
+                    error="an exposure group is NULL (unknown) only when a drug-coverage gap meets the window, or "
+                    "the genotype-based one without a CYP2D6 genotype",
+                ),
+            ),
+            FrameRule(
+                ("cyp2d6_opioid_functional_poor", "cyp2d6_phenotype"),
+                lambda: pa.Check(
+                    lambda df: df["cyp2d6_phenotype"].notna() | df["cyp2d6_opioid_functional_poor"].isna(),
+                    error="cyp2d6_opioid_functional_poor is unknown (NULL) without a CYP2D6 genotype (complete case)",
                 ),
             ),
         ),
     )
 
 
-# The exposure groups of the features (sql/analysis/features.sql), each a column and an exposure.
+# The exposure groups of the features (sql/analysis/features.sql), each a column and an exposure; the last
+# is the genotype-based one (unknown without a CYP2D6 genotype).
 EXPOSURE_GROUPS = (
     "cyp2d6_opioid",
     "strong_cyp2d6_inhibitor",
@@ -414,4 +425,11 @@ ASSOCIATION_TYPES = {
     "mh_ci_high": "DOUBLE",
     "mh_p_value": "DOUBLE",
     "note": "VARCHAR",
+    "controls_per_set": "DOUBLE",
+    "exposure_prevalence": "DOUBLE",
+    "min_detectable_or": "DOUBLE",
+    "q_value": "DOUBLE",
+    "power_note": "VARCHAR",
 }
+# A sensitivity analysis's rows (sensitivity_association): the association's, with the analysis named.
+SENSITIVITY_TYPES = {"analysis": "VARCHAR", "analysis_label": "VARCHAR", **ASSOCIATION_TYPES}

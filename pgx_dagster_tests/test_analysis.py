@@ -19,7 +19,7 @@ from scipy.optimize import brentq
 from pgx_dagster import datasets
 from pgx_dagster.association import Z_95, estimate
 from pgx_dagster.codesets import register_pgx_drugs
-from pgx_dagster.duck import DuckDBWorker
+from pgx_dagster.duck import DuckDBWorker, sql_text
 from pgx_dagster.lake import LakeResource
 from pgx_dagster_tests.helpers import evaluate_check, glob_of, meta, rewrite_parquet, table
 from pgx_dagster_tests.services import ARTIFACTS, render
@@ -103,6 +103,12 @@ def test_separation_and_no_discordant_set_are_not_estimable_and_say_why():
     assert only_targets.mh_odds_ratio is None  # unbounded
     only_controls = estimate("x", *sets_of((8, False, [True, False])))
     assert only_controls.odds_ratio is None and "no set" in only_controls.note
+    # Mantel-Haenszel's pooled ratio is 0 here: no estimate either, never a printed 0
+    assert only_controls.mh_odds_ratio is None and only_controls.mh_ci_low is None
+    ids, targets, _ = sets_of((5, True, [False]))
+    nobody_known = estimate("x", ids, targets, [None] * len(ids))  # e.g. a gene no one was genotyped for
+    assert nobody_known.odds_ratio is None and nobody_known.members_exposure_unknown == len(ids)
+    assert nobody_known.note == "not estimable: the exposure is unknown for every member"
     concordant = estimate("x", *sets_of((6, True, [True]), (6, False, [False])))
     assert concordant.odds_ratio is None and concordant.sets_used == 0
     assert concordant.note == "not estimable: no set whose members differ in exposure"
@@ -154,51 +160,56 @@ def test_members_of_unknown_exposure_are_left_out_complete_case():
 INDEX = D(2019, 6, 30)
 
 
+def window_case(s) -> None:
+    """Five members of one set, their fills, events and genotypes, and the analysis models run over them."""
+    register_pgx_drugs(s)
+    ndc = dict(s.execute("SELECT ingredient, min(ndc) FROM ndc_ingredient GROUP BY 1").fetchall())
+    members = [("P1", "target"), ("P2", "control"), ("P3", "control"), ("P4", "control"), ("P5", "control")]
+    table(s, "members", [
+        {"matched_set_id": "opioid_ed:65-74:2019:F:000001", "person_id": p, "role": r, "index_date": INDEX,
+         "age_band": "65-74", "event_year": 2019, "sex": "F", "n_controls": 4} for p, r in members
+    ])  # fmt: skip
+    fills = [  # person, claim, drug, fill date, days supply
+        ("P1", "c1", "codeine", D(2018, 6, 30), 30),  # the window's first day
+        ("P1", "c2", "codeine", D(2019, 5, 20), 30),  # supplied to 2019-06-18 ...
+        ("P1", "c3", "paroxetine", D(2019, 6, 1), 30),  # ... overlapping the inhibitor
+        ("P2", "c4", "codeine", D(2018, 6, 29), 30),  # a day before the window
+        ("P2", "c5", "tramadol", INDEX, 30),  # on the index date: not before it
+        ("P3", "c6", "oxycodone", D(2019, 1, 1), 10),  # to 2019-01-10 ...
+        ("P3", "c7", "fluoxetine", D(2019, 2, 1), 30),  # ... no overlap
+        ("P4", "c8", "clopidogrel", D(2019, 3, 1), 30),
+        ("P5", "c9", "tramadol", D(2019, 4, 1), 30),  # not genotyped, no inhibitor
+    ]
+    table(s, "pharmacy", [
+        {"person_id": p, "payer_id": "A", "claim_id": c, "claim_line": 1, "fill_date": d, "days_supply": n,
+         "ndc": ndc[drug]} for p, c, drug, d, n in fills
+    ])  # fmt: skip
+    opioids = [(p, c, d) for p, c, drug, d, _ in fills if drug in ("codeine", "tramadol", "oxycodone")]
+    table(s, "opioid_fills", [
+        {"event_id": f"opioid_fill:A:{c}:1", "person_id": p, "event_date": d,
+         "mme_per_day": 45.0 if c == "c2" else 9.0} for p, c, d in opioids
+    ])  # fmt: skip
+    table(s, "oud_events", [{"person_id": "P3", "event_date": D(2019, 3, 1)},
+                            {"person_id": "P4", "event_date": D(2019, 7, 1)}])  # fmt: skip
+    table(s, "demographics", [{"person_id": p, "birth_year": 1950} for p, _ in members])
+    table(s, "genotypes", [
+        {"person_id": "P3", "gene": "CYP2D6", "phenotype": "Poor Metabolizer"},
+        {"person_id": "P1", "gene": "CYP2D6", "phenotype": "Normal Metabolizer"},
+        {"person_id": "P4", "gene": "CYP2C19", "phenotype": "Poor Metabolizer"},
+    ])  # fmt: skip
+    s.execute("CREATE TEMP TABLE drug_coverage_gap (person_id VARCHAR, gap_start DATE, gap_end DATE)")
+    s.set_variables({"exposure_window_days": 365})
+    s.model_table("fills", "analysis/fills")
+    s.model_table("exposures", "analysis/exposures")
+    s.model_table("features", "analysis/features")
+    s.model_table("exposure_flags", "analysis/exposure_flags")
+
+
 def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
     """365 days before the index date, the index date itself excluded; a CYP2D6 opioid with an inhibitor
     counts only when their days supplied overlap; the phenotype makes a poor metaboliser on the drug."""
     with DuckDBWorker().session() as s:
-        register_pgx_drugs(s)
-        ndc = dict(s.execute("SELECT ingredient, min(ndc) FROM ndc_ingredient GROUP BY 1").fetchall())
-        members = [("P1", "target"), ("P2", "control"), ("P3", "control"), ("P4", "control"), ("P5", "control")]
-        table(s, "members", [
-            {"matched_set_id": "opioid_ed:65-74:2019:F:000001", "person_id": p, "role": r, "index_date": INDEX,
-             "age_band": "65-74", "event_year": 2019, "sex": "F", "n_controls": 4} for p, r in members
-        ])  # fmt: skip
-        fills = [  # person, claim, drug, fill date, days supply
-            ("P1", "c1", "codeine", D(2018, 6, 30), 30),  # the window's first day
-            ("P1", "c2", "codeine", D(2019, 5, 20), 30),  # supplied to 2019-06-18 ...
-            ("P1", "c3", "paroxetine", D(2019, 6, 1), 30),  # ... overlapping the inhibitor
-            ("P2", "c4", "codeine", D(2018, 6, 29), 30),  # a day before the window
-            ("P2", "c5", "tramadol", INDEX, 30),  # on the index date: not before it
-            ("P3", "c6", "oxycodone", D(2019, 1, 1), 10),  # to 2019-01-10 ...
-            ("P3", "c7", "fluoxetine", D(2019, 2, 1), 30),  # ... no overlap
-            ("P4", "c8", "clopidogrel", D(2019, 3, 1), 30),
-            ("P5", "c9", "tramadol", D(2019, 4, 1), 30),  # not genotyped, no inhibitor
-        ]
-        table(s, "pharmacy", [
-            {"person_id": p, "payer_id": "A", "claim_id": c, "claim_line": 1, "fill_date": d, "days_supply": n,
-             "ndc": ndc[drug]} for p, c, drug, d, n in fills
-        ])  # fmt: skip
-        opioids = [(p, c, d) for p, c, drug, d, _ in fills if drug in ("codeine", "tramadol", "oxycodone")]
-        table(s, "opioid_fills", [
-            {"event_id": f"opioid_fill:A:{c}:1", "person_id": p, "event_date": d,
-             "mme_per_day": 45.0 if c == "c2" else 9.0} for p, c, d in opioids
-        ])  # fmt: skip
-        table(s, "oud_events", [{"person_id": "P3", "event_date": D(2019, 3, 1)},
-                                {"person_id": "P4", "event_date": D(2019, 7, 1)}])  # fmt: skip
-        table(s, "demographics", [{"person_id": p, "birth_year": 1950} for p, _ in members])
-        table(s, "genotypes", [
-            {"person_id": "P3", "gene": "CYP2D6", "phenotype": "Poor Metabolizer"},
-            {"person_id": "P1", "gene": "CYP2D6", "phenotype": "Normal Metabolizer"},
-            {"person_id": "P4", "gene": "CYP2C19", "phenotype": "Poor Metabolizer"},
-        ])  # fmt: skip
-        s.execute("CREATE TEMP TABLE drug_coverage_gap (person_id VARCHAR, gap_start DATE, gap_end DATE)")
-        s.set_variables({"exposure_window_days": 365})
-        s.model_table("fills", "analysis/fills")
-        s.model_table("exposures", "analysis/exposures")
-        s.model_table("features", "analysis/features")
-        s.model_table("exposure_flags", "analysis/exposure_flags")
+        window_case(s)
         f = {r["person_id"]: r for r in s.rows("SELECT * FROM features")}
         flags = {(r["person_id"], r["exposure"]): r["exposed"] for r in s.rows("SELECT * FROM exposure_flags")}
         exposures = s.rows("SELECT person_id, ingredient, fills, days_supplied, max_mme_per_day FROM exposures")
@@ -218,8 +229,12 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
     assert f["P3"]["cyp2d6_opioid_functional_poor"]  # a poor metaboliser on oxycodone
     assert f["P3"]["prior_oud"] and not f["P4"]["prior_oud"]  # P4's OUD is after the index date
     assert f["P4"]["cyp2c19_phenotype"] == "Poor Metabolizer" and f["P2"]["cyp2d6_phenotype"] is None
-    # on a CYP2D6 opioid, not genotyped, no inhibitor: not a poor metaboliser on the drug (False, never NULL)
-    assert f["P5"]["cyp2d6_opioid"] and f["P5"]["cyp2d6_opioid_functional_poor"] is False
+    # on a CYP2D6 opioid, not genotyped, no inhibitor: unknown (complete case), never "not a poor metaboliser";
+    # so is every member without a CYP2D6 genotype, on the drug or not
+    assert f["P5"]["cyp2d6_opioid"] and f["P5"]["cyp2d6_opioid_functional_poor"] is None
+    assert [f[p]["cyp2d6_opioid_functional_poor"] for p in ("P2", "P4")] == [None, None]
+    assert all(flags[(p, x)] is None for p in ("P2", "P4", "P5") for _, x in flags if "x CYP2D6" in x)
+    assert flags[("P2", "drug:clopidogrel x CYP2C19 Poor Metabolizer")] is None  # no CYP2C19 genotype either
     assert flags[("P4", "drug:clopidogrel x CYP2C19 Poor Metabolizer")]
     assert flags[("P3", "drug:oxycodone x CYP2D6 Poor Metabolizer")]
     assert not flags[("P1", "drug:codeine x CYP2D6 Poor Metabolizer")]
@@ -229,6 +244,42 @@ def test_exposure_window_phenoconversion_and_phenotypes(tmp_path):
     for _person, exposure in flags:
         by_exposure[exposure] = by_exposure.get(exposure, 0) + 1
     assert set(by_exposure.values()) == {5}
+
+
+def test_sensitivity_flags_all_persons_two_fills_and_imputed_sex():
+    """The sensitivity analyses' flags on the window case: all persons counts the ungenotyped as without the
+    phenotype; two fills turns single-fill use into non-use (P1: 2 codeine fills, 1 paroxetine; P3: one
+    oxycodone fill though a poor metaboliser); a set with a member of statistically imputed sex is left out."""
+    with DuckDBWorker().session() as s:
+        window_case(s)
+        for sex_source in ("observed", "statistical"):
+            table(s, "demographics", [{"person_id": p, "event_year": 2019, "sex_source": "observed"}
+                                      for p in ("P1", "P2", "P3", "P4")]
+                  + [{"person_id": "P5", "event_year": 2019, "sex_source": sex_source}])  # fmt: skip
+            flags = {(r["analysis"], r["person_id"], r["exposure"]): r["exposed"]
+                     for r in s.rows(sql_text("analysis/sensitivity_flags"))}  # fmt: skip
+            primary = {(p, x): e for p, x, e in s.execute("SELECT person_id, exposure, exposed FROM exposure_flags")
+                       .fetchall()}  # fmt: skip
+            kept = {(p, x) for a, p, x in flags if a == "excluding_imputed_sex"}
+            assert kept == (set(primary) if sex_source == "observed" else set()), sex_source
+    fp = "cyp2d6_opioid_functional_poor"
+    # all persons: only the genotype-based exposures, the ungenotyped FALSE (P5 on tramadol without an inhibitor)
+    assert {x for a, _, x in flags if a == "all_persons_genotype"} == {
+        x for x in {x for _, x in primary} if x == fp or " x " in x}
+    assert [flags[("all_persons_genotype", p, fp)] for p in ("P1", "P2", "P3", "P4", "P5")] == [
+        True, False, True, False, False]  # fmt: skip
+    assert primary[("P5", fp)] is None and flags[("all_persons_genotype", "P5", "drug:tramadol x CYP2D6 Poor "
+                                                                             "Metabolizer")] is False
+    # two fills
+    two = {(p, x): e for (a, p, x), e in flags.items() if a == "two_fills"}
+    assert (two[("P1", "drug:codeine")], two[("P1", "drug:paroxetine")]) == (True, False)
+    assert (two[("P1", "cyp2d6_opioid")], two[("P1", "strong_cyp2d6_inhibitor")]) == (True, False)
+    assert (two[("P1", "cyp2d6_opioid_with_inhibitor")], two[("P1", fp)]) == (False, False)
+    assert (two[("P3", "drug:oxycodone")], two[("P3", fp)], primary[("P3", fp)]) == (False, False, True)
+    assert two[("P1", "drug:codeine x CYP2D6 Normal Metabolizer")] is True
+    assert two[("P5", fp)] is None  # unknown stays unknown
+    # never exposed where the primary is not
+    assert not [k for k, e in two.items() if e and not primary[k]]
 
 
 def test_a_drug_not_seen_is_unknown_when_a_drug_coverage_gap_meets_the_window():
@@ -274,29 +325,35 @@ def test_a_drug_not_seen_is_unknown_when_a_drug_coverage_gap_meets_the_window():
     assert [f["T1"][g] for g in groups] == [True, None, None, None]  # an inhibitor may hide in the gap
     assert [f["C3"][g] for g in groups] == [None, None, None, None]
     assert [f["C4"][g] for g in groups] == [None, True, None, None]
-    for p in ("C1", "C2", "C5"):
-        assert [f[p][g] for g in groups] == [False] * 4, p
+    for p in ("C1", "C2"):  # not genotyped: the genotype-based group is unknown (complete case)
+        assert [f[p][g] for g in groups] == [False, False, False, None], p
+    assert [f["C5"][g] for g in groups] == [False] * 4
     assert f["T1"]["cpic_drugs"] == ["codeine"] and f["C3"]["cpic_drugs"] == []  # what was seen
     # the flags: NULL exactly for a member with a gap in the window and no fill of the drug (the drug x phenotype
     # of the member's own phenotype); TRUE for a fill seen; FALSE for everyone else
     unknown = {(r["person_id"], r["exposure"]) for r in flags if r["exposed"] is None}
     drugs = {r["exposure"] for r in flags if r["kind"] == "drug"}
     normal = {r["exposure"] for r in flags if r["exposure"].endswith("x CYP2D6 Normal Metabolizer")}
+    by_genotype = {r["exposure"] for r in flags if r["kind"] == "drug_phenotype"}
     expected = (
         {("T1", x) for x in drugs - {"drug:codeine"}} | {("T1", g) for g in groups[1:]}
         | {("T1", x) for x in normal - {"drug:codeine x CYP2D6 Normal Metabolizer"}}
         | {("C3", x) for x in drugs} | {("C3", g) for g in groups}
         | {("C4", x) for x in drugs - {"drug:paroxetine"}} | {("C4", g) for g in groups if g != groups[1]}
+        # no genotype: every genotype-based exposure unknown, gap or not
+        | {(p, x) for p in ("C1", "C2", "C3", "C4") for x in by_genotype | {groups[3]}}
     )  # fmt: skip
     assert unknown == expected
     exposed = {(r["person_id"], r["exposure"]) for r in flags if r["exposed"]}
     assert exposed == {("T1", "drug:codeine"), ("T1", "cyp2d6_opioid"),
                        ("T1", "drug:codeine x CYP2D6 Normal Metabolizer"),
                        ("C4", "drug:paroxetine"), ("C4", "strong_cyp2d6_inhibitor")}  # fmt: skip
-    assert all(r["exposed"] is False for r in flags if r["person_id"] in ("C1", "C2", "C5"))
-    # known not to have the phenotype: unexposed to the drug x phenotype, gap or not
+    assert all(r["exposed"] is False for r in flags if r["person_id"] == "C5")
+    assert all(r["exposed"] is False for r in flags if r["person_id"] in ("C1", "C2") and (
+        r["person_id"], r["exposure"]) not in unknown)  # fmt: skip
+    # genotyped, known not to have the phenotype: unexposed to the drug x phenotype, gap or not
     poor = [r for r in flags if r["exposure"].endswith("x CYP2D6 Poor Metabolizer")]
-    assert poor and all(r["exposed"] is False for r in poor if r["person_id"] in ("T1", "C3", "C4"))
+    assert poor and all(r["exposed"] is False for r in poor if r["person_id"] == "T1")
 
 
 # ---- the planted effect, through a real backfill ---------------------------------------------------------
@@ -319,8 +376,33 @@ def test_the_planted_odds_ratio_is_recovered(boosted):
     assert rows["drug:clopidogrel"]["odds_ratio"] is None or rows["drug:clopidogrel"]["ci_low"] < 1.0
     # genotypes came from PGX_GENOTYPES (CSV, gene in front of the phenotype): per drug x phenotype estimates
     assert any(r["kind"] == "drug_phenotype" and r["phenotype"] == "Poor Metabolizer" for r in rows.values())
+    # complete case: the planted exposure is unknown exactly for the members without a CYP2D6 genotype
     features = analysis_rows(boosted.lake, "exposures", "features.parquet")
-    assert all(r["cyp2d6_phenotype"] for r in features)  # every person genotyped
+    ungenotyped = [r for r in features if r["cyp2d6_phenotype"] is None]
+    assert 0.3 < len(ungenotyped) / len(features) < 0.5  # 60% of persons genotyped
+    assert all(r["cyp2d6_opioid_functional_poor"] is None for r in ungenotyped)
+    assert all(r["cyp2d6_opioid_functional_poor"] is not None for r in features if r["cyp2d6_phenotype"])
+    assert hit["members_exposure_unknown"] == len(ungenotyped)
+    # and is powered for the truth: the minimum detectable OR (80% power) lies below the planted 3
+    assert hit["min_detectable_or"] < 3.0 and hit["power_note"] == "", hit
+
+
+def test_genotype_exposures_all_persons_is_the_labelled_sensitivity_analysis(boosted):
+    """The all-persons definition (ungenotyped counted as not poor metabolisers) is estimated beside the
+    complete-case primary over every member; the other analyses run on the same exposures."""
+    rows = {(r["analysis"], r["exposure"]): r for r in analysis_rows(boosted.lake, "sensitivity")}
+    primary = rows[("primary", "cyp2d6_opioid_functional_poor")]
+    everyone = rows[("all_persons_genotype", "cyp2d6_opioid_functional_poor")]
+    assert everyone["members_exposure_unknown"] == 0 < primary["members_exposure_unknown"]
+    assert everyone["sets"] >= primary["sets"] and everyone["odds_ratio"] != primary["odds_ratio"]
+    # only the genotype-based exposures have an all-persons analysis; the others have every analysis
+    assert {e for a, e in rows if a == "all_persons_genotype"} == {
+        e for (a, e), r in rows.items() if a == "primary" and r["gene"] is not None}
+    for analysis in ("excluding_imputed_sex", "two_fills", "other_design"):
+        assert {e for a, e in rows if a == analysis} == {e for a, e in rows if a == "primary"}, analysis
+    # the other design on the same definition: risk-set sampling here, with its own matched sets
+    other = rows[("other_design", "cyp2d6_opioid_functional_poor")]
+    assert "risk_set" in other["analysis_label"] and other["ci_low"] < 3.0 < other["ci_high"]
 
 
 def test_matching_keys_balanced_and_covariates_measured(boosted):

@@ -4,8 +4,10 @@
 -- (`drug:<ingredient> x <GENE> <phenotype>`: the drug in the window and that phenotype).
 -- Unknown (exposed NULL): a member without a fill of the drug whose window meets a drug-coverage gap
 -- (features.drug_coverage_gap_in_window) - a fill then could not be seen. A group is as features.sql gives it
--- (NULL there the same way); a drug x phenotype is the drug's flag AND the phenotype, so a member known not
--- to have the phenotype is unexposed (FALSE) whatever the drug, and one with it is as unknown as the drug.
+-- (NULL there the same way, and cyp2d6_opioid_functional_poor NULL without a CYP2D6 genotype: its `gene`
+-- is CYP2D6); a drug x phenotype is the drug's flag AND the phenotype, among the persons genotyped for its
+-- gene (complete case: NULL without a genotype of the gene), so a genotyped member without the phenotype is
+-- unexposed (FALSE) whatever the drug, and one with it is as unknown as the drug.
 -- Inputs: features (analysis/features.sql), pgx_drugs, genotypes. Written straight to its file and not sorted:
 -- at a cohort's size (members x exposures) a temp table or a sort of it ran out of a worker's memory, and every
 -- reader orders what it needs (association_rows, the checks).
@@ -27,7 +29,8 @@ SELECT f.matched_set_id, f.person_id, f.is_target, 'drug' AS kind, 'drug:' || d.
        END AS exposed
 FROM features f, drugs d
 UNION ALL
-SELECT f.matched_set_id, f.person_id, f.is_target, 'group', g.exposure, NULL, NULL, g.exposed
+SELECT f.matched_set_id, f.person_id, f.is_target, 'group', g.exposure,
+       CASE WHEN g.exposure = 'cyp2d6_opioid_functional_poor' THEN 'CYP2D6' END, NULL, g.exposed
 FROM features f,
      LATERAL (VALUES ('cyp2d6_opioid', f.cyp2d6_opioid),
                      ('strong_cyp2d6_inhibitor', f.strong_cyp2d6_inhibitor),
@@ -36,9 +39,10 @@ FROM features f,
 UNION ALL
 SELECT f.matched_set_id, f.person_id, f.is_target, 'drug_phenotype',
        'drug:' || dp.ingredient || ' x ' || dp.gene || ' ' || dp.phenotype, dp.gene, dp.phenotype,
-       CASE WHEN list_contains(f.cpic_drugs, dp.ingredient) THEN TRUE WHEN NOT f.drug_coverage_gap_in_window
-            THEN FALSE END
-           AND coalesce(mp.phenotype = dp.phenotype, FALSE)
+       CASE WHEN mp.phenotype IS NULL THEN NULL  -- no genotype of the gene: unknown (complete case)
+            ELSE CASE WHEN list_contains(f.cpic_drugs, dp.ingredient) THEN TRUE
+                      WHEN NOT f.drug_coverage_gap_in_window THEN FALSE END
+                 AND mp.phenotype = dp.phenotype END
 FROM features f
 CROSS JOIN drug_phenotypes dp
 LEFT JOIN member_phenotypes mp ON mp.matched_set_id = f.matched_set_id AND mp.person_id = f.person_id

@@ -11,7 +11,10 @@
 --   <gene>_phenotype           the person's CPIC phenotype, when genotypes are given: one column per gene
 --                              of sql/codesets/pgx_drugs.csv (a new gene there needs its column here)
 --   cyp2d6_opioid_functional_poor  a CYP2D6 opioid with a poor-metaboliser phenotype or an overlapping
---                              strong inhibitor: a genetic or drug-induced poor metaboliser on the drug
+--                              strong inhibitor: a genetic or drug-induced poor metaboliser on the drug.
+--                              Complete case: NULL (unknown) for a person without a CYP2D6 genotype, never
+--                              "not a poor metaboliser"; the all-persons definition (ungenotyped counted as
+--                              not poor) is a sensitivity analysis (sql/analysis/sensitivity_flags.sql)
 --   drug_coverage_gap_in_window  the window meets a day the person was observed without drug coverage
 --                              (drug_coverage_gap): a fill then could not be seen. The four exposure groups
 --                              above are then TRUE when seen and otherwise NULL (unknown), never FALSE;
@@ -79,7 +82,7 @@ seen AS (  -- the exposure groups as seen: TRUE with a fill (or two overlapping)
            o.person_id IS NOT NULL AS cyp2d6_opioid_with_inhibitor,
            coalesce(d.cyp2d6_opioid, FALSE)
                AND (coalesce(g.cyp2d6_phenotype = 'Poor Metabolizer', FALSE) OR o.person_id IS NOT NULL)
-               AS cyp2d6_opioid_functional_poor  -- not genotyped: poor only by an inhibitor
+               AS cyp2d6_opioid_functional_poor  -- as seen; NULL below without a CYP2D6 genotype
     FROM members m
     LEFT JOIN drugs_per_member d USING (matched_set_id, person_id)
     LEFT JOIN opioid_inhibitor_overlap o USING (matched_set_id, person_id)
@@ -99,7 +102,8 @@ SELECT m.matched_set_id, m.person_id, m.role, m.role = 'target' AS is_target, m.
            AS cyp2d6_opioid_with_inhibitor,
        coalesce(d.cpic_drugs, []::VARCHAR[]) AS cpic_drugs,
        g.cyp2d6_phenotype, g.cyp2c19_phenotype, g.cyp2c9_phenotype, g.slco1b1_phenotype, g.vkorc1_phenotype,
-       CASE WHEN x.cyp2d6_opioid_functional_poor THEN TRUE WHEN NOT x.gap THEN FALSE END
+       CASE WHEN g.cyp2d6_phenotype IS NULL THEN NULL  -- not genotyped: unknown (complete case)
+            WHEN x.cyp2d6_opioid_functional_poor THEN TRUE WHEN NOT x.gap THEN FALSE END
            AS cyp2d6_opioid_functional_poor,
        x.gap AS drug_coverage_gap_in_window
 FROM members m
