@@ -242,6 +242,7 @@ def analysis(name: str, kind: str) -> Dataset:
 # Beside exposures.parquet in analysis(<cohort>, 'exposures'): the merged cohort and every exposure flag.
 FEATURES_FILE = "features.parquet"
 EXPOSURE_FLAGS_FILE = "exposure_flags.parquet"
+TABLE1_FILE = "table1.parquet"  # Table 1 of a cohort, beside balance.parquet in analysis(name, "balance")
 
 # The files of a cohort's export, by part ({cohort}: the cohort's name); `export_file` names them.
 EXPORT_FILES = {
@@ -251,6 +252,7 @@ EXPORT_FILES = {
     "association": "{cohort}_association.csv",
     "balance": "{cohort}_balance.csv",
     "attrition": "{cohort}_attrition.csv",
+    "table1": "{cohort}_table1.csv",
     "validation": "validation.json",
 }
 
