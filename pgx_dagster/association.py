@@ -178,12 +178,13 @@ def with_multiplicity_and_power(rows: list[dict], power: float = POWER) -> list[
     for r, q_value in zip(rows, q, strict=True):
         if r["odds_ratio"] is None:
             note = "not estimable"
-        elif r["ci_low"] <= 1 <= r["ci_high"] and not power_to_detect(
-            r["odds_ratio"], r["sets"], r["controls_per_set"], r["exposure_prevalence"] or 0.0
-        ) >= power:  # NaN (impossible input) counts as underpowered
+        elif (
+            r["ci_low"] <= 1 <= r["ci_high"]
+            and not power_to_detect(r["odds_ratio"], r["sets"], r["controls_per_set"], r["exposure_prevalence"] or 0.0)
+            >= power
+        ):  # NaN (impossible input) counts as underpowered
             note = "underpowered"
         else:
             note = ""
         out.append({**r, "q_value": q_value, "power_note": note})
     return out
-

@@ -378,8 +378,11 @@ def features(name: str, controls_per_target: int = 5) -> Contract:
             FrameRule(
                 (*EXPOSURE_GROUPS, "cyp2d6_phenotype", "drug_coverage_gap_in_window"),
                 lambda: pa.Check(
-                    lambda df: ~df[list(EXPOSURE_GROUPS)].isna().any(axis=1) | df["drug_coverage_gap_in_window"]
-                    | (df["cyp2d6_phenotype"].isna() & ~df[list(EXPOSURE_GROUPS[:-1])].isna().any(axis=1)),
+                    lambda df: (
+                        ~df[list(EXPOSURE_GROUPS)].isna().any(axis=1)
+                        | df["drug_coverage_gap_in_window"]
+                        | (df["cyp2d6_phenotype"].isna() & ~df[list(EXPOSURE_GROUPS[:-1])].isna().any(axis=1))
+                    ),
                     error="an exposure group is NULL (unknown) only when a drug-coverage gap meets the window, or "
                     "the genotype-based one without a CYP2D6 genotype",
                 ),

@@ -253,13 +253,14 @@ EXPORT_FILES = {
     "balance": "{cohort}_balance.csv",
     "attrition": "{cohort}_attrition.csv",
     "table1": "{cohort}_table1.csv",
+    "sensitivity": "{cohort}_sensitivity.csv",
     "validation": "validation.json",
 }
 
 
 def export(name: str) -> Dataset:
     """A cohort's merged export: the cohort with its features as Parquet and CSV, the data dictionary, the
-    association, balance and attrition tables, and the validation record (EXPORT_FILES)."""
+    association, balance, Table 1, sensitivity and attrition tables, and the validation record (EXPORT_FILES)."""
     return Dataset(f"gold/exports/{name}/data", export_file(name, "features"), partitioned=False, stage="analysis")
 
 

@@ -187,8 +187,8 @@ def declared_datasets() -> list[tuple[str, object]]:
 def lake_page() -> str:
     """docs/reference/lake-layout.md: every dataset's path, and the files beside the data files."""
     from pgx_dagster import datasets
+    from pgx_dagster.cohort_matching import PARTITION_FILES
     from pgx_dagster.reporting import CHECKPOINT, STAGES
-    from pgx_dagster.stages.cohorts import PARTITION_FILES
 
     lines = [
         HEADER,

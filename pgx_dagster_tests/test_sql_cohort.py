@@ -13,11 +13,12 @@ import pytest
 
 from pgx_dagster import datasets
 from pgx_dagster.cohort_definitions import CohortDefinition
+from pgx_dagster.cohort_matching import match_partition, prepare_matching
 from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, OBSERVATION_PERIOD, cohort_file
 from pgx_dagster.duck import DuckDBWorker
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.partitions import all_keys, split_key
-from pgx_dagster.stages.cohorts import design_verdict, match_partition, prepare_matching
+from pgx_dagster.stages.cohorts import design_verdict
 from pgx_dagster.stages.common import WORK
 from pgx_dagster_tests.helpers import table
 

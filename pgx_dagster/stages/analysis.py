@@ -11,14 +11,13 @@ SQL: sql/analysis/; statistics: pgx_dagster/association.py; the report: pgx_dags
   cohort_report        one self-contained HTML report, linked from the materialization
 """
 
+import dataclasses
 import functools
 import json
 import re
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
-from importlib.metadata import version as package_version
 from logging import Logger
 from pathlib import Path
 
@@ -32,9 +31,10 @@ from dagster import (
 )
 
 from pgx_dagster import contracts, datasets
-from pgx_dagster.association import estimate
-from pgx_dagster.codesets import register_codesets, register_pgx_drugs, versions
+from pgx_dagster.association import estimate, with_multiplicity_and_power
+from pgx_dagster.codesets import register_codesets, register_pgx_drugs
 from pgx_dagster.cohort_definitions import CohortDefinition, load_all
+from pgx_dagster.cohort_matching import assign_controls, register_matching
 from pgx_dagster.datasets import (
     DEMOGRAPHICS,
     DRUG_COVERAGE_GAP,
@@ -43,12 +43,14 @@ from pgx_dagster.datasets import (
     EXPOSURE_FLAGS_FILE,
     FEATURES_FILE,
     IMPUTED,
+    TABLE1_FILE,
     cohort_file,
     export_file,
 )
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import cohort_names
+from pgx_dagster.methods import methods_sections, provenance, synthetic_run
+from pgx_dagster.partitions import all_keys, cohort_names, split_key
 from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import register_genotypes
 from pgx_dagster.report import SMD_LIMIT, render
@@ -61,7 +63,6 @@ from pgx_dagster.reporting import (
     markdown_table,
     table_metadata,
 )
-from pgx_dagster.settings import REPO_ROOT
 from pgx_dagster.stages.common import (
     contract_check,
     partitioned_asset,
@@ -257,6 +258,7 @@ def exposures_complete(s: Session, lake: LakeResource, name: str):
             "exposures_not_for_everyone",
             "flags_unknown_without_a_gap",
             "flags_unexposed_despite_a_gap",
+            "flags_known_without_a_genotype",
         )  # fmt: skip
     )
     return verdict(passed, f)
@@ -275,15 +277,24 @@ contract_check(
 def covariate_balance(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
     """Standardized mean difference between targets and controls for every covariate - the matching keys, birth year,
     prior opioid fills, highest MME/day, prior OUD and every exposure - with the matched-set weights of ratio
-    matching (a control weighs 1 / the controls of its set). Drawn as a love plot in the report."""
+    matching (a control weighs 1 / the controls of its set). Drawn as a love plot in the report. Beside it Table 1
+    (table1.parquet): targets vs controls in persons, n (%) / mean (SD), with the same SMDs."""
     read_analysis(s, lake, name, "exposures", FEATURES_FILE)
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     s.model_table("balance", "analysis/balance")
+    s.set_variables({"design": DEFINITIONS[name].design})  # risk_set: Table 1 counts set memberships too
+    table1 = s.model_table("table1", "analysis/table1")
     worst = s.rows(
         "SELECT kind, max(abs(smd)) AS max_abs_smd, count(*) FILTER (WHERE abs(smd) > 0.1) AS above_0_1 "
         "FROM balance GROUP BY 1 ORDER BY 1"
     )
-    return publish_table(s, lake, name, "balance", started, by_kind=worst)
+    persons = s.rows("SELECT targets_n AS targets, controls_n AS controls FROM table1 WHERE row_order = 1")
+    dataset = analysis(name, "balance")
+    n = s.scalar("SELECT count(*) FROM balance")
+    dataset.publish(s, lake, {dataset.filename: "SELECT * FROM balance", TABLE1_FILE: "SELECT * FROM table1"},
+                    metrics={"records": n, "table1_rows": table1})  # fmt: skip
+    return table_metadata(s, "balance", rows=n, path=dataset.path(lake), started=started, by_kind=worst,
+                          table1_rows=table1, table1_persons=persons[0] if persons else {})  # fmt: skip
 
 
 @partitioned_check(
@@ -291,17 +302,20 @@ def covariate_balance(log: Logger, lake: LakeResource, s: Session, name: str, st
     name="covariate_balance_matching_keys",
     description=f"Every matching key (age band, sex, event year) is balanced: |SMD| <= {SMD_LIMIT}. Exact matching "
     "makes it 0; anything else means sets were built wrong. Rows in = persons in the cohort: every covariate is "
-    "measured on the cohort's targets and controls (of sets with a control).",
+    "measured on the cohort's targets and controls (of sets with a control), and Table 1's N is the cohort's persons "
+    "of those sets.",
 )
 def matching_keys_balanced(s: Session, lake: LakeResource, name: str):
     read_analysis(s, lake, name, "balance")
+    read_analysis(s, lake, name, "balance", TABLE1_FILE)
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
     s.set_variables({"smd_limit": SMD_LIMIT})
     f = s.rows(sql_text("analysis/balance_check"))[0]
     # no matching key measured only when no set has a control: nothing to balance
     measured = f["matching_keys"] > 0 or f["cohort_targets"] == 0
-    passed = f["imbalanced_matching_keys"] == 0 and measured and not f["rows_not_the_cohort"]
+    passed = (f["imbalanced_matching_keys"] == 0 and measured and not f["rows_not_the_cohort"]
+              and f["table1_n_is_the_cohort"])  # fmt: skip
     return verdict(passed, f)
 
 
@@ -314,13 +328,14 @@ def matched_association(log: Logger, lake: LakeResource, s: Session, name: str, 
     (statsmodels StratifiedTable). A member whose exposure is unknown (a drug-coverage gap in the window, no fill seen)
     is left out of that exposure's estimate and counted (members_exposure_unknown)."""
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
-    rows = association_rows(s, "exposure_flags")
+    rows = with_multiplicity_and_power(association_rows(s, "exposure_flags"))
     s.register_rows("association", rows, contracts.ASSOCIATION_TYPES)
     estimable = {r["exposure"]: round(r["odds_ratio"], 3) for r in rows if r["odds_ratio"] is not None}
     unknown = {r["exposure"]: r["members_exposure_unknown"] for r in rows if r["members_exposure_unknown"]}
+    underpowered = [r["exposure"] for r in rows if r["power_note"] == "underpowered"]
     log.info(f"{STAGES['analysis'].log}: {len(estimable)} of {len(rows)} exposures of {name} estimable")
     return publish_table(s, lake, name, "association", started, estimable=len(estimable), odds_ratios=estimable,
-                         members_exposure_unknown=unknown)  # fmt: skip
+                         members_exposure_unknown=unknown, underpowered=underpowered)  # fmt: skip
 
 
 @partitioned_check(matched_association, name="matched_association_consistent")
@@ -362,6 +377,93 @@ def _reproduced(written: list[dict], again: list[dict]) -> object:
     )
 
 
+# ---- sensitivity analyses ------------------------------------------------------------------------------
+OTHER_DESIGN = {"exclusive": "risk_set", "risk_set": "exclusive"}
+
+
+def analysis_labels(d: CohortDefinition) -> dict[str, str]:
+    """Each analysis of sensitivity_association, and how the report names it."""
+    return {
+        "primary": "primary (genotype-based exposures among the genotyped)",
+        "all_persons_genotype": "all persons: not genotyped counted as without the phenotype",
+        "excluding_imputed_sex": "excluding sets with a member of statistically imputed sex",
+        "two_fills": "use = at least 2 fills in the window",
+        "other_design": f"the other design: {OTHER_DESIGN[d.design]} sampling",
+    }
+
+
+def other_design_members(s: Session, lake: LakeResource, d: CohortDefinition) -> int:
+    """Temp table `other_design_members`: the cohort's matched sets again under the other design
+    (exclusive <-> risk_set), every claims partition matched in turn with the cohort stage's own SQL and
+    matching (pgx_dagster/stages/cohorts.py), same seed; returns its rows."""
+    other = dataclasses.replace(d, design=OTHER_DESIGN[d.design])
+    for key in all_keys():
+        band, year = split_key(key)
+        register_matching(s, lake, other, band, year)
+        assign_controls(s, other)
+        s.model_table("cohort", "cohort/match")
+        if key == all_keys()[0]:
+            s.execute("CREATE OR REPLACE TEMP TABLE other_design_members AS SELECT * FROM cohort")
+        else:
+            s.execute("INSERT INTO other_design_members SELECT * FROM cohort")
+    return s.scalar("SELECT count(*) FROM other_design_members")
+
+
+@analysis_asset(
+    "sensitivity_association",
+    deps=[
+        "pgx_exposures",
+        "matched_association",
+        AssetDep("events", partition_mapping=AllPartitionMapping()),
+        AssetDep("member_demographics", partition_mapping=AllPartitionMapping()),
+    ],
+)
+def sensitivity_association(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
+    """The matched association again under each sensitivity analysis, one row per analysis and exposure beside
+    the primary (sql/analysis/sensitivity_flags.sql): genotype-based exposures over all persons (ungenotyped
+    counted as without the phenotype), excluding the sets with a member of statistically imputed sex, use as
+    at least 2 fills in the window, and the other design (exclusive <-> risk_set) on the same cohort definition,
+    its sets matched afresh with the cohort stage's SQL and the same seed."""
+    d = DEFINITIONS[name]
+    labels = analysis_labels(d)
+    primary = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'association')}")
+    rows = [{"analysis": "primary", "analysis_label": labels["primary"], **r} for r in primary]
+    # On the primary cohort: its features, flags and fills as written by pgx_exposures.
+    read_analysis(s, lake, name, "exposures", FEATURES_FILE)
+    read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
+    read_analysis(s, lake, name, "exposures")
+    s.view("demographics", parquet_relation(DEMOGRAPHICS.files(lake)))
+    register_genotypes(s, lake)
+    s.model_view("sensitivity_flags", "analysis/sensitivity_flags")
+    sets_left_out = s.scalar(
+        "SELECT count(DISTINCT matched_set_id) FROM features WHERE matched_set_id NOT IN "
+        "(SELECT matched_set_id FROM sensitivity_flags WHERE analysis = 'excluding_imputed_sex')"
+    )
+    for analysis_name in ("all_persons_genotype", "excluding_imputed_sex", "two_fills"):
+        flags = f"(SELECT * FROM sensitivity_flags WHERE analysis = '{analysis_name}')"
+        rows += [{"analysis": analysis_name, "analysis_label": labels[analysis_name], **r}
+                 for r in with_multiplicity_and_power(association_rows(s, flags))]  # fmt: skip
+    # The other design: its matched sets, then the exposures on them as pgx_exposures derives them.
+    for view in ("features", "exposure_flags", "exposures", "demographics", "genotypes"):
+        s.execute(f"DROP VIEW IF EXISTS {view}")
+    other_rows = other_design_members(s, lake, d)
+    register_cohort(s, lake, dataclasses.replace(d, design=OTHER_DESIGN[d.design]))
+    s.execute("CREATE OR REPLACE TEMP VIEW members AS SELECT * FROM other_design_members")
+    s.model_table("fills", "analysis/fills")
+    s.model_table("features", "analysis/features")
+    s.model_view("exposure_flags", "analysis/exposure_flags")
+    rows += [{"analysis": "other_design", "analysis_label": labels["other_design"], **r}
+             for r in with_multiplicity_and_power(association_rows(s, "exposure_flags"))]  # fmt: skip
+    s.register_rows("sensitivity", rows, contracts.SENSITIVITY_TYPES)
+    estimated = {a: sum(r["odds_ratio"] is not None for r in rows if r["analysis"] == a) for a in labels}
+    log.info(f"{STAGES['analysis'].log}: sensitivity analyses of {name}: {estimated}")
+    return publish_table(
+        s, lake, name, "sensitivity", started, estimable_per_analysis=estimated,
+        sets_with_imputed_sex_left_out=sets_left_out, other_design=OTHER_DESIGN[d.design],
+        other_design_cohort_rows=other_rows,
+    )  # fmt: skip
+
+
 # ---- exports ---------------------------------------------------------------------------------------------
 RATIO_FAULTS = ("sets_without_a_target", "sets_with_several_targets", "sets_over_the_ratio",
                 "sets_with_a_wrong_recorded_shortage")  # fmt: skip
@@ -383,11 +485,12 @@ def validation_record(v: dict) -> dict:
     return v
 
 
-@analysis_asset("cohort_export", deps=["pgx_exposures", "matched_association", "covariate_balance", "cohort_attrition"])
+@analysis_asset("cohort_export", deps=["pgx_exposures", "matched_association", "covariate_balance", "cohort_attrition",
+                                      "sensitivity_association"])  # fmt: skip
 def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
-    """The merged cohort with its features as Parquet and CSV with a data dictionary, the association, balance and
-    attrition tables as CSV, and the validation record (ratio accuracy, exclusivity, completeness: the legacy
-    pipeline's validation report), in gold/exports/<cohort>/data/."""
+    """The merged cohort with its features as Parquet and CSV with a data dictionary, the association, balance,
+    Table 1, sensitivity and attrition tables as CSV, and the validation record (ratio accuracy, exclusivity,
+    completeness: the legacy pipeline's validation report), in gold/exports/<cohort>/data/."""
     d = DEFINITIONS[name]
     dataset = datasets.export(name)
     s.view("members", parquet_relation(datasets.cohort(name).glob(lake)))
@@ -399,13 +502,14 @@ def cohort_export(log: Logger, lake: LakeResource, s: Session, name: str, starte
     s.model_view("qualifying", "cohort/qualifying")
     s.view("strata", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "strata"))))
     for kind, filename in (("exposures", FEATURES_FILE), ("association", ""), ("balance", ""),
-                           ("attrition", "")):  # fmt: skip
+                           ("attrition", ""), ("balance", TABLE1_FILE), ("sensitivity", "")):  # fmt: skip
         read_analysis(s, lake, name, kind, filename)
     validation = validation_record(s.rows(sql_text("analysis/validation"))[0])
     s.set_variables({"dictionary_file": str(DATA_DICTIONARY)})
     s.model_table("dictionary", "analysis/dictionary")
     tables = {"features": "features", "features_csv": "features", "dictionary": "dictionary",
-              "association": "association", "balance": "balance", "attrition": "attrition"}  # fmt: skip
+              "association": "association", "balance": "balance", "attrition": "attrition",
+              "table1": "table1 ORDER BY row_order", "sensitivity": "sensitivity"}  # fmt: skip
     dataset.publish(
         s,
         lake,
@@ -490,25 +594,6 @@ EXPORT_TYPES = (
 
 
 # ---- the report ------------------------------------------------------------------------------------------
-def code_version() -> str:
-    """The package version and, in a git checkout, the commit (read from .git, no git needed)."""
-    head = REPO_ROOT / ".git" / "HEAD"
-    commit = ""
-    if head.exists():
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            ref_file = REPO_ROOT / ".git" / ref[5:]
-            packed = REPO_ROOT / ".git" / "packed-refs"
-            if ref_file.exists():
-                commit = ref_file.read_text().strip()
-            elif packed.exists():
-                commit = next((line.split()[0] for line in packed.read_text().splitlines()
-                               if line.endswith(ref[5:])), "")  # fmt: skip
-        else:
-            commit = ref
-    return f"pgx-dagster {package_version('pgx-dagster')}" + (f", commit {commit[:12]}" if commit else "")
-
-
 def qa_verdicts(instance: DagsterInstance | None, check_keys: Iterable[AssetCheckKey]) -> list[dict] | None:
     """The latest verdict of each of `check_keys` (every check of the run's code location), per partition,
     from the instance."""
@@ -528,7 +613,7 @@ def qa_verdicts(instance: DagsterInstance | None, check_keys: Iterable[AssetChec
     return verdicts
 
 
-@analysis_asset("cohort_report", with_instance=True, deps=["cohort_export"])
+@analysis_asset("cohort_report", with_instance=True, deps=["cohort_export", "sensitivity_association"])
 def cohort_report(
     log: Logger,
     lake: LakeResource,
@@ -538,40 +623,39 @@ def cohort_report(
     instance: DagsterInstance | None = None,
     check_keys: Iterable[AssetCheckKey] = (),
 ) -> dict:
-    """One self-contained HTML report per cohort, readable in a browser with no network: attrition, the balance love
-    plot, a forest plot of the odds ratios, the per-partition QA verdicts and the run's provenance (code version,
-    code-set versions, seed, extract date). The materialization links to it."""
+    """One self-contained HTML report per cohort, readable in a browser with no network (pgx_dagster/report.py):
+    key results, methods generated from the cohort's definition and the code, the CONSORT flow diagram, Table 1,
+    the balance love plot, the association with its forest plot, q-values and minimum detectable ORs, the
+    sensitivity analyses beside the primary, the per-partition QA verdicts and the provenance (methods.py) - with a
+    banner and the planted odds ratio when the input is pgx-synth's. The materialization links to it."""
     d = DEFINITIONS[name]
     dataset = datasets.report(name)
-    attrition = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'attrition')}")
+    attrition = s.rows(
+        f"SELECT * FROM {read_analysis(s, lake, name, 'attrition')} ORDER BY population DESC, step_order"
+    )
+    table1 = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'balance', TABLE1_FILE)} ORDER BY row_order")
     balance = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'balance')}")
     association = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'association')} ORDER BY kind, exposure")
+    sensitivity = s.rows(
+        f"SELECT * FROM {read_analysis(s, lake, name, 'sensitivity')} ORDER BY kind, exposure, analysis"
+    )
     verdicts = qa_verdicts(instance, check_keys)
-    provenance = {
-        "cohort definition": f"{d.source.rsplit('/', 2)[-2]}/{d.source.rsplit('/', 1)[-1]}",
-        "design": f"{d.design}, 1 : {d.controls_per_target}, look-back {d.lookback_days} days, exposure window "
-        f"{d.exposure_window_days} days",
-        "seed": d.seed,
-        "code version": code_version(),
-        "code sets": "; ".join(
-            f"{k} {', '.join(v)}" for k, v in versions(lake.opioid_ndc_file, lake.ndc_ingredient_file).items()
-        ),  # fmt: skip
-        "extract date": str(lake.extract_day()),
-        "input format": lake.raw_format,
-        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    synthetic = synthetic_run(lake)
     targets = next((r["persons"] for r in attrition if r["population"] == "targets" and r["step_order"] == 4), 0)
     page = render(
         title=f"Cohort {name}: matched case-control study",
         lead=f"{d.description} {targets:,} incident targets; matched sets of 1 target : {d.controls_per_target} "
         "controls, exact on age band, calendar year and sex (README \"Cohorts\").",
-        attrition=attrition, balance=balance, association=association, verdicts=verdicts, provenance=provenance,
+        design=d.design, attrition=attrition, table1=table1, balance=balance, association=association,
+        sensitivity=sensitivity, verdicts=verdicts, methods=methods_sections(d, lake),
+        provenance=provenance(d, lake, s), synthetic=synthetic,
     )  # fmt: skip
     dataset.publish(s, lake, {}, metrics={"bytes": len(page.encode())}, texts={dataset.filename: page})
     path = dataset.path(lake)
     log.info(f"{STAGES['analysis'].log}: report of {name}: {path}")
     link = link_metadata(lake.lake_root, path)
-    summary = report_summary(name, targets, association, verdicts, files_markdown(lake.lake_root, {"report": path}))
+    summary = report_summary(name, targets, association, verdicts, files_markdown(lake.lake_root, {"report": path}),
+                             synthetic)  # fmt: skip
     return {
         "report": MetadataValue.md(summary),
         **({"report_url": link["url"]} if "url" in link else {}),
@@ -583,20 +667,34 @@ def cohort_report(
     }
 
 
-def report_summary(name: str, targets: int, association: list[dict], verdicts: list[dict] | None, files: str) -> str:
+def report_summary(
+    name: str, targets: int, association: list[dict], verdicts: list[dict] | None, files: str,
+    synthetic: dict | None = None,
+) -> str:  # fmt: skip
     """The report's key results as Markdown, shown in the UI where the materialization is: where the report is, the
-    targets, every odds ratio, and the QA verdicts. Aggregates only: no person appears in it."""
+    targets, every odds ratio with its q-value, the QA verdicts and, for synthetic data, the planted odds ratio.
+    Aggregates only: no person appears in it."""
     qa = (
         "not recorded (no Dagster instance)"
         if verdicts is None
         else f"{sum(v['passed'] for v in verdicts):,} of {len(verdicts):,} check verdicts passed"
     )
-    estimated = [r for r in association if not r["note"]]
+    estimated = [r for r in association if r["odds_ratio"] is not None]
     estimated.sort(key=lambda r: (r["p_value"] is None, r["p_value"] or 0, r["exposure"]))
-    columns = ["kind", "exposure", "odds_ratio", "ci_low", "ci_high", "p_value", "sets_used"]
+    columns = ["kind", "exposure", "odds_ratio", "ci_low", "ci_high", "p_value", "q_value", "min_detectable_or",
+               "power_note", "sets_used"]  # fmt: skip
+    columns = [c for c in columns if any(c in r for r in association)] or columns
+    banner = (
+        [f"**Synthetic data** ({synthetic['generator']}, seed {synthetic['seed']}): planted OR "
+         f"{float(synthetic['planted_odds_ratio']):.2f} for {synthetic['planted_exposure']} "
+         f"(estimated as {synthetic['exposure']})."]
+        if synthetic else []
+    )  # fmt: skip
     return "\n\n".join(
         [
-            f"**Report of cohort {name}** (self-contained HTML: attrition, love plot, forest plot, QA, provenance)",
+            f"**Report of cohort {name}** (self-contained HTML: key results, methods, CONSORT flow diagram, Table 1, "
+            "balance, association, sensitivity analyses, QA, provenance)",
+            *banner,
             files,
             f"{targets:,} incident targets matched. QA: {qa}.",
             "**Conditional (matched) odds ratios**, by p-value",
@@ -607,19 +705,37 @@ def report_summary(name: str, targets: int, association: list[dict], verdicts: l
     )
 
 
-REPORT_SECTIONS = ("key-results", "attrition", "balance", "love-plot", "association", "forest-plot", "qa", "provenance")
+REPORT_SECTIONS = ("key-results", "methods", "consort", "table1", "balance", "love-plot", "association", "forest-plot",
+                   "sensitivity", "sensitivity-forest-plot", "qa", "provenance")  # fmt: skip
+REPORT_PLOTS = ("consort-diagram", "love-plot", "forest-plot", "sensitivity-forest-plot")
 
 
 @partitioned_check(cohort_report, name="cohort_report_complete")
 def report_complete(s: Session, lake: LakeResource, name: str):
-    """The report holds every section - attrition, the love plot and the forest plot as inline SVG, the QA verdicts,
-    the provenance - and loads nothing from the network."""
+    """The report holds every section (REPORT_SECTIONS), the CONSORT diagram and the plots as inline SVG, every
+    number of the diagram that of the cohort's attrition, the synthetic-data banner exactly when the input is
+    pgx-synth's, and loads nothing from the network."""
     page = lake.read_text(datasets.report(name).path(lake)) or ""
     sections = {k: f'id="{k}"' in page for k in REPORT_SECTIONS}
-    plots = {k: bool(re.search(rf'id="{k}"[^>]*>\s*<svg', page)) for k in ("love-plot", "forest-plot")}
+    plots = {k: bool(re.search(rf'id="{k}"[^>]*>\s*<svg', page)) for k in REPORT_PLOTS}
     external = re.findall(r'(?:src|href)="(?:https?:)?//', page)
-    f = {"sections": sections, "inline_plots": plots, "external_references": len(external), "bytes": len(page)}
-    return verdict(all(sections.values()) and all(plots.values()) and not external, f)
+    attrition = {f"{r['population']}:{r['step_order']}": r["persons"]
+                 for r in s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'attrition')}")}  # fmt: skip
+    drawn = {step: int(n) for step, n in re.findall(r'data-step="([^"]+)" data-count="(\d+)"', page)}
+    banner = 'id="synthetic-banner"' in page
+    f = {
+        "sections": sections,
+        "inline_plots": plots,
+        "external_references": len(external),
+        "consort_numbers_differing": sorted(
+            k for k in attrition.keys() | drawn.keys() if attrition.get(k) != drawn.get(k)
+        ),  # fmt: skip
+        "synthetic_banner": banner,
+        "bytes": len(page),
+    }
+    passed = (all(sections.values()) and all(plots.values()) and not external and not f["consort_numbers_differing"]
+              and banner == (synthetic_run(lake) is not None))  # fmt: skip
+    return verdict(passed, f)
 
 
 ANALYSIS_ASSETS = [
@@ -627,6 +743,7 @@ ANALYSIS_ASSETS = [
     pgx_exposures,
     covariate_balance,
     matched_association,
+    sensitivity_association,
     cohort_export,
     cohort_report,
 ]

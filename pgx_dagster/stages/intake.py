@@ -145,7 +145,10 @@ def person_index(log: Logger, lake: LakeResource, duckdb: DuckDBWorker) -> dict:
             s.set_variables({"extract_date": lake.extract_day(), "min_year": years[0], "max_year": years[-1]})
             # every eligibility row (members x years): on disk, not in the step's memory
             eligibility_in = s.model_file("eligibility", "intake/eligibility", scratch)
-            ELIGIBILITY_QUARANTINE.publish(s, lake, {ELIGIBILITY_QUARANTINE.filename: ELIGIBILITY_REJECTS})
+            # rows_in: the report's provenance (pgx_dagster/methods.py) reads the rows read from it
+            ELIGIBILITY_QUARANTINE.publish(
+                s, lake, {ELIGIBILITY_QUARANTINE.filename: ELIGIBILITY_REJECTS}, metrics={"rows_in": eligibility_in}
+            )
             n_members = s.model_table("person_index", "intake/person_index")
             PERSON_INDEX.publish(s, lake, {PERSON_INDEX.filename: "SELECT * FROM person_index"})
             n_periods = s.model_table("observation_period", "intake/observation_period")
