@@ -20,6 +20,11 @@ from pgx_dagster.settings import cohort_dir, did_you_mean
 DESIGNS = ("exclusive", "risk_set")
 
 
+def other_design(design: str) -> str:
+    """The design a cohort's sensitivity analysis matches again with: exclusive <-> risk_set."""
+    return DESIGNS[1 - DESIGNS.index(design)]
+
+
 @dataclass(frozen=True)
 class CohortDefinition:
     name: str

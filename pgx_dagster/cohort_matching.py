@@ -3,11 +3,13 @@ analysis stage's other-design sensitivity analysis: the partition's qualifying a
 events, targets and stratum (sql/cohort/), the controls assigned by pgx_dagster/matching.py, and the
 partition's tables (matched sets, strata, attrition, excluded targets)."""
 
+from dataclasses import replace
+
 import numpy as np
 from dagster import Failure
 
 from pgx_dagster import matching
-from pgx_dagster.cohort_definitions import CohortDefinition
+from pgx_dagster.cohort_definitions import CohortDefinition, other_design
 from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, OBSERVATION_PERIOD
 from pgx_dagster.duck import Session, parquet_relation, sql_text
 from pgx_dagster.lake import LakeResource
@@ -82,15 +84,26 @@ def assign_controls(s: Session, d: CohortDefinition) -> None:
 
 
 # The tables of a cohort partition, each published as its cohort_file (datasets.py).
-PARTITION_FILES = ("cohort", "strata", "attrition", "excluded")
+PARTITION_FILES = ("cohort", "strata", "attrition", "excluded", "other_design")
 
 
 def match_partition(s: Session, d: CohortDefinition) -> int:
     """After prepare_matching: the partition's PARTITION_FILES tables (matched sets, strata, attrition,
-    excluded targets with their reasons); returns the cohort's rows."""
+    excluded targets with their reasons, and the sets the other design matches for the sensitivity analysis);
+    returns the cohort's rows."""
     assign_controls(s, d)
     n = s.model_table("cohort", "cohort/match")
     s.model_table("strata", "cohort/strata")
     s.model_table("attrition", "cohort/attrition")
     s.model_table("excluded", "cohort/excluded")
+    # The other design (exclusive <-> risk_set) on the same targets, seed and events: only the control
+    # population's rules differ (stratum.sql), so it is matched here, where the rest is prepared already, for
+    # sensitivity_association; the stratum is then the cohort's own again.
+    other = replace(d, design=other_design(d.design))
+    for design in (other, d):
+        s.set_variables({"design": design.design})
+        s.model_table("stratum", "cohort/stratum")
+        if design is other:
+            assign_controls(s, other)
+            s.model_table("other_design", "cohort/match")
     return n

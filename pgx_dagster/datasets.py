@@ -224,13 +224,13 @@ EVENTS = Dataset("gold/events", "events.parquet", stage="events")
 
 def cohort(name: str) -> Dataset:
     """A cohort's matched sets; each partition folder also holds `<name>_strata.parquet`,
-    `<name>_attrition.parquet` and `<name>_excluded.parquet` - the excluded targets with their reasons
-    (cohort_file)."""
+    `<name>_attrition.parquet`, `<name>_excluded.parquet` - the excluded targets with their reasons - and
+    `<name>_other_design.parquet`, the sets of the other design for the sensitivity analysis (cohort_file)."""
     return Dataset(f"gold/cohorts/{name}", f"{name}_cohort.parquet", stage="cohorts")
 
 
 def cohort_file(name: str, part: str) -> str:
-    """The file name of a cohort partition's `part`: cohort | strata | attrition | excluded."""
+    """The file name of a cohort partition's `part`: cohort | strata | attrition | excluded | other_design."""
     return f"{name}_{part}.parquet"
 
 

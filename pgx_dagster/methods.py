@@ -290,8 +290,9 @@ def _model(d: CohortDefinition) -> str:
         "over the exposures of the analysis. The minimum detectable odds ratio at "
         f"{round(100 * target_power)}% power (two-sided alpha {alpha}) is Dupont's (1988) for a 1:M matched "
         "design with the correlation of exposure within sets taken as 0, from the sets, the mean controls per "
-        "set and the exposure prevalence among controls with known exposure; an estimate below it is flagged "
-        f"underpowered. Sensitivity analyses, beside the primary in the forest plot: {'; '.join(sensitivity)}."
+        "set and the exposure prevalence among controls with known exposure; an estimate whose 95% CI covers 1 "
+        "and which lies closer to 1 than the sets can detect is flagged underpowered (no evidence of no effect). "
+        f"Sensitivity analyses, beside the primary in the forest plot: {'; '.join(sensitivity)}."
     )
 
 

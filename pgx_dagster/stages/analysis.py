@@ -33,8 +33,7 @@ from dagster import (
 from pgx_dagster import contracts, datasets
 from pgx_dagster.association import estimate, with_multiplicity_and_power
 from pgx_dagster.codesets import register_codesets, register_pgx_drugs
-from pgx_dagster.cohort_definitions import CohortDefinition, load_all
-from pgx_dagster.cohort_matching import assign_controls, register_matching
+from pgx_dagster.cohort_definitions import CohortDefinition, load_all, other_design
 from pgx_dagster.datasets import (
     DEMOGRAPHICS,
     DRUG_COVERAGE_GAP,
@@ -50,7 +49,7 @@ from pgx_dagster.datasets import (
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.methods import methods_sections, provenance, synthetic_run
-from pgx_dagster.partitions import all_keys, cohort_names, split_key
+from pgx_dagster.partitions import cohort_names
 from pgx_dagster.quality import verdict
 from pgx_dagster.raw_inputs import register_genotypes
 from pgx_dagster.report import SMD_LIMIT, render
@@ -188,16 +187,17 @@ def attrition_consistent(s: Session, lake: LakeResource, name: str):
 
 
 # ---- exposures and features ------------------------------------------------------------------------------
-@analysis_asset(
-    "pgx_exposures",
-    deps=[
-        *EVERY_COHORT,
-        AssetDep("events", partition_mapping=AllPartitionMapping()),
-        AssetDep("imputed_pharmacy", partition_mapping=AllPartitionMapping()),
-        AssetDep("member_demographics", partition_mapping=AllPartitionMapping()),  # every shard
-        "person_index",  # the drug-coverage gaps
-    ],
-)
+# What the exposures of a cohort's matched sets are derived from (register_cohort).
+EXPOSURE_INPUTS = [
+    *EVERY_COHORT,
+    AssetDep("events", partition_mapping=AllPartitionMapping()),
+    AssetDep("imputed_pharmacy", partition_mapping=AllPartitionMapping()),
+    AssetDep("member_demographics", partition_mapping=AllPartitionMapping()),  # every shard
+    "person_index",  # the drug-coverage gaps
+]
+
+
+@analysis_asset("pgx_exposures", deps=EXPOSURE_INPUTS)
 def pgx_exposures(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
     """For every member of every matched set: fills of drugs with CPIC gene-drug guidance (and strong CYP2D6
     inhibitors) in the exposure window before the set's index date - days supplied, highest MME/day - and the merged
@@ -378,9 +378,6 @@ def _reproduced(written: list[dict], again: list[dict]) -> object:
 
 
 # ---- sensitivity analyses ------------------------------------------------------------------------------
-OTHER_DESIGN = {"exclusive": "risk_set", "risk_set": "exclusive"}
-
-
 def analysis_labels(d: CohortDefinition) -> dict[str, str]:
     """Each analysis of sensitivity_association, and how the report names it."""
     return {
@@ -388,42 +385,17 @@ def analysis_labels(d: CohortDefinition) -> dict[str, str]:
         "all_persons_genotype": "all persons: not genotyped counted as without the phenotype",
         "excluding_imputed_sex": "excluding sets with a member of statistically imputed sex",
         "two_fills": "use = at least 2 fills in the window",
-        "other_design": f"the other design: {OTHER_DESIGN[d.design]} sampling",
+        "other_design": f"the other design: {other_design(d.design)} sampling",
     }
 
 
-def other_design_members(s: Session, lake: LakeResource, d: CohortDefinition) -> int:
-    """Temp table `other_design_members`: the cohort's matched sets again under the other design
-    (exclusive <-> risk_set), every claims partition matched in turn with the cohort stage's own SQL and
-    matching (pgx_dagster/stages/cohorts.py), same seed; returns its rows."""
-    other = dataclasses.replace(d, design=OTHER_DESIGN[d.design])
-    for key in all_keys():
-        band, year = split_key(key)
-        register_matching(s, lake, other, band, year)
-        assign_controls(s, other)
-        s.model_table("cohort", "cohort/match")
-        if key == all_keys()[0]:
-            s.execute("CREATE OR REPLACE TEMP TABLE other_design_members AS SELECT * FROM cohort")
-        else:
-            s.execute("INSERT INTO other_design_members SELECT * FROM cohort")
-    return s.scalar("SELECT count(*) FROM other_design_members")
-
-
-@analysis_asset(
-    "sensitivity_association",
-    deps=[
-        "pgx_exposures",
-        "matched_association",
-        AssetDep("events", partition_mapping=AllPartitionMapping()),
-        AssetDep("member_demographics", partition_mapping=AllPartitionMapping()),
-    ],
-)
+@analysis_asset("sensitivity_association", deps=[*EXPOSURE_INPUTS, "pgx_exposures", "matched_association"])
 def sensitivity_association(log: Logger, lake: LakeResource, s: Session, name: str, started: float) -> dict:
     """The matched association again under each sensitivity analysis, one row per analysis and exposure beside
     the primary (sql/analysis/sensitivity_flags.sql): genotype-based exposures over all persons (ungenotyped
     counted as without the phenotype), excluding the sets with a member of statistically imputed sex, use as
     at least 2 fills in the window, and the other design (exclusive <-> risk_set) on the same cohort definition,
-    its sets matched afresh with the cohort stage's SQL and the same seed."""
+    on the sets the cohort stage matched with it beside each partition (same targets, events and seed)."""
     d = DEFINITIONS[name]
     labels = analysis_labels(d)
     primary = s.rows(f"SELECT * FROM {read_analysis(s, lake, name, 'association')}")
@@ -446,9 +418,10 @@ def sensitivity_association(log: Logger, lake: LakeResource, s: Session, name: s
     # The other design: its matched sets, then the exposures on them as pgx_exposures derives them.
     for view in ("features", "exposure_flags", "exposures", "demographics", "genotypes"):
         s.execute(f"DROP VIEW IF EXISTS {view}")
-    other_rows = other_design_members(s, lake, d)
-    register_cohort(s, lake, dataclasses.replace(d, design=OTHER_DESIGN[d.design]))
-    s.execute("CREATE OR REPLACE TEMP VIEW members AS SELECT * FROM other_design_members")
+    other = dataclasses.replace(d, design=other_design(d.design))
+    register_cohort(s, lake, other)
+    s.view("members", parquet_relation(datasets.cohort(name).glob(lake, cohort_file(name, "other_design"))))
+    other_rows = s.scalar("SELECT count(*) FROM members")
     s.model_table("fills", "analysis/fills")
     s.model_table("features", "analysis/features")
     s.model_view("exposure_flags", "analysis/exposure_flags")
@@ -459,7 +432,7 @@ def sensitivity_association(log: Logger, lake: LakeResource, s: Session, name: s
     log.info(f"{STAGES['analysis'].log}: sensitivity analyses of {name}: {estimated}")
     return publish_table(
         s, lake, name, "sensitivity", started, estimable_per_analysis=estimated,
-        sets_with_imputed_sex_left_out=sets_left_out, other_design=OTHER_DESIGN[d.design],
+        sets_with_imputed_sex_left_out=sets_left_out, other_design=other.design,
         other_design_cohort_rows=other_rows,
     )  # fmt: skip
 

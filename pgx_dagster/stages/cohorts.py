@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from pgx_dagster import contracts, datasets
-from pgx_dagster.cohort_definitions import CohortDefinition, load_all
+from pgx_dagster.cohort_definitions import CohortDefinition, load_all, other_design
 from pgx_dagster.cohort_matching import PARTITION_FILES, match_partition, register_matching
 from pgx_dagster.datasets import EVENTS, OBSERVATION_PERIOD, cohort_file
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, sql_text
@@ -104,8 +104,9 @@ def build_cohort(d: CohortDefinition) -> AssetsDefinition:
             f"event year and sex. Index date = first {' / '.join(d.target_event_types)}; targets and controls "
             f"enrolled at it with {d.lookback_days} days of continuous enrolment before it and no "
             f"{' / '.join(d.washout_event_types)} in that window; {_design_text(d)}. Beside each partition: "
-            f"strata (shortages against the whole eligible stratum), attrition, and the excluded targets "
-            f"with their reasons. "
+            f"strata (shortages against the whole eligible stratum), attrition, the excluded targets "
+            f"with their reasons, and the sets the other design ({other_design(d.design)}) matches on the same "
+            f"targets (the sensitivity analysis). "
             f"Defined in {d.source.rsplit('/', 2)[-2]}/{d.source.rsplit('/', 1)[-1]}."
         ),
         metadata={
