@@ -162,22 +162,29 @@ def _has_estimate(r: dict) -> bool:
     return not _no_estimate(r.get("odds_ratio"), "odds_ratio")
 
 
-def _interval(ax: Any, i: float, r: dict, color: str, marker: str, label: str | None = None) -> None:
-    """One odds ratio and its CI on row `i`; an interval beyond the axis ends in an arrow."""
+def _intervals(ax: Any, ys: list[float], rows: list[dict], color: str, marker: str, label: str | None = None) -> None:
+    """The odds ratios of `rows` and their CIs on rows `ys`, in one colour and marker; an interval beyond the
+    axis ends in an arrow. One collection per call, not an artist per row: the SVG of a plot of hundreds of
+    rows took seconds to write otherwise."""
     low, high = FOREST_LIMITS
-    ci_low = r["ci_low"] if not _no_estimate(r["ci_low"], "ci_low") else low / 10
-    ci_high = r["ci_high"] if not _no_estimate(r["ci_high"], "ci_high") else high * 10
-    lo, hi = max(ci_low, low), min(ci_high, high)
-    ax.plot([lo, hi], [i, i], color=color, linewidth=1.2)
-    ax.plot(min(max(r["odds_ratio"], low), high), i, marker, color=color, markersize=4, label=label)
-    for end, clipped, head in ((lo, ci_low < low, "<"), (hi, ci_high > high, ">")):
-        if clipped:
-            ax.plot(end, i, head, color=color, markersize=4)
+    ci_low = [r["ci_low"] if not _no_estimate(r["ci_low"], "ci_low") else low / 10 for r in rows]
+    ci_high = [r["ci_high"] if not _no_estimate(r["ci_high"], "ci_high") else high * 10 for r in rows]
+    lo, hi = [max(c, low) for c in ci_low], [min(c, high) for c in ci_high]
+    ax.hlines(ys, lo, hi, color=color, linewidth=1.2)
+    ax.plot([min(max(r["odds_ratio"], low), high) for r in rows], ys, marker, linestyle="none", color=color,
+            markersize=4, label=label)  # fmt: skip
+    for ends, clipped, head in ((lo, [c < low for c in ci_low], "<"), (hi, [c > high for c in ci_high], ">")):
+        if any(clipped):
+            ax.plot([e for e, c in zip(ends, clipped, strict=True) if c],
+                    [y for y, c in zip(ys, clipped, strict=True) if c], head, linestyle="none", color=color,
+                    markersize=4)  # fmt: skip
 
 
 def _forest_axes(ax: Any, labels: list[str]) -> None:
+    """Axes of a forest plot of one row per label, bottom up; a row labelled '' gets no tick (a tick each
+    costs as much to draw as the rest of the plot)."""
     low, high = FOREST_LIMITS
-    ax.set_yticks(range(len(labels)), labels)
+    ax.set_yticks([i for i, label in enumerate(labels) if label], [label for label in labels if label])
     ax.set_ylim(-0.7, max(len(labels), 1) - 0.3)
     ax.set_xscale("log")
     ax.set_xlim(low / 1.3, high * 1.3)
@@ -193,8 +200,12 @@ def forest_plot(association: list[dict], synthetic: dict | None = None) -> Marku
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.26 * max(len(rows), 1) + 1.2))
     planted_label = "planted odds ratio (synthetic data)"
-    for i, r in enumerate(reversed(rows)):
-        _interval(ax, i, r, "#0969da" if r["kind"] == "group" else "#57606a", "s")
+    drawn = list(reversed(rows))
+    for is_group, color in ((True, "#0969da"), (False, "#57606a")):
+        ys = [i for i, r in enumerate(drawn) if (r["kind"] == "group") == is_group]
+        if ys:
+            _intervals(ax, ys, [drawn[i] for i in ys], color, "s")
+    for i, r in enumerate(drawn):
         if synthetic and r["exposure"] == synthetic.get("exposure"):
             ax.plot(float(synthetic["planted_odds_ratio"]), i, "D", markerfacecolor="none", color="#d1242f",
                     markersize=7, label=planted_label)  # fmt: skip
@@ -232,25 +243,30 @@ def sensitivity_forest_plot(rows: list[dict]) -> Markup:
     analysis of it, a marker and colour per analysis (legend); bands alternate per exposure."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.19 * max(len(rows), 1) + 1.6))
-    labels, seen, band, previous = [], set(), -1, None
+    labels, band, previous, shaded = [], -1, None, []
     n = len(rows)
+    by_analysis: dict[str, list[int]] = {}
     for k, r in enumerate(rows):
         i = n - 1 - k
         if r["exposure"] != previous:
             band, previous = band + 1, r["exposure"]
         if band % 2:
-            ax.axhspan(i - 0.5, i + 0.5, color="#f3f5f8", zorder=0)
-        color, marker = ANALYSES.get(r["analysis"], ("#57606a", "x"))
-        label = r.get("analysis_label") or r["analysis"]
-        legend = label if r["analysis"] not in seen else None
-        seen.add(r["analysis"])
-        if _has_estimate(r):
-            _interval(ax, i, r, color, marker, legend)
-        else:
-            ax.plot([], [], marker, color=color, label=legend)
+            shaded.append(i)
+        by_analysis.setdefault(r["analysis"], []).append(k)
+        if not _has_estimate(r):
             ax.text(1.08, i, NOT_ESTIMABLE, va="center", fontsize=7, color="#6e7781")
         labels.append(r["exposure"] if r["analysis"] == "primary" or k == 0 or rows[k - 1]["exposure"] != r["exposure"]
                       else "")  # fmt: skip
+    if shaded:
+        ax.barh(shaded, [1e6] * len(shaded), height=1.0, left=1e-6, color="#f3f5f8", zorder=0)
+    for analysis, ks in by_analysis.items():
+        color, marker = ANALYSES.get(analysis, ("#57606a", "x"))
+        label = rows[ks[0]].get("analysis_label") or analysis
+        estimated = [k for k in ks if _has_estimate(rows[k])]
+        if estimated:
+            _intervals(ax, [n - 1 - k for k in estimated], [rows[k] for k in estimated], color, marker, label)
+        else:
+            ax.plot([], [], marker, color=color, label=label)
     _forest_axes(ax, list(reversed(labels)))
     if rows:
         # the legend in the analyses' order, the primary first, whichever exposure shows an analysis first
