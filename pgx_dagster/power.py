@@ -23,6 +23,7 @@ discordant-pair formula exactly, and a little above the unconditional McNemar po
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -71,19 +72,32 @@ def _finite_number(x: object) -> bool:
         return False
 
 
+@functools.cache
+def _binomial_pmf(m_controls: int, p0: float) -> np.ndarray:
+    """P(j of M controls exposed), j = 0..M (scipy's binom.pmf per call cost most of the analysis's power
+    calculations: hundreds of exposures x a grid of odds ratios)."""
+    return binom.pmf(np.arange(m_controls + 1), m_controls, p0)
+
+
+@functools.cache
+def _normal_quantile(q: float) -> float:
+    return float(norm.ppf(q))
+
+
 def _z_power(log_or: np.ndarray | float, sets: float, m_controls: int, p0: float, alpha: float) -> np.ndarray:
     """Dupont's standard-normal deviate for power (power = Phi of it), vectorised over log odds ratios."""
     psi = np.exp(np.atleast_1d(np.asarray(log_or, dtype=float)))[:, None]
     p1 = p0 * psi / (1 - p0 + p0 * psi)
     m = np.arange(1, m_controls + 1)[None, :]
     # m exposed of M + 1: the case exposed with m - 1 exposed controls, or unexposed with m.
-    t = p1 * binom.pmf(m - 1, m_controls, p0) + (1 - p1) * binom.pmf(m, m_controls, p0)
+    pmf = _binomial_pmf(m_controls, p0)
+    t = p1 * pmf[None, :-1] + (1 - p1) * pmf[None, 1:]
     v = m * psi / (m * psi + m_controls - m + 1)
     e = m / (m_controls + 1)
     shift = np.abs(np.sum(t * (v - e), axis=1))
     sd_null = np.sqrt(np.sum(t * e * (1 - e), axis=1))
     sd_alt = np.sqrt(np.sum(t * v * (1 - v), axis=1))
-    z_alpha = norm.ppf(1 - alpha / 2)
+    z_alpha = _normal_quantile(1 - alpha / 2)
     # A p0 so near 0 or 1 that no set can be informative underflows t to 0: NaN, read as "no power".
     with np.errstate(divide="ignore", invalid="ignore"):
         return (math.sqrt(sets) * shift - z_alpha * sd_null) / sd_alt
@@ -144,7 +158,7 @@ def min_detectable_or(
     ):
         return None
     n, p0, a = float(sets), float(p_exposed_controls), float(alpha)
-    target = norm.ppf(power)
+    target = _normal_quantile(power)
     # Walk the grid for the first log OR reaching the power, then refine in that cell: brentq alone may
     # return any crossing, and the minimum detectable OR is the first.
     z = _z_power(_GRID, n, m_controls, p0, a) - target

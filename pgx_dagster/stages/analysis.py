@@ -139,27 +139,30 @@ def read_analysis(s: Session, lake: LakeResource, name: str, kind: str, filename
     return view
 
 
-def association_rows(s: Session, flags: str, published: dict[str, float] | None = None) -> list[dict]:
+def association_rows(s: Session, flags: str, published: dict[str, float] | None = None, by: str = "") -> list[dict]:
     """One estimate per exposure of `flags` (matched_set_id, person_id, is_target, kind, exposure,
     gene, phenotype, exposed), in the order of the exposures; `published`: odds ratios to reproduce, each
-    checked with one Newton step from it instead of a fit (association.estimate)."""
+    checked with one Newton step from it instead of a fit (association.estimate). `by`: a column of `flags`
+    naming separate analyses, estimated apart in the same scan (each row then carries it)."""
+    key = f"{by}, exposure" if by else "exposure"
     # sets numbered in SQL and fetched as Arrow: numpy arrays without a Python object per member
     data = s.execute(
         f"WITH numbered AS (SELECT matched_set_id, row_number() OVER (ORDER BY matched_set_id) AS set_no "
         f"FROM (SELECT DISTINCT matched_set_id FROM {flags})) "
-        f"SELECT exposure, any_value(kind) AS kind, any_value(gene) AS gene, any_value(phenotype) AS phenotype, "
+        f"SELECT {key}, any_value(kind) AS kind, any_value(gene) AS gene, any_value(phenotype) AS phenotype, "
         f"list(set_no ORDER BY set_no, person_id) AS sets, list(is_target ORDER BY set_no, person_id) AS targets, "
         f"list(exposed ORDER BY set_no, person_id) AS exposed "
-        f"FROM {flags} JOIN numbered USING (matched_set_id) GROUP BY exposure ORDER BY exposure"
+        f"FROM {flags} JOIN numbered USING (matched_set_id) GROUP BY {key} ORDER BY {key}"
     ).to_arrow_table()
+    groups = data.column(by).to_pylist() if by else [None] * data.num_rows
     rows = []
-    for i, (exposure, kind, gene, phenotype) in enumerate(
-        zip(*(data.column(c).to_pylist() for c in ("exposure", "kind", "gene", "phenotype")), strict=True)
+    for i, (group, exposure, kind, gene, phenotype) in enumerate(
+        zip(groups, *(data.column(c).to_pylist() for c in ("exposure", "kind", "gene", "phenotype")), strict=True)
     ):
         sets, targets, exposed = (data.column(c)[i].values.to_numpy(zero_copy_only=False)
                                   for c in ("sets", "targets", "exposed"))  # fmt: skip
         row = estimate(exposure, sets, targets, exposed, (published or {}).get(exposure)).row()
-        rows.append({"kind": kind, "gene": gene, "phenotype": phenotype, **row})
+        rows.append({**({by: group} if by else {}), "kind": kind, "gene": gene, "phenotype": phenotype, **row})
     return rows
 
 
@@ -411,10 +414,10 @@ def sensitivity_association(log: Logger, lake: LakeResource, s: Session, name: s
         "SELECT count(DISTINCT matched_set_id) FROM features WHERE matched_set_id NOT IN "
         "(SELECT matched_set_id FROM sensitivity_flags WHERE analysis = 'excluding_imputed_sex')"
     )
+    on_primary = association_rows(s, "sensitivity_flags", by="analysis")  # the three in one scan
     for analysis_name in ("all_persons_genotype", "excluding_imputed_sex", "two_fills"):
-        flags = f"(SELECT * FROM sensitivity_flags WHERE analysis = '{analysis_name}')"
-        rows += [{"analysis": analysis_name, "analysis_label": labels[analysis_name], **r}
-                 for r in with_multiplicity_and_power(association_rows(s, flags))]  # fmt: skip
+        rows += [{"analysis_label": labels[analysis_name], **r} for r in with_multiplicity_and_power(
+            [r for r in on_primary if r["analysis"] == analysis_name])]  # fmt: skip
     # The other design: its matched sets, then the exposures on them as pgx_exposures derives them.
     for view in ("features", "exposure_flags", "exposures", "demographics", "genotypes"):
         s.execute(f"DROP VIEW IF EXISTS {view}")
