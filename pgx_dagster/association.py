@@ -128,11 +128,14 @@ def estimate(
     model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=sets[keep])
     try:
         if published:
-            beta, se, converged = _newton_step(model, math.log(published))
+            beta, _, converged = _newton_step(model, math.log(published))
         else:
-            beta, se, converged = _fit(model, tables, mh_fields["mh_odds_ratio"], base["sets_used"])
+            beta, converged = _fit(model, tables, mh_fields["mh_odds_ratio"], base["sets_used"])
     except np.linalg.LinAlgError:  # a flat likelihood: the information matrix is singular
-        beta, se, converged = math.nan, math.nan, False
+        beta, converged = math.nan, False
+    # the SE from the information of the closed form: exact, where statsmodels' Hessian is a forward difference
+    information = _score_information(tables, beta)[1] if math.isfinite(beta) else math.nan
+    se = 1 / math.sqrt(information) if information > 0 else math.nan
     if not (converged and math.isfinite(beta) and math.isfinite(se) and se > 0):
         return Estimate(**base, **{**empty, **mh_fields}, note="not estimable: the fit did not converge")
     return Estimate(
@@ -146,33 +149,35 @@ def estimate(
     )
 
 
-def _fit(model, tables: np.ndarray, start: float | None, sets_used: int) -> tuple[float, float, bool]:
-    """(log OR, its SE, converged). With one target per set and one binary exposure, a set of n known members,
-    k of them exposed, adds e*b - log(k*e^b + n - k) to the conditional log-likelihood (e: its target exposed):
-    Newton-Raphson on that closed form from `start` (the Mantel-Haenszel OR) finds the maximum to the last bits
-    in a few vectorized steps. statsmodels' own score and Hessian there then say whether it is the maximum
-    (ConditionalLogit stays the reference) and give the SE, as its fit() did at its result - which evaluated
-    them 4-5 times per exposure, most of the analysis's time. `tables`: per discordant set [[exposed targets,
+def _score_information(tables: np.ndarray, beta: float) -> tuple[float, float]:
+    """The score and the information (minus the second derivative) at log OR `beta` of the conditional
+    log-likelihood of one binary exposure with one target per set: a set of n known members, k of them exposed,
+    adds e*b - log(k*e^b + n - k) (e: its target exposed). `tables`: per discordant set [[exposed targets,
     unexposed targets], [exposed controls, unexposed controls]]."""
     e, k, n = tables[0, 0], tables[0, 0] + tables[1, 0], tables.sum(axis=(0, 1))
+    w = k * math.exp(beta)
+    return float((e - w / (w + n - k)).sum()), float((w * (n - k) / (w + n - k) ** 2).sum())
+
+
+def _fit(model, tables: np.ndarray, start: float | None, sets_used: int) -> tuple[float, bool]:
+    """(log OR, converged): Newton-Raphson on the closed form of the likelihood (_score_information) from
+    `start` (the Mantel-Haenszel OR), to the last bits in a few vectorized steps; statsmodels' ConditionalLogit
+    score there says whether it is the maximum (it stays the reference: its own fit() evaluated its score and
+    a numerical Hessian 4-5 times per exposure, most of the analysis's time)."""
     beta = math.log(start) if start else 0.0
     for _ in range(100):
-        w = k * math.exp(beta)
-        score, information = float((e - w / (w + n - k)).sum()), float((w * (n - k) / (w + n - k) ** 2).sum())
+        score, information = _score_information(tables, beta)
         if not (information > 0 and math.isfinite(score)):
-            return math.nan, math.nan, False
+            return math.nan, False
         beta += score / information
         if abs(score / information) < 1e-13:
             break
-    at = np.array([beta])
-    score, hessian = float(model.score(at)[0]), float(model.hessian(at)[0, 0])
-    if not hessian < 0:
-        return math.nan, math.nan, False
-    return beta, math.sqrt(-1 / hessian), abs(score) < 1e-6 * sets_used
+    return beta, abs(float(model.score(np.array([beta]))[0])) < 1e-6 * sets_used
 
 
 def _newton_step(model, beta: float) -> tuple[float, float, bool]:
-    """(log OR, SE, True): one Newton step from `beta` with statsmodels' score and Hessian there."""
+    """(log OR, SE, True): one Newton step from `beta` with statsmodels' score and Hessian there (how the
+    checks reproduce a published odds ratio)."""
     at = np.array([beta])
     score, hessian = float(model.score(at)[0]), float(model.hessian(at)[0, 0])
     if not hessian < 0:  # not concave at beta: no step to take

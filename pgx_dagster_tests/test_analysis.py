@@ -47,15 +47,14 @@ def test_matched_pairs_odds_ratio_is_the_ratio_of_discordant_pairs():
     e = estimate("x", *rows)
     assert (e.sets, e.sets_used, e.exposed_targets, e.exposed_controls) == (80, 40, 45, 25)
     se = math.sqrt(1 / 30 + 1 / 10)
-    # Newton converges to the last bit; the SE comes from statsmodels' numerical (forward-difference)
-    # Hessian: measured 1.7e-8 off in the CI and 2.4e-7 in p, so those are held to 1e-7 and 1e-6
+    # Newton converges to the last bit; the SE is the closed form's information there, exact too
     assert e.odds_ratio == pytest.approx(3.0, rel=1e-12)
-    assert e.ci_low == pytest.approx(3.0 * math.exp(-Z_95 * se), rel=1e-7)
-    assert e.ci_high == pytest.approx(3.0 * math.exp(Z_95 * se), rel=1e-7)
+    assert e.ci_low == pytest.approx(3.0 * math.exp(-Z_95 * se), rel=1e-12)
+    assert e.ci_high == pytest.approx(3.0 * math.exp(Z_95 * se), rel=1e-12)
     assert e.mh_odds_ratio == pytest.approx(3.0, rel=1e-12)
     # Wald p of log(3) / se
     z = math.log(3.0) / se
-    assert e.p_value == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-6)
+    assert e.p_value == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-10)
     assert e.note == ""
 
 
@@ -91,7 +90,7 @@ def test_one_to_two_sets_match_the_conditional_likelihood_and_the_mantel_haensze
     beta = brentq(lambda b: (t + u) - one * p(1, b) - two * p(2, b), -10, 10, xtol=1e-14)
     information = one * p(1, beta) * (1 - p(1, beta)) + two * p(2, beta) * (1 - p(2, beta))
     assert e.odds_ratio == pytest.approx(math.exp(beta), rel=1e-12)
-    assert e.ci_high == pytest.approx(math.exp(beta + Z_95 / math.sqrt(information)), rel=1e-7)
+    assert e.ci_high == pytest.approx(math.exp(beta + Z_95 / math.sqrt(information)), rel=1e-12)
     assert e.mh_odds_ratio == pytest.approx((t * 2 / 3 + u * 1 / 3) / (v * 1 / 3 + w * 2 / 3), rel=1e-12)
     assert e.mh_odds_ratio == pytest.approx(30 / 11, rel=1e-12)
 
@@ -138,7 +137,7 @@ def test_members_of_unknown_exposure_are_left_out_complete_case():
     assert e.members_exposure_unknown == 30 + 10 + 15 + 25 + 5 + 4 * 2
     assert e.odds_ratio == pytest.approx(30 / 10, rel=1e-12) and e.mh_odds_ratio == pytest.approx(3.0, rel=1e-12)
     se = math.sqrt(1 / 30 + 1 / 10)
-    assert e.ci_low == pytest.approx(3.0 * math.exp(-Z_95 * se), rel=1e-7)
+    assert e.ci_low == pytest.approx(3.0 * math.exp(-Z_95 * se), rel=1e-12)
     # the same as the estimate on the complete cases alone
     complete = [(i, t, x) for i, t, x in zip(*rows, strict=True) if x is not None]
     alone = estimate("x", *map(list, zip(*complete, strict=True)))
