@@ -66,10 +66,10 @@ def estimate(
     exposure: str, set_ids: np.ndarray, is_target: np.ndarray, exposed: np.ndarray, published: float | None = None
 ) -> Estimate:
     """The odds ratio of `exposed` for being a target, conditional on the matched set, on the members whose
-    exposure is known (`exposed` None or NaN: unknown, left out; see the module's docstring): statsmodels'
-    Newton-Raphson from the Mantel-Haenszel estimate. With `published` (an odds ratio to reproduce) no fit
-    starts: statsmodels' score and Hessian of the conditional likelihood at that odds ratio give one Newton
-    step from it, and the odds ratio returned is where that step lands. The log-likelihood is concave, so
+    exposure is known (`exposed` None or NaN: unknown, left out; see the module's docstring): Newton-Raphson
+    from the Mantel-Haenszel estimate (_fit). With `published` (an odds ratio to reproduce) no fit starts:
+    statsmodels' score of the conditional likelihood at that odds ratio, over its information, gives one
+    Newton step from it, and the odds ratio returned is where that step lands. The log-likelihood is concave, so
     the step is ~0 exactly when `published` is its maximum; a wrong one moves (see _reproduced)."""
     from statsmodels.discrete.conditional_models import ConditionalLogit
     from statsmodels.stats.contingency_tables import StratifiedTable
@@ -128,7 +128,7 @@ def estimate(
     model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=sets[keep])
     try:
         if published:
-            beta, _, converged = _newton_step(model, math.log(published))
+            beta, converged = _newton_step(model, tables, math.log(published))
         else:
             beta, converged = _fit(model, tables, mh_fields["mh_odds_ratio"], base["sets_used"])
     except np.linalg.LinAlgError:  # a flat likelihood: the information matrix is singular
@@ -175,14 +175,13 @@ def _fit(model, tables: np.ndarray, start: float | None, sets_used: int) -> tupl
     return beta, abs(float(model.score(np.array([beta]))[0])) < 1e-6 * sets_used
 
 
-def _newton_step(model, beta: float) -> tuple[float, float, bool]:
-    """(log OR, SE, True): one Newton step from `beta` with statsmodels' score and Hessian there (how the
-    checks reproduce a published odds ratio)."""
-    at = np.array([beta])
-    score, hessian = float(model.score(at)[0]), float(model.hessian(at)[0, 0])
-    if not hessian < 0:  # not concave at beta: no step to take
-        return math.nan, math.nan, False
-    return beta - score / hessian, math.sqrt(-1 / hessian), True
+def _newton_step(model, tables: np.ndarray, beta: float) -> tuple[float, bool]:
+    """(log OR, True): one Newton step from `beta`, statsmodels' score there over the closed form's information
+    (how the checks reproduce a published odds ratio: at the maximum the score, so the step, is ~0)."""
+    information = _score_information(tables, beta)[1]
+    if not information > 0:  # not concave at beta: no step to take
+        return math.nan, False
+    return beta + float(model.score(np.array([beta]))[0]) / information, True
 
 
 POWER = 0.8

@@ -345,8 +345,9 @@ def matched_association(log: Logger, lake: LakeResource, s: Session, name: str, 
 def association_consistent(s: Session, lake: LakeResource, name: str):
     """The estimates fit the exposure flags as written: per exposure the sets, the discordant sets and the exposed
     targets and controls recounted in SQL; an odds ratio exactly when there is no note, inside its 95% CI,
-    p in [0, 1]; and every odds ratio reproduced from those flags (within 1e-9: statsmodels' score and Hessian of the
-    conditional likelihood there move it by less). cohort_export's check does the same from the exported CSV."""
+    p in [0, 1]; and every odds ratio reproduced from those flags (within 1e-9: one Newton step with statsmodels'
+    score of the conditional likelihood there moves it by less). cohort_export's check does the same from the
+    exported CSV."""
     read_analysis(s, lake, name, "association")
     read_analysis(s, lake, name, "exposures", EXPOSURE_FLAGS_FILE)
     f = s.rows(sql_text("analysis/association_check"))[0]
