@@ -150,8 +150,8 @@ def association_rows(s: Session, flags: str, published: dict[str, float] | None 
         f"WITH numbered AS (SELECT matched_set_id, row_number() OVER (ORDER BY matched_set_id) AS set_no "
         f"FROM (SELECT DISTINCT matched_set_id FROM {flags})) "
         f"SELECT {key}, any_value(kind) AS kind, any_value(gene) AS gene, any_value(phenotype) AS phenotype, "
-        f"list(set_no ORDER BY set_no, person_id) AS sets, list(is_target ORDER BY set_no, person_id) AS targets, "
-        f"list(exposed ORDER BY set_no, person_id) AS exposed "
+        # one list of the members, sorted once (three lists each sorted cost a third more)
+        f"list({{'set': set_no, 'target': is_target, 'exposed': exposed}} ORDER BY set_no, person_id) AS members "
         f"FROM {flags} JOIN numbered USING (matched_set_id) GROUP BY {key} ORDER BY {key}"
     ).to_arrow_table()
     groups = data.column(by).to_pylist() if by else [None] * data.num_rows
@@ -159,8 +159,8 @@ def association_rows(s: Session, flags: str, published: dict[str, float] | None 
     for i, (group, exposure, kind, gene, phenotype) in enumerate(
         zip(groups, *(data.column(c).to_pylist() for c in ("exposure", "kind", "gene", "phenotype")), strict=True)
     ):
-        sets, targets, exposed = (data.column(c)[i].values.to_numpy(zero_copy_only=False)
-                                  for c in ("sets", "targets", "exposed"))  # fmt: skip
+        members = data.column("members")[i].values
+        sets, targets, exposed = (members.field(f).to_numpy(zero_copy_only=False) for f in ("set", "target", "exposed"))
         row = estimate(exposure, sets, targets, exposed, (published or {}).get(exposure)).row()
         rows.append({**({by: group} if by else {}), "kind": kind, "gene": gene, "phenotype": phenotype, **row})
     return rows
