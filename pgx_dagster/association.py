@@ -125,14 +125,11 @@ def estimate(
         side = "every" if exposed_target.all() else "no"
         note = f"not estimable: separation - the target is exposed in {side} set whose members differ in exposure"
         return Estimate(**base, **{**empty, **mh_fields}, note=note)
-    model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=sets[keep])
-    try:
-        if published:
-            beta, converged = _newton_step(model, tables, math.log(published))
-        else:
-            beta, converged = _fit(model, tables, mh_fields["mh_odds_ratio"], base["sets_used"])
-    except np.linalg.LinAlgError:  # a flat likelihood: the information matrix is singular
-        beta, converged = math.nan, False
+    if published:  # statsmodels' ConditionalLogit judges a published odds ratio (the checks)
+        model = ConditionalLogit(y[keep], x[keep].reshape(-1, 1), groups=sets[keep])
+        beta, converged = _newton_step(model, tables, math.log(published))
+    else:
+        beta, converged = _fit(tables, mh_fields["mh_odds_ratio"], base["sets_used"])
     # the SE from the information of the closed form: exact, where statsmodels' Hessian is a forward difference
     information = _score_information(tables, beta)[1] if math.isfinite(beta) else math.nan
     se = 1 / math.sqrt(information) if information > 0 else math.nan
@@ -159,11 +156,12 @@ def _score_information(tables: np.ndarray, beta: float) -> tuple[float, float]:
     return float((e - w / (w + n - k)).sum()), float((w * (n - k) / (w + n - k) ** 2).sum())
 
 
-def _fit(model, tables: np.ndarray, start: float | None, sets_used: int) -> tuple[float, bool]:
+def _fit(tables: np.ndarray, start: float | None, sets_used: int) -> tuple[float, bool]:
     """(log OR, converged): Newton-Raphson on the closed form of the likelihood (_score_information) from
-    `start` (the Mantel-Haenszel OR), to the last bits in a few vectorized steps; statsmodels' ConditionalLogit
-    score there says whether it is the maximum (it stays the reference: its own fit() evaluated its score and
-    a numerical Hessian 4-5 times per exposure, most of the analysis's time)."""
+    `start` (the Mantel-Haenszel OR), to the last bits in a few vectorized steps. statsmodels' ConditionalLogit
+    fit() evaluated its score and a numerical Hessian 4-5 times per exposure, most of the analysis's time; it
+    stays the reference: the checks judge every published odds ratio with its score (_newton_step), and a test
+    holds this fit to its fit() on random sets."""
     beta = math.log(start) if start else 0.0
     for _ in range(100):
         score, information = _score_information(tables, beta)
@@ -172,7 +170,7 @@ def _fit(model, tables: np.ndarray, start: float | None, sets_used: int) -> tupl
         beta += score / information
         if abs(score / information) < 1e-13:
             break
-    return beta, abs(float(model.score(np.array([beta]))[0])) < 1e-6 * sets_used
+    return beta, abs(_score_information(tables, beta)[0]) < 1e-6 * sets_used
 
 
 def _newton_step(model, tables: np.ndarray, beta: float) -> tuple[float, bool]:
