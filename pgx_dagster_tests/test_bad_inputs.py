@@ -294,6 +294,7 @@ def test_a_damaged_file_ends_pgx_materialize_with_one_message_also_shown_in_dags
     assert f"person_index [all]: {description}" in out  # the same words in the shell and in the UI
 
 
+@pytest.mark.slow  # a second whole backfill with a failing guard (35 s): `make test-slow`
 def test_pgx_status_counts_a_partition_that_failed_qa_and_what_was_built_on_it_as_not_complete(extract, tmp_path):
     """A backfill runs a failed check's children anyway (docs/user-guide/checks.md), and Dagster counts
     the partition done. `pgx status` does not: the silver partitions whose ERROR guard failed count as failed

@@ -42,13 +42,14 @@ def test_one_backfill_materialized_every_partition_and_every_check_passed(pipeli
     assert outcome.succeeded and outcome.status == "COMPLETED_SUCCESS"
     assert [c for c in outcome.checks if not c[3]] == []
     # 5 person_index + 8 claims_intake checks (one shard) + 35 x (11 silver + 6 imputed + 3 events + 4 cohort)
-    # + 2 demographics + 7 analysis
-    assert len(outcome.checks) == 5 + 8 + 35 * 24 + 2 + 7
+    # + 2 demographics + 8 analysis
+    assert len(outcome.checks) == 5 + 8 + 35 * 24 + 2 + 8
     assert {a: len(p) for a, p in outcome.rows.items()} == {
         "person_index": 1, "claims_intake": 1, "silver_medical": 35, "silver_pharmacy": 35, "person_facts": 1,
             "member_demographics": 1,
         "imputed_medical": 35, "imputed_pharmacy": 35, "events": 35, "cohort_opioid_ed": 35, "cohort_attrition": 1,
-        "pgx_exposures": 1, "covariate_balance": 1, "matched_association": 1, "cohort_export": 1, "cohort_report": 1,
+        "pgx_exposures": 1, "covariate_balance": 1, "matched_association": 1, "sensitivity_association": 1,
+        "cohort_export": 1, "cohort_report": 1,
     }  # fmt: skip
 
 
@@ -188,7 +189,7 @@ def test_pgx_status_is_the_legacy_dashboard_per_stage(pipeline):
     assert backfill.backfill_id == pipeline.report.backfill_id
     assert list(stages) == ["intake", "silver", "demographics", "imputed", "events", "cohorts", "analysis"]
     expected = {"intake": 2, "silver": 70, "demographics": 2, "imputed": 70, "events": 35, "cohorts": 35,
-                "analysis": 6}  # fmt: skip
+                "analysis": 7}  # fmt: skip
     assert {name: (len(f.targeted), len(f.done), len(f.failed), len(f.qa_failed | f.on_failed))
             for name, f in stages.items()} == {name: (n, n, 0, 0) for name, n in expected.items()}  # fmt: skip
     rows = pipeline.report.rows

@@ -219,6 +219,7 @@ def test_run_retries_decide_once_the_run_is_marked_failed(instance, tmp_path):
     ]
 
 
+@pytest.mark.slow  # a stress test of 16 concurrent launches (33 s): `make test-slow`
 def test_runs_launched_from_several_threads_at_once(instance, tmp_path):
     """The run queue launches with `dequeue_use_threads`: concurrent launches must all start. (The
     daemon once lost a run to a shared dict mutated across threads; this test exercises concurrent

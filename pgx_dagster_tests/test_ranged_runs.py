@@ -104,6 +104,7 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
         "pgx_exposures": 2,
         "covariate_balance": 1,
         "matched_association": 1,
+        "sensitivity_association": 1,
         "cohort_export": 1,
         "cohort_report": 1,
     }

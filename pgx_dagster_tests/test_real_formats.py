@@ -417,6 +417,7 @@ def desynpuf(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(expected=exp, run=run, got=lake_figures(run.lake) if run.returncode == 0 else None)
 
 
+@pytest.mark.slow  # a whole pipeline on the DE-SynPUF sample: `make test-slow` (the default run's budget)
 def test_desynpuf_pipeline_runs_on_2008_2010_and_every_check_passes(desynpuf):
     assert desynpuf.run.returncode == 0, desynpuf.run.stdout[-3000:] + desynpuf.run.stderr[-3000:]
     assert "All checks passed." in desynpuf.run.stdout
@@ -424,6 +425,7 @@ def test_desynpuf_pipeline_runs_on_2008_2010_and_every_check_passes(desynpuf):
     assert " 21 " in next(line for line in desynpuf.run.stdout.splitlines() if line.startswith("silver_medical"))
 
 
+@pytest.mark.slow  # a whole pipeline on the DE-SynPUF sample: `make test-slow` (the default run's budget)
 def test_desynpuf_persons_claim_lines_and_fills_match_the_source(desynpuf):
     exp, got = desynpuf.expected, desynpuf.got
     assert got["persons"] == exp["persons"]
@@ -433,6 +435,7 @@ def test_desynpuf_persons_claim_lines_and_fills_match_the_source(desynpuf):
     assert sum(got["pharmacy"].values()) == exp["pde_rows"]
 
 
+@pytest.mark.slow  # a whole pipeline on the DE-SynPUF sample: `make test-slow` (the default run's budget)
 def test_desynpuf_icd9_events_and_ed_visits_by_cpt(desynpuf):
     exp, got = desynpuf.expected, desynpuf.got
     assert got["ed_visits"] == exp["ed_visits"] and sum(exp["ed_visits"].values()) > 0
@@ -443,6 +446,7 @@ def test_desynpuf_icd9_events_and_ed_visits_by_cpt(desynpuf):
     assert got["mme_sum"] == pytest.approx(exp["mme_sum"])
 
 
+@pytest.mark.slow  # a whole pipeline on the DE-SynPUF sample: `make test-slow` (the default run's budget)
 def test_desynpuf_demographics_complete_and_empty_cohort_reported(desynpuf):
     got = desynpuf.got
     gaps, rows = got["demographics_gaps"]
@@ -450,6 +454,7 @@ def test_desynpuf_demographics_complete_and_empty_cohort_reported(desynpuf):
     assert got["cohort_rows"] == 0 and got["strata_targets"] == 0
 
 
+@pytest.mark.slow  # a whole pipeline on the DE-SynPUF sample: `make test-slow` (the default run's budget)
 def test_desynpuf_dates_are_icd9_era(desynpuf):
     con = duckdb.connect()
     systems = q(

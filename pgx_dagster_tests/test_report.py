@@ -468,8 +468,21 @@ def test_the_boosted_report_in_chromium_shows_every_section_and_the_consort_numb
             "[data-step]", "els => els.map(e => [e.dataset.step, e.dataset.count, e.dataset.unit, e.textContent])"
         )
         page_.locator("#consort").screenshot(path=str(ARTIFACTS / "cohort_report_consort.png"))
+        page_.screenshot(path=str(ARTIFACTS / "cohort_report.png"))
+        dom = page_.content()
     finally:
         close()
+    (ARTIFACTS / "cohort_report.html").write_text(dom)
+    # the plots are inline SVG with their labels as text
+    love = re.search(r'id="love-plot".*?</svg>', dom, re.S).group(0)
+    forest = re.search(r'id="forest-plot".*?</svg>', dom, re.S).group(0)
+    assert "age_band 65-74" in love and "prior_opioid_fills" in love
+    assert "cyp2d6_opioid_functional_poor" in forest
+    assert re.search(r"cyp2d6_opioid_functional_poor</b>: OR \d+\.\d\d \(95% CI", dom)
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', dom)  # nothing from the network
+    for item in ("git commit", "code sets", "seed", "extract date"):  # provenance
+        assert f"<td>{item}</td>" in dom, item
+    assert re.search(r"\d[\d,]* of \d[\d,]* check verdicts passed", dom)
     assert sorted((s, int(c), u) for s, c, u, _ in shown) == sorted((f"{p}:{o}", n, u) for p, o, n, u in attrition)
     for _, count, unit, text in shown:  # every number labelled with its unit
         assert text.startswith(f"{int(count):,} ") and text.split(" ", 1)[1].rstrip("s") == unit.rstrip("s")

@@ -441,6 +441,19 @@ def sensitivity_association(log: Logger, lake: LakeResource, s: Session, name: s
     )  # fmt: skip
 
 
+@partitioned_check(sensitivity_association, name="sensitivity_association_consistent")
+def sensitivity_consistent(s: Session, lake: LakeResource, name: str):
+    """Every sensitivity analysis estimated every exposure of the primary (the all-persons one exactly the
+    genotype-based ones), the primary rows are the association's, and every estimate is well formed: an odds ratio
+    exactly when there is no note, inside its 95% CI, p and q in [0, 1] with q >= p."""
+    read_analysis(s, lake, name, "sensitivity")
+    read_analysis(s, lake, name, "association")
+    f = s.rows(sql_text("analysis/sensitivity_check"))[0]
+    passed = f["rows_checked"] > 0 and not any(
+        f[k] for k in ("exposures_missing_or_extra", "primary_differing", "estimates_malformed"))  # fmt: skip
+    return verdict(passed, f)
+
+
 # ---- exports ---------------------------------------------------------------------------------------------
 RATIO_FAULTS = ("sets_without_a_target", "sets_with_several_targets", "sets_over_the_ratio",
                 "sets_with_a_wrong_recorded_shortage")  # fmt: skip
