@@ -259,6 +259,7 @@ def test_the_checks_partition_grid_reads_passed_35_in_chromium(ui):
     assert f"Passed ({total})" in text and "Missing (0)" in text, text[:2000]
 
 
+@pytest.mark.slow  # a second backfill of named partitions (23 s): `make test-slow`
 def test_pgx_materialize_with_named_partitions_runs_the_assets_that_have_them(pipeline, tmp_path):
     """`pgx materialize --partitions K`: Dagster applies a backfill's keys to its first asset, which for the whole
     graph is claims_intake (partitioned by shard), so the keys go to the assets partitioned by age_band|event_year."""

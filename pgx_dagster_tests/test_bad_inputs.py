@@ -264,6 +264,7 @@ def test_conflicting_birth_years_resolve_by_consensus_and_say_so(extract, fresh)
     assert rows == [(born - 7, "member_consensus")]
 
 
+@pytest.mark.slow  # a whole backfill over a damaged file (20 s): `make test-slow`
 def test_a_damaged_file_ends_pgx_materialize_with_one_message_also_shown_in_dagster(extract, tmp_path):
     """Through the real command: the message names the file, it is what the Dagster UI shows as the step's
     failure, no Python frame is printed, and the step was not retried (a damaged file is no transient)."""

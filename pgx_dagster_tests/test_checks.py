@@ -254,6 +254,7 @@ def test_the_drug_reference_check_warns_when_no_fill_matches_any_reference(check
 CONSENSUS_COUNTS = [*CONSENSUS_DAMAGE, "member_years_with_claims", "member_years_enrolled_without_claims"]
 
 
+@pytest.mark.slow  # the whole consensus check in units, once per damage (~6 s each): `make test-slow`
 @pytest.mark.parametrize("figure", CONSENSUS_DAMAGE)
 def test_consensus_check_in_units_counts_what_it_does_whole(checked, tmp_path, monkeypatch, figure):
     """The consensus check works in units (by person, by member) to keep to a worker's memory: with many

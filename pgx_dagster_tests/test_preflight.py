@@ -230,6 +230,7 @@ def test_an_unknown_cohort_setting_suggests_the_closest(tmp_path):
     assert list(broken) == [str(folder / "opioid_ed_b.toml")]
 
 
+@pytest.mark.slow  # `pgx status` over a backfill with a broken cohort file (12 s): `make test-slow`
 def test_pgx_status_reports_a_broken_cohort_file_and_shows_the_rest(tmp_path, home):
     from pgx_dagster.ops.backfill import Client
     from pgx_dagster.ops.services import free_port, prepare_storage, spawn, stop, wait_for_url
