@@ -1,8 +1,8 @@
 # The code image (docs/operations/aws.md): the pgx_dagster code location as its own gRPC server, which
 # deploy/workspace.yaml points the webserver and daemon at (host PGX_CODE_LOCATION_HOST, port 4000).
-# The same image serves the other roles with another command:
+# The same image serves the other roles with another command, Dagster's own daemon and webserver as shipped:
 #   ECS run tasks    SizedEcsRunLauncher gives them `dagster api execute_run ...` (the code location's task definition)
-#   the daemon       pgx daemon -w workspace.yaml
+#   the daemon       dagster-daemon run -w workspace.yaml
 #   the webserver    dagster-webserver -w workspace.yaml -h 0.0.0.0 -p 3000
 # Build: docker build -t pgx-dagster .
 FROM python:3.11-slim

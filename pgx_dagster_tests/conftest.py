@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from pgx_dagster.ops.services import spawn
 from pgx_dagster.ops.synth import generate
 from pgx_dagster.settings import event_years
+from pgx_dagster_tests.services import apt_install, free_port
 
 SMALL_PERSONS = 2500
 SEED = 7
@@ -81,3 +89,76 @@ def boosted(tmp_path_factory) -> SimpleNamespace:
     lake, home = base / "lake", base / "dagster_home"
     outcome = run_backfill(str(raw), str(lake), home, env={"PGX_GENOTYPES": str(genotypes)})
     return SimpleNamespace(raw=raw, lake=lake, home=home, manifest=manifest, report=outcome, genotypes=genotypes)
+
+
+# ---- PostgreSQL, for the production instance (deploy/dagster.yaml) -------------------------------------------
+PG_ENV = {
+    "DAGSTER_PG_HOST": "127.0.0.1",
+    "DAGSTER_PG_DB": "dagster",
+    "DAGSTER_PG_USERNAME": "dagster",
+    "DAGSTER_PG_PASSWORD": "not-a-secret",
+}
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        apt_install("postgresql")
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent
+
+
+def _as_postgres(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run(prefix + cmd, check=True, capture_output=True, text=True, timeout=120, **kw)
+
+
+def _as_postgres_ready(bindir: Path, port: int) -> bool:
+    done = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server on loopback, stopped by its process id; yields the DAGSTER_PG_* variables that
+    deploy/dagster.yaml reads."""
+    bindir = _pg_bin()
+    # pytest's temp folders are private to root; the server runs as the postgres user.
+    base = Path(tempfile.mkdtemp(prefix="pgx_postgres_"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+    pwfile = base / "pw"
+    pwfile.write_text(PG_ENV["DAGSTER_PG_PASSWORD"])
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres")
+    _as_postgres(
+        [str(bindir / "initdb"), "-D", str(data), "-U", "dagster", f"--pwfile={pwfile}", "--auth=scram-sha-256"]
+    )
+    port = free_port()
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    log = base / "postgres.log"
+    proc = spawn(
+        prefix + [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(sock)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(120):
+            if _as_postgres_ready(bindir, port):
+                break
+            time.sleep(0.5)
+        _as_postgres(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "dagster", "dagster"],
+            env={**os.environ, "PGPASSWORD": PG_ENV["DAGSTER_PG_PASSWORD"]},
+        )
+        yield {**PG_ENV, "DAGSTER_PG_PORT": str(port)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(base, ignore_errors=True)

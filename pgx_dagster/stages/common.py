@@ -76,6 +76,12 @@ SHARD_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
 WHOLE_EXTRACT = ("", "shard")
 
 
+def task_of(partitions: str) -> dict[str, str]:
+    """The ECS task size of a step of this partition scope. Asset tags for the UI, and op tags as well: only op
+    tags reach a run's stored execution plan, where the launcher reads them without importing this code."""
+    return GLOBAL_TASK if partitions in WHOLE_EXTRACT else PARTITION_TASK
+
+
 @dataclass(frozen=True)
 class Check:
     """One asset check: its name, what it verifies, and `run(lake, duckdb, *partition)`."""
@@ -133,7 +139,15 @@ def global_asset(name: str, **asset_args: Any) -> Callable[[Callable[..., dict[s
         WORK[name] = Work(partitions="", run=run)
         asset_args.setdefault("description", inspect.getdoc(run))
 
-        @asset(name=name, retry_policy=STEP_RETRY, kinds=KINDS, owners=OWNERS, tags=GLOBAL_TASK, **asset_args)
+        @asset(
+            name=name,
+            retry_policy=STEP_RETRY,
+            kinds=KINDS,
+            owners=OWNERS,
+            tags=GLOBAL_TASK,
+            op_tags=GLOBAL_TASK,
+            **asset_args,
+        )
         def whole_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> MaterializeResult:
             reset_peak_rss()
             with os_faults(step_folders(lake, duckdb)):
@@ -213,7 +227,7 @@ def partitioned_asset(
             retry_policy=STEP_RETRY,
             kinds=KINDS,
             backfill_policy=asset_args.pop("backfill_policy", SHARD_POLICY if whole else PARTITION_POLICY),
-            **{"owners": OWNERS, "tags": GLOBAL_TASK if whole else PARTITION_TASK, **asset_args},
+            **{"owners": OWNERS, "tags": task_of(partitions), "op_tags": task_of(partitions), **asset_args},
         )
         def partition_asset(context: AssetExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> None:
             extra = (
@@ -250,7 +264,13 @@ def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
     ]
     outputs = {spec.key: spec.get_python_identifier() for spec in specs}
 
-    @multi_asset_check(name=f"{asset_name}_checks", specs=specs, can_subset=True, retry_policy=STEP_RETRY)
+    @multi_asset_check(
+        name=f"{asset_name}_checks",
+        specs=specs,
+        can_subset=True,
+        retry_policy=STEP_RETRY,
+        op_tags=task_of(work.partitions),
+    )
     def checks(context: AssetCheckExecutionContext, lake: LakeResource, duckdb: DuckDBWorker) -> Iterator:
         selected = [
             c for c in work.registered if AssetCheckKey(asset_def.key, c.name) in context.selected_asset_check_keys
