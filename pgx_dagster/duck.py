@@ -312,10 +312,6 @@ class DuckDBWorker(DuckDBResource):
         with tempfile.TemporaryDirectory(prefix="pgx_units_", dir=self.temp_root) as folder:
             yield folder
 
-    @classmethod
-    def _is_dagster_maintained(cls) -> bool:
-        return False  # our subclass, not dagster-duckdb's resource as shipped
-
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """DuckDBResource's API: a connection (this process's database, the worker's settings)."""

@@ -18,13 +18,12 @@ def test_the_target_is_dagsters_own_record_of_the_materialization():
 
 
 def test_a_moved_class_falls_back_to_no_target_with_one_warning(monkeypatch):
-    def gone(module, name, fallback):
-        raise dagster_private.DagsterUpgradeError(f"{module}.{name} is gone: {fallback}")
-
-    monkeypatch.setattr(dagster_private, "_private", gone)
-    monkeypatch.setattr(dagster_private, "_target_warned", [])
-    with pytest.warns(UserWarning, match="AssetCheckEvaluationTargetMaterializationData is gone"):
+    module, name = dagster_private.PRIVATE["check_target"]
+    monkeypatch.setitem(dagster_private.PRIVATE, "check_target", (module, f"{name}Moved"))
+    monkeypatch.setattr(dagster_private, "_warned", set())
+    with pytest.warns(UserWarning, match="AssetCheckEvaluationTargetMaterializationDataMoved is gone") as caught:
         assert dagster_private.check_target(1, "r", 0.0) is None
+    assert len(caught) == 1 and "partition grid only where a run covers one partition" in str(caught[0].message)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second time: no warning
         assert dagster_private.check_target(2, "r", 0.0) is None

@@ -1,6 +1,8 @@
 """The local run launcher (pgx_dagster/ops/launcher.py): a run executes in a process forked from the
-warm forkserver, and can be terminated and health-checked by its process id, as users do from the UI.
-The daemon path (queue -> launcher -> run) is exercised by test_backfill_ui and test_benchmark."""
+warm forkserver, can be terminated by its process id as users do from the UI, and is reported failed when its
+process dies first. Where Dagster has moved the one private name it needs, it launches as Dagster's
+DefaultRunLauncher does, through a stock daemon (test_a_moved_run_body_launches_as_dagsters_default_launcher).
+The daemon path (queue -> launcher -> run) is also exercised by test_backfill_ui and test_benchmark."""
 
 import os
 import signal
@@ -17,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from dagster import (
     Config,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     RunsFilter,
@@ -28,13 +31,8 @@ from dagster import (
 )
 
 from pgx_dagster.ops import dagster_private
-from pgx_dagster.ops.dagster_private import (
-    CheckRunHealthResult,
-    LaunchRunContext,
-    WorkerStatus,
-    execute_run_command_body,
-)
 from pgx_dagster.ops.launcher import WORKER_TAG, PreloadedRunLauncher
+from pgx_dagster.ops.services import spawn, stop
 
 
 class MarkerConfig(Config):
@@ -85,9 +83,14 @@ def _create(instance: DagsterInstance, marker: Path, wait_s: float, job_def=mark
     )
 
 
+def _context(run) -> SimpleNamespace:
+    """What a run launcher is given (Dagster's LaunchRunContext is private): the run, and no workspace."""
+    return SimpleNamespace(dagster_run=run, workspace=None)
+
+
 def _launch(instance: DagsterInstance, marker: Path, wait_s: float, job_def=marker_job):
     run = _create(instance, marker, wait_s, job_def)
-    instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    instance.run_launcher.launch_run(_context(run))
     return run
 
 
@@ -101,17 +104,6 @@ def _wait_for(instance: DagsterInstance, run_id: str, statuses: set[DagsterRunSt
     raise AssertionError(f"run {run_id} is {instance.get_run_by_id(run_id).status}, not in {statuses}")
 
 
-def _health_once_exited(instance: DagsterInstance, run_id: str, timeout: float = 30) -> CheckRunHealthResult:
-    """The run worker's health once its process has gone. A worker writes its run's final event a
-    moment before it exits, so the health check may still see it RUNNING for a while."""
-    deadline = time.monotonic() + timeout
-    while True:
-        health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id))
-        if health.status != WorkerStatus.RUNNING or time.monotonic() > deadline:
-            return health
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def instance(tmp_path):
     with _instance(tmp_path) as inst:
@@ -120,7 +112,7 @@ def instance(tmp_path):
 
 
 def test_entry_point_exists():
-    assert callable(execute_run_command_body())
+    assert callable(dagster_private.execute_run_command_body())
 
 
 def test_run_executes_in_a_forked_process(instance, tmp_path):
@@ -130,7 +122,7 @@ def test_run_executes_in_a_forked_process(instance, tmp_path):
     worker_pid = int((tmp_path / "marker").read_text())
     assert worker_pid != os.getpid()
     assert finished.tags[WORKER_TAG].endswith(f":{worker_pid}")
-    assert _health_once_exited(instance, run.run_id).status == WorkerStatus.SUCCESS
+    assert not instance.run_launcher.supports_check_run_worker_health  # Dagster's: the launcher reports a lost run
 
 
 WARM_RUN = """
@@ -208,7 +200,7 @@ def test_run_retries_decide_once_the_run_is_marked_failed(instance, tmp_path):
     assert seen_before == [DagsterRunStatus.STARTING] and decided == [DagsterRunStatus.FAILURE]
     # what pgx daemon installs: Dagster's retry handler, behind the wait
     try:
-        dagster_private.settle_run_retries(5.0)
+        assert dagster_private.settle_run_retries(5.0) is True
         handlers = dagster_private.run_retry_handlers()
         assert [h.__qualname__ for h in handlers] == ["once_finished.<locals>.handle_finished"]
         assert [h.__name__ for h in handlers] == ["consume_new_runs_for_automatic_reexecution"]
@@ -230,7 +222,7 @@ def test_runs_launched_from_several_threads_at_once(instance, tmp_path):
 
     def launch(run):
         barrier.wait()
-        instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        instance.run_launcher.launch_run(_context(run))
 
     with ThreadPoolExecutor(max_workers=n) as pool:
         list(pool.map(launch, runs))
@@ -253,7 +245,7 @@ def test_terminate_cancels_the_run(instance, tmp_path):
     deadline = time.monotonic() + 30
     while not (tmp_path / "marker").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert instance.run_launcher.check_run_worker_health(started).status == WorkerStatus.RUNNING
+    assert started.status == DagsterRunStatus.STARTED
     assert instance.run_launcher.terminate(run.run_id) is True
     canceled = _wait_for(instance, run.run_id, {DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE}, timeout=60)
     assert canceled.status == DagsterRunStatus.CANCELED
@@ -267,9 +259,65 @@ def test_a_killed_run_process_is_reported_failed(instance, tmp_path):
         time.sleep(0.1)
     pid = int((tmp_path / "marker").read_text())
     os.kill(pid, signal.SIGKILL)
-    health = _health_once_exited(instance, run.run_id)
-    assert health.status == WorkerStatus.FAILED
-    assert str(pid) in health.msg
+    # the launcher reports it as soon as the process is gone, with what to do: run retries start it again
+    failed = _wait_for(instance, run.run_id, {DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS})
+    assert failed.status == DagsterRunStatus.FAILURE
+    messages = [e.message for e in instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)]
+    assert len(messages) == 1 and f"the run's process ({pid}) died before the run finished" in messages[0]
+    assert "every partition of the run" in messages[0] and "re-execute the run from the UI" in messages[0]
+
+
+# Dagster as after an upgrade that moved the private names: imported by every process on this PYTHONPATH.
+MOVED_NAMES = """
+from pgx_dagster.ops import dagster_private
+for what, (module, name) in list(dagster_private.PRIVATE.items()):
+    dagster_private.PRIVATE[what] = (module, name + "_moved")
+"""
+FALLBACK_INSTANCE = """
+telemetry: {enabled: false}
+run_launcher: {module: pgx_dagster.ops.launcher, class: PreloadedRunLauncher}
+run_queue: {dequeue_interval_seconds: 1}
+"""
+
+
+def test_a_moved_run_body_launches_as_dagsters_default_launcher(tmp_path, monkeypatch):
+    """The launcher's fallback: with the private name gone, a stock `dagster-daemon run` launches the queued run
+    through Dagster's own path (the code server spawns it), the run succeeds, and the daemon warned once."""
+    home, patch = tmp_path / "home", tmp_path / "moved"
+    home.mkdir(), patch.mkdir()
+    (home / "dagster.yaml").write_text(FALLBACK_INSTANCE)
+    (patch / "sitecustomize.py").write_text(MOVED_NAMES)
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "workspace.yaml").write_text(
+        f"load_from:\n  - python_file:\n      relative_path: {Path(__file__).resolve()}\n"
+        f"      attribute: marker_job\n      location_name: launcher_test\n      working_directory: {repo}\n"
+    )
+    marker = tmp_path / "marker"
+    (tmp_path / "run.yaml").write_text(f"ops: {{write_marker_then_wait: {{config: {{marker: '{marker}'}}}}}}\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": os.pathsep.join([str(patch), str(repo)])}
+    scripts, workspace = Path(sys.executable).parent, str(tmp_path / "workspace.yaml")
+    with open(tmp_path / "daemon.log", "w") as log:  # Dagster's own daemon, from its console script
+        daemon = spawn([str(scripts / "dagster-daemon"), "run", "-w", workspace], env=env, stdout=log,
+                       stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
+    try:
+        launched = subprocess.run(
+            [str(scripts / "dagster"), "job", "launch", "-w", workspace, "-j", "marker_job",
+             "-c", str(tmp_path / "run.yaml")],
+            env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        )  # fmt: skip
+        assert launched.returncode == 0, launched.stderr[-3000:]
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with DagsterInstance.get() as instance:
+            (run,) = instance.get_runs()
+            finished = _wait_for(instance, run.run_id, {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE}, 180)
+    finally:
+        stop(daemon)
+    log = (tmp_path / "daemon.log").read_text()
+    assert finished.status == DagsterRunStatus.SUCCESS, log[-3000:]
+    # Dagster's own launch: the code server that ran it is tagged, no forked process is
+    assert WORKER_TAG not in finished.tags and any(t.endswith("dagster/grpc_info") for t in finished.tags)
+    assert int(marker.read_text()) != daemon.pid
+    assert log.count("_execute_run_command_body_moved is gone in Dagster") == 1, log[-3000:]
 
 
 IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
@@ -303,7 +351,7 @@ def test_stopping_a_service_leaves_nothing_of_its_process_group(inherited):
     import sys
 
     from pgx_dagster.ops.reaper import group_alive
-    from pgx_dagster.ops.services import reap_on_death, spawn, stop
+    from pgx_dagster.ops.services import reap_on_death
 
     with _sigterm(inherited):
         leader = spawn([sys.executable, "-c", LEADER])

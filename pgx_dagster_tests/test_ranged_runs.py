@@ -8,7 +8,6 @@ from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, defi
 
 from pgx_dagster.datasets import SILVER
 from pgx_dagster.definitions import defs
-from pgx_dagster.ops import dagster_private
 from pgx_dagster.partitions import AGE_BANDS, claims_partitions
 from pgx_dagster.resources import build_resources
 from pgx_dagster.stages.common import COHORT_POLICY, PARTITION_POLICY, WORK
@@ -108,27 +107,3 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
         "cohort_export": 1,
         "cohort_report": 1,
     }
-
-
-def test_pgx_daemon_can_shorten_the_daemon_loop():
-    before = dagster_private.daemon_interval()
-    try:
-        dagster_private.set_daemon_interval(2.5)
-        assert dagster_private.daemon_interval() == 2.5
-    finally:
-        dagster_private.set_daemon_interval(before)
-
-
-def test_pgx_daemon_shortens_the_run_queue_loop_below_whole_seconds():
-    # the queue daemon as Dagster's daemon controller builds it from dagster.yaml's dequeue_interval_seconds
-    try:
-        assert dagster_private.queue_interval(1) == 1  # whole seconds, as Dagster has it
-        dagster_private.set_queue_interval(0.5)
-        dagster_private.set_queue_interval(0.5)  # twice: the same
-        assert dagster_private.queue_interval(1) == 0.5
-        assert dagster_private.queue_interval(3) == 0.5
-        dagster_private.set_queue_interval(2)
-        assert dagster_private.queue_interval(1) == 1  # never longer than configured
-    finally:
-        dagster_private.set_queue_interval(None)
-    assert dagster_private.queue_interval(3) == 3

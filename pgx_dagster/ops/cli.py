@@ -173,8 +173,8 @@ def _main(argv: list[str] | None = None) -> None:
     )
     sub.add_parser(
         "daemon",
-        help="`dagster-daemon run` (options passed on), its daemons and run queue looping every "
-        "PGX_DAEMON_TICK_SECONDS (default 0.5; Dagster's 30)",
+        help="`dagster-daemon run` (options passed on), its daemons looping every PGX_DAEMON_TICK_SECONDS "
+        "(default 0.5; Dagster's 30) and run retries decided once the failed run's status is stored",
     )
     a, extra = ap.parse_known_args(argv)
     if a.command == "daemon":

@@ -1,11 +1,13 @@
-"""`pgx daemon`: `dagster-daemon run` with a shorter loop.
+"""`pgx daemon`: Dagster's `dagster-daemon run`, started from its console script, with a shorter loop.
 
-Dagster 1.13's daemons loop every 30 s and no setting changes it. An asset backfill advances at most
-one dependency level per loop, and our graph has six (intake, silver, demographics, imputed + events,
-cohorts, analysis), so a backfill would wait minutes between runs however small the data; each level's
-runs then wait for the run queue's loop, whole seconds in dagster.yaml. PGX_DAEMON_TICK_SECONDS (default
-0.5) sets both loops (the queue's at most that). The names are private (ops/dagster_private.py): an
-upgrade that moves them stops `pgx daemon` with a message, and `dagster-daemon run` still works.
+Dagster 1.13's daemons loop every 30 s and no setting changes it (dagster-io/dagster#11649). An asset backfill
+advances at most one dependency level per loop, and our graph has six (intake, silver, demographics, imputed +
+events, cohorts, analysis), so a backfill would wait minutes between runs however small the data.
+PGX_DAEMON_TICK_SECONDS (default 0.5) sets the loop; the run queue's is dagster.yaml's
+`run_queue.dequeue_interval_seconds` (whole seconds). It also waits for a failed run's status before deciding its
+retry (`settle_run_retries`: Dagster's retry consumer can skip a run for good). Both use private names
+(ops/dagster_private.py): where an upgrade has moved one, it warns once and the daemon does as Dagster's does.
+`dagster-daemon run` is Dagster's own daemon, unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from pgx_dagster.ops import dagster_private
 from pgx_dagster.settings import daemon_tick_seconds
@@ -59,12 +65,26 @@ def running_daemon(home: str | Path) -> tuple[int, dict[str, str]] | None:
     return record["pid"], record["settings"]
 
 
+def accelerate(tick_seconds: float) -> dict[str, bool]:
+    """What `pgx daemon` changes in the daemon it runs, each where its private name resolves (else one warning and
+    Dagster's own behaviour): the loop interval, and the run retry consumer that waits for a failed run's status."""
+    return {
+        "daemon_interval": dagster_private.set_daemon_interval(tick_seconds),
+        "retry_consumer": dagster_private.settle_run_retries(),
+    }
+
+
+def dagster_daemon_main() -> Callable[[], Any]:
+    """The `dagster-daemon` console script's function (reads sys.argv), from Dagster's own entry point."""
+    (script,) = entry_points(group="console_scripts", name="dagster-daemon")
+    return script.load()
+
+
 def main(argv: list[str] | None = None) -> None:
     """`pgx daemon [dagster-daemon run options]`."""
-    dagster_private.check()
-    dagster_private.set_daemon_interval(daemon_tick_seconds())
-    dagster_private.set_queue_interval(daemon_tick_seconds())
-    dagster_private.settle_run_retries()
+    if (why := dagster_private.untested_version()) is not None:
+        warnings.warn(why, stacklevel=2)
+    accelerate(daemon_tick_seconds())
     home = os.environ.get("DAGSTER_HOME")
     if home:
         pid_file(home).write_text(json.dumps({"pid": os.getpid(), "settings": settings()}))
@@ -73,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     start_forkserver()
     sys.argv = ["dagster-daemon", "run", *(argv or [])]
     try:
-        dagster_private.daemon_main()()
+        dagster_daemon_main()()
     finally:
         if home and (running_daemon(home) or (None,))[0] == os.getpid():
             pid_file(home).unlink(missing_ok=True)

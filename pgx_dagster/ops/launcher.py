@@ -9,12 +9,14 @@ from it in milliseconds, finds our code location imported too unless a file of i
 imports it afresh: an edit reaches the next run, as with the code server; ops/warm_code.py) and executes
 the run exactly as `dagster api execute_run` does - the path Dagster's container launchers use.
 
+- It is Dagster's DefaultRunLauncher (a subclass using its public API) except for where a run executes.
+  The one private name it needs is the body of `dagster api execute_run` (ops/dagster_private.py); where a
+  Dagster upgrade has moved it, it warns once and launches every run as DefaultRunLauncher does.
 - Terminate (UI or GraphQL, from any process on this machine): marks the run canceling and sends its
   process SIGTERM, which Dagster turns into a clean cancel.
-- Run monitoring: a run whose process is gone (killed, out of memory) is reported failed, so the run
-  retries in dagster.yaml start again.
-- The Dagster names it needs are private (ops/dagster_private.py, each behind a version guard):
-  `run_launcher` can be removed from dagster.yaml to fall back to Dagster's default launcher.
+- A run whose process is gone (killed, out of memory) before the run finished is reported failed, by the
+  launching process as soon as the process exits, so the run retries in dagster.yaml start again.
+- Opt-in: `run_launcher` in the repo's dagster.yaml; remove it for Dagster's default launcher.
 """
 
 from __future__ import annotations
@@ -23,23 +25,22 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import DagsterRun, serialize_value
-
-from pgx_dagster.ops.dagster_private import (
-    RUN_ENTRY_MODULE,
-    CheckRunHealthResult,
-    ConfigurableClass,
-    ConfigurableClassData,
-    LaunchRunContext,
-    RunLauncher,
-    WorkerStatus,
-    capture_interrupts,
-    execute_run_command_body,
-    instance_from_ref,
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultRunLauncher,
+    deserialize_value,
+    serialize_value,
 )
+
+from pgx_dagster.ops import dagster_private
+from pgx_dagster.ops.dagster_private import RUN_ENTRY_MODULE
 
 WORKER_TAG = "pgx/run_worker"  # "<host>:<pid>" of the run's process
 RUN_PROCESS_PREFIX = "dagster-run-"
@@ -65,8 +66,6 @@ def forkserver_context(preload: Sequence[str] = PRELOAD) -> Any:
 
 def start_forkserver() -> None:
     """For `pgx daemon`: warm the forkserver if this instance launches runs with it."""
-    from dagster import DagsterInstance
-
     with DagsterInstance.get() as instance:
         if isinstance(instance.run_launcher, PreloadedRunLauncher):
             instance.run_launcher.start()
@@ -77,25 +76,39 @@ def _run_worker(instance_ref: str, run_id: str) -> None:
     if its files are unchanged (ops/warm_code.py)."""
     from pgx_dagster.ops import warm_code
 
+    # SIGTERM (terminate) interrupts as Ctrl-C does: Dagster's execution reports it as a cancel, and one that
+    # comes before the execution starts ends this process, which the launcher then reports (`watch`).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     warm_code.use_or_forget()
-    execute = execute_run_command_body()
-    # SIGTERM (terminate) becomes an interrupt Dagster reports as a cancel, not a crash.
-    with capture_interrupts(), instance_from_ref(instance_ref) as instance:
+    execute = dagster_private.resolve("run_body")  # the launcher resolved it before forking this process
+    with DagsterInstance.from_ref(deserialize_value(instance_ref)) as instance:  # type: ignore[arg-type]
         execute(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
 
 
-class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
+def lost_process_message(run: DagsterRun, pid: int | None) -> str:
+    """Why a run failed whose process died first: which partitions, and how to run them again."""
+    tags = run.tags
+    where = tags.get("dagster/partition") or (
+        f"{tags['dagster/asset_partition_range_start']} .. {tags['dagster/asset_partition_range_end']}"
+        if "dagster/asset_partition_range_start" in tags else "every partition of the run"
+    )  # fmt: skip
+    again = f"pgx backfill --reexecute-failed {tags['dagster/backfill']}" if "dagster/backfill" in tags else (
+        "re-execute the run from the UI")  # fmt: skip
+    return (
+        f"the run's process ({pid}) died before the run finished - killed, or out of memory - while on "
+        f"partition(s) {where}: their assets are not (or only partly) materialized, nothing half-written is "
+        f"published. Re-run them: {again}"
+    )
+
+
+class PreloadedRunLauncher(DefaultRunLauncher):
     """Launches each run in a process forked from a preloaded forkserver (see module docstring)."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, preload_modules: list[str] | None = None):
-        self._inst_data = inst_data
-        self._preload = list(preload_modules if preload_modules is not None else PRELOAD)
-        self._context: Any = None
-        super().__init__()
-
-    @property
-    def inst_data(self) -> ConfigurableClassData | None:
-        return self._inst_data
+    def __init__(self, inst_data: Any = None, preload_modules: list[str] | None = None):
+        super().__init__(inst_data=inst_data)
+        self.preload_modules = list(preload_modules if preload_modules is not None else PRELOAD)
+        self.forkserver: Any = None
+        self.instance_weakref: weakref.ReferenceType[DagsterInstance] | None = None
 
     @classmethod
     def config_type(cls) -> dict:
@@ -108,91 +121,90 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         }
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]):
+    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> PreloadedRunLauncher:
         return cls(inst_data=inst_data, preload_modules=config_value.get("preload_modules"))
 
-    def _forkserver(self):
-        if self._context is None:
-            self._context = forkserver_context(self._preload)
-        return self._context
+    def register_instance(self, instance: DagsterInstance) -> None:
+        super().register_instance(instance)
+        self.instance_weakref = weakref.ref(instance)  # a weak reference, as Dagster keeps it
+
+    @property
+    def launcher_instance(self) -> DagsterInstance:
+        instance = self.instance_weakref() if self.instance_weakref is not None else None
+        if instance is None:
+            raise RuntimeError("PreloadedRunLauncher is not registered with a live Dagster instance")
+        return instance
+
+    def forkserver_context(self) -> Any:
+        if self.forkserver is None:
+            self.forkserver = forkserver_context(self.preload_modules)
+        return self.forkserver
 
     def start(self) -> None:
         """Start the forkserver now (it imports PRELOAD in the background), not at the first run."""
         from multiprocessing import forkserver
 
-        self._forkserver()
+        self.forkserver_context()
         forkserver.ensure_running()
 
-    def launch_run(self, context: LaunchRunContext) -> None:
+    def launch_run(self, context: Any) -> None:
         run = context.dagster_run
-        if run.job_code_origin is None:
-            raise RuntimeError(f"run {run.run_id} has no code origin: it cannot be launched in a process")
-        execute_run_command_body()  # fail here, in the daemon, if an upgrade moved it
+        if run.job_code_origin is None or dagster_private.execute_run_command_body() is None:
+            return super().launch_run(context)  # Dagster's own launch (a moved name has warned once)
+        instance = self.launcher_instance
         # No bookkeeping of our own: the run queue launches from several threads at once, and
         # multiprocessing already tracks (and reaps) the children it starts.
-        process = self._forkserver().Process(
+        process = self.forkserver_context().Process(
             target=_run_worker,
-            args=(serialize_value(self._instance.get_ref()), run.run_id),
+            args=(serialize_value(instance.get_ref()), run.run_id),
             name=f"{RUN_PROCESS_PREFIX}{run.run_id}",
             daemon=False,
         )
         process.start()
-        self._instance.add_run_tags(run.run_id, {WORKER_TAG: f"{socket.gethostname()}:{process.pid}"})
+        instance.add_run_tags(run.run_id, {WORKER_TAG: f"{socket.gethostname()}:{process.pid}"})
+        threading.Thread(target=self.watch, args=(process, run.run_id), name=f"watch-{run.run_id}", daemon=True).start()
 
-    def _worker_pid(self, run: DagsterRun) -> int | None:
+    def watch(self, process: Any, run_id: str) -> None:
+        """Once the run's process has exited: a run it left unfinished is reported failed (canceled if it was
+        being canceled), so that run retries start it again and its backfill goes on."""
+        process.join()
+        instance = self.instance_weakref() if self.instance_weakref is not None else None
+        run = instance.get_run_by_id(run_id) if instance is not None else None
+        if instance is None or run is None or run.is_finished:
+            return
+        if run.status == DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(run, f"the run's process ({process.pid}) ended while the run was canceled")
+        else:
+            instance.report_run_failed(run, lost_process_message(run, process.pid))
+
+    def worker_pid(self, run: DagsterRun) -> int | None:
         host, _, pid = run.tags.get(WORKER_TAG, "").rpartition(":")
         return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
     def terminate(self, run_id: str) -> bool:
-        run = self._instance.get_run_by_id(run_id)
+        if not self.has_instance:
+            return False
+        instance = self.launcher_instance
+        run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
-        pid = self._worker_pid(run)
-        self._instance.report_run_canceling(run)
+        if WORKER_TAG not in run.tags:
+            return super().terminate(run_id)  # launched as Dagster does
+        pid = self.worker_pid(run)
+        instance.report_run_canceling(run)
         if pid is None:
-            self._instance.report_engine_event(
+            instance.report_engine_event(
                 "The run's process is not known on this machine: cannot send it a termination signal.", run
             )
             return False
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:  # nothing runs: no process would ever report the cancel
-            self._instance.report_run_canceled(run, f"the run's process ({pid}) was already gone")
+            instance.report_run_canceled(run, f"the run's process ({pid}) was already gone")
         return True
-
-    @property
-    def supports_check_run_worker_health(self) -> bool:
-        return True
-
-    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        pid = self._worker_pid(run)
-        if pid is None:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run process recorded on this machine")
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            latest = self._instance.get_run_by_id(run.run_id)
-            if latest is not None and latest.is_finished:
-                return CheckRunHealthResult(WorkerStatus.SUCCESS, run_worker_id=str(pid))
-            tags = run.tags
-            where = tags.get("dagster/partition") or (
-                f"{tags['dagster/asset_partition_range_start']} .. {tags['dagster/asset_partition_range_end']}"
-                if "dagster/asset_partition_range_start" in tags else "every partition of the run"
-            )  # fmt: skip
-            again = f"pgx backfill --reexecute-failed {tags['dagster/backfill']}" if "dagster/backfill" in tags else (
-                "re-execute the run from the UI")  # fmt: skip
-            return CheckRunHealthResult(
-                WorkerStatus.FAILED,
-                f"the run's process ({pid}) died before the run finished - killed, or out of memory - while on "
-                f"partition(s) {where}: their assets are not (or only partly) materialized, nothing half-written is "
-                f"published. Re-run them: {again}",
-                run_worker_id=str(pid),
-            )
-        except PermissionError:
-            pass  # alive, owned by another user
-        return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
 
     def join(self, timeout: int = 30) -> None:
         for process in multiprocessing.active_children():
             if process.name.startswith(RUN_PROCESS_PREFIX):
                 process.join(timeout)
+        super().join(timeout)

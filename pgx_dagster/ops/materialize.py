@@ -71,7 +71,7 @@ def ensure_instance(home: Path) -> None:
 
 def write_instance(home: Path, without: Sequence[str] = ()) -> Path:
     """`home` with the repository's dagster.yaml, less the top-level sections named in `without` (each
-    then Dagster's default, e.g. `instance_class`: Dagster's own SQLite storage)."""
+    then Dagster's default, e.g. `run_launcher`: Dagster's DefaultRunLauncher)."""
     home.mkdir(parents=True, exist_ok=True)
     if not without:  # as is, with its comments
         shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
