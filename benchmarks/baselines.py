@@ -113,8 +113,10 @@ def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:
 
 
 def _adopt_environment(environ: dict[str, str]) -> None:
+    from pgx_dagster.forksafe import exit_with_parent
     from pgx_dagster.ops import warm_code
 
+    exit_with_parent()  # a worker stops writing when the benchmark is gone (forksafe.py)
     os.environ.clear()
     os.environ.update(environ)
     warm_code.use_or_forget()  # the forkserver's code location was imported with its own settings
@@ -125,7 +127,8 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     process: DuckDB is not fork-safe, and the caller may hold a database with live threads (a CI run
     lost a pool worker to "terminate called without an active exception" that way). The workers take
     the caller's environment as it is now, as forked workers would, not the forkserver's from when it
-    started (S3 credentials set since then would be missing)."""
+    started (S3 credentials set since then would be missing). A worker exits with its parent, the forkserver,
+    which exits with this process."""
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=forkserver_context(),

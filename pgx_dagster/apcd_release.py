@@ -26,8 +26,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 from pgx_dagster.duck import DataDefect, Session, quote, redact
 from pgx_dagster.lake import LakeResource
 from pgx_dagster.settings import SettingError
@@ -359,6 +357,8 @@ def empty_view(table_roles: list[Role]) -> str:
 def damaged(s: Session, spec: FileSpec) -> DataDefect | None:
     """The error naming `spec`'s file when it cannot be read whole (each line decoded: only on the way to an
     error), else None."""
+    import duckdb  # here, not at the top: `import duckdb` starts DuckDB's threads (forksafe.py)
+
     try:
         s.con.execute(f"SELECT sum(hash(t)) FROM {file_relation(spec)} t").fetchone()
     except duckdb.Error as error:

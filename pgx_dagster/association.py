@@ -17,10 +17,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from pgx_dagster.forksafe import OnFirstUse
 from pgx_dagster.power import bh_q_values, min_detectable_or, power_to_detect
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # its import starts OpenBLAS's threads: imported at first use (forksafe.OnFirstUse)
+    np = OnFirstUse("numpy", globals())
 
 Z_95 = 1.959963984540054
 

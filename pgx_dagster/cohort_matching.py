@@ -5,7 +5,6 @@ partition's tables (matched sets, strata, attrition, excluded targets)."""
 
 from dataclasses import replace
 
-import numpy as np
 from dagster import Failure
 
 from pgx_dagster import matching
@@ -61,6 +60,8 @@ def prepare_matching(
 
 def assign_controls(s: Session, d: CohortDefinition) -> None:
     """Tables `assignment` (target_id, control_id) and `short_sets` from pgx_dagster/matching.py."""
+    import numpy as np  # here, not at the top: its import starts OpenBLAS's threads (forksafe.OnFirstUse)
+
     targets = matching.targets_from(
         s.execute(
             "SELECT person_id, sex, index_date - DATE '1970-01-01' AS index_day, target_key "

@@ -29,16 +29,14 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import duckdb
 from dagster import Failure
-from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from pgx_dagster.execution import os_fault
-from pgx_dagster.forksafe import remove_stale_temp  # also closes the default connection `import duckdb` opens
+from pgx_dagster.forksafe import OnFirstUse, remove_stale_temp, standing_in
 from pgx_dagster.settings import (
     DEFAULT_MEMORY_PER_WORKER,
     DEFAULT_UNIT_ROWS,
@@ -48,6 +46,13 @@ from pgx_dagster.settings import (
     profiling,
     s3_timeouts,
 )
+
+if TYPE_CHECKING:
+    import duckdb
+else:  # `import duckdb` starts DuckDB's threads: imported when a step first uses it (forksafe.py)
+    duckdb = OnFirstUse("duckdb", globals())
+with standing_in(duckdb):  # dagster-duckdb uses duckdb only in the methods DuckDBWorker overrides
+    from dagster_duckdb import DuckDBResource
 
 
 def sql_text(name: str) -> str:

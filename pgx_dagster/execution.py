@@ -29,7 +29,6 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import duckdb
 from dagster import Backoff, Failure, Jitter, RetryPolicy, in_process_executor, multiprocess_executor
 
 from pgx_dagster.settings import executor_kind, max_workers, mp_start_method
@@ -83,6 +82,8 @@ def _where(path: str | None, roots: Sequence[tuple[str, str, str]]) -> tuple[str
 
 def _os_code(error: BaseException) -> tuple[int, str, str | None] | None:
     """(errno, the OS message, the path) when `error` is a refusal of OS_FAULTS, else None."""
+    import duckdb  # here, not at the top: `import duckdb` starts DuckDB's threads (forksafe.py)
+
     if isinstance(error, OSError) and error.errno in OS_FAULTS:
         return error.errno, os.strerror(error.errno), error.filename or error.filename2
     if isinstance(error, duckdb.Error) and not isinstance(error, duckdb.IOException | duckdb.OutOfMemoryException):
@@ -135,6 +136,8 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 def _s3_denied(error: BaseException) -> bool:
     """S3 (DuckDB's httpfs, or boto3) answered 403 / AccessDenied: the credentials, not the network."""
+    import duckdb  # here, not at the top: `import duckdb` starts DuckDB's threads (forksafe.py)
+
     response = getattr(error, "response", None)
     if isinstance(response, dict):  # botocore ClientError
         code = str(response.get("Error", {}).get("Code", ""))
@@ -158,9 +161,9 @@ def build_executor():
     if executor_kind() == "in_process":
         return in_process_executor
     method = mp_start_method()
-    start = (
-        {"forkserver": {"preload_modules": ["pgx_dagster.definitions"]}} if method == "forkserver" else {"spawn": {}}
-    )
+    # forkserver_preload: DuckDB imported without its threads, and every step exits with its run (forksafe.py)
+    preload = ["pgx_dagster.forkserver_preload", "pgx_dagster.definitions"]
+    start = {"forkserver": {"preload_modules": preload}} if method == "forkserver" else {"spawn": {}}
     return multiprocess_executor.configured(
         {"max_concurrent": max_workers(), "start_method": start}, name=f"pgx_multiprocess_{method}"
     )

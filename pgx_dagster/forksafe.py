@@ -1,35 +1,72 @@
-"""Processes that fork safely, and never outlive their parent.
+"""Processes that fork safely, and never outlive their parent - by explicit calls, never at import.
 
-DuckDB: `import duckdb` opens a default in-memory connection with a thread per core. A child forked
-while those threads live inherits DuckDB's state without its threads and can crash inside DuckDB
-(duckdb/duckdb-python#292). We never use that connection, so closing it (which joins its threads)
-makes the import safe for the forkservers that preload this module; `duckdb.sql()` would open a new
-one. A process that has opened a database of its own must still not fork: see `launcher.process_pool`.
+Importing the code location does nothing to the process (a webserver, a code server, a notebook):
+`pgx_dagster_tests/test_import_side_effects.py` holds it to no thread, no at-fork hook and no DuckDB
+connection. `import duckdb` itself opens DuckDB's default in-memory connection, with a thread per core
+(`duckdb._dbapi_type_object` builds a type through it), so the code location never imports duckdb at
+its top: `OnFirstUse` stands in for it until a step first uses it.
 
-Orphans: every process forked from one that imported this module (the run launcher's forkserver and
-its runs, a multiprocess executor's step processes, the benchmark's pool workers) watches its parent
-and exits at once when the parent is gone - killed, or crashed - instead of writing on into the lake
-while a re-run races it. (The services `pgx materialize` starts are covered by ops/reaper.py.) What a
-killed process cannot remove - its DuckDB temp folder, a half-written staging folder - the next process
-removes (`remove_stale_temp`).
+The processes the project starts itself call these:
+- `protect_children()`, in a process that forks workers - the forkservers (`forkserver_preload`: the
+  run launcher's, a multiprocess executor's, the benchmark's pool's). DuckDB: a child forked while the
+  default connection's threads live inherits DuckDB's state without its threads and can crash inside
+  DuckDB (duckdb/duckdb-python#292); we never use that connection, so it is closed (which joins its
+  threads), and duckdb stays imported for the children. A process that has opened a database of its own
+  must still not fork (`duck._process_database`). Orphans: every child forked from then on calls
+  `exit_with_parent()` (an at-fork hook).
+- `exit_with_parent()`, in a worker: a run's process (`ops/launcher._run_worker`), a step's process
+  (`lake.LakeResource.setup_for_execution`), a pool worker of the benchmark. A thread watches the parent;
+  when it is gone - killed, or crashed - the process exits at once instead of writing on into the lake
+  while a re-run races it.
+The services `pgx materialize` starts (webserver, daemon) are exec'd in sessions of their own: a reaper
+kills their process groups when `pgx materialize` dies (ops/reaper.py). What a killed process cannot
+remove - its DuckDB temp folder, a half-written staging folder - the next process removes
+(`remove_stale_temp`).
 """
 
+from __future__ import annotations
+
+import importlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-
-import duckdb
-
-duckdb.default_connection().close()
+from typing import Any
 
 PARENT_POLL_SECONDS = 0.5
 ORPHANED_EXIT_CODE = 70
 
+_protected = False  # inherited by a forked child, as the at-fork hook and the closed connection are
+_watching: int | None = None  # the pid of the process whose watch thread runs (a forked child has none)
 
-def _watch_parent() -> None:
+
+def protect_children() -> None:
+    """In a process that forks workers: DuckDB imported without the default connection's threads, and
+    every child forked from here exits with its parent. Once per process (see module docstring)."""
+    global _protected
+    if _protected:
+        return
+    _protected = True
+    import duckdb
+
+    duckdb.default_connection().close()
+    os.register_at_fork(after_in_child=exit_with_parent)
+
+
+def exit_with_parent() -> None:
+    """This process exits (ORPHANED_EXIT_CODE, no cleanup, no flush) within PARENT_POLL_SECONDS of its
+    parent's death. Once per process: a second call, or a call in a forked child that already watches, does
+    nothing."""
+    global _watching
+    if _watching == os.getpid():
+        return
+    _watching = os.getpid()
     parent = os.getppid()
 
     def watch() -> None:
@@ -40,7 +77,40 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="pgx-parent-watch", daemon=True).start()
 
 
-os.register_at_fork(after_in_child=_watch_parent)
+class OnFirstUse(types.ModuleType):
+    """A stand-in for the module `name`, which imports it at the first attribute access: for the libraries
+    whose import starts threads - duckdb (see module docstring), numpy and scipy (OpenBLAS's pool: a thread
+    per core), pyarrow (jemalloc's). Then every name of `namespace` (the importing module's globals) bound to
+    the stand-in is bound to the module itself: a later use costs what it costs on the module (a use through
+    the stand-in took 2 us more). Its names are never copied here: a second module object holding DuckDB's
+    objects past the interpreter's teardown of DuckDB crashed the process at exit (SIGSEGV)."""
+
+    def __init__(self, name: str, namespace: dict[str, Any] | None = None):
+        super().__init__(name)
+        self._namespace = namespace if namespace is not None else {}
+
+    def __getattr__(self, attr: str) -> Any:  # only for a name the stand-in does not hold
+        if sys.modules.get(self.__name__) is self:  # standing in (`standing_in`): make way for the module
+            del sys.modules[self.__name__]
+        module = importlib.import_module(self.__name__)
+        for alias in [k for k, v in self._namespace.items() if v is self]:
+            self._namespace[alias] = module
+        return getattr(module, attr)
+
+
+@contextmanager
+def standing_in(module: types.ModuleType) -> Iterator[None]:
+    """While importing a library that imports `module` at its top but uses it only in its functions (dagster-
+    duckdb), the stand-in takes the module's place, unless the module is imported already."""
+    if module.__name__ in sys.modules:
+        yield
+        return
+    sys.modules[module.__name__] = module
+    try:
+        yield
+    finally:
+        if sys.modules.get(module.__name__) is module:
+            del sys.modules[module.__name__]
 
 
 def pid_alive(pid: int) -> bool:

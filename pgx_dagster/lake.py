@@ -16,6 +16,7 @@ import fcntl
 import fnmatch
 import functools
 import glob
+import multiprocessing
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, Failure, get_dagster_logger
 from pydantic import Field
 
-from pgx_dagster.forksafe import remove_stale_temp
+from pgx_dagster.forksafe import exit_with_parent, remove_stale_temp
 from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT, SettingError, instance_warning, s3_timeouts
 
 CHECKPOINT = "_checkpoint.json"
@@ -244,8 +245,14 @@ class LakeResource(ConfigurableResource):
             raise SettingError(f"PGX_EXTRACT_DATE={given!r} is not valid: expected a date YYYY-MM-DD") from None
 
     def setup_for_execution(self, context) -> None:
-        """A run recorded where nobody will find it again (an in-memory instance, or `dagster dev`'s temporary
-        one) says so in its log: the lake is written all the same (settings.instance_warning)."""
+        """At the start of every step that writes the lake. In a process multiprocessing started - a step of
+        the multiprocess executor, a run of the run launcher - the step exits with its parent (forksafe.py);
+        never in a process started otherwise (`dagster asset materialize`, a notebook), which its parent may
+        rightly outlive. And a run recorded where nobody will find it again (an in-memory instance, or
+        `dagster dev`'s temporary one) says so in its log: the lake is written all the same
+        (settings.instance_warning)."""
+        if multiprocessing.parent_process() is not None:
+            exit_with_parent()
         instance = getattr(context, "instance", None)
         # Only in a run: the pgx command builds this resource outside any run too (its summary), on no instance.
         if instance is not None and getattr(context, "run", None) is not None:

@@ -24,9 +24,16 @@ Every key is sha256-based (sql/common/macros.sql `sample_key`), so anyone can re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pyarrow as pa
+from pgx_dagster.forksafe import OnFirstUse
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+else:  # their import starts threads (OpenBLAS's, jemalloc's): imported at first use (forksafe.OnFirstUse)
+    np = OnFirstUse("numpy", globals())
+    pa = OnFirstUse("pyarrow", globals())
 
 DESIGNS = ("exclusive", "risk_set")
 _BLOCK = 512  # candidates looked at per step of the exclusive scan

@@ -26,16 +26,28 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-from scipy.optimize import brentq
-from scipy.stats import binom, norm
-from statsmodels.stats.multitest import multipletests
+from pgx_dagster.forksafe import OnFirstUse
+
+if TYPE_CHECKING:
+    import numpy as np
+    from scipy import optimize, stats
+    from statsmodels.stats import multitest
+else:  # their import starts OpenBLAS's threads: imported at first use (forksafe.OnFirstUse)
+    np = OnFirstUse("numpy", globals())
+    optimize = OnFirstUse("scipy.optimize", globals())
+    stats = OnFirstUse("scipy.stats", globals())
+    multitest = OnFirstUse("statsmodels.stats.multitest", globals())
 
 # The search for the minimum detectable OR stops here: an OR above 1000 is no finding a study reports.
 MAX_DETECTABLE_OR = 1000.0
-# log-OR grid walked before brentq so that the root found is the *smallest* OR reaching the power.
-_GRID = np.linspace(0.0, math.log(MAX_DETECTABLE_OR), 241)
+
+
+@functools.cache
+def _grid() -> np.ndarray:
+    """The log-OR grid walked before brentq so that the root found is the *smallest* OR reaching the power."""
+    return np.linspace(0.0, math.log(MAX_DETECTABLE_OR), 241)
 
 
 def bh_q_values(p: Sequence[float | None]) -> list[float | None]:
@@ -51,7 +63,7 @@ def bh_q_values(p: Sequence[float | None]) -> list[float | None]:
     values = np.array([p[i] for i in present], dtype=float)
     if np.any((values < 0) | (values > 1)):
         raise ValueError(f"p-values must lie in [0, 1], got {values[(values < 0) | (values > 1)].tolist()}")
-    adjusted = multipletests(values, method="fdr_bh")[1]
+    adjusted = multitest.multipletests(values, method="fdr_bh")[1]
     for i, value in zip(present, adjusted, strict=True):
         q[i] = float(value)
     return q
@@ -76,12 +88,12 @@ def _finite_number(x: object) -> bool:
 def _binomial_pmf(m_controls: int, p0: float) -> np.ndarray:
     """P(j of M controls exposed), j = 0..M (scipy's binom.pmf per call cost most of the analysis's power
     calculations: hundreds of exposures x a grid of odds ratios)."""
-    return binom.pmf(np.arange(m_controls + 1), m_controls, p0)
+    return stats.binom.pmf(np.arange(m_controls + 1), m_controls, p0)
 
 
 @functools.cache
 def _normal_quantile(q: float) -> float:
-    return float(norm.ppf(q))
+    return float(stats.norm.ppf(q))
 
 
 def _z_power(log_or: np.ndarray | float, sets: float, m_controls: int, p0: float, alpha: float) -> np.ndarray:
@@ -138,7 +150,7 @@ def power_to_detect(
     if sets == 0 or m_controls is None or p_exposed_controls in (0, 1):
         return 0.0
     z = _z_power(math.log(odds_ratio), float(sets), m_controls, float(p_exposed_controls), float(alpha))
-    return float(norm.cdf(z[0]))
+    return float(stats.norm.cdf(z[0]))
 
 
 def min_detectable_or(
@@ -161,17 +173,18 @@ def min_detectable_or(
     target = _normal_quantile(power)
     # Walk the grid for the first log OR reaching the power, then refine in that cell: brentq alone may
     # return any crossing, and the minimum detectable OR is the first.
-    z = _z_power(_GRID, n, m_controls, p0, a) - target
+    grid = _grid()
+    z = _z_power(grid, n, m_controls, p0, a) - target
     reached = np.flatnonzero(z >= 0)
     if reached.size == 0:
         return None
     first = int(reached[0])
     if first == 0:  # only with power <= alpha / 2: OR 1 itself "detects"
         return None
-    log_or = brentq(
+    log_or = optimize.brentq(
         lambda x: float(_z_power(x, n, m_controls, p0, a)[0] - target),
-        _GRID[first - 1],
-        _GRID[first],
+        grid[first - 1],
+        grid[first],
         xtol=1e-12,
     )
     return float(math.exp(log_or))

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-import duckdb
 from dagster import Failure
 
 from pgx_dagster import apcd_release
@@ -534,6 +533,8 @@ def check_columns(fmt: RawFormat, source: Source, per_file: dict[str, set[str]])
 def unreadable(s: Session, files: list[str], source: Source) -> DataDefect:
     """The first of `files` that cannot be read whole, as a message naming it (each file read in full:
     only on the way to an error)."""
+    import duckdb  # here, not at the top: `import duckdb` starts DuckDB's threads (forksafe.py)
+
     for path in files:
         try:
             s.con.execute(f"SELECT sum(hash(t)) FROM {_reader([path], source)} t").fetchone()
@@ -548,6 +549,8 @@ def unreadable(s: Session, files: list[str], source: Source) -> DataDefect:
 
 def check_raw_readable(s: Session, used: dict[str, list[str]]) -> DataDefect | None:
     """After a query over the raw views failed: the raw file that cannot be read whole, if any."""
+    import duckdb  # here, not at the top: `import duckdb` starts DuckDB's threads (forksafe.py)
+
     sources = {src.label: src for fmt in FORMATS.values() for src in fmt.sources}
     for label, files in used.items():
         for path in files:

@@ -5,14 +5,17 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from benchmarks.baselines import process_pool
+from pgx_dagster import forksafe
 from pgx_dagster.duck import DuckDBWorker, InternalError
 from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 
@@ -128,20 +131,75 @@ def test_worker_pools_start_clean_from_the_forkserver(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: DuckDB's default connection starts no threads")
-def test_importing_duckdb_through_forksafe_leaves_no_duckdb_threads():
+def test_protect_children_leaves_no_duckdb_threads_and_registers_one_hook():
     count = "len(os.listdir('/proc/self/task'))"
     script = f"""
 import os, dagster
+hooks = []
+register = os.register_at_fork
+os.register_at_fork = lambda **hook: (hooks.append(hook), register(**hook))[1]
 before = {count}
 import duckdb
 with_default_connection = {count}
-import pgx_dagster.forksafe
-print(before, with_default_connection, {count})
+from pgx_dagster.forksafe import protect_children
+imported = len(hooks)
+protect_children()
+protect_children()
+print(before, with_default_connection, {count}, imported, len(hooks))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    before, with_default_connection, after = map(int, out.split())
+    before, with_default_connection, after, imported, hooks = map(int, out.split())
     assert with_default_connection > before  # `import duckdb` starts its default connection's threads
     assert after == before
+    assert (imported, hooks) == (0, 1)  # importing forksafe registers nothing; protect_children once
+
+
+def _gone(pid: int) -> bool:
+    try:  # a zombie is gone too: it only waits for its new parent to reap it
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("protected", [True, False])
+def test_a_child_forked_after_protect_children_exits_with_its_parent(protected):
+    """The orphan exit is protect_children's doing: a child forked without it outlives its parent."""
+    script = f"""
+import os, time
+from pgx_dagster import forksafe
+if {protected}:
+    forksafe.protect_children()
+child = os.fork()
+if child == 0:
+    for fd in (1, 2):  # let go of the output the test reads to its end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    time.sleep(30)
+    os._exit(0)
+print(child, flush=True)
+os._exit(0)  # the parent dies; no cleanup
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    child = int(out.stdout)
+    try:
+        deadline = time.monotonic() + 10 * forksafe.PARENT_POLL_SECONDS
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child) == protected
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_exit_with_parent_starts_one_watch_per_process():
+    script = """
+import threading
+from pgx_dagster.forksafe import exit_with_parent
+exit_with_parent()
+exit_with_parent()
+print(sum(t.name == "pgx-parent-watch" for t in threading.enumerate()))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["1"]
 
 
 def test_each_step_reports_its_own_peak_rss_not_an_earlier_steps():

@@ -44,12 +44,13 @@ from pgx_dagster.ops.dagster_private import RUN_ENTRY_MODULE
 
 WORKER_TAG = "pgx/run_worker"  # "<host>:<pid>" of the run's process
 RUN_PROCESS_PREFIX = "dagster-run-"
-# forksafe imports duckdb without its thread pool. This module, whose `_run_worker` every run process calls:
+# forkserver_preload imports duckdb without its thread pool, and has every run exit with the forkserver (forksafe.py).
+# This module, whose `_run_worker` every run process calls:
 # importing it there (Dagster's run storage, alembic) cost 0.37 s per run; like the daemon that launches runs,
 # it takes an edit at the daemon's restart. Our own code location last (ops/warm_code.py): a run uses it only if
 # none of its files changed since, else imports it afresh, so it is never stale.
 PRELOAD = [
-    "dagster", RUN_ENTRY_MODULE, "pgx_dagster.forksafe", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy",
+    "dagster", RUN_ENTRY_MODULE, "pgx_dagster.forkserver_preload", "pyarrow", "pandas", "pandera.pandas", "sqlalchemy",
     # the analysis stage's statistics (0.7 s per run process otherwise)
     "statsmodels.discrete.conditional_models", "statsmodels.stats.contingency_tables",
     "pgx_dagster.ops.launcher", "pgx_dagster.ops.warm_code",
@@ -74,7 +75,10 @@ def start_forkserver() -> None:
 def _run_worker(instance_ref: str, run_id: str) -> None:
     """The run's process: execute it as `dagster api execute_run` would, with the forkserver's code location
     if its files are unchanged (ops/warm_code.py)."""
+    from pgx_dagster.forksafe import exit_with_parent
     from pgx_dagster.ops import warm_code
+
+    exit_with_parent()  # also where the forkserver's preload_modules lack forkserver_preload
 
     # SIGTERM (terminate) interrupts as Ctrl-C does: Dagster's execution reports it as a cancel, and one that
     # comes before the execution starts ends this process, which the launcher then reports (`watch`).
