@@ -32,7 +32,9 @@ def bench(tmp_path, name: str, *args: str) -> dict:
 
 @pytest.mark.slow  # the benchmark end to end, every engine: about a minute each
 def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_engine(tmp_path):
-    r = bench(tmp_path, "all", "--members", "40", "--tiny-members", "0", "--no-2x", "--lean-repeats", "3")
+    engines = "dagster,legacy_pool,duckdb_single,lean"
+    r = bench(tmp_path, "all", "--members", "40", "--tiny-members", "0", "--no-2x", "--lean-repeats", "3",
+              "--engines", engines)  # fmt: skip
     for key in ("members", "claim_rows", "dagster_s", "legacy_pool_s", "duckdb_single_s", "ratio_vs_legacy",
                 "ratio_vs_floor", "overhead_s_per_step", "peak_rss_mb_per_worker", "rows_per_s",
                 "analysis_share"):  # fmt: skip
@@ -163,3 +165,174 @@ def test_the_big_point_is_dagster_alone_against_its_1x_time():
     assert summary["big"] == {"claim_rows": 50_000_000, "failed": "backfill x ended COMPLETED_FAILED"}
     printed = table(summary, {"1x": one, "big": failed}, ["dagster", "legacy_pool"])
     assert next(line for line in printed.splitlines() if line.startswith("big ")).split()[2:4] == ["failed", "-"]
+
+
+@pytest.mark.slow  # two backfills, one on Dagster's 30 s daemon loop: about five minutes
+def test_stock_dagster_beside_the_accelerated_one_with_the_run_boundaries_of_each(tmp_path):
+    """Issue 36: dagster_stock (`dagster-daemon run`, Dagster's own launcher and storage) backfills the same
+    lake as dagster, and both report the runs they created and the waves of runs they waited on."""
+    r = bench(tmp_path, "stock", "--members", "40", "--tiny-members", "0", "--no-2x", "--engines",
+              "dagster,dagster_stock")  # fmt: skip
+    assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs dagster_stock": []}}
+    assert r["ratio_stock_vs_dagster"]["1x"] == round(r["dagster_stock_s"] / r["dagster_s"], 2)
+    counts = r["run_boundaries"]["1x"]
+    assert counts["dagster"]["runs"] == counts["dagster_stock"]["runs"] == 20  # as in the test above
+    # person_index, claims_intake, silver, person_facts, member_demographics, imputed + events, cohorts, analysis
+    assert counts["dagster"]["levels"] == counts["dagster_stock"]["levels"] == 8
+    stock_home = tmp_path / "stock" / "run_1x" / "dagster_stock" / "dagster_home" / "dagster.yaml"
+    assert "pgx_dagster" not in stock_home.read_text()
+
+
+def test_run_boundaries_count_the_runs_and_the_waves_that_waited_on_a_parent():
+    from benchmarks.backfill import BackfillRun, run_boundaries
+
+    def run(assets: str, created: float, **materialized: float) -> BackfillRun:
+        return BackfillRun(frozenset(assets), created, materialized)
+
+    parents = {"a": set(), "b": {"a"}, "c": {"b"}, "d": set()}
+    runs = [
+        run("a", 0.0, a=9.0),
+        run("a", 0.5, a=2.0),  # another partition of a, materialized first
+        run("b", 4.0, b=7.0),  # waited on the run above, not the first
+        run("d", 12.0, d=13.0),  # late, but no parent: still the first wave
+        run("c", 15.0, c=16.0),  # after the run of b: the third wave
+    ]
+    assert run_boundaries(runs, parents) == {"runs": 5, "levels": 3}
+    assert run_boundaries(reversed(runs), parents) == {"runs": 5, "levels": 3}  # order of the records
+    # a run created before its parent was materialized did not wait on it (the same daemon tick), and a run
+    # that materialized nothing (it failed) held nobody back
+    assert run_boundaries([run("a", 0.0, a=10.0), run("b", 9.0, b=11.0)], parents) == {"runs": 2, "levels": 1}
+    assert run_boundaries([run("a", 0.0), run("b", 9.0, b=11.0)], parents)["levels"] == 1
+    # children are requested once their parent is materialized, while that run's checks still run
+    assert run_boundaries([run("a", 0.0, a=1.0), run("b", 2.0, b=3.0)], parents)["levels"] == 2
+    # b and c in one run: one wave; a second such run that came late in its wave, after the first had
+    # materialized its part of b, needs no other run's b (its own partitions), so it is the same wave
+    chained = [run("a", 0.0, a=1.0), run("bc", 2.0, b=3.0, c=4.0)]
+    assert run_boundaries(chained, parents)["levels"] == 2
+    assert run_boundaries([*chained, run("bc", 3.5, b=5.0, c=6.0)], parents) == {"runs": 3, "levels": 2}
+    assert run_boundaries([], parents) == {"runs": 0, "levels": 0}
+
+
+def test_run_boundaries_follow_the_code_locations_asset_graph():
+    """One run per asset, each created after the one before materialized: the levels are the graph's longest
+    chain."""
+    from benchmarks.backfill import BackfillRun, asset_parents, run_boundaries
+
+    parents = asset_parents()
+    depth: dict[str, int] = {}
+
+    def chain(asset: str) -> int:  # the longest chain of materializable assets ending at `asset`
+        if asset not in depth:
+            depth[asset] = 1 + max((chain(p) for p in parents[asset] if p in parents), default=0)
+        return depth[asset]
+
+    order = sorted(parents, key=chain)
+    runs = [BackfillRun(frozenset({a}), 2.0 * i, {a: 2.0 * i + 1}) for i, a in enumerate(order)]
+    assert run_boundaries(runs, parents) == {"runs": len(parents), "levels": max(map(chain, parents))}
+    assert max(map(chain, parents)) >= 6  # intake, silver, demographics, imputed, events, cohorts, analysis
+    # all in one run: one wave, however deep the graph
+    assert run_boundaries([BackfillRun(frozenset(parents), 0.0, dict.fromkeys(parents, 1.0))], parents)["levels"] == 1
+
+
+def test_the_stock_instance_is_the_repos_dagster_yaml_without_the_projects_classes(tmp_path):
+    """dagster_stock: Dagster's own run launcher and storage; the run queue, retries and monitoring as the
+    repo's dagster.yaml sets them. dagster_sqlite leaves out the storage alone."""
+    import yaml
+    from dagster import DagsterInstance, DefaultRunLauncher
+
+    from benchmarks.backfill import DAGSTER_ENGINES, ENGINES, instance_config
+
+    assert {"dagster", "dagster_stock"} <= set(ENGINES)
+    repo = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    stock = instance_config(DAGSTER_ENGINES["dagster_stock"])
+    assert DAGSTER_ENGINES["dagster_stock"].stock_daemon and not DAGSTER_ENGINES["dagster_pgx_daemon"].stock_daemon
+    assert "pgx_dagster" not in yaml.safe_dump(stock)
+    assert not {"instance_class", "run_launcher"} & set(stock)
+    for section in ("run_queue", "run_retries", "run_monitoring"):
+        assert stock[section] == repo[section], section
+    assert instance_config(DAGSTER_ENGINES["dagster_pgx_daemon"]) == stock
+    sqlite = instance_config(DAGSTER_ENGINES["dagster_sqlite"])
+    assert "instance_class" not in sqlite and sqlite.get("run_launcher") == repo.get("run_launcher")
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(stock))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance) is DagsterInstance
+        assert type(instance.run_launcher) is DefaultRunLauncher
+        assert instance.run_retries_max_retries == repo["run_retries"]["max_retries"]
+
+
+def test_the_summary_sets_stock_dagster_beside_the_accelerated_one_and_each_accelerators_gain():
+    from benchmarks.backfill import summarize, table
+
+    def result(seconds: float, runs: int = 20, levels: int = 8) -> dict:
+        return {**DAGSTER_RUNS, "seconds": seconds, "stage_s": {"analysis": 1.0}, "rows": {}, "runs": runs,
+                "levels": levels, "before_analysis_s": seconds - 1}  # fmt: skip
+
+    engines = ["dagster", "dagster_stock", "dagster_sqlite", "dagster_pgx_daemon"]
+    one = {"claim_rows": 10_000_000, "identical": True,
+           "results": {"dagster": result(100.0), "dagster_stock": result(300.0), "dagster_sqlite": result(110.0),
+                       "dagster_pgx_daemon": result(150.0), "identical": True, "differences": {}}}  # fmt: skip
+    big = {"claim_rows": 50_000_000,
+           "results": {"dagster": result(500.0), "dagster_stock": result(600.0, 40, 9), "identical": True,
+                       "differences": {}}}  # fmt: skip
+    summary = summarize(1, {"1x": one, "big": big}, engines)
+    assert summary["ratio_stock_vs_dagster"] == {"1x": 3.0, "big": 1.2}
+    assert summary["big"]["ratio_stock_vs_dagster"] == 1.2 and summary["big"]["dagster_stock_s"] == 600.0
+    assert summary["big"]["run_boundaries"]["dagster_stock"] == {"runs": 40, "levels": 9}
+    assert summary["run_boundaries"]["1x"] == {e: {"runs": 20, "levels": 8} for e in engines}
+    assert summary["accelerator_gain"] == {  # the large point runs no pair: no row for it
+        "1x": {
+            "instance_class": {"s": 10.0, "share_of_dagster": 0.1},
+            "preloaded_run_launcher": {"s": 40.0, "share_of_dagster": 0.4},
+            "pgx_daemon": {"s": 150.0, "share_of_dagster": 1.5},
+        }
+    }
+    printed = table(summary, {"1x": one, "big": big}, engines)
+    assert next(line for line in printed.splitlines() if line.startswith("big ")).split() == [
+        "big", "50,000,000", "500.0", "600.0", "-", "-", "True"]  # fmt: skip
+    assert "run_boundaries" in printed and '"levels": 9' in printed and '"pgx_daemon"' in printed
+    # a failed stock backfill at the large point is a result beside dagster's
+    big["results"]["dagster_stock"] = {"failed": "backfill y ended FAILED"}
+    point = summarize(1, {"1x": one, "big": big}, engines)["big"]
+    assert point["dagster_stock_s"] is None and point["ratio_stock_vs_dagster"] is None
+    assert point["dagster_stock_failed"] == "backfill y ended FAILED" and point["dagster_s"] == 500.0
+
+
+def test_a_failed_stock_backfill_is_a_result_beside_the_accelerated_one():
+    """dagster_stock stalled (the run-retry race) at 1x: the summary names it, the table says 'failed', the
+    figures are the other engines'."""
+    from benchmarks.backfill import summarize, table
+
+    ok = {**DAGSTER_RUNS, "seconds": 100.0, "stage_s": {"analysis": 1.0}, "rows": {}, "runs": 20, "levels": 8,
+          "before_analysis_s": 99.0}  # fmt: skip
+    why = "backfill z stalled: run(s) r1 marked to retry, no retry launched in 300 s (Dagster's run-retry race)"
+    one = {"claim_rows": 10, "results": {"dagster": ok, "dagster_stock": {"failed": why}, "identical": True,
+                                         "differences": {}}}  # fmt: skip
+    summary = summarize(1, {"1x": one}, ["dagster", "dagster_stock"])
+    assert summary["failed"] == {"1x": {"dagster_stock": why}}
+    assert "dagster_stock_s" not in summary and "ratio_stock_vs_dagster" not in summary
+    assert summary["run_boundaries"] == {"1x": {"dagster": {"runs": 20, "levels": 8}}}
+    printed = table(summary, {"1x": one}, ["dagster", "dagster_stock"])
+    assert next(line for line in printed.splitlines() if line.startswith("1x ")).split()[2:4] == ["100.0", "failed"]
+
+
+def test_a_run_marked_to_retry_and_never_retried_stalls_the_wait():
+    """RetryStall, the benchmark's guard against Dagster's run-retry race: it fails the wait naming the run once
+    the run has waited `stall_s` for a retry that was never launched, and never for a run whose retry exists."""
+    from benchmarks.backfill import RetryStall
+
+    class Runs:  # the backfill's runs as Client.runs gives them
+        def __init__(self, runs: list[dict]):
+            self.answer = runs
+
+        def runs(self, backfill_id: str) -> list[dict]:
+            assert backfill_id == "bf"
+            return self.answer
+
+    retried = [{"run_id": "r1", "will_retry": "true", "retry_of": None},
+               {"run_id": "r2", "will_retry": None, "retry_of": "r1"}]  # fmt: skip
+    RetryStall(Runs(retried), "bf", stall_s=0.0, every_s=0.0)(None)  # its retry exists: no stall
+    stuck = Runs([{"run_id": "r1", "will_retry": "true", "retry_of": None},
+                  {"run_id": "r3", "will_retry": "false", "retry_of": None}])  # fmt: skip
+    RetryStall(stuck, "bf", stall_s=3600.0, every_s=0.0)(None)  # not yet waited long enough
+    with pytest.raises(RuntimeError, match=r"stalled: run\(s\) r1 marked to retry"):
+        RetryStall(stuck, "bf", stall_s=0.0, every_s=0.0)(None)
