@@ -1,4 +1,4 @@
-"""Importing the code location does nothing to the process (issue 36): a webserver, a code server or a notebook
+"""Importing the code location does nothing to the process: a webserver, a code server or a notebook
 that imports `pgx_dagster.definitions` gets no thread, no at-fork hook and no DuckDB connection (forksafe.py).
 
 Each check runs in a fresh interpreter: a probe records the threads (Python's and the OS's), wraps
