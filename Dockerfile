@@ -14,12 +14,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/pgx-dagster
 
-# The code reads sql/ and cohorts/ beside the package (pgx_dagster/settings.py: REPO_ROOT), so the project is
-# installed in place (editable) rather than copied into site-packages.
+# The code reads sql/, cohorts/ and config/ (the deployments' settings) beside the package (pgx_dagster/settings.py:
+# REPO_ROOT), so the project is installed in place (editable) rather than copied into site-packages.
 COPY pyproject.toml LICENSE ./
 COPY pgx_dagster/ pgx_dagster/
 COPY sql/ sql/
 COPY cohorts/ cohorts/
+COPY config/ config/
 RUN pip install --no-cache-dir -e .
 
 # The production instance (Postgres storage, ECS run launcher; every value from the environment) and the

@@ -64,7 +64,7 @@ from benchmarks.baselines import (
     stages,
 )
 from benchmarks.lean import lean
-from pgx_dagster import settings
+from pgx_dagster import partitions, settings
 from pgx_dagster.settings import REPO_ROOT
 
 ENGINES = ("dagster", "dagster_stock", "legacy_pool", "duckdb_single", "lean")  # the default run
@@ -485,7 +485,7 @@ def summarize(members: int, scales: dict[str, dict[str, Any]], engines: list[str
         "claim_rows": one["claim_rows"],
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "workers": settings.max_workers(),
-        "partitions_per_run": settings.partitions_per_run(),
+        "partitions_per_run": partitions.partitions_per_run(),
         "daemon_tick_s": settings.daemon_tick_seconds(),
     }
     # A Dagster variant that failed (dagster_stock stalled on the run-retry race, say) is a result: it is named

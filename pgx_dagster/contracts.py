@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pgx_dagster.partitions import AGE_BANDS
-
 if TYPE_CHECKING:
     import pandas as pd
+
+# The age bands of the claims partitions (partitions.py), defined here, below the partitions, as the contracts
+# check them; must agree with the `age_band` macro in sql/common/macros.sql (a test keeps the two in step).
+AGE_BANDS: list[str] = ["0-17", "18-34", "35-44", "45-54", "55-64", "65-74", "75+"]
 
 
 class _OnFirstUse:

@@ -1,7 +1,7 @@
 """How steps run: the executor and the retry policy, chosen once here.
 
 - Parallelism comes from runs: the run queue runs up to 48 at once, and a backfill makes about one run
-  per worker (min(48, cores x 1.5); see settings.partitions_per_run). Inside a run the steps execute
+  per worker (min(48, cores x 1.5); see partitions.partitions_per_run). Inside a run the steps execute
   one after another in the run's own process (PGX_EXECUTOR=in_process, the default): a step process
   per step cost 0.3-3 s each and bought nothing once runs are the parallel unit (benchmarks/).
 - PGX_EXECUTOR=multiprocess runs each step in its own process, max_concurrent = min(48, cores x 1.5)

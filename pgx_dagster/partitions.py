@@ -12,11 +12,9 @@ from dagster import (
     StaticPartitionsDefinition,
 )
 
-from pgx_dagster.settings import closest, event_years, shards
-
-# Lower bound of each band; must agree with the `age_band` macro in sql/common/macros.sql
-# (a test keeps the two in step).
-AGE_BANDS: list[str] = ["0-17", "18-34", "35-44", "45-54", "55-64", "65-74", "75+"]
+from pgx_dagster.cohort_definitions import load_all
+from pgx_dagster.contracts import AGE_BANDS  # defined below this module (the contracts check them)
+from pgx_dagster.settings import closest, event_years, get_settings, shards
 
 age_band_partitions = StaticPartitionsDefinition(AGE_BANDS)
 event_year_partitions = StaticPartitionsDefinition([str(y) for y in event_years()])
@@ -110,16 +108,22 @@ def all_keys() -> list[str]:
 
 
 def cohort_names() -> list[str]:
-    from pgx_dagster.cohort_definitions import load_all
-
     return [d.name for d in load_all()]
 
 
 @cache
 def cohort_partitions() -> StaticPartitionsDefinition:
-    """The analysis stage: one partition per cohort (cohorts/*.toml). A function, as the cohort
-    definitions import the contracts, which import the age bands above."""
+    """The analysis stage: one partition per cohort (cohorts/*.toml), read when first asked for."""
     return StaticPartitionsDefinition(cohort_names())
+
+
+def partitions_per_run() -> int:
+    """Partitions a backfill puts in one run (PGX_PARTITIONS_PER_RUN). Default: enough runs to keep
+    every worker busy and no more - ceil(partitions / workers) - since each run costs a process start
+    (seconds) whatever its data. Dagster also splits a range by event year, so at most 7 count."""
+    settings = get_settings()
+    default = -(-len(AGE_BANDS) * len(settings.years()) // settings.workers())
+    return settings.partitions_per_run or max(1, default)
 
 
 def unknown_key(key: str) -> str | None:

@@ -67,6 +67,17 @@ def test_generated_pages_match_the_code(page):
     )
 
 
+def test_the_configuration_page_is_generated_from_the_settings_object():
+    from pgx_dagster.settings import TOOLING, Settings, env_name
+
+    committed = (docgen.DOCS / docgen.CONFIGURATION_PAGE).read_text()
+    assert committed == docgen.configuration_page(), f"run `{docgen.COMMAND}` and commit docs/configuration.md"
+    rows = [line for line in committed.splitlines() if line.startswith("| `PGX_")]
+    assert [row.split("`")[1] for row in rows] == [env_name(f) for f in Settings.model_fields] + list(TOOLING)
+    assert "| `PGX_SHARDS` | `shards` | `1` | a whole number from 1 to 999 | shards | definitions load |" in committed
+    assert "(docs/configuration.md)" in README.read_text()
+
+
 def test_the_catalogue_lists_every_asset_and_check():
     from pgx_dagster.definitions import defs
 

@@ -122,10 +122,10 @@ def test_worker_pools_start_clean_from_the_forkserver(tmp_path, monkeypatch):
         s.execute("SELECT 1")
     with process_pool(2) as pool:  # the forkserver may be running already
         assert list(pool.map(_open_session_in_child, [str(tmp_path)] * 2)) == ["ok 42"] * 2
-    monkeypatch.setenv("PGX_TEST_SET_AFTER_THE_FORKSERVER", "seen")
+    monkeypatch.setenv("TEST_SET_AFTER_THE_FORKSERVER", "seen")
     monkeypatch.setenv("PGX_MAX_YEAR", "2017")  # read when the code location is imported (the partitions)
     with process_pool(2) as pool:  # workers take the caller's environment as it is now
-        assert list(pool.map(_environment_variable, ["PGX_TEST_SET_AFTER_THE_FORKSERVER"] * 2)) == ["seen"] * 2
+        assert list(pool.map(_environment_variable, ["TEST_SET_AFTER_THE_FORKSERVER"] * 2)) == ["seen"] * 2
         # the forkserver imported the code location with its own settings (ops/warm_code.py): not these
         assert list(pool.map(_partition_years, [None] * 2)) == [["2016", "2017"]] * 2
 

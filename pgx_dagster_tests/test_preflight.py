@@ -31,7 +31,7 @@ from pgx_dagster.lake import LakeResource
 from pgx_dagster.ops.materialize import write_instance
 from pgx_dagster.partitions import claims_partitions, unknown_key
 from pgx_dagster.raw_inputs import register_raw
-from pgx_dagster.settings import SETTINGS, SettingError, configuration_page, validate
+from pgx_dagster.settings import ENV_NAMES, TOOLING, SettingError, validate
 
 REPO = settings.REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -99,12 +99,11 @@ def test_a_path_given_must_exist_and_years_must_be_in_order(tmp_path):
         validate({"PGX_MIN_YEAR": "2021"})
 
 
-def test_an_unknown_pgx_variable_is_an_error_when_it_is_a_typo_and_a_warning_otherwise():
+def test_an_unknown_pgx_variable_is_an_error_naming_the_closest_setting():
     with pytest.raises(SettingError, match="PGX_RAW_FORMATT is not a setting: did you mean PGX_RAW_FORMAT?"):
         validate({"PGX_RAW_FORMATT": "tuva"})
-    assert validate({"PGX_SOMETHING_ELSE_ENTIRELY": "1"}) == [
-        "PGX_SOMETHING_ELSE_ENTIRELY is not a pgx setting and is ignored; docs/configuration.md lists them"
-    ]
+    with pytest.raises(SettingError, match="PGX_SHARD_COUNT is not a setting: did you mean PGX_SHARDS?"):
+        validate({"PGX_SHARD_COUNT": "4"})
     # the variables the tests, benchmarks and deployment set are known
     assert validate({"PGX_SAMPLE_DATA": "x", "PGX_FLOOR_MEMORY": "1GB", "PGX_CODE_LOCATION_HOST": "code"}) == []
 
@@ -142,19 +141,12 @@ def person_index_with_raw_format(tmp_path: Path, raw_format: str, instance: Dags
     return job_defs.resolve_job_def("person_index_only").execute_in_process(instance=instance, raise_on_error=False)
 
 
-# ---- the registry and its page ---------------------------------------------------------------------------------
-def test_every_pgx_name_in_the_package_source_is_a_registered_setting():
-    # a name followed by `*` is a family (PGX_RAW_* = PGX_RAW_MEDICAL, ...), not a setting
-    pattern = re.compile(r"PGX_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*\*)")
+# ---- the settings' names ---------------------------------------------------------------------------------------
+def test_every_pgx_name_in_the_package_source_is_a_setting_or_an_allowed_variable():
+    # a name followed by `*` or `<` is a family (PGX_RAW_* = PGX_RAW_MEDICAL, ..., PGX_<FIELD>), not a setting
+    pattern = re.compile(r"PGX_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*[*<])")
     found = {name for path in (REPO / "pgx_dagster").rglob("*.py") for name in pattern.findall(path.read_text())}
-    assert found and found - set(SETTINGS) == set()
-
-
-def test_the_configuration_page_is_generated_from_the_registry():
-    committed = (REPO / "docs" / "configuration.md").read_text()
-    assert committed == configuration_page(), "run `python -m pgx_dagster.settings` and commit docs/configuration.md"
-    for name in SETTINGS:
-        assert f"`{name}`" in committed
+    assert found and found - set(ENV_NAMES) - set(TOOLING) == set()
 
 
 # ---- 2. no persistent instance ---------------------------------------------------------------------------------

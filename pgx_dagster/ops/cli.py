@@ -9,6 +9,7 @@ pgx daemon           `dagster-daemon run` with a short loop, so backfills advanc
 pgx validate-inputs  which raw files would be read
 pgx partitions       every partition key: claims keys (age_band|event_year), shards, cohorts
 pgx status           per stage: partitions done / failed / retried of the latest backfill
+pgx config           every setting's effective value and where it came from (default, file, environment)
 pgx build-ndc-map    the NDC -> ingredient map (and an opioid NDC / MME file) from the FDA NDC Directory
 pgx build-opioid-ndc sql/codesets/opioid_ndc.csv, the opioid reference, from CDC's opioid MME list
 """
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit("pgx: interrupted")
     except Exception as error:  # noqa: BLE001  (the one place every error becomes a message)
-        if os.environ.get("PGX_DEBUG"):
+        if settings.debug():
             raise
         sys.exit(f"pgx: {one_line(error)}")
 
@@ -163,6 +164,7 @@ def _main(argv: list[str] | None = None) -> None:
     bf.add_argument("--no-wait", action="store_true", help="submit and return")
     sub.add_parser("validate-inputs", help="preflight: which raw paths will be read, and why")
     sub.add_parser("partitions", help="every partition key: claims (age_band|event_year), shards, cohorts")
+    sub.add_parser("config", help="every setting's effective value and where it came from")
     st = sub.add_parser("status", help="per stage: partitions done / failed / retried, rows/s, CPU, peak RSS")
     st.add_argument("backfill_id", nargs="?", help="a backfill id (default: the latest)")
     sub.add_parser(
@@ -195,6 +197,9 @@ def _main(argv: list[str] | None = None) -> None:
     # Every setting checked before anything starts (a path must exist only where the command reads it).
     for note in settings.validate(check_paths=a.command == "materialize"):
         print(f"pgx: warning: {note}", file=sys.stderr)
+    if a.command == "config":
+        print(settings.describe())
+        return
     if a.command == "partitions":
         from pgx_dagster.partitions import listing
 

@@ -44,15 +44,13 @@ def settings(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, st
 
 def roots(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, str]:
     """PGX_RAW_ROOT and PGX_LAKE_ROOT as a run will resolve them: local folders made absolute."""
-    from pgx_dagster.settings import DEFAULT_LAKE_ROOT, DEFAULT_RAW_ROOT
+    from pgx_dagster.settings import load
 
     def absolute(value: str) -> str:
         return ",".join(p if p.startswith("s3://") else os.path.abspath(p) for p in value.split(",") if p.strip())
 
-    return {
-        "PGX_RAW_ROOT": absolute(environ.get("PGX_RAW_ROOT") or DEFAULT_RAW_ROOT),
-        "PGX_LAKE_ROOT": absolute(environ.get("PGX_LAKE_ROOT") or DEFAULT_LAKE_ROOT),
-    }
+    given = load(environ)  # the environment's, or the file's, or the defaults
+    return {"PGX_RAW_ROOT": absolute(given.raw_root), "PGX_LAKE_ROOT": absolute(given.lake_root)}
 
 
 def running_daemon(home: str | Path) -> tuple[int, dict[str, str]] | None:

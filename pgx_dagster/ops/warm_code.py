@@ -24,14 +24,16 @@ _WATCHED = ((_ROOT, "**/*.py"), (_ROOT.parent / "cohorts", "*.toml"))
 
 
 def fingerprint() -> tuple[tuple[str, int | str, int], ...]:
-    """Every watched file with its modification time and size, and every PGX_ setting."""
+    """Every watched file with its modification time and size, and what the settings are built from."""
     files: list[tuple[str, int | str, int]] = []
     for folder, pattern in _WATCHED:
         for path in sorted(folder.glob(pattern)):
             stat = path.stat()
             files.append((str(path), stat.st_mtime_ns, stat.st_size))
-    settings = [(name, value, 0) for name, value in sorted(os.environ.items()) if name.startswith("PGX_")]
-    return (*files, *settings)
+    from pgx_dagster.settings import fingerprint as settings_fingerprint
+
+    # every PGX_ variable and the deployment's file of settings (pgx_dagster/settings.py)
+    return (*files, (repr(settings_fingerprint()), 0, 0))
 
 
 def _load() -> tuple[tuple[str, int | str, int], ...] | None:

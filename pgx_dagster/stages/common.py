@@ -47,10 +47,16 @@ from pgx_dagster.contracts import Contract
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote, sql_text
 from pgx_dagster.execution import STEP_RETRY, os_faults
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.partitions import claims_partitions, cohort_partitions, shard_of, shard_partitions, split_key
+from pgx_dagster.partitions import (
+    claims_partitions,
+    cohort_partitions,
+    partitions_per_run,
+    shard_of,
+    shard_partitions,
+    split_key,
+)
 from pgx_dagster.quality import contract_result, judged_materialization
 from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
-from pgx_dagster.settings import partitions_per_run
 
 OWNERS = ["team:pgx-data-engineering"]
 KINDS = {"duckdb", "parquet"}
