@@ -10,7 +10,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DAGSTER_HOME=/opt/dagster/home
+    DAGSTER_HOME=/opt/dagster/home \
+    # this deployment's settings (config/aws.toml); a container's environment overrides any key, and run tasks
+    # receive the effective values with PGX_CONFIG_FILE=none (pgx_dagster/settings.py task_environment)
+    PGX_CONFIG_FILE=config/aws.toml
 
 WORKDIR /opt/pgx-dagster
 

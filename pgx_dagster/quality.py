@@ -10,6 +10,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, AssetRecords
 
 from pgx_dagster.contracts import Contract, failure_counts
 from pgx_dagster.duck import Session
+from pgx_dagster.settings import get_settings
 
 
 def verdict(passed: bool, metadata: Mapping[str, Any], *, warn_only: bool = False) -> AssetCheckResult:
@@ -121,8 +122,11 @@ def judged_materialization(instance: DagsterInstance, asset_key: AssetKey, parti
     """The latest materialization of the asset (partition) a check evaluation judges, as its
     `target_materialization_data`. Dagster fills this in itself only for a step of one partition; without it
     the Checks tab's partition grid counts the verdict as missing (it shows a verdict only when it targets
-    the partition's latest materialization). None where the asset (partition) was never materialized."""
-    from pgx_dagster.ops.dagster_private import check_target  # at step time: the code location loads without it
+    the partition's latest materialization). None where the asset (partition) was never materialized, and
+    unless PGX_CHECK_TARGETS is on: the private name it needs is opt-in (config/aws.toml turns it off)."""
+    if not get_settings().check_targets:
+        return None
+    from pgx_dagster.ops.dagster_private import check_target  # only when asked: no private name otherwise
 
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1

@@ -31,7 +31,9 @@ def test_production_instance_loads_with_its_launcher_and_settings(postgres, tmp_
         launcher = instance.run_launcher  # built from its config, validated against its schema
         assert type(launcher).__name__ == "SizedEcsRunLauncher"
         assert launcher.run_resources == {"cpu": "1024", "memory": "3072"}
-        assert launcher.configured_env_vars == ["PGX_MEMORY_PER_WORKER=2GB", "AWS_REGION"]  # PGX_*: forwarded
+        assert launcher.configured_env_vars == ["AWS_REGION"]  # PGX_*: from the settings object
+        monkeypatch.setenv("PGX_CONFIG_FILE", "config/aws.toml")
+        assert "PGX_MEMORY_PER_WORKER=2GB" in launcher.env_vars and "PGX_PARTITIONS_PER_RUN=1" in launcher.env_vars
         queue = instance.run_coordinator.get_run_queue_config()
         assert queue.max_concurrent_runs == 48 and raw["run_queue"]["dequeue_use_threads"] is True
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 3600

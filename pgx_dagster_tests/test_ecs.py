@@ -15,7 +15,8 @@ import yaml
 
 from pgx_dagster.ops.backfill import LAUNCH, Client
 from pgx_dagster.ops.ecs import forwarded_env_vars, task_size
-from pgx_dagster.settings import SETTINGS as REGISTRY
+from pgx_dagster.settings import ENV_NAMES as REGISTRY
+from pgx_dagster.settings import SettingError
 from pgx_dagster.stages.common import GLOBAL_TASK, PARTITION_TASK
 from pgx_dagster_tests.services import ARTIFACTS, REPO, dagster_services, moto_s3
 
@@ -97,7 +98,8 @@ def test_task_environment_carries_the_settings_and_no_secret(ecs_tasks):
     for definition in ecs_tasks["definitions"].values():
         env = {e["name"]: e["value"] for e in definition["containerDefinitions"][0]["environment"]}
         assert {k: env.get(k) for k in SETTINGS} == SETTINGS  # PGX_SHARDS and PGX_RAW_FORMAT among them
-        assert env["PGX_MEMORY_PER_WORKER"] == "2GB"  # deploy/dagster.yaml's NAME=value wins
+        assert env["PGX_MEMORY_PER_WORKER"] == "3GB"  # the daemon's effective value, from the settings object
+        assert env["PGX_CONFIG_FILE"] == "none"  # the values carry the file's: the task reads no other file
         assert {k for k in env if k.startswith("PGX_")} <= REGISTRY.keys()  # settings only, from the registry
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & env.keys()
         assert aws["AWS_SECRET_ACCESS_KEY"] not in str(definition)
@@ -139,8 +141,16 @@ def test_each_steps_op_tags_carry_its_size():
         assert sizes[step] == {"cpu": "1024", "memory": "3072"}, step
 
 
-def test_every_setting_set_is_forwarded_and_a_configured_value_wins():
+def test_every_setting_set_is_forwarded_and_a_configured_value_wins(tmp_path):
     environ = {"PGX_SHARDS": "4", "PGX_RAW_FORMAT": "apcd", "PGX_MEMORY_PER_WORKER": "3GB", "PGX_PROFILE": "",
-               "PGX_NOT_A_SETTING": "x", "AWS_SECRET_ACCESS_KEY": "s"}  # fmt: skip
+               "PGX_CONFIG_FILE": "none", "AWS_SECRET_ACCESS_KEY": "s"}  # fmt: skip
     forwarded = forwarded_env_vars(["PGX_MEMORY_PER_WORKER=2GB", "AWS_REGION"], environ)
-    assert forwarded == ["PGX_MEMORY_PER_WORKER=2GB", "AWS_REGION", "PGX_RAW_FORMAT", "PGX_SHARDS"]
+    assert forwarded == ["PGX_MEMORY_PER_WORKER=2GB", "AWS_REGION", "PGX_CONFIG_FILE=none", "PGX_RAW_FORMAT=apcd",
+                         "PGX_SHARDS=4"]  # fmt: skip
+    # the deployment's file reaches the task as values: its image may hold no such file
+    config = tmp_path / "aws.toml"
+    config.write_text('lake_root = "s3://bucket/lake"\nshards = 2\n')
+    forwarded = forwarded_env_vars([], {"PGX_CONFIG_FILE": str(config), "PGX_SHARDS": "3"})
+    assert forwarded == ["PGX_CONFIG_FILE=none", "PGX_LAKE_ROOT=s3://bucket/lake", "PGX_SHARDS=3"]
+    with pytest.raises(SettingError, match="PGX_NOT_A_SETTING"):
+        forwarded_env_vars([], {"PGX_NOT_A_SETTING": "x"})

@@ -309,15 +309,31 @@ def test_what_the_daemon_and_webserver_load_names_no_private_dagster_name():
     assert found == {}, "\n".join(line for lines in found.values() for line in lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quality.judged_materialization imports ops.dagster_private.check_target at step time: Dagster does "
-    "not export AssetCheckEvaluationTargetMaterializationData (left to the owner of dagster_private.py)",
-)
-def test_the_code_location_names_no_private_dagster_name():
+def test_the_code_location_reaches_a_private_dagster_name_only_through_its_opt_in():
+    """The one route: quality.judged_materialization imports ops.dagster_private (check_target) when
+    PGX_CHECK_TARGETS is on; config/aws.toml turns it off, so ECS tasks never import it (next test)."""
     found, walked = walk(code_location_modules())
     assert "pgx_dagster.stages.common" in walked
-    assert found == {}, "\n".join(line for lines in found.values() for line in lines)
+    assert set(found) == {"pgx_dagster.ops.dagster_private"}, found
+
+
+@pytest.mark.parametrize("config, imported", [("config/aws.toml", False), ("none", True)])
+def test_with_the_aws_settings_a_check_step_imports_no_private_name(config, imported):
+    code = (
+        "import sys\n"
+        "from dagster import AssetKey, DagsterInstance\n"
+        "import pgx_dagster.definitions\n"
+        "from pgx_dagster.quality import judged_materialization\n"
+        "assert 'pgx_dagster.ops.dagster_private' not in sys.modules\n"
+        "with DagsterInstance.ephemeral() as instance:\n"
+        "    assert judged_materialization(instance, AssetKey('events'), '18-34|2019') is None\n"
+        "print('pgx_dagster.ops.dagster_private' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGX_")}
+    env["PGX_CONFIG_FILE"] = config
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == str(imported)
 
 
 def code_location(modules: set[str]) -> set[str]:

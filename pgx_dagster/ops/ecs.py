@@ -9,12 +9,12 @@ tags and their partition's, never an asset's. A run's task gets the largest size
 sets `ecs/cpu` by hand for the global steps; an explicit `ecs/cpu` / `ecs/memory` run tag still wins
 (Dagster's own convention), and a run without sized steps keeps `run_resources`.
 
-Settings. Every setting of the registry (`pgx_dagster.settings.SETTINGS`) that is set in the launcher's
-environment is forwarded to the task, beside the `env_vars` the instance configures (a configured
-`NAME=value` wins): the task runs the definitions with the code location's settings, no list to keep.
+Settings. The task gets the project's settings from the same typed object the code location reads
+(`settings.task_environment()`: every setting the launcher's environment or its config file sets, as
+`PGX_<FIELD>=value`), beside the `env_vars` the instance configures (a configured name wins): no list to keep.
 
 This module is loaded by the daemon and the webserver: it imports Dagster's public API, dagster-aws and the
-settings registry, nothing else of the project (pgx_dagster_tests/test_production_path.py checks it).
+settings module, nothing else of the project (pgx_dagster_tests/test_production_path.py checks it).
 deploy/dagster.yaml configures it; docs/operations/aws.md lists the sizes it produces.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 from dagster import DagsterInstance, DagsterRun
 from dagster_aws.ecs import EcsRunLauncher
 
-from pgx_dagster.settings import SETTINGS
+from pgx_dagster.settings import task_environment
 
 CPU_TAG, MEMORY_TAG = "pgx/task_cpu", "pgx/task_memory"
 
@@ -52,9 +52,11 @@ def run_step_tags(instance: DagsterInstance, run: DagsterRun) -> list[Mapping[st
 
 
 def forwarded_env_vars(configured: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """`configured` and every setting set (non-empty) in `environ` that it does not name already."""
+    """`configured` and, as NAME=value, every setting `environ` (or the config file it names) sets that
+    `configured` does not name already. An unknown PGX_ variable fails the launch with one line."""
     named = {entry.split("=", 1)[0] for entry in configured}
-    return [*configured, *(name for name in SETTINGS if name not in named and environ.get(name))]
+    settings = task_environment(environ)
+    return [*configured, *(f"{name}={value}" for name, value in sorted(settings.items()) if name not in named)]
 
 
 class SizedEcsRunLauncher(EcsRunLauncher):

@@ -281,9 +281,11 @@ def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
         selected = [
             c for c in work.registered if AssetCheckKey(asset_def.key, c.name) in context.selected_asset_check_keys
         ]
-        for key in context.partition_keys if partitions_def else [None]:
+        keys = context.partition_keys if partitions_def else [None]
+        for key in keys:
             args = partition_args(partitions_def, key) if key else ()
-            target = judged_materialization(context.instance, asset_def.key, key)
+            # Dagster names the judged materialization itself in a step of one partition
+            target = judged_materialization(context.instance, asset_def.key, key) if len(keys) > 1 else None
             for c in selected:
                 started = time.perf_counter()
                 reset_peak_rss()
