@@ -364,10 +364,9 @@ class Settings(BaseSettings):
         "negative); beyond it the line is implausible_paid_amount. The costliest single drugs (gene therapies) "
         "are 2-4.25 million.", unit="currency per line", **_number(1))
     check_targets: bool = _field(
-        True, "Checks: name the materialization each verdict judged when a run covers several partitions, so the "
-        "Checks tab's partition grid shows it (Dagster names it itself only for a run of one partition). Uses a "
-        "private Dagster name (pgx_dagster/ops/dagster_private.py): off, those verdicts show as missing in the "
-        "grid but stay in the run's events and in pgx status.", FLAG_VALID)
+        True, "Checks: name the materialization each verdict judged, so the Checks tab's partition grid shows it. "
+        "Uses a private Dagster name (pgx_dagster/ops/dagster_private.py): off, the grid shows the verdicts as "
+        "missing; they stay in the runs' events, the check history and pgx status.", FLAG_VALID)
     # -- commands ------------------------------------------------------------------------------------------
     demo_members: int = _field(DEFAULT_DEMO_MEMBERS, "`pgx demo`: persons in the synthetic extract.",
                                unit="persons", when=COMMAND, **_whole(1))

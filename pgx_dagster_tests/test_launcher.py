@@ -296,6 +296,8 @@ def test_a_moved_run_body_launches_as_dagsters_default_launcher(tmp_path, monkey
     (tmp_path / "run.yaml").write_text(f"ops: {{write_marker_then_wait: {{config: {{marker: '{marker}'}}}}}}\n")
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": os.pathsep.join([str(patch), str(repo)])}
     scripts, workspace = Path(sys.executable).parent, str(tmp_path / "workspace.yaml")
+    with DagsterInstance.from_config(str(home)):  # the storage is created once, before two processes race to
+        pass
     with open(tmp_path / "daemon.log", "w") as log:  # Dagster's own daemon, from its console script
         daemon = spawn([str(scripts / "dagster-daemon"), "run", "-w", workspace], env=env, stdout=log,
                        stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip

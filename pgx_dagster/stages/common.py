@@ -281,11 +281,9 @@ def asset_checks(asset_def: AssetsDefinition) -> AssetChecksDefinition:
         selected = [
             c for c in work.registered if AssetCheckKey(asset_def.key, c.name) in context.selected_asset_check_keys
         ]
-        keys = context.partition_keys if partitions_def else [None]
-        for key in keys:
+        for key in context.partition_keys if partitions_def else [None]:
             args = partition_args(partitions_def, key) if key else ()
-            # Dagster names the judged materialization itself in a step of one partition
-            target = judged_materialization(context.instance, asset_def.key, key) if len(keys) > 1 else None
+            target = judged_materialization(context.instance, asset_def.key, key)
             for c in selected:
                 started = time.perf_counter()
                 reset_peak_rss()
