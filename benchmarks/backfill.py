@@ -43,11 +43,9 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -125,53 +123,6 @@ def instance_config(setup: Setup) -> dict[str, Any]:
     return config
 
 
-@contextmanager
-def stock_services(home: Path, env: dict[str, str], logs: Path) -> Iterator[str]:
-    """Yield the webserver URL with `dagster-webserver` and `dagster-daemon run` as Dagster ships them (its
-    30 s loop) on loopback against the instance at `home`; both stop on the way out, by process group.
-    The project's dagster_services starts `pgx daemon` instead, so this starts the stock one itself."""
-    from pgx_dagster.ops.services import (
-        BIN,
-        free_port,
-        prepare_storage,
-        reap_on_death,
-        spawn,
-        stop,
-        wait_for_daemon,
-        wait_for_url,
-    )
-
-    port = free_port()
-    env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
-    logs.mkdir(parents=True, exist_ok=True)
-    prepare_storage(home)
-    procs: list[subprocess.Popen] = []
-    reapers: list[subprocess.Popen] = []
-    try:
-        for name, command in (
-            ("dagster-webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]),
-            ("dagster-daemon", [str(BIN / "dagster-daemon"), "run"]),
-        ):
-            log = (logs / f"{name}.log").open("w")
-            procs.append(
-                spawn([*command, "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            )
-            reapers.append(reap_on_death(procs[-1]))
-        url = f"http://127.0.0.1:{port}"
-        wait_for_url(f"{url}/server_info", 120, procs[0], logs / "dagster-webserver.log")
-        wait_for_daemon(url, 120, logs / "dagster-daemon.log", procs[1])
-        yield url
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
-        for reaper in reapers:  # each exits once its group is gone, which stop() made sure of
-            try:
-                reaper.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                reaper.kill()
-                reaper.wait()
-
-
 def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float, engine: str = "dagster") -> dict[str, Any]:
     """The backfill on the instance and daemon of `engine` (DAGSTER_ENGINES)."""
     from pgx_dagster.ops.backfill import Client, failed_runs
@@ -185,8 +136,7 @@ def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float, engine: 
     else:
         (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(setup)))
     env = {"PGX_RAW_ROOT": str(raw), "PGX_LAKE_ROOT": str(lake)}
-    services = stock_services if setup.stock_daemon else dagster_services
-    with services(home, env, work / "logs") as url:
+    with dagster_services(home, env, work / "logs", stock_daemon=setup.stock_daemon) as url:
         client = Client(url)
         assets = client.executable_assets()
         started_at = time.time()

@@ -32,7 +32,7 @@ from dagster import (
 
 from pgx_dagster.ops import dagster_private
 from pgx_dagster.ops.launcher import WORKER_TAG, PreloadedRunLauncher
-from pgx_dagster.ops.services import spawn, stop
+from pgx_dagster.ops.services import prepare_storage, spawn, stop
 
 
 class MarkerConfig(Config):
@@ -296,8 +296,7 @@ def test_a_moved_run_body_launches_as_dagsters_default_launcher(tmp_path, monkey
     (tmp_path / "run.yaml").write_text(f"ops: {{write_marker_then_wait: {{config: {{marker: '{marker}'}}}}}}\n")
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": os.pathsep.join([str(patch), str(repo)])}
     scripts, workspace = Path(sys.executable).parent, str(tmp_path / "workspace.yaml")
-    with DagsterInstance.from_config(str(home)):  # the storage is created once, before two processes race to
-        pass
+    prepare_storage(home)  # once, before the daemon and the launch race to create it
     with open(tmp_path / "daemon.log", "w") as log:  # Dagster's own daemon, from its console script
         daemon = spawn([str(scripts / "dagster-daemon"), "run", "-w", workspace], env=env, stdout=log,
                        stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip

@@ -128,10 +128,13 @@ def prepare_storage(home: Path) -> None:
 
 
 @contextmanager
-def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool = True) -> Iterator[str]:
+def dagster_services(
+    home: Path, env: dict[str, str], logs: Path, daemon: bool = True, stock_daemon: bool = False
+) -> Iterator[str]:
     """Yield the webserver URL with `dagster-webserver` and (unless `daemon` is False: one already
-    serves the instance) `pgx daemon` - dagster-daemon with the PGX_DAEMON_TICK_SECONDS loop - running
-    on loopback against the instance at `home`; both stop on the way out."""
+    serves the instance) `pgx daemon` - dagster-daemon with the PGX_DAEMON_TICK_SECONDS loop - or, with
+    `stock_daemon`, `dagster-daemon run` as Dagster ships it (its 30 s loop), running on loopback against the
+    instance at `home`; both stop on the way out."""
     port = free_port()
     env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     logs.mkdir(parents=True, exist_ok=True)
@@ -153,7 +156,8 @@ def dagster_services(home: Path, env: dict[str, str], logs: Path, daemon: bool =
 
     try:
         web = start("dagster-webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)])
-        daemon_proc = start("dagster-daemon", [str(BIN / "pgx"), "daemon"]) if daemon else None
+        daemon_command = [str(BIN / "dagster-daemon"), "run"] if stock_daemon else [str(BIN / "pgx"), "daemon"]
+        daemon_proc = start("dagster-daemon", daemon_command) if daemon else None
         url = f"http://127.0.0.1:{port}"
         wait_for_url(f"{url}/server_info", 120, web, logs / "dagster-webserver.log")
         wait_for_daemon(url, 120, logs / "dagster-daemon.log", daemon_proc)
