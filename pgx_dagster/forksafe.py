@@ -44,6 +44,7 @@ ORPHANED_EXIT_CODE = 70
 
 _protected = False  # inherited by a forked child, as the at-fork hook and the closed connection are
 _watching: int | None = None  # the pid of the process whose watch thread runs (a forked child has none)
+_forking_parent: int | None = None  # the pid of the process forking now (protect_children's before-fork hook)
 
 
 def protect_children() -> None:
@@ -56,18 +57,29 @@ def protect_children() -> None:
     import duckdb
 
     duckdb.default_connection().close()
-    os.register_at_fork(after_in_child=exit_with_parent)
+    os.register_at_fork(before=_note_forking_parent, after_in_child=_exit_with_forking_parent)
 
 
-def exit_with_parent() -> None:
-    """This process exits (ORPHANED_EXIT_CODE, no cleanup, no flush) within PARENT_POLL_SECONDS of its
-    parent's death. Once per process: a second call, or a call in a forked child that already watches, does
-    nothing."""
+def _note_forking_parent() -> None:
+    global _forking_parent
+    _forking_parent = os.getpid()
+
+
+def _exit_with_forking_parent() -> None:
+    # The parent's pid as noted before the fork, not os.getppid() in the child: a parent that dies before
+    # the child runs this hook has left it with a new parent already, which it would then watch forever.
+    exit_with_parent(_forking_parent)
+
+
+def exit_with_parent(parent: int | None = None) -> None:
+    """This process exits (ORPHANED_EXIT_CODE, no cleanup, no flush) within PARENT_POLL_SECONDS of the death
+    of `parent` (its parent's pid; None: its parent now). Once per process: a second call, or a call in a
+    forked child that already watches, does nothing."""
     global _watching
     if _watching == os.getpid():
         return
     _watching = os.getpid()
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while os.getppid() == parent:

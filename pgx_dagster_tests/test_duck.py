@@ -163,10 +163,13 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("protected", [True, False])
 def test_a_child_forked_after_protect_children_exits_with_its_parent(protected):
-    """The orphan exit is protect_children's doing: a child forked without it outlives its parent."""
+    """The orphan exit is protect_children's doing: a child forked without it outlives its parent. The parent
+    dies before the child's protection runs (an earlier at-fork hook holds it up), as happens when the parent
+    is killed straight after the fork: the child still exits, for it watches the parent it was forked from."""
     script = f"""
 import os, time
 from pgx_dagster import forksafe
+os.register_at_fork(after_in_child=lambda: time.sleep(1))  # runs before protect_children's hook
 if {protected}:
     forksafe.protect_children()
 child = os.fork()
