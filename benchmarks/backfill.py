@@ -9,17 +9,15 @@ generates three extracts once (tiny, 1x = --members, 2x = twice that), then for 
                      dagster.yaml (every local accelerator on), timed from submission to the backfill's
                      completion;
       dagster_stock  the same backfill on stock Dagster: `dagster-daemon run` (Dagster's 30 s loop),
-                     Dagster's own run launcher and SQLite storage (dagster.yaml without `run_launcher`,
-                     `instance_class` or any other section naming a class of this project; run queue,
+                     Dagster's own run launcher and SQLite storage (dagster.yaml without `run_launcher`
+                     or any other section naming a class of this project; run queue,
                      retries and monitoring as they are);
   (b) legacy_pool    a ProcessPoolExecutor over partitions, stage by stage (benchmarks/baselines.py);
   (c) duckdb_single  one process, one DuckDB connection with every thread (benchmarks/baselines.py);
   (d) lean           the engine's limit: minimal SQL for the essential work, one DuckDB process
                      (benchmarks/lean.py) - timed only, every engine reported as a ratio to it;
-and, on request only (`--engines dagster,dagster_sqlite,...`), the steps between (a) and dagster_stock, each
+and, on request only (`--engines dagster,dagster_pgx_daemon,...`), the step between (a) and dagster_stock,
 one accelerator fewer, so each accelerator's gain is one row (`accelerator_gain`):
-      dagster_sqlite     (a) on Dagster's own SQLite storage: dagster.yaml without `instance_class` (the same
-                         as (a) when dagster.yaml sets none);
       dagster_pgx_daemon `pgx daemon` alone: Dagster's own run launcher and storage, as dagster_stock.
 The large point (--big-members) runs dagster and dagster_stock alone.
 
@@ -66,7 +64,7 @@ from pgx_dagster import partitions, settings
 from pgx_dagster.settings import REPO_ROOT
 
 ENGINES = ("dagster", "dagster_stock", "legacy_pool", "duckdb_single", "lean")  # the default run
-ENGINES_ON_REQUEST = ("dagster_sqlite", "dagster_pgx_daemon")
+ENGINES_ON_REQUEST = ("dagster_pgx_daemon",)
 
 
 @dataclass(frozen=True)
@@ -84,14 +82,12 @@ class Setup:
 # Backfills through the daemon, repeated on the tiny extract; from every accelerator on to none, one fewer each.
 DAGSTER_ENGINES: dict[str, Setup] = {
     "dagster": Setup(),
-    "dagster_sqlite": Setup(without=("instance_class",)),
-    "dagster_pgx_daemon": Setup(without=("instance_class", "run_launcher"), dagster_classes_only=True),
-    "dagster_stock": Setup(stock_daemon=True, without=("instance_class", "run_launcher"), dagster_classes_only=True),
+    "dagster_pgx_daemon": Setup(without=("run_launcher",), dagster_classes_only=True),
+    "dagster_stock": Setup(stock_daemon=True, without=("run_launcher",), dagster_classes_only=True),
 }
 # What each accelerator buys: the engine without it against the engine with it, the rest as in that one.
 ACCELERATORS = {
-    "instance_class": ("dagster_sqlite", "dagster"),  # the storage dagster.yaml names, if any
-    "preloaded_run_launcher": ("dagster_pgx_daemon", "dagster_sqlite"),
+    "preloaded_run_launcher": ("dagster_pgx_daemon", "dagster"),
     "pgx_daemon": ("dagster_stock", "dagster_pgx_daemon"),
 }
 BIG_ENGINES = ("dagster", "dagster_stock")  # the large point: Dagster alone, accelerated and stock

@@ -236,7 +236,7 @@ def test_run_boundaries_follow_the_code_locations_asset_graph():
 
 def test_the_stock_instance_is_the_repos_dagster_yaml_without_the_projects_classes(tmp_path):
     """dagster_stock: Dagster's own run launcher and storage; the run queue, retries and monitoring as the
-    repo's dagster.yaml sets them. dagster_sqlite leaves out the storage alone."""
+    repo's dagster.yaml sets them."""
     import yaml
     from dagster import DagsterInstance, DefaultRunLauncher
 
@@ -247,12 +247,10 @@ def test_the_stock_instance_is_the_repos_dagster_yaml_without_the_projects_class
     stock = instance_config(DAGSTER_ENGINES["dagster_stock"])
     assert DAGSTER_ENGINES["dagster_stock"].stock_daemon and not DAGSTER_ENGINES["dagster_pgx_daemon"].stock_daemon
     assert "pgx_dagster" not in yaml.safe_dump(stock)
-    assert not {"instance_class", "run_launcher"} & set(stock)
+    assert "run_launcher" not in stock
     for section in ("run_queue", "run_retries", "run_monitoring"):
         assert stock[section] == repo[section], section
     assert instance_config(DAGSTER_ENGINES["dagster_pgx_daemon"]) == stock
-    sqlite = instance_config(DAGSTER_ENGINES["dagster_sqlite"])
-    assert "instance_class" not in sqlite and sqlite.get("run_launcher") == repo.get("run_launcher")
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(stock))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance) is DagsterInstance
@@ -267,9 +265,9 @@ def test_the_summary_sets_stock_dagster_beside_the_accelerated_one_and_each_acce
         return {**DAGSTER_RUNS, "seconds": seconds, "stage_s": {"analysis": 1.0}, "rows": {}, "runs": runs,
                 "levels": levels, "before_analysis_s": seconds - 1}  # fmt: skip
 
-    engines = ["dagster", "dagster_stock", "dagster_sqlite", "dagster_pgx_daemon"]
+    engines = ["dagster", "dagster_stock", "dagster_pgx_daemon"]
     one = {"claim_rows": 10_000_000, "identical": True,
-           "results": {"dagster": result(100.0), "dagster_stock": result(300.0), "dagster_sqlite": result(110.0),
+           "results": {"dagster": result(100.0), "dagster_stock": result(300.0),
                        "dagster_pgx_daemon": result(150.0), "identical": True, "differences": {}}}  # fmt: skip
     big = {"claim_rows": 50_000_000,
            "results": {"dagster": result(500.0), "dagster_stock": result(600.0, 40, 9), "identical": True,
@@ -281,14 +279,13 @@ def test_the_summary_sets_stock_dagster_beside_the_accelerated_one_and_each_acce
     assert summary["run_boundaries"]["1x"] == {e: {"runs": 20, "levels": 8} for e in engines}
     assert summary["accelerator_gain"] == {  # the large point runs no pair: no row for it
         "1x": {
-            "instance_class": {"s": 10.0, "share_of_dagster": 0.1},
-            "preloaded_run_launcher": {"s": 40.0, "share_of_dagster": 0.4},
+            "preloaded_run_launcher": {"s": 50.0, "share_of_dagster": 0.5},
             "pgx_daemon": {"s": 150.0, "share_of_dagster": 1.5},
         }
     }
     printed = table(summary, {"1x": one, "big": big}, engines)
     assert next(line for line in printed.splitlines() if line.startswith("big ")).split() == [
-        "big", "50,000,000", "500.0", "600.0", "-", "-", "True"]  # fmt: skip
+        "big", "50,000,000", "500.0", "600.0", "-", "True"]  # fmt: skip
     assert "run_boundaries" in printed and '"levels": 9' in printed and '"pgx_daemon"' in printed
     # a failed stock backfill at the large point is a result beside dagster's
     big["results"]["dagster_stock"] = {"failed": "backfill y ended FAILED"}
