@@ -13,11 +13,12 @@ Failure metadata reports counts per column and rule, never values: ids are perso
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from pgx_dagster.forksafe import OnFirstUse
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,18 +28,8 @@ if TYPE_CHECKING:
 AGE_BANDS: list[str] = ["0-17", "18-34", "35-44", "45-54", "55-64", "65-74", "75+"]
 
 
-class _OnFirstUse:
-    """A module imported on first attribute access. pandera (with pandas) costs ~0.5 s of every
-    process start - every backfill run - and only contract checks use it."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self._name), attr)
-
-
-pa: Any = _OnFirstUse("pandera.pandas")
+# pandera (with pandas) costs ~0.5 s of every process start - every backfill run - and only contract checks use it.
+pa: Any = OnFirstUse("pandera.pandas", globals())
 # A column or frame rule, built when a contract is checked (so defining contracts imports nothing).
 Rule = Callable[[], Any]
 
