@@ -120,10 +120,11 @@ def contract_result(session: Session, relation: str, contract: Contract) -> Asse
 
 def judged_materialization(instance: DagsterInstance, asset_key: AssetKey, partition: str | None) -> Any | None:
     """The latest materialization of the asset (partition) a check evaluation judges, as its
-    `target_materialization_data`. Dagster fills this in itself only for a step of one partition; without it
-    the Checks tab's partition grid counts the verdict as missing (it shows a verdict only when it targets
-    the partition's latest materialization). None where the asset (partition) was never materialized, and
-    unless PGX_CHECK_TARGETS is on: the private name it needs is opt-in (config/aws.toml turns it off)."""
+    `target_materialization_data`. Dagster leaves it unnamed for the evaluations a checks step yields (one
+    partition or several), and the Checks tab's partition grid then counts the verdict as missing (it shows a
+    verdict only when it targets the partition's latest materialization). None where the asset (partition) was
+    never materialized, and unless PGX_CHECK_TARGETS is on: the private name it needs is opt-in (config/aws.toml
+    turns it off)."""
     if not get_settings().check_targets:
         return None
     from pgx_dagster.ops.dagster_private import check_target  # only when asked: no private name otherwise

@@ -23,7 +23,7 @@ def test_a_moved_class_falls_back_to_no_target_with_one_warning(monkeypatch):
     monkeypatch.setattr(dagster_private, "_warned", set())
     with pytest.warns(UserWarning, match="AssetCheckEvaluationTargetMaterializationDataMoved is gone") as caught:
         assert dagster_private.check_target(1, "r", 0.0) is None
-    assert len(caught) == 1 and "partition grid only where a run covers one partition" in str(caught[0].message)
+    assert len(caught) == 1 and "partition grid shows the verdicts as missing" in str(caught[0].message)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second time: no warning
         assert dagster_private.check_target(2, "r", 0.0) is None

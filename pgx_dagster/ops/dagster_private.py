@@ -8,7 +8,7 @@ where the installed Dagster has moved it (a test per fallback):
   that waits for a failed run's status before deciding (`settle_run_retries`: a correctness fix);
 - `PreloadedRunLauncher` (ops/launcher.py, the repo's dagster.yaml): the body of `dagster api execute_run`, run
   in a process forked from a warm one;
-- naming the materialization an asset check evaluation judged in a run over several partitions (`check_target`):
+- naming the materialization an asset check evaluation judged (`check_target`), which Dagster leaves unnamed:
   without it the Checks tab's partition grid shows those verdicts as missing.
 
 Tested with Dagster TESTED_MINOR (pyproject.toml pins that range). `python -m pgx_dagster.ops.dagster_private`
@@ -42,7 +42,8 @@ FALLBACK = {
     "daemon_interval": "pgx daemon's daemons loop every 30 s, as `dagster-daemon run`'s do",
     "retry_consumer": "pgx daemon decides run retries as Dagster does, without waiting for the failed run's status",
     "run_body": "PreloadedRunLauncher launches runs as Dagster's DefaultRunLauncher does",
-    "check_target": "check verdicts show in the partition grid only where a run covers one partition",
+    "check_target": "the Checks tab's partition grid shows the verdicts as missing (they stay in the runs' events, "
+    "the check history and pgx status)",
 }
 # The module a run's process runs from: worth importing once in the launcher's forkserver.
 RUN_ENTRY_MODULE = PRIVATE["run_body"][0]
