@@ -547,11 +547,14 @@ def _seconds(result: dict[str, Any] | None) -> str:
 
 
 def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: list[str]) -> str:
-    lines = [f"{'scale':<6}{'claim rows':>12}" + "".join(f"{e + ' s':>18}" for e in engines) + f"{'identical':>11}"]
+    width = max(18, *(len(e) + 4 for e in engines))  # a column per engine, its name apart from the one before
+    lines = [
+        f"{'scale':<6}{'claim rows':>12}" + "".join(f"{e + ' s':>{width}}" for e in engines) + f"{'identical':>11}"
+    ]
     for name, s in scales.items():
         lines.append(
             f"{name:<6}{s['claim_rows']:>12,}"
-            + "".join(f"{_seconds(s['results'].get(e)):>18}" for e in engines)
+            + "".join(f"{_seconds(s['results'].get(e)):>{width}}" for e in engines)
             + f"{str(s['results']['identical']):>11}"
         )
     lines.append("")
@@ -592,7 +595,7 @@ def table(summary: dict[str, Any], scales: dict[str, dict[str, Any]], engines: l
         lines.append(f"analysis adds {added:.1%} to {e}'s backfill: {verdict} the {ANALYSIS_BUDGET:.0%} budget")
     lines.append("rows/s per stage (1x):")
     for e in engines:
-        lines.append(f"  {e:<16}{json.dumps(summary['rows_per_s'].get(e, 'failed'))}")
+        lines.append(f"  {e:<20}{json.dumps(summary['rows_per_s'].get(e, 'failed'))}")
     return "\n".join(lines)
 
 
