@@ -121,6 +121,7 @@ def materializations(client: Client, asset: str) -> dict[str, float]:
     return latest
 
 
+@pytest.mark.slow  # the UI backfill of the module (3 min): `make test-slow`
 def test_one_failing_partition_does_not_stop_the_others_and_reexecute_failed_completes(ui):
     client, lake = ui["client"], ui["lake"]
     broken = silver_file(lake, BROKEN)
@@ -178,6 +179,7 @@ def test_one_failing_partition_does_not_stop_the_others_and_reexecute_failed_com
         assert latest_check(client, asset, check, BROKEN)["status"] == "SUCCEEDED"
 
 
+@pytest.mark.slow  # the UI backfill of the module (3 min): `make test-slow`
 def test_checks_tab_renders_check_names_and_statuses_in_chromium(ui, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     partition = PARTITIONS[0]
@@ -229,6 +231,7 @@ def partitioned_checks(client: Client) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow  # the UI backfill of the module (3 min): `make test-slow`
 def test_the_checks_partition_grid_shows_every_verdict_of_every_partitioned_check(ui):
     """The Checks tab's partition grid (what an analyst reads at a glance) counts each partition's verdict, not
     "Missing": each evaluation names the materialization it judged, in runs of one partition or of many."""
@@ -245,6 +248,7 @@ def test_the_checks_partition_grid_shows_every_verdict_of_every_partitioned_chec
     assert len(check_grid(ui["client"], "events", "events_classification")["Passed"]) == len(all_keys())
 
 
+@pytest.mark.slow  # the UI backfill of the module (3 min): `make test-slow`
 def test_the_checks_partition_grid_reads_passed_35_in_chromium(ui):
     """The same grid as a person sees it: the check's Partitions tab in headless Chromium."""
     total = len(all_keys())
@@ -283,6 +287,7 @@ def test_pgx_materialize_with_named_partitions_runs_the_assets_that_have_them(pi
     assert {p for a, p in checked if a == "cohort_opioid_ed"} == set(all_keys())
 
 
+@pytest.mark.slow  # the UI backfill of the module (3 min): `make test-slow`
 def test_a_failed_check_ends_pgx_backfill_non_zero_though_every_partition_was_materialized(ui):
     """A failed ERROR check fails its run after the partition is materialized, so Dagster's backfill ends
     COMPLETED_SUCCESS with every partition done; `pgx backfill` must not call that a success. Last in this

@@ -57,6 +57,7 @@ def test_local_instance_config_validates(tmp_path):
         instance_at(tmp_path, {**raw, "run_queue": {"max_concurrent_runs": "many"}})
 
 
+@pytest.mark.slow  # the pipeline on a real Postgres (14 s): `make test-slow`
 def test_pipeline_with_the_instance_in_postgres(postgres, synthetic_raw, tmp_path, monkeypatch):
     from pgx_dagster.definitions import defs
     from pgx_dagster.resources import build_resources

@@ -81,6 +81,7 @@ def ecs_tasks(tmp_path_factory):
         yield {"tasks": tasks, "definitions": definitions, "aws": aws}
 
 
+@pytest.mark.slow  # a backfill through the ECS launcher on moto (30 s): `make test-slow`
 def test_each_run_is_one_fargate_task_with_the_dagster_command_and_the_code_image(ecs_tasks):
     assert len(ecs_tasks["tasks"]) == 3, ecs_tasks["tasks"]
     for task in ecs_tasks["tasks"]:
@@ -93,6 +94,7 @@ def test_each_run_is_one_fargate_task_with_the_dagster_command_and_the_code_imag
         assert definition["requiresCompatibilities"] == ["FARGATE"]
 
 
+@pytest.mark.slow  # a backfill through the ECS launcher on moto (30 s): `make test-slow`
 def test_task_environment_carries_the_settings_and_no_secret(ecs_tasks):
     aws = ecs_tasks["aws"]
     for definition in ecs_tasks["definitions"].values():
@@ -105,6 +107,7 @@ def test_task_environment_carries_the_settings_and_no_secret(ecs_tasks):
         assert aws["AWS_SECRET_ACCESS_KEY"] not in str(definition)
 
 
+@pytest.mark.slow  # a backfill through the ECS launcher on moto (30 s): `make test-slow`
 def test_task_cpu_and_memory_follow_the_steps_tags_or_the_backfills(ecs_tasks):
     sizes = {}
     for task in ecs_tasks["tasks"]:

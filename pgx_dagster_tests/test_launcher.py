@@ -140,6 +140,7 @@ with _instance(tmp) as instance:
 """
 
 
+@pytest.mark.slow  # a daemon and a launched run (11 s): `make test-slow`
 def test_a_run_finds_the_code_location_warm(tmp_path):
     """In a fresh interpreter, as in `pgx daemon`: a process has one forkserver, and the first to start it
     chooses what it imports (here the launcher; in this test session another test may have come first)."""
@@ -280,6 +281,7 @@ run_queue: {dequeue_interval_seconds: 1}
 """
 
 
+@pytest.mark.slow  # a daemon and a launched run (12 s): `make test-slow`
 def test_a_moved_run_body_launches_as_dagsters_default_launcher(tmp_path, monkeypatch):
     """The launcher's fallback: with the private name gone, a stock `dagster-daemon run` launches the queued run
     through Dagster's own path (the code server spawns it), the run succeeds, and the daemon warned once."""

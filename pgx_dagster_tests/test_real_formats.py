@@ -250,6 +250,7 @@ def tuva(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(expected=exp, run=run, got=lake_figures(run.lake) if run.returncode == 0 else None)
 
 
+@pytest.mark.slow  # a whole pipeline on the Tuva sample (1.5 min): `make test-slow`
 def test_tuva_pipeline_runs_and_every_check_passes(tuva):
     assert tuva.run.returncode == 0, tuva.run.stdout[-3000:] + tuva.run.stderr[-3000:]
     # the demo's days supply is blank on every fill: a warning (no fill gets an MME/day), not a failure
@@ -267,6 +268,7 @@ def test_tuva_pipeline_runs_and_every_check_passes(tuva):
     ) in completeness
 
 
+@pytest.mark.slow  # a whole pipeline on the Tuva sample (1.5 min): `make test-slow`
 def test_tuva_persons_claims_and_fills_match_the_source(tuva):
     exp, got = tuva.expected, tuva.got
     assert got["persons"] == exp["persons"] == 100
@@ -279,6 +281,7 @@ def test_tuva_persons_claims_and_fills_match_the_source(tuva):
     assert sum(got["pharmacy"].values()) == exp["source_rows"]["pharmacy_claim"] == 612
 
 
+@pytest.mark.slow  # a whole pipeline on the Tuva sample (1.5 min): `make test-slow`
 def test_tuva_ed_visits_by_revenue_code_place_of_service_and_cpt(tuva):
     exp, got = tuva.expected, tuva.got
     assert got["ed_visits"] == exp["ed_visits"]
@@ -286,6 +289,7 @@ def test_tuva_ed_visits_by_revenue_code_place_of_service_and_cpt(tuva):
     assert sum(exp["ed_visits"].values()) > 0 and min(exp["ed_by"].values()) > 0  # all three routes occur
 
 
+@pytest.mark.slow  # a whole pipeline on the Tuva sample (1.5 min): `make test-slow`
 def test_tuva_opioid_fills_and_missing_days_supply(tuva):
     exp, got = tuva.expected, tuva.got
     assert got["opioid_fills"] == exp["opioid_fills"]
@@ -295,6 +299,7 @@ def test_tuva_opioid_fills_and_missing_days_supply(tuva):
     assert exp["mme_status"].get("missing_days_supply", 0) > 0
 
 
+@pytest.mark.slow  # a whole pipeline on the Tuva sample (1.5 min): `make test-slow`
 def test_tuva_demographics_complete_and_empty_cohort_reported(tuva):
     got = tuva.got
     gaps, rows = got["demographics_gaps"]
@@ -306,6 +311,7 @@ def test_tuva_demographics_complete_and_empty_cohort_reported(tuva):
     assert got["cohort_rows"] == 0 and got["strata_targets"] == 0
 
 
+@pytest.mark.slow  # a whole pipeline on the Tuva sample (1.5 min): `make test-slow`
 def test_tuva_zip3_drawn_within_the_observed_state(tuva):
     con = duckdb.connect()
     rows = q(

@@ -371,6 +371,7 @@ def birth_year_rule(counts: Counter) -> int:
     return top - 1 if below and below >= above else top
 
 
+@pytest.mark.slow  # the pipeline on both layouts (25 s): `make test-slow`
 def test_the_apcd_layout_gives_the_pgx_layouts_events_fills_mme_and_targets(both):
     """One population through both layouts: events per type, opioid fills and their MME/day, fills and
     matched targets per stratum (age band, event year) are the same. Only the birth year may differ - the
