@@ -17,6 +17,18 @@ from pgx_dagster.ops.synth import generate
 from pgx_dagster.settings import event_years
 from pgx_dagster_tests.services import apt_install, free_port
 
+# Session fixtures whose whole-pipeline run (1.5 min or more each) the default run's 15 minutes cannot hold: every
+# test that uses one runs in `make test-slow` (CI runs both).
+SLOW_FIXTURES = {"boosted"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 SMALL_PERSONS = 2500
 SEED = 7
 

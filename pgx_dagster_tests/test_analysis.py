@@ -393,7 +393,6 @@ def analysis_rows(lake: Path, kind: str, filename: str = "") -> list[dict]:
             for r in con.execute(f"SELECT * FROM '{path}'").fetchall()]  # fmt: skip
 
 
-@pytest.mark.slow  # the whole pipeline on the boosted extract (2.5 min): `make test-slow`
 def test_the_planted_odds_ratio_is_recovered(boosted):
     """pgx-synth plants OR = 3 for a CYP2D6 opioid with a poor-metaboliser phenotype or a strong inhibitor."""
     assert boosted.manifest["planted_effect"]["odds_ratio"] == 3.0
@@ -418,7 +417,6 @@ def test_the_planted_odds_ratio_is_recovered(boosted):
     assert hit["min_detectable_or"] < 3.0 and hit["power_note"] == "", hit
 
 
-@pytest.mark.slow  # the whole pipeline on the boosted extract (2.5 min): `make test-slow`
 def test_genotype_exposures_all_persons_is_the_labelled_sensitivity_analysis(boosted):
     """The all-persons definition (ungenotyped counted as not poor metabolisers) is estimated beside the
     complete-case primary over every member; the other analyses run on the same exposures."""
@@ -438,7 +436,6 @@ def test_genotype_exposures_all_persons_is_the_labelled_sensitivity_analysis(boo
     assert "risk_set" in other["analysis_label"] and other["ci_low"] < 3.0 < other["ci_high"]
 
 
-@pytest.mark.slow  # the whole pipeline on the boosted extract (2.5 min): `make test-slow`
 def test_matching_keys_balanced_and_covariates_measured(boosted):
     balance = analysis_rows(boosted.lake, "balance")
     keys = [r for r in balance if r["kind"] == "matching_key"]
