@@ -646,11 +646,10 @@ def main(argv: list[str] | None = None) -> int:
             failures_are_results=name == "big",
         )
         scales[name] = info
-        if a.json_path and "1x" in scales:  # a run stopped during a later scale keeps the scales it finished
-            Path(a.json_path).write_text(
-                json.dumps({**summarize(a.members, scales, engines), "scales": _without_digests(scales)}, indent=2)
-            )
-    summary = summarize(a.members, scales, engines)
+        if "1x" in scales:
+            summary = summarize(a.members, scales, engines)
+            if a.json_path:  # a run stopped during a later scale keeps the scales it finished
+                Path(a.json_path).write_text(json.dumps({**summary, "scales": _without_digests(scales)}, indent=2))
     print(table(summary, scales, engines))
     if a.json_path:
         print(f"JSON: {a.json_path}")
