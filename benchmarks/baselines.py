@@ -24,16 +24,15 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks.pool import process_pool
 from pgx_dagster import datasets, settings
 from pgx_dagster.codesets import register_codesets
 from pgx_dagster.datasets import DEMOGRAPHICS, EVENTS, IMPUTED, SILVER, STAGED, Dataset, partition_suffix
 from pgx_dagster.duck import DuckDBWorker, Session, parquet_relation, quote
 from pgx_dagster.lake import LakeResource
-from pgx_dagster.ops.launcher import forkserver_context
 from pgx_dagster.partitions import all_keys, cohort_names, shard_keys, split_key
 from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
 from pgx_dagster.stages.common import PARTITIONS, partition_args
@@ -110,31 +109,6 @@ def _run_global(asset: str, lake: LakeResource, checks: bool) -> dict[str, Any]:
         rows += int(work.run(LOG, lake, duck, *args)["dagster/row_count"])
         failed += [c.__name__ for c in work.checks if checks and not c(lake, duck, *args).passed]
     return {"rows": rows, "failed_checks": failed}
-
-
-def _adopt_environment(environ: dict[str, str]) -> None:
-    from pgx_dagster.forksafe import exit_with_parent
-    from pgx_dagster.ops import warm_code
-
-    exit_with_parent()  # a worker stops writing when the benchmark is gone (forksafe.py)
-    os.environ.clear()
-    os.environ.update(environ)
-    warm_code.use_or_forget()  # the forkserver's code location was imported with its own settings
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """The legacy pipeline's pool, its workers forked from the forkserver, never from the calling
-    process: DuckDB is not fork-safe, and the caller may hold a database with live threads (a CI run
-    lost a pool worker to "terminate called without an active exception" that way). The workers take
-    the caller's environment as it is now, as forked workers would, not the forkserver's from when it
-    started (S3 credentials set since then would be missing). A worker exits with its parent, the forkserver,
-    which exits with this process."""
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=forkserver_context(),
-        initializer=_adopt_environment,
-        initargs=(dict(os.environ),),
-    )
 
 
 def _partition_task(asset: str, raw_root: str, lake_root: str, key: str) -> dict[str, Any]:

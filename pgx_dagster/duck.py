@@ -360,7 +360,7 @@ def _process_database(worker: DuckDBWorker) -> duckdb.DuckDBPyConnection:
             # DuckDB is not fork-safe: fail clearly here rather than crash at random inside DuckDB.
             raise RuntimeError(
                 f"process {os.getpid()} was forked from process {min(inherited)}, which holds a DuckDB "
-                "database: start worker processes with forkserver or spawn (ops/launcher.py forkserver_context)"
+                "database: start worker processes with forkserver or spawn (execution.py build_executor)"
             )
         if key not in _DATABASES:
             _DATABASES[key] = _open_database(worker, secret)

@@ -7,15 +7,15 @@ connection. `import duckdb` itself opens DuckDB's default in-memory connection, 
 its top: `OnFirstUse` stands in for it until a step first uses it.
 
 The processes the project starts itself call these:
-- `protect_children()`, in a process that forks workers - the forkservers (`forkserver_preload`: the
-  run launcher's, a multiprocess executor's, the benchmark's pool's). DuckDB: a child forked while the
+- `protect_children()`, in a process that forks workers - the forkservers (`forkserver_preload`: a
+  multiprocess executor's, the benchmark's pool's). DuckDB: a child forked while the
   default connection's threads live inherits DuckDB's state without its threads and can crash inside
   DuckDB (duckdb/duckdb-python#292); we never use that connection, so it is closed (which joins its
   threads), and duckdb stays imported for the children. A process that has opened a database of its own
   must still not fork (`duck._process_database`). Orphans: every child forked from then on calls
   `exit_with_parent()` (an at-fork hook).
-- `exit_with_parent()`, in a worker: a run's process (`ops/launcher._run_worker`), a step's process
-  (`lake.LakeResource.setup_for_execution`), a pool worker of the benchmark. A thread watches the parent;
+- `exit_with_parent()`, in a worker: a run's process and a step's process, at the first step that writes
+  the lake (`lake.LakeResource.setup_for_execution`), a pool worker of the benchmark. A thread watches the parent;
   when it is gone - killed, or crashed - the process exits at once instead of writing on into the lake
   while a re-run races it.
 The services `pgx materialize` starts (webserver, daemon) are exec'd in sessions of their own: a reaper

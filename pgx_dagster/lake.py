@@ -246,11 +246,11 @@ class LakeResource(ConfigurableResource):
 
     def setup_for_execution(self, context) -> None:
         """At the start of every step that writes the lake. In a process multiprocessing started - a step of
-        the multiprocess executor, a run of the run launcher - the step exits with its parent (forksafe.py);
-        never in a process started otherwise (`dagster asset materialize`, a notebook), which its parent may
-        rightly outlive. And a run recorded where nobody will find it again (an in-memory instance, or
-        `dagster dev`'s temporary one) says so in its log: the lake is written all the same
-        (settings.instance_warning)."""
+        the multiprocess executor, a run the code server started (Dagster's default launcher) - the step
+        exits with its parent (forksafe.py); never in a process started otherwise (`dagster asset materialize`,
+        a notebook), which its parent may rightly outlive. And a run recorded where nobody will find it again
+        (an in-memory instance, or `dagster dev`'s temporary one) says so in its log: the lake is written all
+        the same (settings.instance_warning)."""
         if multiprocessing.parent_process() is not None:
             exit_with_parent()
         instance = getattr(context, "instance", None)

@@ -42,9 +42,9 @@ def test_all_three_engines_produce_identical_lakes_and_every_ratio_to_the_lean_e
     assert r["members"] == 40 and r["claim_rows"] > 0
     assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs legacy_pool": [],
                                                                           "dagster vs duckdb_single": []}}  # fmt: skip
-    # person_index, claims_intake (one shard), 5 silver runs (one per event year), person_facts and
-    # member_demographics (one shard each), 5 imputed + events, 5 cohort, 1 analysis
-    assert r["runs"] == 20
+    # person_index, claims_intake (one shard), 5 silver runs (one per event year), person_facts + member_demographics
+    # (one run: one shard), 5 imputed + events, 5 cohort, 1 analysis
+    assert r["runs"] == 19
     assert r["dagster_s"] > 0 and r["ratio_vs_legacy"] > 0
     assert set(r["analysis_share"]) == {"dagster", "legacy_pool", "duckdb_single"}
     assert all(0 < share < 1 for share in r["analysis_share"].values())
@@ -176,9 +176,10 @@ def test_stock_dagster_beside_the_accelerated_one_with_the_run_boundaries_of_eac
     assert r["identical_outputs"] is True and r["differences"] == {"1x": {"dagster vs dagster_stock": []}}
     assert r["ratio_stock_vs_dagster"]["1x"] == round(r["dagster_stock_s"] / r["dagster_s"], 2)
     counts = r["run_boundaries"]["1x"]
-    assert counts["dagster"]["runs"] == counts["dagster_stock"]["runs"] == 20  # as in the test above
-    # person_index, claims_intake, silver, person_facts, member_demographics, imputed + events, cohorts, analysis
-    assert counts["dagster"]["levels"] == counts["dagster_stock"]["levels"] == 8
+    assert counts["dagster"]["runs"] == counts["dagster_stock"]["runs"] == 19  # as in the test above
+    # person_index, claims_intake, silver, person_facts + member_demographics (one shard: one run, stages/common.py
+    # SHARD_POLICY), imputed + events, cohorts, analysis
+    assert counts["dagster"]["levels"] == counts["dagster_stock"]["levels"] == 7
     stock_home = tmp_path / "stock" / "run_1x" / "dagster_stock" / "dagster_home" / "dagster.yaml"
     assert "pgx_dagster" not in stock_home.read_text()
 
@@ -245,12 +246,12 @@ def test_the_stock_instance_is_the_repos_dagster_yaml_without_the_projects_class
     assert {"dagster", "dagster_stock"} <= set(ENGINES)
     repo = yaml.safe_load((REPO / "dagster.yaml").read_text())
     stock = instance_config(DAGSTER_ENGINES["dagster_stock"])
-    assert DAGSTER_ENGINES["dagster_stock"].stock_daemon and not DAGSTER_ENGINES["dagster_pgx_daemon"].stock_daemon
+    assert DAGSTER_ENGINES["dagster_stock"].stock_daemon and not DAGSTER_ENGINES["dagster"].stock_daemon
     assert "pgx_dagster" not in yaml.safe_dump(stock)
     assert "run_launcher" not in stock
     for section in ("run_queue", "run_retries", "run_monitoring"):
         assert stock[section] == repo[section], section
-    assert instance_config(DAGSTER_ENGINES["dagster_pgx_daemon"]) == stock
+    assert "run_launcher" not in repo  # runs launch as Dagster launches them on both
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(stock))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance) is DagsterInstance
@@ -265,27 +266,29 @@ def test_the_summary_sets_stock_dagster_beside_the_accelerated_one_and_each_acce
         return {**DAGSTER_RUNS, "seconds": seconds, "stage_s": {"analysis": 1.0}, "rows": {}, "runs": runs,
                 "levels": levels, "before_analysis_s": seconds - 1}  # fmt: skip
 
-    engines = ["dagster", "dagster_stock", "dagster_pgx_daemon"]
+    def pool(seconds: float) -> dict:
+        return {"seconds": seconds, "stage_s": {"analysis": 1.0}, "rows": {}, "peak_rss_mb_per_worker": 500.0}
+
+    engines = ["dagster", "dagster_stock", "legacy_pool"]
     one = {"claim_rows": 10_000_000, "identical": True,
-           "results": {"dagster": result(100.0), "dagster_stock": result(300.0),
-                       "dagster_pgx_daemon": result(150.0), "identical": True, "differences": {}}}  # fmt: skip
+           "results": {"dagster": result(100.0), "dagster_stock": result(300.0), "legacy_pool": pool(80.0),
+                       "identical": True, "differences": {}}}  # fmt: skip
     big = {"claim_rows": 50_000_000,
-           "results": {"dagster": result(500.0), "dagster_stock": result(600.0, 40, 9), "identical": True,
-                       "differences": {}}}  # fmt: skip
+           "results": {"dagster": result(500.0), "dagster_stock": result(600.0, 40, 9),
+                       "legacy_pool": pool(400.0), "identical": True, "differences": {}}}  # fmt: skip
     summary = summarize(1, {"1x": one, "big": big}, engines)
     assert summary["ratio_stock_vs_dagster"] == {"1x": 3.0, "big": 1.2}
     assert summary["big"]["ratio_stock_vs_dagster"] == 1.2 and summary["big"]["dagster_stock_s"] == 600.0
     assert summary["big"]["run_boundaries"]["dagster_stock"] == {"runs": 40, "levels": 9}
-    assert summary["run_boundaries"]["1x"] == {e: {"runs": 20, "levels": 8} for e in engines}
-    assert summary["accelerator_gain"] == {  # the large point runs no pair: no row for it
-        "1x": {
-            "preloaded_run_launcher": {"s": 50.0, "share_of_dagster": 0.5},
-            "pgx_daemon": {"s": 150.0, "share_of_dagster": 1.5},
-        }
+    assert summary["big"]["legacy_pool_s"] == 400.0 and summary["big"]["ratio_vs_legacy"] == 1.25
+    assert summary["run_boundaries"]["1x"] == {e: {"runs": 20, "levels": 8} for e in ("dagster", "dagster_stock")}
+    assert summary["accelerator_gain"] == {
+        "1x": {"pgx_daemon": {"s": 200.0, "share_of_dagster": 2.0}},
+        "big": {"pgx_daemon": {"s": 100.0, "share_of_dagster": 0.2}},
     }
     printed = table(summary, {"1x": one, "big": big}, engines)
     assert next(line for line in printed.splitlines() if line.startswith("big ")).split() == [
-        "big", "50,000,000", "500.0", "600.0", "-", "True"]  # fmt: skip
+        "big", "50,000,000", "500.0", "600.0", "400.0", "True"]  # fmt: skip
     assert "run_boundaries" in printed and '"levels": 9' in printed and '"pgx_daemon"' in printed
     # a failed stock backfill at the large point is a result beside dagster's
     big["results"]["dagster_stock"] = {"failed": "backfill y ended FAILED"}

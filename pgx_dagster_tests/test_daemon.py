@@ -1,12 +1,15 @@
 """`pgx daemon` (pgx_dagster/ops/daemon.py): Dagster's `dagster-daemon run` from its console script, with a shorter
 loop and run retries decided once the failed run's status is stored; where Dagster has moved either private name,
-one warning and Dagster's own behaviour. Run retries themselves: test_launcher.py; the daemon at work:
+one warning and Dagster's own behaviour. Run retries at work: test_faults.py; the daemon at work:
 test_backfill_ui.py."""
 
 import importlib
+import threading
 import warnings
+from types import SimpleNamespace
 
 import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, job, op
 
 from pgx_dagster.ops import daemon, dagster_private
 
@@ -78,3 +81,37 @@ def test_pgx_daemon_runs_dagsters_console_script_with_its_options(restored, tmp_
     out = capsys.readouterr().out
     assert "dagster-daemon run [OPTIONS]" in out and "Run any daemons configured on the DagsterInstance" in out
     assert not daemon.pid_file(tmp_path).exists()  # removed as the daemon ends
+
+
+@op
+def nothing() -> None:
+    pass
+
+
+@job
+def one_op_job():
+    nothing()
+
+
+def test_run_retries_decide_once_the_run_is_marked_failed(tmp_path):
+    """Dagster stores a run's failure event before it marks the run failed; its retry consumer, reading in
+    between, skipped the run for good (a backfill then waited forever). pgx daemon's consumer waits for the run."""
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        run = instance.create_run_for_job(job_def=one_op_job, status=DagsterRunStatus.STARTING)
+        seen_before = [r.dagster_run.status for r in instance.get_run_records(RunsFilter(run_ids=[run.run_id]))]
+        decided: list[DagsterRunStatus] = []
+        handle = dagster_private.once_finished(
+            lambda _c, records, _l: decided.extend(r.dagster_run.status for r in records), 10
+        )
+        threading.Timer(0.3, lambda: instance.report_run_failed(instance.get_run_by_id(run.run_id))).start()
+        handle(SimpleNamespace(instance=instance), instance.get_run_records(RunsFilter(run_ids=[run.run_id])), None)
+    assert seen_before == [DagsterRunStatus.STARTING] and decided == [DagsterRunStatus.FAILURE]
+    # what pgx daemon installs: Dagster's retry handler, behind the wait
+    try:
+        assert dagster_private.settle_run_retries(5.0) is True
+        handlers = dagster_private.run_retry_handlers()
+        assert [h.__qualname__ for h in handlers] == ["once_finished.<locals>.handle_finished"]
+        assert [h.__name__ for h in handlers] == DAGSTERS_RETRY_HANDLERS
+    finally:
+        dagster_private.settle_run_retries(None)
+    assert [h.__qualname__ for h in dagster_private.run_retry_handlers()] == DAGSTERS_RETRY_HANDLERS

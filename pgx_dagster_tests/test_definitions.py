@@ -327,10 +327,10 @@ def test_the_private_name_guard_catches_each_kind_of_use():
 def test_a_private_name_that_moved_fails_with_one_clear_message(monkeypatch):
     from pgx_dagster.ops import dagster_private
 
-    monkeypatch.setitem(dagster_private.PRIVATE, "run_body", ("dagster._nowhere", "thing"))
+    monkeypatch.setitem(dagster_private.PRIVATE, "check_target", ("dagster._nowhere", "thing"))
     with pytest.raises(dagster_private.DagsterUpgradeError, match=r"dagster\._nowhere\.thing is gone in Dagster"):
-        dagster_private.resolve("run_body")
-    assert dagster_private.check()["run_body"].startswith("dagster._nowhere.thing is gone")
+        dagster_private.resolve("check_target")
+    assert dagster_private.check()["check_target"].startswith("dagster._nowhere.thing is gone")
 
 
 def test_a_dagster_outside_the_tested_minor_is_warned_about(monkeypatch):

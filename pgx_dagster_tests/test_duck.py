@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from benchmarks.baselines import process_pool
+from benchmarks.pool import process_pool
 from pgx_dagster import forksafe
 from pgx_dagster.duck import DuckDBWorker, InternalError
 from pgx_dagster.reporting import peak_rss_mb, reset_peak_rss
@@ -126,7 +126,7 @@ def test_worker_pools_start_clean_from_the_forkserver(tmp_path, monkeypatch):
     monkeypatch.setenv("PGX_MAX_YEAR", "2017")  # read when the code location is imported (the partitions)
     with process_pool(2) as pool:  # workers take the caller's environment as it is now
         assert list(pool.map(_environment_variable, ["TEST_SET_AFTER_THE_FORKSERVER"] * 2)) == ["seen"] * 2
-        # the forkserver imported the code location with its own settings (ops/warm_code.py): not these
+        # a forkserver started earlier may have imported the code location with its own settings: not these
         assert list(pool.map(_partition_years, [None] * 2)) == [["2016", "2017"]] * 2
 
 

@@ -19,7 +19,6 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFil
 
 from pgx_dagster.datasets import STAGED
 from pgx_dagster.lake import LakeResource, s3_client
-from pgx_dagster.ops.launcher import WORKER_TAG
 from pgx_dagster.ops.synth import generate
 from pgx_dagster.partitions import all_keys, shard_count
 from pgx_dagster.reporting import CHECKPOINT
@@ -122,10 +121,18 @@ def assert_clean_after_rerun(lake: Path, home: Path) -> None:
     assert not list((home.parent / "tmp").glob("pgx_duckdb_*"))  # temp folders of killed processes removed
 
 
+STARTED_PROCESS = re.compile(r"Started process for run \(pid: (\d+)\)")  # Dagster's engine event, every launcher
+
+
 def running_workers(home: Path) -> list[tuple[str, int]]:
+    """(run id, the run's process id) of every run executing now, as the run's own engine event names it."""
+    workers = []
     with DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
-    return [(r.run_id, int(r.tags[WORKER_TAG].rpartition(":")[2])) for r in runs if WORKER_TAG in r.tags]
+        for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+            for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
+                if found := STARTED_PROCESS.search(entry.message or ""):
+                    workers.append((run.run_id, int(found.group(1))))
+    return workers
 
 
 def engine_messages(home: Path, run_id: str) -> str:
@@ -168,7 +175,7 @@ def test_kill_9_of_pgx_materialize_leaves_nothing_running_and_a_rerun_converges(
         assert proc.poll() is None, f"trial {trial}: ended before the kill"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert_nothing_left_running(home)  # daemon, webserver, forkserver, runs: all gone
+        assert_nothing_left_running(home)  # daemon, webserver, code servers, runs: all gone
         before = lake_state(lake)
         time.sleep(2)
         assert lake_state(lake) == before, f"trial {trial}: written after the parent died"
@@ -209,11 +216,13 @@ def test_kill_9_of_run_processes_is_reported_retried_and_converges(raw, referenc
         assert killed, f"trial {trial}: no run process seen"
         run_id, pid = killed
         proc.wait(timeout=900)
-        # the run monitor reported the lost process with its partitions and what to do; run retries
+        # the code server that started the run reported its process killed and the run failed; run retries
         # relaunched the run, so the backfill still completes
         message = engine_messages(home, run_id)
-        assert f"the run's process ({pid}) died before the run finished" in message, message[-2000:]
-        assert re.search(r"while on partition\(s\) \S+", message) and "Re-run them: pgx backfill" in message
+        assert f"Run execution process for {run_id} was terminated by signal 9 (SIGKILL)" in message, message[-2000:]
+        with DagsterInstance.from_config(str(home)) as instance:
+            assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
+            assert instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run_id}))  # its retry
         assert proc.returncode == 0, log.read_text()[-3000:]
         assert_nothing_left_running(home)
         assert_no_partial_partition(lake)

@@ -4,7 +4,7 @@ materialization with its own metadata and its own check verdicts, as in a one-pa
 import shutil
 
 import duckdb
-from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
+from dagster import AssetKey, AssetSelection, BackfillPolicy, DagsterInstance, Definitions, define_asset_job
 
 from pgx_dagster.datasets import SILVER
 from pgx_dagster.definitions import defs
@@ -87,6 +87,10 @@ def test_backfill_policies_keep_cohorts_out_of_the_events_runs():
     assert graph.get(AssetKey("events")).backfill_policy == PARTITION_POLICY
     assert graph.get(AssetKey("cohort_opioid_ed")).backfill_policy == COHORT_POLICY
     assert PARTITION_POLICY != COHORT_POLICY
+    # one shard (the default): the shard steps take single_run, with which the planner puts member_demographics
+    # (it reads every shard of person_facts) in person_facts' run; a cap of one partition per run would not
+    shard_steps = ("claims_intake", "person_facts", "member_demographics")
+    assert {graph.get(AssetKey(a)).backfill_policy for a in shard_steps} == {BackfillPolicy.single_run()}
     # every asset's work is registered for the legacy-style baselines, with its checks
     assert {name: len(w.checks) for name, w in WORK.items()} == {
         "person_index": 5,

@@ -1,3 +1,3 @@
 """Operational tools around the code location: the `pgx` command line, launching and following
-backfills, the run launcher and daemon, local services, the synthetic generator. The code location
+backfills, the daemon, local services, the synthetic generator. The code location
 (`pgx_dagster.definitions`) never imports this package (a test checks it)."""

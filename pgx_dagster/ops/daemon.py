@@ -34,7 +34,7 @@ def pid_file(home: str | Path) -> Path:
 
 
 def settings(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, str]:
-    """The settings a run takes from the daemon's environment (runs fork from it): every PGX_ variable,
+    """The settings a run takes from the daemon's environment (its code server starts the runs): every PGX_ variable,
     the raw and lake roots as absolute paths, and where S3 is (never a credential)."""
     keep = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")
     out = {k: v for k, v in environ.items() if k.startswith("PGX_") or k in keep}
@@ -86,9 +86,6 @@ def main(argv: list[str] | None = None) -> None:
     home = os.environ.get("DAGSTER_HOME")
     if home:
         pid_file(home).write_text(json.dumps({"pid": os.getpid(), "settings": settings()}))
-    from pgx_dagster.ops.launcher import start_forkserver
-
-    start_forkserver()
     sys.argv = ["dagster-daemon", "run", *(argv or [])]
     try:
         dagster_daemon_main()()

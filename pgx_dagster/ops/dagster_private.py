@@ -1,4 +1,4 @@
-"""Every private Dagster name the project uses: the four in PRIVATE below, and no other anywhere in pgx_dagster/
+"""Every private Dagster name the project uses: the three in PRIVATE below, and no other anywhere in pgx_dagster/
 (a test walks every module for imports, module paths and `._name` on Dagster objects).
 
 Each is used only by an opt-in accelerator, and each falls back to Dagster's own behaviour, with one warning,
@@ -6,8 +6,6 @@ where the installed Dagster has moved it (a test per fallback):
 - `pgx daemon` (ops/daemon.py; `dagster-daemon run` is Dagster's own): the daemons' loop, fixed at 30 s with no
   setting (dagster-io/dagster#11649), and the run retry consumer the daemon controller builds, replaced by one
   that waits for a failed run's status before deciding (`settle_run_retries`: a correctness fix);
-- `PreloadedRunLauncher` (ops/launcher.py, the repo's dagster.yaml): the body of `dagster api execute_run`, run
-  in a process forked from a warm one;
 - naming the materialization an asset check evaluation judged (`check_target`), which Dagster leaves unnamed:
   without it the Checks tab's partition grid shows those verdicts as missing.
 
@@ -31,7 +29,6 @@ TESTED_MINOR = "1.13"
 PRIVATE: dict[str, tuple[str, str]] = {
     "daemon_interval": ("dagster._daemon.controller", "DEFAULT_DAEMON_INTERVAL_SECONDS"),
     "retry_consumer": ("dagster._daemon.controller", "EventLogConsumerDaemon"),
-    "run_body": ("dagster._cli.api", "_execute_run_command_body"),
     "check_target": (
         "dagster._core.definitions.asset_checks.asset_check_evaluation",
         "AssetCheckEvaluationTargetMaterializationData",
@@ -41,12 +38,9 @@ PRIVATE: dict[str, tuple[str, str]] = {
 FALLBACK = {
     "daemon_interval": "pgx daemon's daemons loop every 30 s, as `dagster-daemon run`'s do",
     "retry_consumer": "pgx daemon decides run retries as Dagster does, without waiting for the failed run's status",
-    "run_body": "PreloadedRunLauncher launches runs as Dagster's DefaultRunLauncher does",
     "check_target": "the Checks tab's partition grid shows the verdicts as missing (they stay in the runs' events, "
     "the check history and pgx status)",
 }
-# The module a run's process runs from: worth importing once in the launcher's forkserver.
-RUN_ENTRY_MODULE = PRIVATE["run_body"][0]
 
 
 class DagsterUpgradeError(RuntimeError):
@@ -88,13 +82,6 @@ def resolve_or_warn(what: str) -> Any | None:
 def _set(what: str, value: Any) -> None:
     module, name = PRIVATE[what]
     setattr(importlib.import_module(module), name, value)
-
-
-# ---- the run launcher ----------------------------------------------------------------------------------
-def execute_run_command_body() -> Callable[..., int] | None:
-    """The body of `dagster api execute_run`: `(run_id, instance, write_stream_fn, set_exit_code_on_failure)`,
-    or None (one warning) where it has moved."""
-    return resolve_or_warn("run_body")
 
 
 # ---- asset check evaluations ---------------------------------------------------------------------------

@@ -16,11 +16,10 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
 from pgx_dagster.ops.backfill import Client, failed_runs, failure_lines, follow
@@ -64,22 +63,15 @@ class Outcome:
 
 
 def ensure_instance(home: Path) -> None:
-    """DAGSTER_HOME with the repository's instance settings (the run queue, the run launcher, ...)."""
+    """DAGSTER_HOME with the repository's instance settings (the run queue, run retries, ...)."""
     if not (home / "dagster.yaml").exists():
         write_instance(home)
 
 
-def write_instance(home: Path, without: Sequence[str] = ()) -> Path:
-    """`home` with the repository's dagster.yaml, less the top-level sections named in `without` (each
-    then Dagster's default, e.g. `run_launcher`: Dagster's DefaultRunLauncher)."""
+def write_instance(home: Path) -> Path:
+    """`home` with the repository's dagster.yaml, as is (with its comments)."""
     home.mkdir(parents=True, exist_ok=True)
-    if not without:  # as is, with its comments
-        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-        return home
-    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    for section in without:
-        del config[section]
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     return home
 
 

@@ -2,7 +2,7 @@
 parent dies.
 
 `pgx materialize` (and the tests and the benchmark) start the Dagster webserver and daemon each in a
-process group of its own; everything those start - code servers, the run launcher's forkserver, runs -
+process group of its own; everything those start - code servers, runs -
 stays in the group. A SIGKILLed parent runs no cleanup, so this watchdog, in a session of its own, does
 it: when the parent is gone it sends the groups SIGTERM, then SIGKILL two seconds later. It exits once
 the groups are gone (the parent stopped them itself)."""
