@@ -112,14 +112,12 @@ def instance_config(setup: Setup) -> dict[str, Any]:
 def dagster_backfill(raw: Path, lake: Path, work: Path, timeout: float, engine: str = "dagster") -> dict[str, Any]:
     """The backfill on the instance and daemon of `engine` (DAGSTER_ENGINES)."""
     from pgx_dagster.ops.backfill import Client, failed_runs
+    from pgx_dagster.ops.materialize import write_instance
     from pgx_dagster.ops.services import dagster_services
 
     setup = DAGSTER_ENGINES[engine]
-    home = work / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    if setup == Setup():  # as is, with its comments
-        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    else:
+    home = write_instance(work / "dagster_home")  # the repo's dagster.yaml as is, with its comments
+    if setup != Setup():
         (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(setup)))
     env = {"PGX_RAW_ROOT": str(raw), "PGX_LAKE_ROOT": str(lake)}
     with dagster_services(home, env, work / "logs", stock_daemon=setup.stock_daemon) as url:
